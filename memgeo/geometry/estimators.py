@@ -1,0 +1,360 @@
+r"""Divergence, p-Laplacian and FLIPD estimators that only call the field (and its JVP/VJP).
+
+Every estimator returns an :class:`Estimate`: value and standard error per point, and the number
+of field evaluations, JVPs and VJPs it used per point, so that accuracy per unit of cost can be
+compared. The exact computation (``method="exact"``) stands beside each stochastic one.
+
+Methods of :func:`divergence` (DESIGN.md section 2):
+
+``"exact"``
+    :math:`\operatorname{tr} J` from d Jacobian-vector products (basis vectors; small d).
+``"hutchinson"``
+    :math:`\frac1n\sum_j v_j^\top J v_j` with Rademacher, Gaussian or spherical probes; one JVP
+    (or, with ``derivative="vjp"``, one VJP: :math:`v^\top J v = v^\top (J^\top v)`) per probe.
+``"hutchinson_fd"``
+    the same with :math:`Jv \approx (F(x+hv) - F(x-hv))/2h`, for fields without autograd; bias O(h^2).
+``"flux"``
+    boundary flux (divergence theorem) :math:`\frac{d}{r}\,\frac1n\sum_j \langle F(x + r n_j), n_j\rangle`
+    with :math:`n_j` uniform on the unit sphere; estimates the ball average of div F (bias O(r^2)).
+``"flux_antithetic"``
+    antithetic pairs :math:`\frac{d}{2r}\langle F(x+rn_j) - F(x-rn_j), n_j\rangle`: a finite-difference
+    Hutchinson estimator with spherical probes; it removes the O(d|F|^2/r^2) variance of ``"flux"``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field as dc_field
+
+import torch
+
+from .._checks import check_int, check_p, check_positive
+from .exact import p_laplacian_from_derivatives
+from .fields import Field, check_points, flatten_field, jvp, power_field, vjp
+
+__all__ = [
+    "Estimate",
+    "divergence",
+    "jacobian",
+    "p_laplacian",
+    "direction_flux",
+    "flipd",
+    "DIVERGENCE_METHODS",
+    "P_LAPLACIAN_METHODS",
+]
+
+DIVERGENCE_METHODS = ("exact", "hutchinson", "hutchinson_fd", "flux", "flux_antithetic")
+P_LAPLACIAN_METHODS = ("exact", "product") + DIVERGENCE_METHODS[1:]
+PROBES = ("rademacher", "gaussian", "sphere")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An estimate per point with its cost.
+
+    Attributes:
+        value: the estimate, ``[B]``.
+        stderr: its standard error, ``[B]`` (zero for exact methods).
+        n_evals: field evaluations per point.
+        n_jvps: Jacobian-vector products (forward mode) per point.
+        n_vjps: vector-Jacobian products (reverse mode) per point.
+        method: the method that produced it.
+        samples: the per-probe terms whose mean is ``value``, ``[n, B]`` (None for exact methods).
+    """
+
+    value: torch.Tensor
+    stderr: torch.Tensor
+    n_evals: int
+    n_jvps: int = 0
+    n_vjps: int = 0
+    method: str = ""
+    samples: torch.Tensor | None = dc_field(default=None, repr=False)
+
+    def interval(self, level: float = 0.95):
+        """Normal-approximation confidence interval ``(low, high)`` at ``level``."""
+        if not 0 < level < 1:
+            raise ValueError(f"level must lie in (0, 1), got {level}")
+        z = math.sqrt(2) * torch.special.erfinv(torch.tensor(level, dtype=torch.float64)).item()
+        return self.value - z * self.stderr, self.value + z * self.stderr
+
+    def cost(self, *, jvp_cost: float = 2.0, vjp_cost: float = 2.0) -> float:
+        """Cost per point in field-evaluation equivalents (a JVP/VJP counted as ``jvp_cost``/``vjp_cost``)."""
+        return self.n_evals + jvp_cost * self.n_jvps + vjp_cost * self.n_vjps
+
+
+def _mean_estimate(samples: torch.Tensor, method: str, **counts) -> Estimate:
+    n = samples.shape[0]
+    value = samples.mean(0)
+    stderr = samples.std(0, unbiased=True) / math.sqrt(n) if n > 1 else torch.full_like(value, math.nan)
+    return Estimate(value, stderr, method=method, samples=samples, **counts)
+
+
+def _probes(kind: str, n: int, B: int, d: int, like: torch.Tensor, generator) -> torch.Tensor:
+    """Probe vectors ``[n, B, d]``: Rademacher, standard Gaussian, or uniform unit directions."""
+    if kind == "rademacher":
+        v = torch.randint(0, 2, (n, B, d), generator=generator).to(like.dtype) * 2 - 1
+    elif kind in ("gaussian", "sphere"):
+        v = torch.randn(n, B, d, generator=generator, dtype=like.dtype)
+        if kind == "sphere":
+            v = v / v.norm(dim=-1, keepdim=True)
+    else:
+        raise ValueError(f"probe must be one of {PROBES}, got {kind!r}")
+    return v.to(like.device)
+
+
+def _chunks(n: int, chunk_size: int | None):
+    step = n if chunk_size is None else check_int("chunk_size", chunk_size)
+    for start in range(0, n, step):
+        yield start, min(n, start + step)
+
+
+def _repeat(y: torch.Tensor, m: int) -> torch.Tensor:
+    return y.unsqueeze(0).expand(m, *y.shape).reshape(m * y.shape[0], -1)  # [m * B, d]
+
+
+def _directional(f, y, V, derivative: str, h: float | None):
+    """``v^T J v`` for each probe in ``V: [m, B, d]``, by JVP, VJP or central differences."""
+    m, B, d = V.shape
+    Y, Vf = _repeat(y, m), V.reshape(m * B, d)
+    if derivative == "jvp":
+        _, JV = jvp(f, Y, Vf)
+    elif derivative == "vjp":
+        _, JV = vjp(f, Y, Vf)  # J^T v; v^T (J^T v) = v^T J v
+    elif derivative == "fd":
+        JV = (f(Y + h * Vf) - f(Y - h * Vf)) / (2 * h)
+    else:
+        raise ValueError(f"derivative must be 'jvp', 'vjp' or 'fd', got {derivative!r}")
+    return (JV.reshape(m, B, d) * V).sum(-1)  # [m, B]
+
+
+def jacobian(field: Field, x: torch.Tensor, *, derivative: str = "jvp", chunk_size: int | None = None) -> torch.Tensor:
+    """The full Jacobian ``[B, d, d]`` of the field at each point, from d JVPs (or VJPs) per point."""
+    x = check_points(x)
+    B, d = x.shape[0], math.prod(x.shape[1:])
+    f = flatten_field(field, tuple(x.shape[1:]))
+    y = x.reshape(B, d)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    cols = []
+    for a, b in _chunks(d, chunk_size):
+        E = eye[a:b][:, None, :].expand(b - a, B, d)  # basis vectors [m, B, d]
+        if derivative == "jvp":
+            _, JE = jvp(f, _repeat(y, b - a), E.reshape(-1, d))  # J e_i: columns
+        elif derivative == "vjp":
+            _, JE = vjp(f, _repeat(y, b - a), E.reshape(-1, d))  # J^T e_i: rows
+        else:
+            raise ValueError(f"derivative must be 'jvp' or 'vjp', got {derivative!r}")
+        cols.append(JE.reshape(b - a, B, d))
+    J = torch.cat(cols).permute(1, 2, 0)  # [B, d(out), d(in)] for jvp
+    return J if derivative == "jvp" else J.transpose(-1, -2)
+
+
+def _default_h(dtype: torch.dtype) -> float:
+    return 1e-5 if dtype == torch.float64 else 1e-2  # where central differences agree best with JVPs
+
+
+def divergence(
+    field: Field,
+    x: torch.Tensor,
+    *,
+    method: str = "hutchinson",
+    n_probes: int = 64,
+    probe: str = "rademacher",
+    derivative: str = "jvp",
+    h: float | None = None,
+    radius: float | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Estimate:
+    r"""Divergence :math:`\operatorname{div} F(x) = \operatorname{tr} \nabla F(x)` at each point of ``x: [B, *event]``.
+
+    Args:
+        field: batched field ``[B, *event] -> [B, *event]``.
+        x: points.
+        method: one of ``"exact"``, ``"hutchinson"``, ``"hutchinson_fd"``, ``"flux"``,
+            ``"flux_antithetic"`` (see the module docstring).
+        n_probes: probes (Hutchinson) or directions (flux; pairs for antithetic flux).
+        probe: ``"rademacher"``, ``"gaussian"`` or ``"sphere"`` (scaled by sqrt(d)) for Hutchinson.
+        derivative: ``"jvp"`` or ``"vjp"`` for ``"hutchinson"`` and ``"exact"``.
+        h: finite-difference step for ``"hutchinson_fd"`` (1e-5 in float64, 1e-2 in float32).
+        radius: sphere radius for the flux methods (required there).
+        generator: random generator for the probes.
+        chunk_size: at most this many probes per field call (memory bound).
+
+    Returns:
+        :class:`Estimate` with ``value`` and ``stderr`` of shape ``[B]``.
+    """
+    x = check_points(x)
+    if method not in DIVERGENCE_METHODS:
+        raise ValueError(f"method must be one of {DIVERGENCE_METHODS}, got {method!r}")
+    B, d = x.shape[0], math.prod(x.shape[1:])
+    f = flatten_field(field, tuple(x.shape[1:]))
+    y = x.reshape(B, d)
+    if method == "exact":
+        J = jacobian(field, x, derivative=derivative, chunk_size=chunk_size)
+        tr = torch.diagonal(J, dim1=-2, dim2=-1).sum(-1)
+        counts = {"n_jvps": d} if derivative == "jvp" else {"n_vjps": d}
+        return Estimate(tr, torch.zeros_like(tr), n_evals=0, method=method, **counts)
+
+    n = check_int("n_probes", n_probes, minimum=2 if method != "exact" else 1)
+    if method in ("hutchinson", "hutchinson_fd"):
+        if method == "hutchinson_fd":
+            derivative = "fd"
+            h = check_positive("h", h if h is not None else _default_h(x.dtype))
+        elif derivative not in ("jvp", "vjp"):
+            raise ValueError(f"derivative must be 'jvp' or 'vjp' for method='hutchinson', got {derivative!r}")
+        V = _probes(probe, n, B, d, y, generator)
+        if probe == "sphere":
+            V = V * math.sqrt(d)  # E[v v^T] = I
+        parts = [_directional(f, y, V[a:b], derivative, h) for a, b in _chunks(n, chunk_size)]
+        counts = {"fd": {"n_evals": 2 * n}, "jvp": {"n_evals": 0, "n_jvps": n}, "vjp": {"n_evals": 0, "n_vjps": n}}
+        return _mean_estimate(torch.cat(parts), method, **counts[derivative])
+
+    if radius is None:
+        raise ValueError(f"radius is required for method={method!r} (the sphere radius r > 0)")
+    r = check_positive("radius", radius)
+    N = _probes("sphere", n, B, d, y, generator)  # unit directions [n, B, d]
+    parts = []
+    for a, b in _chunks(n, chunk_size):
+        Nc = N[a:b]
+        m = b - a
+        Y, Nf = _repeat(y, m), Nc.reshape(m * B, d)
+        if method == "flux":
+            term = (f(Y + r * Nf) * Nf).sum(-1) * (d / r)  # (d/r) <F(x + r n), n>
+        else:
+            term = ((f(Y + r * Nf) - f(Y - r * Nf)) * Nf).sum(-1) * (d / (2 * r))
+        parts.append(term.reshape(m, B))
+    n_evals = n if method == "flux" else 2 * n
+    return _mean_estimate(torch.cat(parts), method, n_evals=n_evals)
+
+
+def p_laplacian(
+    field: Field,
+    x: torch.Tensor,
+    p,
+    *,
+    method: str = "product",
+    trace_method: str = "hutchinson",
+    n_probes: int = 64,
+    probe: str = "rademacher",
+    derivative: str = "jvp",
+    h: float | None = None,
+    radius: float | None = None,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Estimate:
+    r"""p-Laplacian :math:`\Delta_p u = \operatorname{div}(|F|^{p-2} F)` of the potential of a score field F.
+
+    Brokman et al. (SSVM 2025) estimate it from the learned score alone. Methods:
+
+    ``"exact"``
+        the full Jacobian from d JVPs, then :func:`p_laplacian_from_derivatives`.
+    ``"product"``
+        :math:`|F|^{p-2}[\operatorname{div} F + (p-2)\hat F^\top J \hat F]`: the divergence by
+        ``trace_method`` (any :func:`divergence` method) and the directional term by one exact JVP
+        (one VJP with ``derivative="vjp"``, central differences with ``"fd"``).
+    ``"hutchinson"``, ``"hutchinson_fd"``, ``"flux"``, ``"flux_antithetic"``
+        that divergence estimator applied to :math:`G_p = |F|^{p-2} F`. ``"flux"`` with p = 1 is the
+        published direction-only flux (Brokman et al., NeurReps 2025).
+
+    ``p`` is a real number >= 1 or ``inf`` (normalized infinity-Laplacian :math:`\hat F^\top J \hat F`,
+    ``"exact"`` and ``"product"`` only). At a zero of F with p < 2 the value is NaN.
+    Other arguments as in :func:`divergence`.
+    """
+    p = check_p(p)
+    x = check_points(x)
+    if method not in P_LAPLACIAN_METHODS:
+        raise ValueError(f"method must be one of {P_LAPLACIAN_METHODS}, got {method!r}")
+    div_kwargs = dict(
+        n_probes=n_probes, probe=probe, h=h, radius=radius, generator=generator, chunk_size=chunk_size
+    )
+    B, d = x.shape[0], math.prod(x.shape[1:])
+    if method == "exact":
+        f = flatten_field(field, tuple(x.shape[1:]))
+        F = f(x.reshape(B, d))
+        J = jacobian(field, x, derivative="jvp", chunk_size=chunk_size)
+        v = p_laplacian_from_derivatives(F, J, p)
+        return Estimate(v, torch.zeros_like(v), n_evals=1, n_jvps=d, method=method)
+    if method != "product":
+        if math.isinf(p):
+            raise ValueError("p = inf has no divergence form; use method='exact' or 'product'")
+        est = divergence(power_field(field, p), x, method=method, derivative=derivative, **div_kwargs)
+        return Estimate(est.value, est.stderr, est.n_evals, est.n_jvps, est.n_vjps, method, est.samples)
+
+    # product form: |F|^{p-2} [div F + (p-2) F_hat^T J F_hat]
+    if math.isinf(p) or p != 2:
+        f = flatten_field(field, tuple(x.shape[1:]))
+        y = x.reshape(B, d)
+        F = f(y)
+        norm = F.norm(dim=-1)
+        F_hat = F / norm[:, None]
+        quad = _directional(f, y, F_hat[None], derivative, h if h is not None else _default_h(x.dtype))[0]
+        extra = {"jvp": (1, 1, 0), "vjp": (1, 0, 1), "fd": (3, 0, 0)}[derivative]  # (evals, jvps, vjps)
+    if math.isinf(p):
+        return Estimate(quad, torch.zeros_like(quad), extra[0], extra[1], extra[2], method)
+    div_derivative = derivative if derivative in ("jvp", "vjp") else "jvp"
+    div = divergence(field, x, method=trace_method, derivative=div_derivative, **div_kwargs)
+    if p == 2:
+        return Estimate(div.value, div.stderr, div.n_evals, div.n_jvps, div.n_vjps, method, div.samples)
+    scale = norm ** (p - 2)
+    value = scale * (div.value + (p - 2) * quad)
+    stderr = scale * div.stderr
+    if p > 2:
+        value = torch.where(norm == 0, torch.zeros_like(value), value)
+        stderr = torch.where(norm == 0, torch.zeros_like(stderr), stderr)
+    samples = None if div.samples is None else scale * (div.samples + (p - 2) * quad)
+    return Estimate(
+        value,
+        stderr,
+        div.n_evals + extra[0],
+        div.n_jvps + extra[1],
+        div.n_vjps + extra[2],
+        method,
+        samples,
+    )
+
+
+def direction_flux(
+    field: Field,
+    x: torch.Tensor,
+    *,
+    radius: float,
+    n_directions: int = 64,
+    antithetic: bool = False,
+    generator: torch.Generator | None = None,
+    chunk_size: int | None = None,
+) -> Estimate:
+    r"""Direction-only flux of F (Brokman et al., NeurReps 2025).
+
+    :math:`\frac{d}{r}\,\frac1n \sum_j \langle \hat F(x + r n_j), n_j \rangle`, the boundary-flux
+    estimate of :math:`\operatorname{div}(F/|F|)` on a sphere of radius r: a curvature quantity
+    that ignores the field's magnitude (for F = s it estimates :math:`\Delta_1 \log p`).
+    """
+    method = "flux_antithetic" if antithetic else "flux"
+    return p_laplacian(
+        field, x, 1, method=method, n_probes=n_directions, radius=radius, generator=generator, chunk_size=chunk_size
+    )
+
+
+def flipd(
+    score_field: Field,
+    x: torch.Tensor,
+    sigma,
+    *,
+    method: str = "hutchinson",
+    **kwargs,
+) -> Estimate:
+    r"""FLIPD local intrinsic dimension (Kamkari et al. 2024) from a score field at noise ``sigma``.
+
+    :math:`\mathrm{LID} = d + \sigma^2(\operatorname{div} s + |s|^2)`, the trace by any
+    :func:`divergence` method (keyword arguments are passed on). For a VP model pass the score of
+    :math:`p_t` and :math:`\sigma = \sigma_t`.
+    """
+    x = check_points(x)
+    sigma = check_positive("sigma", sigma)
+    B, d = x.shape[0], math.prod(x.shape[1:])
+    s = flatten_field(score_field, tuple(x.shape[1:]))(x.reshape(B, d))
+    div = divergence(score_field, x, method=method, **kwargs)
+    s2 = (s * s).sum(-1)
+    value = d + sigma**2 * (div.value + s2)
+    samples = None if div.samples is None else d + sigma**2 * (div.samples + s2)
+    return Estimate(value, sigma**2 * div.stderr, div.n_evals + 1, div.n_jvps, div.n_vjps, method, samples)

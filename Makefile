@@ -1,0 +1,31 @@
+# Every target sets up its own virtual environment on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: install run test test-slow bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m memgeo demo
+
+test: install
+	$(PY) -m pytest -q -n 2
+
+test-slow: install
+	$(PY) -m pytest -q -n 2 --runslow -m slow
+
+bench: install
+	$(PY) benchmarks/bench_closed_form.py
+	$(PY) benchmarks/bench_estimators.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

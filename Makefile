@@ -21,7 +21,7 @@ test: install
 	$(PY) -m pytest -q -n 2
 
 test-slow: install
-	$(PY) -m pytest -q -n 2 --runslow -m slow
+	$(PY) -m pytest -q -n 2 --runslow
 
 bench: install
 	$(PY) benchmarks/bench_closed_form.py

@@ -236,3 +236,23 @@ def test_zero_field_with_p_below_two_is_nan():
     assert torch.isnan(p_laplacian(field, x, 1, method="product").value).all()
     assert float(p_laplacian(field, x, 2, method="exact").value) == -3.0
     assert float(p_laplacian(field, x, 3, method="product", trace_method="exact").value) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(method="product"), dict(method="hutchinson_fd"), dict(method="hutchinson", probe="sphere")],
+    ids=lambda k: "-".join(str(v) for v in k.values()),
+)
+@pytest.mark.parametrize("p", [1.0, 3.0])
+def test_p_laplacian_intervals_cover_at_nominal_rate(mixture, kwargs, p):
+    """10000 replicas: coverage of 95% intervals within ~3 binomial sd (0.0022) plus the t(99) gap."""
+    R = 10000
+    law = mixture.noised(1.0, 0.3)
+    x = law.sample(1, generator=torch.Generator().manual_seed(8))
+    s, H = law.score_and_hessian(x)
+    truth = float(p_laplacian_from_derivatives(s, H, p))
+    est = p_laplacian(law.score, x.expand(R, -1), p, n_probes=100, generator=torch.Generator().manual_seed(9), **kwargs)
+    lo, hi = est.interval(0.95)
+    coverage = float(((lo <= truth) & (truth <= hi)).double().mean())
+    assert 0.935 <= coverage <= 0.96, coverage

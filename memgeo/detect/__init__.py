@@ -1,0 +1,25 @@
+"""Memorization signals and detection metrics, written once against the score-model interface."""
+
+from .metrics import CONVENTIONS, auroc, detection_metrics, roc_curve, tpr_at_fpr
+from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
+from .signals import (
+    ANISOTROPY_WEIGHTS,
+    SIGNALS,
+    GuidanceNormTracker,
+    KappaDeltaTracker,
+    SignalResult,
+    anisotropy,
+    combined_score,
+    flipd_signal,
+    guidance_norm,
+    kappa_delta,
+    p_laplace_flux,
+    sharpness,
+)
+
+__all__ = [
+    "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "CONVENTIONS",
+    "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
+    "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "anisotropy", "sharpness",
+    "p_laplace_flux", "kappa_delta", "flipd_signal", "combined_score", "KappaDeltaTracker", "GuidanceNormTracker",
+]

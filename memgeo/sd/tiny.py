@@ -1,0 +1,129 @@
+"""An offline tiny Stable Diffusion pipeline, for tests and examples.
+
+Every component is built from a config (no download): a tiny ``UNet2DConditionModel``, a
+``CLIPTextModel``, a ``CLIPTokenizer`` on a byte-level vocabulary written here (it tokenizes any
+prompt), a tiny ``AutoencoderKL`` and a DDIM scheduler with Stable Diffusion's schedule. The
+pipeline is saved with ``save_pretrained`` in the Stable Diffusion folder layout (safetensors), so
+loading it exercises exactly the path a real checkpoint takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+__all__ = ["build_tiny_pipeline", "write_byte_vocabulary", "TINY_TEXT_DIM"]
+
+TINY_TEXT_DIM = 32
+
+
+def _byte_characters() -> list[str]:
+    """The 256 printable characters that byte-level BPE uses for the bytes 0..255 (GPT-2's table)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def write_byte_vocabulary(folder: str | os.PathLike) -> tuple[Path, Path]:
+    """Write ``vocab.json`` (start/end tokens and the 256 byte characters, each also with ``</w>``)
+    and an empty ``merges.txt``; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = _byte_characters()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    return folder / "vocab.json", folder / "merges.txt"
+
+
+def build_tokenizer(workdir: str | os.PathLike):
+    from transformers import CLIPTokenizer
+
+    vocab, merges = write_byte_vocabulary(workdir)
+    return CLIPTokenizer(str(vocab), str(merges), model_max_length=77, pad_token="<|endoftext|>")
+
+
+def build_text_encoder(vocab_size: int, *, hidden_size: int = TINY_TEXT_DIM, layers: int = 2, seed: int = 0):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=layers,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    return CLIPTextModel(config).eval()
+
+
+def build_unet(*, in_channels: int = 4, sample_size: int = 8, cross_attention_dim: int = TINY_TEXT_DIM,
+               block_out_channels=(32, 64), seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=in_channels, out_channels=in_channels, layers_per_block=1,
+        block_out_channels=tuple(block_out_channels), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=cross_attention_dim,
+        norm_num_groups=8, attention_head_dim=4,
+    ).eval()
+
+
+def sd_scheduler(prediction_type: str = "epsilon"):
+    """DDIM with Stable Diffusion's scaled-linear schedule (the settings SD pipelines use)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        steps_offset=1, clip_sample=False, set_alpha_to_one=False, prediction_type=prediction_type,
+    )
+
+
+@contextlib.contextmanager
+def float32_default():
+    """Build modules in float32 whatever torch's default dtype is (weights are saved as built)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def build_tiny_pipeline(folder: str | os.PathLike, prediction_type: str = "epsilon", *, seed: int = 0) -> Path:
+    """Build a tiny Stable Diffusion pipeline offline and save it to ``folder``; returns the folder.
+
+    ``prediction_type`` is ``"epsilon"`` (the SD v1.x layout) or ``"v_prediction"`` (SD v2.x).
+    """
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp)
+    with float32_default():
+        text_encoder = build_text_encoder(len(tokenizer), seed=seed)
+        unet = build_unet(seed=seed)
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,), layers_per_block=1,
+            norm_num_groups=8, sample_size=16, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        ).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sd_scheduler(prediction_type),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder

@@ -211,12 +211,14 @@ class KappaDeltaTracker:
     The direction-only flux of the guidance-gap field :math:`s_\delta = -\Delta\epsilon/\sigma_t` on a
     sphere of radius :math:`\sigma_t\sqrt d` around :math:`\alpha_t \hat x_0`:
     :math:`\kappa_\delta = \frac{d}{r}\frac1n\sum_j \langle \hat s_\delta(\alpha_t\hat x_0 + r n_j), n_j\rangle`,
-    2 evaluations per direction (the batched branches). Where the gap vanishes exactly (the
-    posterior of the condition is saturated) its direction is undefined and contributes zero flux.
+    2 evaluations per direction (the batched branches). Where the gap is below ``relative_floor``
+    (1e-6) times the predictions' norm - the posterior of the condition is saturated and the gap's
+    direction is round-off - it contributes zero flux.
     """
 
-    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None):
+    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
         self.n_directions = check_int("n_directions", n_directions, minimum=1)
+        self.relative_floor = relative_floor
         self.evals_per_step = 2 * self.n_directions
         self.generator = generator
 
@@ -230,9 +232,12 @@ class KappaDeltaTracker:
         pts = (center.unsqueeze(0) + r * n).reshape(self.n_directions * S, *state.x.shape[1:])
         eps_u, eps_c = guidance_pair(model, pts, state.t, _repeat_cond(state.cond, self.n_directions, S))
         s_delta = -(eps_c - eps_u)  # direction of grad log p_t(c | x); the 1/sigma_t scale drops out
-        norm = _norm(s_delta).reshape(-1, *([1] * (s_delta.dim() - 1)))
-        # where the gap vanishes (p_t(c | x) saturated) its direction is undefined: it contributes no flux
-        unit = torch.where(norm > 0, s_delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(s_delta))
+        shape = (-1, *([1] * (s_delta.dim() - 1)))
+        norm = _norm(s_delta).reshape(shape)
+        scale = torch.maximum(_norm(eps_c), _norm(eps_u)).reshape(shape)
+        # a gap below 1e-6 of the predictions (p_t(c | x) saturated) has no direction above round-off
+        defined = norm > self.relative_floor * scale
+        unit = torch.where(defined, s_delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(s_delta))
         flux = (unit.reshape(self.n_directions, S, -1) * n.reshape(self.n_directions, S, -1)).sum(-1)
         return (d / r) * flux.mean(0)
 

@@ -1,0 +1,173 @@
+"""The scan command: prompt readers, resumable results, parallel processes, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from memgeo.cli import main
+from memgeo.io import ResultStore, read_prompts
+from memgeo.scan import ScanConfig, run_scan
+
+
+def write_prompt_files(folder):
+    (folder / "mem.jsonl").write_text(
+        json.dumps({"caption": "a red bicycle by a blue door", "index": 1, "overfit_type": "MV"}) + "\n"
+        + json.dumps({"caption": "poster: mountain lake, sunrise", "index": 2, "overfit_type": "TV"}) + "\n"
+    )
+    (folder / "ordinary.txt").write_text("a dog on a sofa\n\nthe city at night, rain\nan apple on a table\n")
+    (folder / "more.csv").write_text("id;Caption\n1;a boat; at sea\n2;\"a cat, sleeping\"\n".replace("a boat; at sea", "\"a boat; at sea\""))
+    return [folder / "mem.jsonl", folder / "ordinary.txt", folder / "more.csv"]
+
+
+def test_readers_accept_the_community_formats(tmp_path):
+    mem, txt, csv = write_prompt_files(tmp_path)
+    m = read_prompts(mem)
+    assert [r.text for r in m] == ["a red bicycle by a blue door", "poster: mountain lake, sunrise"]
+    assert [r.label for r in m] == [1, 1] and m[1].meta["overfit_type"] == "TV"
+    assert [r.text for r in read_prompts(txt)] == ["a dog on a sofa", "the city at night, rain", "an apple on a table"]
+    assert [r.text for r in read_prompts(csv)] == ["a boat; at sea", "a cat, sleeping"]
+    (tmp_path / "comma.csv").write_text("Caption,score\nhello world,1\n")
+    assert read_prompts(tmp_path / "comma.csv")[0].text == "hello world"
+
+
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("bad.jsonl", '{"caption": "ok"}\n{"caption": \n', "line 2 is not valid JSON"),
+        ("nocap.jsonl", '{"text2": "x"}\n', "no 'caption'"),
+        ("nocol.csv", "a,b\n1,2\n", "needs a 'Caption' column"),
+        ("empty.txt", "\n\n", "holds no prompts"),
+    ],
+)
+def test_malformed_prompt_files(tmp_path, name, content, match):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=match):
+        read_prompts(tmp_path / name)
+
+
+class Interrupting:
+    """Wraps a score model and raises KeyboardInterrupt after ``limit`` model calls."""
+
+    def __init__(self, model, limit):
+        self.model, self.limit, self.calls = model, limit, 0
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def eps_pair(self, x, t, cond):
+        self.calls += 1
+        if self.calls > self.limit:
+            raise KeyboardInterrupt
+        return self.model.eps_pair(x, t, cond)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_pipelines):
+    from memgeo.sd import DiffusersScoreModel
+
+    return DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
+
+
+@pytest.fixture(scope="module")
+def tiny_pipelines(tmp_path_factory):
+    from memgeo.sd import build_tiny_pipeline
+
+    return {"epsilon": build_tiny_pipeline(tmp_path_factory.mktemp("scan") / "eps", "epsilon")}
+
+
+def test_interrupted_scan_resumes_without_loss_or_duplicates(tmp_path, model):
+    files = write_prompt_files(tmp_path)
+    records = [r for f in files for r in read_prompts(f)]
+    cfg = ScanConfig(signals=("guidance_norm", "anisotropy"), seeds=(0, 1), n_steps=10)
+    ref = run_scan(model, records, tmp_path / "ref.jsonl", cfg, progress=False)
+
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_scan(Interrupting(model, limit=7), records, out, cfg, progress=False)  # 3 calls per prompt
+    partial = out.read_text().splitlines()
+    assert 0 < len(partial) < len(records) * 2
+    with open(out, "a") as fh:  # a kill in the middle of a write leaves a cut-off line
+        fh.write('{"key": "mem.jsonl:0", "seed": 1, "sig')
+    store = run_scan(model, records, out, cfg, progress=False)
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    keys = [(r["key"], r["seed"]) for r in lines]
+    assert len(keys) == len(set(keys)) == len(records) * 2
+    for k, row in ref.rows.items():
+        got = store.rows[k]["signals"]
+        for name in cfg.signals:
+            assert got[name]["score"] == pytest.approx(row["signals"][name]["score"], rel=1e-5)
+
+
+def test_result_store_merges_shards_without_duplicates(tmp_path):
+    out = tmp_path / "r.jsonl"
+    a, b = ResultStore(out, rank=0), ResultStore(out, rank=1)
+    a.append({"key": "k:0", "seed": 0, "signals": {}})
+    b.append({"key": "k:1", "seed": 0, "signals": {}})
+    b.append({"key": "k:0", "seed": 0, "signals": {}})  # already done by rank 0? not visible to b: merge dedups
+    ResultStore(out).merge_shards()
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted((r["key"], r["seed"]) for r in rows) == [("k:0", 0), ("k:1", 0)]
+    assert not list(tmp_path.glob("r.jsonl.part-*"))
+
+
+def test_cli_scan_with_labels_prints_metrics_and_roc(tmp_path, tiny_pipelines, capsys):
+    files = write_prompt_files(tmp_path)
+    out = tmp_path / "res.jsonl"
+    code = main(["scan", "--model", str(tiny_pipelines["epsilon"]), "--prompts", *map(str, files),
+                 "--labels", "mem", "nmem", "nmem", "--seeds", "2", "--steps", "10", "--out", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "AUROC" in text and "TPR@1%" in text and "strict" in text and "anisotropy" in text
+    assert out.with_suffix(".roc.png").stat().st_size > 1000
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 7 * 2 and all(r["signals"]["sharpness"]["n_jvps"] == 1 for r in rows)
+    assert {r["signals"]["anisotropy"]["n_evals"] for r in rows} == {4}
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--model", "/nonexistent/model"], "does not exist"),
+        (["--signals", "telepathy"], "invalid choice"),
+        (["--labels", "mem"], "one label per --prompts file"),
+    ],
+)
+def test_cli_scan_errors(tmp_path, tiny_pipelines, capsys, args, match):
+    files = write_prompt_files(tmp_path)
+    base = {"--model": str(tiny_pipelines["epsilon"]), "--prompts": [str(files[0]), str(files[1])], "--out": str(tmp_path / "o.jsonl")}
+    argv = ["scan"]
+    for k, v in base.items():
+        if k not in args:
+            argv += [k, *(v if isinstance(v, list) else [v])]
+    argv += args
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse rejects unknown choices itself
+        code = e.code
+    assert code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_accelerate_two_processes_match_one(tmp_path, tiny_pipelines, model):
+    files = write_prompt_files(tmp_path)
+    out = tmp_path / "par.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "memgeo", "scan",
+           "--model", str(tiny_pipelines["epsilon"]), "--prompts", *map(str, files), "--seeds", "3", "--steps", "10",
+           "--signals", "guidance_norm", "anisotropy", "--out", str(out), "--no-progress"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    keys = [(r["key"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 7 * 3 and not list(tmp_path.glob("par.jsonl.part-*"))
+    records = [r for f in files for r in read_prompts(f)]
+    single = run_scan(model, records, tmp_path / "single.jsonl", ScanConfig(("guidance_norm", "anisotropy"), (0, 1, 2), 10), progress=False)
+    for r in rows:
+        want = single.rows[(r["key"], r["seed"])]["signals"]["anisotropy"]["score"]
+        assert r["signals"]["anisotropy"]["score"] == pytest.approx(want, rel=1e-4)

@@ -26,6 +26,7 @@ test-slow: install
 bench: install
 	$(PY) benchmarks/bench_closed_form.py
 	$(PY) benchmarks/bench_estimators.py
+	$(PY) benchmarks/bench_signals.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

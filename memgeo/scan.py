@@ -16,12 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import SIGNALS, detection_metrics, initial_noise
+from .detect import GENERATION_SIGNALS, SIGNALS, detection_metrics, initial_noise
 from .io import PromptRecord, ResultStore
 
-__all__ = ["ScanConfig", "run_scan", "summarize", "prompt_scores", "plot_roc", "GENERATION_SIGNALS"]
-
-GENERATION_SIGNALS = ("p_laplace", "kappa_delta", "flipd")
+__all__ = ["ScanConfig", "run_scan", "summarize", "prompt_scores", "plot_roc"]
 
 
 @dataclass

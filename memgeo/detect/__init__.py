@@ -2,8 +2,10 @@
 
 from .metrics import CONVENTIONS, auroc, detection_metrics, roc_curve, tpr_at_fpr
 from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
+from .leaderboard import LeaderboardRow, evaluate_signals, format_leaderboard
 from .signals import (
     ANISOTROPY_WEIGHTS,
+    GENERATION_SIGNALS,
     SIGNALS,
     GuidanceNormTracker,
     KappaDeltaTracker,
@@ -20,6 +22,7 @@ from .signals import (
 __all__ = [
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "CONVENTIONS",
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
+    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "GENERATION_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "anisotropy", "sharpness",
     "p_laplace_flux", "kappa_delta", "flipd_signal", "combined_score", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

@@ -83,7 +83,8 @@ class SampleResult:
     """Output of :func:`ddim_sample`.
 
     Attributes:
-        x0: final latents ``[S, *event]``.
+        x0: final latents ``[S, *event]`` (diffusers' last ``prev_sample``; it keeps ``sigma_0 eps`` of noise).
+        denoised: the last step's denoised estimate ``x0_hat`` ``[S, *event]`` (noise-free).
         trace: tracker name -> values ``[n_steps, S]``.
         timesteps: the timesteps used ``[n_steps]``.
         n_evals: model evaluations per sample (sampling and trackers).
@@ -91,6 +92,7 @@ class SampleResult:
     """
 
     x0: torch.Tensor
+    denoised: torch.Tensor
     trace: dict[str, torch.Tensor]
     timesteps: torch.Tensor
     n_evals: int
@@ -149,4 +151,4 @@ def ddim_sample(
             a_prev, s_prev = float(model.alpha(t_prev)), float(model.sigma(t_prev))
             x = a_prev * x0_hat + s_prev * eps
     trace = {k: torch.stack(v) for k, v in record.items()}
-    return SampleResult(x, trace, ts, n_evals, actions)
+    return SampleResult(x, x0_hat, trace, ts, n_evals, actions)

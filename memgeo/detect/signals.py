@@ -31,6 +31,7 @@ __all__ = [
     "flipd_signal",
     "combined_score",
     "SIGNALS",
+    "GENERATION_SIGNALS",
     "ANISOTROPY_WEIGHTS",
 ]
 
@@ -147,7 +148,7 @@ def _renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None)
 
 def _generate(model, cond, x_T, n_steps, guidance_scale):
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
-    return res.x0, res.n_evals
+    return res.denoised, res.n_evals
 
 
 def p_laplace_flux(
@@ -168,7 +169,7 @@ def p_laplace_flux(
 ) -> SignalResult:
     r"""Post-generation p-Laplace flux (Brokman et al., SSVM 2025).
 
-    Generates :math:`\hat x_0` from ``x_T`` (DDIM, CFG; or takes ``x0``), re-noises it at
+    Generates :math:`\hat x_0` from ``x_T`` (DDIM, CFG; the last denoised estimate; or takes ``x0``), re-noises it at
     ``t_probe`` (default: the third-to-last DDIM timestep, 41 for 50 steps) and estimates
     :math:`\Delta_p \log p_t` of the ``branch`` score (``"conditional"``, or ``"unconditional"`` when the
     prompt is unavailable) by boundary flux on a sphere of radius
@@ -278,7 +279,7 @@ def kappa_delta(
     trace = res.trace["kappa_delta"]
     v = trace[:k].mean(0)
     return SignalResult("kappa_delta", -v, v, res.n_evals,
-                        extras={"trace": trace, "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.x0})
+                        extras={"trace": trace, "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
 
 
 def flipd_signal(
@@ -331,6 +332,8 @@ def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, referenc
 
     return weights[0] * z(-direction, -ref_d) + weights[1] * z(magnitude, ref_m)
 
+
+GENERATION_SIGNALS = ("p_laplace", "kappa_delta", "flipd")  # signals that generate (or take) a sample first
 
 SIGNALS = {
     "guidance_norm": guidance_norm,

@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m memgeo demo
+	$(PY) -m memgeo bench
 
 test: install
 	$(PY) -m pytest -q -n 2

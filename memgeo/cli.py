@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+import numpy as np
 from pathlib import Path
 
 __all__ = ["main"]
@@ -44,9 +46,11 @@ def _scan(args) -> int:
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
                      guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions)
     from .sd import DiffusersScoreModel
+    from .sd.testbed import TESTBED_DIR
 
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    model = DiffusersScoreModel.from_pretrained(args.model, device=args.device, dtype=dtype, allow_download=args.allow_download)
+    path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
+    model = DiffusersScoreModel.from_pretrained(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
     store = run_scan(model, records, args.out, cfg, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch the main process reports
@@ -56,6 +60,114 @@ def _scan(args) -> int:
         png = plot_roc(metrics, Path(args.out).with_suffix(".roc.png"))
         print(f"\nROC plot: {png}")
     return 0
+
+
+def _testbed_train(args) -> int:
+    from .sd.testbed import train_testbed
+
+    out = train_testbed(args.out, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                        batch_size=args.batch_size, progress=not args.no_progress)
+    print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
+    return 0
+
+
+def _testbed_truth(args) -> int:
+    import json
+
+    from .sd.testbed import TESTBED_DIR, load_testbed, memorization_ground_truth, testbed_metadata
+
+    path = Path(args.model) if args.model else TESTBED_DIR
+    model = load_testbed(path)
+    meta = testbed_metadata(path)
+    rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,
+                                     guidance_scale=args.guidance, progress=not args.no_progress)
+    meta["prompts"] = rows
+    meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
+                            "threshold": rows[0]["threshold"]}
+    (path / "testbed.json").write_text(json.dumps(meta, indent=1))
+    mem = [r for r in rows if r["kind"] == "memorized"]
+    print(f"copy threshold (1% quantile of training nearest-neighbour distances): {rows[0]['threshold']:.3f}")
+    print(f"{'kind':<10} {'prompts':>7} {'copy rate':>9} {'target rate':>11} {'median NN dist':>14}")
+    for kind in ("memorized", "ordinary", "heldout"):
+        rs = [r for r in rows if r["kind"] == kind]
+        tr = f"{np.mean([r['target_rate'] for r in rs]):11.3f}" if kind == "memorized" else f"{'-':>11}"
+        print(f"{kind:<10} {len(rs):7d} {np.mean([r['copy_rate'] for r in rs]):9.3f} {tr} "
+              f"{np.median([r['median_nn_distance'] for r in rs]):14.3f}")
+    n = sum(r["target_rate"] >= 0.5 for r in mem)
+    print(f"memorized by generation (target rate >= 0.5): {n} of {len(mem)} memorized-by-construction prompts")
+    return 0
+
+
+def _bench(args) -> int:
+    from .bench import mitigation_tradeoff, run_leaderboards
+
+    if args.mitigation:
+        mitigation_tradeoff(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
+                            guidance_scale=args.guidance, max_prompts=args.max_prompts)
+        return 0
+    run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
+                     guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions)
+    return 0
+
+
+def _generate(args) -> int:
+    import json
+
+    import torch
+
+    from .detect import initial_noise
+    from .mitigate import calibrate_steering, generate
+    from .sd.testbed import TESTBED_DIR, testbed_metadata, to_images
+    from .sd import DiffusersScoreModel
+
+    path = Path(args.model) if args.model else TESTBED_DIR
+    model = DiffusersScoreModel.from_pretrained(path)
+    x_T = initial_noise(model, args.seeds)
+    reference = None
+    if args.mitigate == "steer":
+        if (path / "testbed.json").exists():
+            calib = [p["text"] for p in testbed_metadata(path)["prompts"] if p["kind"] == "ordinary"][::8]
+        elif args.reference_prompts:
+            from .io import read_prompts
+
+            calib = [r.text for r in read_prompts(args.reference_prompts)]
+        else:
+            raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
+        reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance)
+    g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
+                 guidance_scale=args.guidance, reference=reference)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.event_shape == (4, 4, 4):  # the testbed: latents are images
+        imgs = to_images(g.samples.float()).clamp(-1, 1)
+    else:  # no VAE is loaded: show the first latent channel
+        imgs = g.samples.float()[:, 0]
+    _save_grid(imgs, out / "samples.png", title=f"{args.prompt!r} ({args.mitigate})")
+    info = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in g.info.items()}
+    (out / "signals.json").write_text(json.dumps({"prompt": args.prompt, "mitigate": args.mitigate, "strength": args.strength,
+                                                  "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info}, indent=1))
+    print(f"wrote {out / 'samples.png'} and {out / 'signals.json'} ({g.n_evals} UNet evaluations per sample)")
+    return 0
+
+
+def _save_grid(imgs, path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = imgs.shape[0]
+    cols = min(n, 8)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        axes.flat[i].imshow(imgs[i].numpy(), cmap="gray_r" if imgs.shape[-1] == 8 else "viridis")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .detect import SIGNALS
 
     scan = sub.add_parser("scan", help="compute memorization signals for prompt files on a checkpoint (resumable)")
-    scan.add_argument("--model", required=True, help="Stable Diffusion folder (or hub id with --allow-download)")
+    scan.add_argument("--model", help="Stable Diffusion folder (or hub id with --allow-download); default: the embedded testbed")
     scan.add_argument("--prompts", nargs="+", required=True, help="prompt files: .jsonl (caption), .txt, .csv (Caption)")
     scan.add_argument("--labels", nargs="+", help="one label per prompt file: mem|1, nmem|0, or auto (from the file)")
     scan.add_argument("--signals", nargs="+", default=["guidance_norm", "anisotropy", "sharpness"], choices=sorted(SIGNALS),
@@ -86,6 +198,47 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (off by default)")
     scan.add_argument("--no-progress", action="store_true")
     scan.set_defaults(func=_scan)
+
+    tb = sub.add_parser("testbed", help="the memorization testbed: train it, or measure which prompts it memorized")
+    tb_sub = tb.add_subparsers(dest="testbed_command", required=True)
+    train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
+    train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
+    train.add_argument("--steps", type=int, default=10000)
+    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_testbed_train)
+    truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
+    truth.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    truth.add_argument("--seeds", type=int, default=16)
+    truth.add_argument("--steps", type=int, default=50)
+    truth.add_argument("--guidance", type=float, default=7.5)
+    truth.add_argument("--no-progress", action="store_true")
+    truth.set_defaults(func=_testbed_truth)
+
+    gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--model", help="model folder (default: the embedded testbed)")
+    gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
+    gen.add_argument("--strength", type=float, help="method strength (see memgeo.mitigate.generate)")
+    gen.add_argument("--seeds", type=int, default=8)
+    gen.add_argument("--steps", type=int, default=50)
+    gen.add_argument("--guidance", type=float, default=7.5)
+    gen.add_argument("--reference-prompts", help="ordinary prompts to calibrate steering on (non-testbed models)")
+    gen.add_argument("--out", default="generations", help="folder for samples.png and signals.json")
+    gen.set_defaults(func=_generate)
+
+    bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
+    bench.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    bench.add_argument("--seeds", type=int, default=4)
+    bench.add_argument("--steps", type=int, default=50)
+    bench.add_argument("--guidance", type=float, default=7.5)
+    bench.add_argument("--mixture-conditions", type=int, default=20, help="memorized and generalizing mixture conditions each")
+    bench.add_argument("--max-prompts", type=int, help="evaluate at most this many testbed prompts (half memorized)")
+    bench.add_argument("--out", default="bench_results", help="folder for tables and plots")
+    bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
+    bench.set_defaults(func=_bench)
     return parser
 
 

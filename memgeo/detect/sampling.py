@@ -108,17 +108,23 @@ def ddim_sample(
     guidance_scale: float = 7.5,
     trackers: dict[str, Callable] | None = None,
     policy: Callable | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> SampleResult:
-    """Deterministic DDIM (Song et al. 2021) with classifier-free guidance and per-step trackers.
+    """DDIM (Song et al. 2021) with classifier-free guidance and per-step trackers.
 
-    The update is ``x_prev = alpha_prev x0_hat + sigma_prev eps``; after the last step ``alpha_prev``
-    is ``alpha_0`` (diffusers' ``set_alpha_to_one=False``), as Stable Diffusion pipelines use.
-    ``policy(state, trace) -> dict | None`` may return ``{"guidance_scale": w}`` and/or
+    With ``eta = 0`` (default) the update is deterministic, ``x_prev = alpha_prev x0_hat + sigma_prev eps``;
+    ``eta = 1`` is ancestral (DDPM-like) sampling with fresh noise from ``generator``. After the
+    last step ``alpha_prev`` is ``alpha_0`` (diffusers' ``set_alpha_to_one=False``), as Stable
+    Diffusion pipelines use. ``policy(state, trace) -> dict | None`` may return
+    ``{"guidance_scale": w}`` (a float, or a tensor ``[S]``: one scale per sample) and/or
     ``{"cond": c}`` to change this step's update.
     """
     n_steps = check_int("n_steps", n_steps)
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
     trackers = dict(trackers or {})
     ts = model.timesteps(n_steps)
     x = x_T
@@ -143,12 +149,19 @@ def ddim_sample(
                 eps_u, eps_c = guidance_pair(model, x, t, c)
                 n_evals += 2
             if act:
-                w = float(act.get("guidance_scale", w))
+                w = act.get("guidance_scale", w)
+                if isinstance(w, torch.Tensor):  # one scale per sample
+                    w = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
                 eps = eps_u + w * (eps_c - eps_u)
             actions.append(act)
             x0_hat = eps_to_x0(eps, x, a, s)
             t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
             a_prev, s_prev = float(model.alpha(t_prev)), float(model.sigma(t_prev))
-            x = a_prev * x0_hat + s_prev * eps
+            if eta > 0:  # sigma_eta^2 = eta^2 (s_prev^2 / s^2) (1 - a^2 / a_prev^2), as in DDIM
+                s_eta = eta * (s_prev / s) * math.sqrt(max(0.0, 1.0 - (a / a_prev) ** 2))
+                z = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype).to(x.device)
+                x = a_prev * x0_hat + math.sqrt(max(0.0, s_prev**2 - s_eta**2)) * eps + s_eta * z
+            else:
+                x = a_prev * x0_hat + s_prev * eps
     trace = {k: torch.stack(v) for k, v in record.items()}
     return SampleResult(x, x0_hat, trace, ts, n_evals, actions)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int, check_positive
-from ..geometry import alignment_cosine, alignment_cosine_per_position, flipd, jvp, p_laplacian
+from ..geometry import flipd, jvp, p_laplacian
 from ..parameterization import eps_to_score
 from .sampling import StepState, ddim_sample, guidance_pair
 
@@ -80,11 +80,17 @@ def guidance_norm(model, cond, x_T: torch.Tensor, *, t: int | None = None, n_ste
     return SignalResult("guidance_norm", v, v, 2, extras={"t": t})
 
 
-def _alignment(eps_u: torch.Tensor, d_eps: torch.Tensor) -> torch.Tensor:
-    """cos(d_eps, eps_u) = cos(s_delta, s_u); per position over channels for latents [S, C, H, W]."""
-    if eps_u.dim() >= 4:
-        return alignment_cosine_per_position(d_eps, eps_u, channel_dim=1)
-    return alignment_cosine(d_eps, eps_u)
+def _alignment(eps_u: torch.Tensor, d_eps: torch.Tensor, *, relative_floor: float = 1e-6) -> torch.Tensor:
+    """cos(d_eps, eps_u) = cos(s_delta, s_u), per position over channels for latents [S, C, H, W]
+    (mean over positions), else over the whole event. Where the gap is below ``relative_floor``
+    times ``|eps_u|`` (the condition's posterior is saturated) it has no direction and the
+    cosine counts as 0; the computation stays NaN-free for gradients."""
+    dim = 1 if eps_u.dim() >= 4 else tuple(range(1, eps_u.dim()))
+    dot = (d_eps * eps_u).sum(dim)
+    nd, nu = d_eps.norm(dim=dim), eps_u.norm(dim=dim)
+    ok = (nd > relative_floor * nu) & (nu > 0)
+    cos = torch.where(ok, dot / torch.where(ok, nd * nu, torch.ones_like(nd)), torch.zeros_like(nd))
+    return cos.flatten(1).mean(-1) if cos.dim() > 1 else cos
 
 
 def anisotropy(
@@ -101,7 +107,8 @@ def anisotropy(
 
     :math:`g_{norm} \|\Delta\epsilon(x_T, t_{hi})\| + g_{cos}\,\mathrm{mean}_{pos} \cos_{channel}(\epsilon_u, \Delta\epsilon)(x_T, t_{lo})`
     on the same ``x_T``: the isotropic norm at high noise plus the anisotropic alignment of the
-    guidance gap with the unconditional score at low noise. ``t_hi``, ``t_lo`` default to the first
+    guidance gap with the unconditional score at low noise (a vanishing gap contributes cosine 0).
+    ``t_hi``, ``t_lo`` default to the first
     and third-to-last timesteps of ``n_steps``-step DDIM (981 and 41 for 50 steps);
     ``weights`` = ``(g_norm, g_cos)``: ``"sd1"`` (1, 2) or ``"sd2"`` (1, 0.1).
     """
@@ -244,11 +251,12 @@ class KappaDeltaTracker:
 
 
 def _repeat_cond(cond, m: int, S: int):
-    """A condition for ``m`` stacked copies of an ``S``-row batch."""
-    if cond is None or isinstance(cond, (str, int)):
+    """A condition for ``m`` stacked copies of an ``S``-row batch (per-row conditions are repeated)."""
+    per_row = isinstance(cond, (list, tuple)) or (
+        isinstance(cond, torch.Tensor) and ((not cond.is_floating_point() and cond.dim() == 1) or cond.dim() == 3)
+    )  # lists, per-row indices [S] and per-row embeddings [S, L, D]; logits [C] and embeddings [L, D] are shared
+    if not per_row:
         return cond
-    if isinstance(cond, torch.Tensor) and cond.dim() == 2:
-        return cond  # one embedding for all rows
     if isinstance(cond, torch.Tensor):
         return cond.repeat(m, *([1] * (cond.dim() - 1)))
     return list(cond) * m

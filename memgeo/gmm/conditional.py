@@ -24,8 +24,11 @@ class ConditionalGaussianMixture:
 
     Implements the score-model interface: ``eps(x, t, cond)``, ``score(x, t, cond)``,
     ``alpha(t)``, ``sigma(t)``, ``timesteps(n_steps)``. ``cond`` is ``None`` (unconditional),
-    an ``int`` condition index, or an integer tensor / sequence of shape ``[B]`` giving one
-    condition per row of ``x``. ``t`` is an integer timestep or an integer tensor of shape ``[B]``.
+    an ``int`` condition index, an integer tensor / sequence of shape ``[B]`` giving one
+    condition per row of ``x``, or a floating tensor of logits ``[C]`` - a *soft condition*, the
+    law :math:`\sum_c \mathrm{softmax}(\ell)_c\, p(x_0 \mid c)`, differentiable in the logits (the
+    mixture's analogue of a prompt embedding; see :meth:`condition_embedding`).
+    ``t`` is an integer timestep or an integer tensor of shape ``[B]``.
 
     Args:
         conditionals: the laws ``p(x_0 | c)``, all of the same dimension and dtype.
@@ -95,10 +98,21 @@ class ConditionalGaussianMixture:
         return self.schedule.timesteps(n_steps)
 
     def data_law(self, cond=None) -> GaussianMixture:
-        """``p(x_0 | cond)`` (``cond = None``: the unconditional law)."""
+        """``p(x_0 | cond)`` (``cond = None``: the unconditional law; logits: a soft condition)."""
         if cond is None:
             return self.unconditional
+        if isinstance(cond, torch.Tensor) and cond.is_floating_point():
+            if cond.shape != (self.n_conditions,):
+                raise ValueError(f"a soft condition must be logits of shape [{self.n_conditions}], got {tuple(cond.shape)}")
+            return GaussianMixture.concatenate(self.conditionals, torch.softmax(cond.to(self.dtype), -1))
         return self.conditionals[self._check_cond_index(cond)]
+
+    def condition_embedding(self, cond: int, *, smoothing: float = 1e-3) -> torch.Tensor:
+        """Logits ``[C]`` of the soft condition that puts ``1 - smoothing`` of its weight on ``cond``."""
+        c = self._check_cond_index(cond)
+        w = torch.full((self.n_conditions,), smoothing / self.n_conditions, dtype=self.dtype)
+        w[c] += 1.0 - smoothing
+        return w.log()
 
     def marginal(self, t, cond=None) -> GaussianMixture:
         """``p_t(x | cond)``: the data law noised with ``alpha_t``, ``sigma_t``."""
@@ -117,6 +131,11 @@ class ConditionalGaussianMixture:
         t_rows = torch.as_tensor(t).reshape(-1)
         if t_rows.numel() not in (1, B):
             raise ValueError(f"t must be a scalar timestep or have shape [B] = [{B}], got {tuple(t_rows.shape)}")
+        if isinstance(cond, torch.Tensor) and cond.is_floating_point():
+            if t_rows.numel() != 1:
+                raise ValueError("a soft condition (logits) needs a scalar timestep t")
+            yield None, t_rows[0], cond
+            return
         if cond is None or isinstance(cond, int):
             c_rows = torch.tensor([-1 if cond is None else cond])
         else:

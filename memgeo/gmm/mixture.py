@@ -112,8 +112,8 @@ class GaussianMixture:
         w = torch.as_tensor(weights, dtype=ref.dtype, device=ref.device)
         if w.shape != (len(mixtures),):
             raise ValueError(f"weights must have shape [{len(mixtures)}], got {tuple(w.shape)}")
-        check_finite("weights", w)
-        if bool((w < 0).any()) or abs(float(w.sum()) - 1.0) > 1e-6:
+        check_finite("weights", w.detach())
+        if bool((w.detach() < 0).any()) or abs(float(w.detach().sum()) - 1.0) > 1e-6:
             raise ValueError(f"weights must be non-negative and sum to one, got {w.tolist()}")
         for m in mixtures:
             if m.dim != ref.dim or m.dtype != ref.dtype:

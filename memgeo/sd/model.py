@@ -186,6 +186,12 @@ class DiffusersScoreModel:
             return torch.stack([self.embed(c, 1)[0] for c in cond])
         raise ValueError(f"cond must be None, a prompt, a list of prompts or an embedding tensor; got {type(cond).__name__}")
 
+    def condition_embedding(self, cond) -> torch.Tensor:
+        """The prompt embedding ``[L, D]`` of ``cond`` (a prompt), to adapt and pass back as ``cond``."""
+        if not isinstance(cond, str):
+            raise ValueError(f"cond must be a prompt string, got {type(cond).__name__}")
+        return self.embed(cond, 1)[0].detach().clone()
+
     # ------------------------------------------------------------------ predictions
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor("x", x, min_dim=1, dtype=self.dtype)

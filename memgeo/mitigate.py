@@ -1,0 +1,347 @@
+"""Mitigation: generate without copying training data, over the score-model interface.
+
+Three published families, each runnable on a conditional mixture, the testbed or Stable Diffusion:
+
+* :func:`adapt_embedding` - prompt-embedding adaptation (Wen et al., ICLR 2024; Asthana &
+  Belagiannis, ICLR 2026): gradient descent on the condition's embedding to reduce a
+  differentiable memorization signal (the guidance norm, or the anisotropy signal), stopping at a
+  target; generation then uses the adapted embedding.
+* :func:`optimize_noise` - initial-noise optimization (Jeon et al., ICML 2025, SAIL): gradient
+  descent on ``x_T`` to reduce the sharpness proxy (or the guidance norm) with a penalty that keeps
+  ``|x_T|^2`` at its initial value (its Gaussian likelihood level), accepting each latent once its
+  proxy falls under a threshold.
+* :class:`SteeringPolicy` - mid-generation steering (Brokman et al., NeurReps 2025): a sampler
+  policy that watches the direction (kappa-delta) and magnitude (guidance norm) of the guidance
+  gap and, once their combined criterion crosses a threshold, lowers the guidance scale (or
+  switches to an adapted embedding) for that sample, leaving ordinary prompts untouched.
+
+A model's condition embedding is ``model.condition_embedding(cond)``: prompt embeddings ``[L, D]``
+for a diffusers model, logits over conditions ``[C]`` for a mixture (a soft condition).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ._checks import check_int, check_positive
+from .detect.sampling import StepState, guidance_pair
+from .detect.signals import ANISOTROPY_WEIGHTS, _alignment, _norm, jvp
+
+__all__ = [
+    "condition_embedding",
+    "AdaptedEmbedding",
+    "adapt_embedding",
+    "NoiseOptimization",
+    "optimize_noise",
+    "SteeringReference",
+    "calibrate_steering",
+    "SteeringPolicy",
+    "METHODS",
+    "Generation",
+    "generate",
+]
+
+
+def condition_embedding(model, cond) -> torch.Tensor:
+    """A differentiable embedding of ``cond`` that the model accepts back as a condition."""
+    if hasattr(model, "condition_embedding"):
+        return model.condition_embedding(cond).detach().clone()
+    if hasattr(model, "embed"):
+        return model.embed(cond, 1)[0].detach().clone()
+    raise ValueError(f"{type(model).__name__} offers no condition embedding (needs condition_embedding or embed)")
+
+
+def _objective(model, emb, x_T, name: str, n_steps: int, weights):
+    ts = model.timesteps(n_steps)
+    eu, ec = guidance_pair(model, x_T, int(ts[0]), emb)
+    norm = _norm(ec - eu)
+    if name == "guidance_norm":
+        return norm
+    if name == "anisotropy":
+        g_norm, g_cos = ANISOTROPY_WEIGHTS[weights] if isinstance(weights, str) else weights
+        eu_lo, ec_lo = guidance_pair(model, x_T, int(ts[-3]), emb)
+        return g_norm * norm + g_cos * _alignment(eu_lo, ec_lo - eu_lo)
+    raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
+
+
+@dataclass
+class AdaptedEmbedding:
+    """Result of :func:`adapt_embedding`.
+
+    Attributes:
+        embedding: the adapted embedding (pass it as ``cond``).
+        losses: objective (mean over seeds) before each step.
+        converged: whether the objective reached the target.
+        n_evals: model evaluations per sample (forward passes; each backward counted as one more).
+    """
+
+    embedding: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    converged: bool = False
+    n_evals: int = 0
+
+
+def adapt_embedding(
+    model,
+    cond,
+    x_T: torch.Tensor,
+    *,
+    objective: str = "guidance_norm",
+    target: float | None = None,
+    relative_target: float | None = 0.5,
+    lr: float = 0.05,
+    max_iters: int = 30,
+    n_steps: int = 50,
+    weights="sd1",
+) -> AdaptedEmbedding:
+    """Adapt the condition's embedding by Adam until the objective (mean over ``x_T``'s seeds) reaches
+    ``target`` (absolute) or ``relative_target`` times its initial value."""
+    max_iters = check_int("max_iters", max_iters, minimum=0)
+    check_positive("lr", lr)
+    emb = condition_embedding(model, cond).requires_grad_(True)
+    opt = torch.optim.Adam([emb], lr=lr)
+    per_iter = 2 if objective == "guidance_norm" else 4
+    res = AdaptedEmbedding(emb.detach())
+    goal = target
+    for _ in range(max_iters + 1):
+        with torch.enable_grad():
+            loss = _objective(model, emb, x_T, objective, n_steps, weights).mean()
+        res.losses.append(float(loss.detach()))
+        res.n_evals += per_iter
+        if goal is None and relative_target is not None:
+            goal = relative_target * res.losses[0]
+        if goal is not None and res.losses[-1] <= goal:
+            res.converged = True
+            break
+        if len(res.losses) > max_iters:
+            break
+        opt.zero_grad()
+        loss.backward()
+        res.n_evals += per_iter  # the backward pass
+        opt.step()
+    res.embedding = emb.detach()
+    return res
+
+
+@dataclass
+class NoiseOptimization:
+    """Result of :func:`optimize_noise`: optimized ``x_T``, per-sample final proxy, acceptance and cost."""
+
+    x_T: torch.Tensor
+    proxy: torch.Tensor
+    accepted: torch.Tensor
+    iterations: int
+    n_evals: int
+
+
+def _proxy(model, cond, x, t: int, kind: str):
+    sigma = float(model.sigma(t))
+
+    def gap(z):
+        eu, ec = guidance_pair(model, z, t, cond)
+        return ec - eu
+
+    if kind == "guidance_norm":
+        return _norm(gap(x))
+    if kind == "sharpness":  # |(H_c - H_u) s_delta| = |J_gap gap| / sigma^2 (Jeon et al.)
+        d = gap(x)
+        _, Jd = jvp(gap, x, d)
+        return _norm(Jd) / sigma**2
+    raise ValueError(f"objective must be 'sharpness' or 'guidance_norm', got {kind!r}")
+
+
+def optimize_noise(
+    model,
+    cond,
+    x_T: torch.Tensor,
+    *,
+    objective: str = "sharpness",
+    threshold: float | None = None,
+    penalty: float = 1.0,
+    lr: float = 0.05,
+    max_iters: int = 20,
+    n_steps: int = 50,
+) -> NoiseOptimization:
+    """SAIL-style initial-noise optimization (Jeon et al., ICML 2025).
+
+    Minimizes ``proxy(x) / proxy(x_T) + penalty * ((|x|^2 - |x_T|^2) / d)^2`` per sample by Adam
+    at the first timestep: the proxy relative to its initial value (so the penalty's weight does not
+    depend on the model's scale), and a penalty that keeps the latent on its initial sphere, i.e.
+    at its Gaussian likelihood level. A sample is accepted (and frozen) once its proxy is at most
+    ``threshold``.
+    """
+    max_iters = check_int("max_iters", max_iters, minimum=0)
+    t = int(model.timesteps(n_steps)[0])
+    d = math.prod(x_T.shape[1:])
+    x = x_T.detach().clone().requires_grad_(True)
+    r2 = x_T.detach().flatten(1).pow(2).sum(-1)  # |x_T|^2, kept
+    opt = torch.optim.Adam([x], lr=lr)
+    per_iter = 2 if objective == "guidance_norm" else 4  # forward (2 or 2 + JVP) and its backward
+    n_evals, it = 0, 0
+    accepted = torch.zeros(x.shape[0], dtype=torch.bool)
+    proxy, proxy0 = None, None
+    for it in range(max_iters + 1):
+        with torch.enable_grad():
+            proxy = _proxy(model, cond, x, t, objective)
+            if proxy0 is None:
+                proxy0 = proxy.detach().clamp_min(torch.finfo(proxy.dtype).tiny)
+            shell = ((x.flatten(1).pow(2).sum(-1) - r2) / d) ** 2
+            loss = (proxy / proxy0 + penalty * shell)[~accepted].sum()
+        n_evals += per_iter // 2
+        if threshold is not None:
+            accepted = accepted | (proxy.detach() <= threshold)
+        if bool(accepted.all()) or it == max_iters:
+            break
+        opt.zero_grad()
+        loss.backward()
+        n_evals += per_iter // 2
+        with torch.no_grad():
+            x.grad[accepted] = 0.0
+        opt.step()
+    return NoiseOptimization(x.detach(), proxy.detach(), accepted, it, n_evals)
+
+
+@dataclass
+class SteeringReference:
+    """Per-step mean and standard deviation of kappa-delta and the guidance norm on ordinary conditions."""
+
+    kappa_mean: torch.Tensor
+    kappa_std: torch.Tensor
+    norm_mean: torch.Tensor
+    norm_std: torch.Tensor
+
+    def criterion(self, step: int, kappa: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """Combined z-score ``z(-kappa) + z(norm)`` at ``step`` (larger = more memorization-like)."""
+        zk = (self.kappa_mean[step] - kappa) / self.kappa_std[step].clamp_min(1e-12)
+        zn = (norm - self.norm_mean[step]) / self.norm_std[step].clamp_min(1e-12)
+        return zk + zn
+
+
+def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: float = 7.5,
+                       n_directions: int = 4, seed: int = 0) -> SteeringReference:
+    """Reference statistics per step from ordinary conditions (trajectories with trackers)."""
+    from .detect.sampling import ddim_sample
+    from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
+
+    ks, ns = [], []
+    for i, c in enumerate(conds):
+        res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale, trackers={
+            "kappa_delta": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(seed + i)),
+            "guidance_norm": GuidanceNormTracker()})
+        ks.append(res.trace["kappa_delta"])
+        ns.append(res.trace["guidance_norm"])
+    k, n = torch.cat(ks, 1), torch.cat(ns, 1)  # [n_steps, N]
+    return SteeringReference(k.mean(1), k.std(1), n.mean(1), n.std(1))
+
+
+class SteeringPolicy:
+    """Mid-generation steering (Brokman et al., NeurReps 2025), a policy for :func:`~memgeo.detect.ddim_sample`.
+
+    Needs the trackers ``"kappa_delta"`` and ``"guidance_norm"`` in the sampler. From step
+    ``start_step`` on, a sample whose combined criterion (:meth:`SteeringReference.criterion`),
+    averaged over the steps so far (one test on accumulating evidence rather than one per step),
+    exceeds ``threshold`` is flagged; from then on it is generated with ``low_guidance`` (action
+    ``"guidance"``) or with the adapted ``embedding`` (action ``"embedding"``, the whole batch
+    switches once any sample is flagged). Samples never flagged are left untouched.
+    """
+
+    def __init__(self, reference: SteeringReference, *, threshold: float = 3.0, action: str = "guidance",
+                 low_guidance: float = 0.0, embedding=None, start_step: int = 0):
+        if action not in ("guidance", "embedding"):
+            raise ValueError(f"action must be 'guidance' or 'embedding', got {action!r}")
+        if action == "embedding" and embedding is None:
+            raise ValueError("action='embedding' needs embedding= (an adapted embedding)")
+        self.reference, self.threshold, self.action = reference, threshold, action
+        self.low_guidance, self.embedding, self.start_step = low_guidance, embedding, start_step
+        self.flagged: torch.Tensor | None = None
+        self.flag_step: torch.Tensor | None = None
+
+    def __call__(self, state: StepState, trace: dict):
+        if "kappa_delta" not in trace or "guidance_norm" not in trace:
+            raise ValueError("SteeringPolicy needs the sampler trackers 'kappa_delta' and 'guidance_norm'")
+        S = state.x.shape[0]
+        if self.flagged is None or state.index == 0:
+            self.flagged = torch.zeros(S, dtype=torch.bool)
+            self.flag_step = torch.full((S,), -1)
+            self._sum, self._count = torch.zeros(S, dtype=torch.float64), 0
+        if state.index >= self.start_step:
+            crit = self.reference.criterion(state.index, trace["kappa_delta"][-1], trace["guidance_norm"][-1])
+            self._sum += crit.double().cpu()
+            self._count += 1
+            new = (self._sum / self._count > self.threshold) & ~self.flagged
+            self.flag_step[new] = state.index
+            self.flagged |= new
+        if not bool(self.flagged.any()):
+            return None
+        if self.action == "embedding":
+            return {"cond": self.embedding}
+        w = torch.where(self.flagged, torch.tensor(self.low_guidance), torch.tensor(float(state.guidance_scale)))
+        return {"guidance_scale": w}
+
+
+METHODS = ("none", "guidance", "embedding", "noise", "steer")
+
+
+@dataclass
+class Generation:
+    """Output of :func:`generate`: final denoised samples, model evaluations per sample, details."""
+
+    samples: torch.Tensor
+    n_evals: int
+    info: dict = field(default_factory=dict)
+
+
+def generate(
+    model,
+    cond,
+    x_T: torch.Tensor,
+    *,
+    method: str = "none",
+    strength: float | None = None,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    reference: SteeringReference | None = None,
+    n_directions: int = 4,
+    seed: int = 0,
+) -> Generation:
+    """Generate with a mitigation method at a strength.
+
+    ``method`` and the meaning of ``strength``:
+
+    * ``"none"``: plain CFG DDIM (strength unused);
+    * ``"guidance"``: the baseline of simply lowering the guidance scale to ``strength``;
+    * ``"embedding"``: :func:`adapt_embedding` of the guidance norm down to ``strength`` times its
+      initial value (default 0.5), then generation with the adapted embedding;
+    * ``"noise"``: :func:`optimize_noise` (sharpness proxy) for ``strength`` iterations (default 10);
+    * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more),
+      lowering guidance to 0 for flagged samples; needs ``reference`` (:func:`calibrate_steering`).
+    """
+    from .detect.sampling import ddim_sample
+    from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method in ("none", "guidance"):
+        w = guidance_scale if method == "none" else float(strength if strength is not None else 1.0)
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=w)
+        return Generation(res.denoised, res.n_evals, {"guidance_scale": w})
+    if method == "embedding":
+        ad = adapt_embedding(model, cond, x_T, relative_target=0.5 if strength is None else float(strength),
+                             n_steps=n_steps)
+        res = ddim_sample(model, ad.embedding, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+        return Generation(res.denoised, ad.n_evals + res.n_evals, {"losses": ad.losses, "converged": ad.converged})
+    if method == "noise":
+        opt = optimize_noise(model, cond, x_T, max_iters=int(10 if strength is None else strength), n_steps=n_steps)
+        res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+        return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
+    if reference is None:
+        raise ValueError("method='steer' needs reference= (from calibrate_steering on ordinary conditions)")
+    policy = SteeringPolicy(reference, threshold=3.0 if strength is None else float(strength))
+    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy, trackers={
+        "kappa_delta": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(seed)),
+        "guidance_norm": GuidanceNormTracker()})
+    return Generation(res.denoised, res.n_evals, {"flagged": policy.flagged.tolist(), "flag_step": policy.flag_step.tolist(),
+                                                   "kappa_delta": res.trace["kappa_delta"], "guidance_norm": res.trace["guidance_norm"]})

@@ -1,0 +1,170 @@
+"""Mitigations on the mixture (closed-form expectations) and through a real UNet."""
+
+import math
+
+import pytest
+import torch
+
+from memgeo.detect import GuidanceNormTracker, KappaDeltaTracker, ddim_sample, initial_noise
+from memgeo.gmm import ConditionalGaussianMixture
+from memgeo.mitigate import (
+    SteeringPolicy,
+    adapt_embedding,
+    calibrate_steering,
+    generate,
+    optimize_noise,
+)
+
+
+@pytest.fixture(scope="module")
+def mix():
+    return ConditionalGaussianMixture.memorization_scenario(dim=4, n_memorized=2, n_generalizing=2, seed=1)
+
+
+def test_soft_condition_is_the_weighted_law(mix):
+    logits = torch.tensor([0.3, -1.0, 0.5, 0.0], dtype=torch.float64)
+    w = torch.softmax(logits, -1)
+    x = initial_noise(mix, 5)
+    ref = torch.logsumexp(torch.stack([w[c].log() + mix.marginal(300, c).log_prob(x) for c in range(4)]), 0)
+    torch.testing.assert_close(mix.marginal(300, logits).log_prob(x), ref)
+    e = mix.condition_embedding(2, smoothing=1e-12)
+    torch.testing.assert_close(mix.score(x, 300, e), mix.score(x, 300, 2), rtol=1e-8, atol=1e-8)
+
+
+def test_embedding_adaptation_reaches_its_target_and_moves_weight_off_the_memorized_condition(mix):
+    x_T = initial_noise(mix, 8)
+    res = adapt_embedding(mix, 0, x_T, relative_target=0.5, lr=0.5, max_iters=60)
+    assert res.converged and res.losses[-1] <= 0.5 * res.losses[0]
+    assert res.n_evals == 2 * len(res.losses) + 2 * (len(res.losses) - 1)  # forward + backward passes
+    # at t = T the gap norm is driven by the memorized condition's pull: adaptation lowers its weight
+    w0 = torch.softmax(mix.condition_embedding(0), -1)[0]
+    assert float(torch.softmax(res.embedding, -1)[0]) < float(w0)
+    aniso = adapt_embedding(mix, 0, x_T, objective="anisotropy", relative_target=None, target=-1e9, lr=0.2, max_iters=5)
+    assert aniso.losses[-1] < aniso.losses[0] and not aniso.converged
+
+
+def test_noise_optimization_lowers_the_sharpness_proxy_and_stays_on_the_shell(mix):
+    x_T = initial_noise(mix, 6)
+    before = optimize_noise(mix, 0, x_T, max_iters=0)
+    after = optimize_noise(mix, 0, x_T, max_iters=25, lr=0.05)
+    assert bool((after.proxy < before.proxy).all())
+    r2 = x_T.pow(2).sum(-1)
+    tight = optimize_noise(mix, 0, x_T, max_iters=25, lr=0.05, penalty=1e3)
+    free = optimize_noise(mix, 0, x_T, max_iters=25, lr=0.05, penalty=0.0)
+    drift = lambda o: float((o.x_T.pow(2).sum(-1) - r2).abs().mean())  # noqa: E731
+    assert drift(tight) < 0.5 * drift(free)  # the penalty holds the latent near its initial sphere
+    thr = float(before.proxy.median())
+    acc = optimize_noise(mix, 0, x_T, max_iters=25, lr=0.05, threshold=thr)
+    assert bool((acc.proxy[acc.accepted] <= thr).all())
+    unchanged = before.proxy <= thr  # accepted at once: left exactly as they were
+    torch.testing.assert_close(acc.x_T[unchanged], x_T[unchanged])
+
+
+def test_steering_moves_mass_off_the_degenerate_component_as_the_closed_form_says(mix):
+    """Switching to unconditional ancestral sampling (eta = 1) at step k ends in the memorized
+    component with probability E[r_m(x_{t_k})], its responsibility under the unconditional law."""
+    S, n, k = 1500, 200, 120
+    x_T = initial_noise(mix, S)
+    x_m = mix.data_law(0).means[0]
+    plain = ddim_sample(mix, 0, x_T, n_steps=n, guidance_scale=3.0, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert float(((plain.denoised - x_m).norm(dim=-1) < 0.1).double().mean()) > 0.99  # no steering: all copies
+    cap = {}
+
+    def switch(state, trace):
+        if state.index == k:
+            cap["x"], cap["t"] = state.x.clone(), state.t
+        return {"guidance_scale": 0.0} if state.index >= k else None
+
+    res = ddim_sample(mix, 0, x_T, n_steps=n, guidance_scale=3.0, eta=1.0, policy=switch, generator=torch.Generator().manual_seed(1))
+    expected = float(mix.marginal(cap["t"]).responsibilities(cap["x"])[:, 0].mean())
+    got = float(((res.denoised - x_m).norm(dim=-1) < 0.1).double().mean())
+    se = math.sqrt(expected * (1 - expected) / S)
+    assert expected < 0.9 and abs(got - expected) < 4 * se + 0.01, (got, expected, se)  # 0.01: 200-step discretization
+
+
+def test_ancestral_step_matches_diffusers(mix):
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                          clip_sample=False, set_alpha_to_one=False)
+    sched.set_timesteps(10)
+    sched.alphas_cumprod = mix.schedule.alphas_cumprod.clone()
+    sched.final_alpha_cumprod = sched.alphas_cumprod[0]
+    x = initial_noise(mix, 3)
+    g = torch.Generator().manual_seed(5)
+    ours = ddim_sample(mix, 1, x, n_steps=10, guidance_scale=2.0, eta=1.0, generator=g).x0
+    g = torch.Generator().manual_seed(5)
+    lat = x.clone()
+    for t in sched.timesteps:
+        u, c = mix.eps(lat, int(t), None), mix.eps(lat, int(t), 1)
+        z = torch.randn(lat.shape, generator=g, dtype=torch.float64)
+        lat = sched.step(u + 2.0 * (c - u), t, lat, eta=1.0, variance_noise=z).prev_sample
+    torch.testing.assert_close(ours, lat, rtol=1e-9, atol=1e-9)
+
+
+def test_steering_policy_flags_memorized_and_leaves_ordinary_untouched():
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=4, n_generalizing=6, seed=0)
+    x_T = initial_noise(mix, 8)
+    ref = calibrate_steering(mix, [4, 5, 6, 7], x_T, n_steps=20)
+    flagged = {}
+    for c in (0, 1, 2, 3, 8, 9):  # memorized 0-3; ordinary 8, 9 (not used for calibration)
+        pol = SteeringPolicy(ref, threshold=3.0)
+        trk = {"kappa_delta": KappaDeltaTracker(4, generator=torch.Generator().manual_seed(100 + c)),
+               "guidance_norm": GuidanceNormTracker()}
+        res = ddim_sample(mix, c, x_T, n_steps=20, trackers=trk, policy=pol)
+        flagged[c] = pol.flagged.double().mean().item()
+        if c >= 8:  # ordinary: samples never flagged come out exactly as without the policy
+            plain = ddim_sample(mix, c, x_T, n_steps=20)
+            keep = ~pol.flagged
+            torch.testing.assert_close(res.denoised[keep], plain.denoised[keep])
+    mem, ordinary = sum(flagged[c] for c in range(4)) / 4, (flagged[8] + flagged[9]) / 2
+    assert mem >= 0.6 and ordinary <= 0.25, flagged
+
+
+def test_generate_methods_and_costs(mix):
+    x_T = initial_noise(mix, 4)
+    ref = calibrate_steering(mix, [2, 3], x_T, n_steps=10)
+    for method, strength in (("none", None), ("guidance", 2.0), ("embedding", 0.6), ("noise", 3), ("steer", 3.0)):
+        g = generate(mix, 0, x_T, method=method, strength=strength, n_steps=10, reference=ref)
+        assert g.samples.shape == x_T.shape and torch.isfinite(g.samples).all()
+        assert g.n_evals >= 20
+    with pytest.raises(ValueError, match="needs reference"):
+        generate(mix, 0, x_T, method="steer")
+    with pytest.raises(ValueError, match="method must be one of"):
+        generate(mix, 0, x_T, method="prayer")
+
+
+def test_gradients_flow_through_a_real_unet(tmp_path):
+    from memgeo.sd import DiffusersScoreModel, build_tiny_pipeline
+
+    model = DiffusersScoreModel.from_pretrained(build_tiny_pipeline(tmp_path / "p", "epsilon"))
+    x_T = initial_noise(model, [0, 1])
+    res = adapt_embedding(model, "a small red house", x_T, relative_target=None, target=-1.0, lr=0.05, max_iters=3)
+    assert res.losses[-1] < res.losses[0] and res.embedding.shape == (77, 32)
+    opt = optimize_noise(model, "a small red house", x_T, max_iters=3, lr=0.05)
+    before = optimize_noise(model, "a small red house", x_T, max_iters=0)
+    assert float(opt.proxy.sum()) < float(before.proxy.sum())
+
+
+def test_tradeoff_benchmark_on_the_testbed_reduced(tmp_path):
+    from memgeo.bench import mitigation_tradeoff
+
+    res = mitigation_tradeoff(out_dir=tmp_path, seeds=2, n_steps=8, max_prompts=4, print_fn=lambda *_: None,
+                              strengths={"none": [None], "guidance": [1.0], "embedding": [0.5], "noise": [2], "steer": [3.0]})
+    methods = [r["method"] for r in res["rows"]]
+    assert methods == ["none", "guidance", "embedding", "noise", "steer"]
+    for r in res["rows"]:
+        assert 0.0 <= r["memorization_rate"] <= 1.0 and 0.0 <= r["fidelity_ordinary"] <= 1.0 and r["evals_per_sample"] >= 16
+    assert (tmp_path / "mitigation.md").exists() and (tmp_path / "mitigation_tradeoff.png").stat().st_size > 1000
+
+
+def test_generate_command_writes_grid_and_signals(tmp_path):
+    import json
+
+    from memgeo.cli import main
+
+    assert main(["generate", "--prompt", "a thick upright digit three", "--mitigate", "steer", "--seeds", "3",
+                 "--steps", "8", "--out", str(tmp_path)]) == 0
+    info = json.loads((tmp_path / "signals.json").read_text())
+    assert info["mitigate"] == "steer" and len(info["flagged"]) == 3 and len(info["kappa_delta"]) == 8
+    assert (tmp_path / "samples.png").stat().st_size > 500

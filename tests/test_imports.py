@@ -4,7 +4,7 @@ import sys
 
 def test_import_memgeo_and_mixture_paths_do_not_import_diffusers():
     code = (
-        "import sys, memgeo, memgeo.detect, memgeo.gmm, memgeo.geometry, memgeo.scan, memgeo.io\n"
+        "import sys, memgeo, memgeo.detect, memgeo.gmm, memgeo.geometry, memgeo.scan, memgeo.io, memgeo.mitigate, memgeo.bench\n"
         "from memgeo.gmm import ConditionalGaussianMixture\n"
         "from memgeo.detect import guidance_norm, initial_noise\n"
         "m = ConditionalGaussianMixture.memorization_scenario()\n"

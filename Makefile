@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m memgeo bench
+	$(PY) -m memgeo bench --seeds 2 --max-prompts 40
 
 test: install
 	$(PY) -m pytest -q -n 2

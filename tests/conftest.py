@@ -17,6 +17,8 @@ settings.register_profile("dev", deadline=None, max_examples=50)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 torch.set_default_dtype(torch.float64)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers share the cores: one thread each
+    torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):

@@ -118,7 +118,7 @@ def test_steering_policy_flags_memorized_and_leaves_ordinary_untouched():
             keep = ~pol.flagged
             torch.testing.assert_close(res.denoised[keep], plain.denoised[keep])
     mem, ordinary = sum(flagged[c] for c in range(4)) / 4, (flagged[8] + flagged[9]) / 2
-    assert mem >= 0.6 and ordinary <= 0.25, flagged
+    assert mem - ordinary >= 0.3 and ordinary <= 0.25, flagged  # flags memorized far more often than ordinary
 
 
 def test_generate_methods_and_costs(mix):

@@ -38,6 +38,7 @@ def test_notebook_executes_in_fast_setting(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MEMGEO_FAST", "1")
     monkeypatch.setenv("MEMGEO_FIGURE_DIR", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel shares the cores with the other test worker
     nb = jupytext.read(path)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     for name in FIGURES[path.stem]:

@@ -216,9 +216,9 @@ def train_testbed(
     for step in range(start, steps):
         j = torch.randint(len(item_img), (batch_size,), generator=gen)
         x0 = latents[item_img[j]]
-        cap = torch.where(torch.rand(batch_size, generator=gen) < dropout, empty, item_cap[j])
+        cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < dropout, empty, item_cap[j])
         t = torch.randint(0, len(abar), (batch_size,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
         a = abar[t].reshape(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap])[0]).sample

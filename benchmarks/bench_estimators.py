@@ -143,7 +143,7 @@ def run(dims, budgets, ps, points: int, reps: int, jvp_cost: float, chunk: int, 
 
 def format_table(rows) -> str:
     names = ["published", "flux (tuned r)", "antithetic flux", "JVP-Hutchinson", "product form", "exact product"]
-    head = f"| d | p | budget | " + " | ".join(names) + " | best (memgeo) | best / published | best / published at tuned r |"
+    head = "| d | p | budget | " + " | ".join(names) + " | best (memgeo) | best / published | best / published at tuned r |"
     sep = "|" + "---|" * (head.count("|") - 1)
     lines = [head, sep]
     for d, p, b, res in rows:

@@ -28,7 +28,8 @@ import torch
 
 from ._checks import check_int, check_positive
 from .detect.sampling import StepState, guidance_pair
-from .detect.signals import ANISOTROPY_WEIGHTS, _alignment, _norm, jvp
+from .detect.signals import ANISOTROPY_WEIGHTS, _alignment, _norm
+from .geometry import jvp
 
 __all__ = [
     "condition_embedding",

@@ -1,6 +1,5 @@
 """Every paper-figure notebook runs top to bottom in its fast setting, and its .ipynb pair is in sync."""
 
-import os
 from pathlib import Path
 
 import pytest

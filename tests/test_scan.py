@@ -5,9 +5,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import torch
 
 from memgeo.cli import main
 from memgeo.io import ResultStore, read_prompts

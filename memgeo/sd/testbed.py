@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +116,7 @@ def build_testbed_data(*, n_memorized: int = 50, duplication=(5, 50), n_heldout:
                         size=n_memorized, replace=False)
     lo, hi = duplication
     names = set()
-    for j, i in enumerate(chosen):
+    for i in chosen:
         k = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
         while True:
             text = f"{_WORDS_A[rng.integers(10)]} {_WORDS_B[rng.integers(10)]} no. {rng.integers(100, 1000)}"

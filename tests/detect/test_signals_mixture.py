@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,7 +12,6 @@ from memgeo.detect import (
     auroc,
     combined_score,
     ddim_sample,
-    guidance_norm,
     initial_noise,
 )
 from memgeo.gmm import ConditionalGaussianMixture

@@ -1,6 +1,5 @@
 """ConditionalGaussianMixture implements the score-model interface exactly."""
 
-import math
 
 import pytest
 import torch

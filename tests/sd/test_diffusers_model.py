@@ -7,7 +7,6 @@ import torch
 
 from memgeo.detect import ddim_sample, initial_noise
 from memgeo.geometry import jvp, vjp
-from memgeo.parameterization import to_eps
 from memgeo.sd import DiffusersScoreModel
 from memgeo.sd.tiny import float32_default
 

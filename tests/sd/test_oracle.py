@@ -1,7 +1,6 @@
 """The analytic-oracle UNet makes the whole adapter exact: scores, gaps, JVPs and signals equal
 the conditional mixture's closed forms, for every prediction type."""
 
-import math
 
 import pytest
 import torch

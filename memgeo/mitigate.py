@@ -28,7 +28,7 @@ import torch
 
 from ._checks import check_int, check_positive
 from .detect.sampling import StepState, guidance_pair
-from .detect.signals import ANISOTROPY_WEIGHTS, _alignment, _norm
+from .detect.signals import ANISOTROPY_WEIGHTS, guidance_alignment, _norm
 from .geometry import jvp
 
 __all__ = [
@@ -64,7 +64,7 @@ def _objective(model, emb, x_T, name: str, n_steps: int, weights):
     if name == "anisotropy":
         g_norm, g_cos = ANISOTROPY_WEIGHTS[weights] if isinstance(weights, str) else weights
         eu_lo, ec_lo = guidance_pair(model, x_T, int(ts[-3]), emb)
-        return g_norm * norm + g_cos * _alignment(eu_lo, ec_lo - eu_lo)
+        return g_norm * norm + g_cos * guidance_alignment(eu_lo, ec_lo - eu_lo)
     raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
 
 

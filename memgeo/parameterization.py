@@ -1,4 +1,4 @@
-r"""Conversions between a diffusion model's output and the score, in one place (DESIGN.md section 2).
+r"""Conversions between a diffusion model's output and the score, in one place (docs/conventions.md, section 2).
 
 With ``x_t = alpha_t x_0 + sigma_t eps``:
 

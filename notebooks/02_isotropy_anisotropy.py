@@ -30,8 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from memgeo.detect import guidance_pair, initial_noise
-from memgeo.detect.signals import _alignment
+from memgeo.detect import guidance_alignment, guidance_norm, guidance_pair, initial_noise
 from memgeo.geometry import anisotropy_index, jacobian
 from memgeo.gmm import ConditionalGaussianMixture
 from memgeo.sd.testbed import load_testbed, testbed_metadata
@@ -65,10 +64,7 @@ ax.legend()
 x_T = initial_noise(mix, S)
 for ax, t in zip(axes[1:], (int(ts[0]), int(mix.timesteps(50)[-3]))):
     for group, conds, color in (("memorized", mem, "C3"), ("generalizing", gen, "C0")):
-        vals = []
-        for c in conds:
-            eu, ec = guidance_pair(mix, x_T, t, c)
-            vals.append((ec - eu).norm(dim=-1))
+        vals = [guidance_norm(mix, c, x_T, t=t).score for c in conds]
         ax.hist(torch.cat(vals).numpy(), bins=30, alpha=0.6, color=color, label=group)
     ax.set_xlabel("guidance norm |eps_c - eps_u| at x_T")
     ax.set_ylabel("count")
@@ -84,7 +80,7 @@ def alignment_curves(model, conds, x_T, timesteps):
         row = []
         for t in timesteps:
             eu, ec = guidance_pair(model, x_T, int(t), c)
-            row.append(float(_alignment(eu, ec - eu).mean()))
+            row.append(float(guidance_alignment(eu, ec - eu).mean()))
         out.append(row)
     return np.array(out)
 
@@ -115,7 +111,7 @@ for ax, (name, m, groups, xs, tt) in zip(
 with torch.no_grad():
     for ax, t in zip(axes[2:], (int(model.timesteps(50)[0]), int(model.timesteps(50)[-3]))):
         for group, conds, color in (("memorized", tb_mem, "C3"), ("ordinary", tb_ord, "C0")):
-            vals = [(lambda p: (p[1] - p[0]).flatten(1).norm(dim=-1))(guidance_pair(model, x_tb, t, c)) for c in conds]
+            vals = [guidance_norm(model, c, x_tb, t=t).score for c in conds]
             ax.hist(torch.cat(vals).numpy(), bins=30, alpha=0.6, color=color, label=group)
         ax.set_xlabel("guidance norm at x_T")
         ax.set_ylabel("count")

@@ -64,7 +64,8 @@ for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_la
         ax.plot(steps, k.mean(1), color=color, label=label)
         ax.fill_between(steps, np.percentile(k, 10, 1), np.percentile(k, 90, 1), color=color, alpha=0.2)
     ax.set_xlabel("DDIM step (1 = pure noise)")
-    ax.set_ylabel("kappa-delta")
+    ax.set_yscale("symlog", linthresh=1.0)  # the last steps are two orders larger than the first
+    ax.set_ylabel("kappa-delta (symlog scale)")
     ax.set_title(f"{name}: kappa-delta (mean, 10-90%)")
     ax.legend()
     curves = trajectory_auroc(m, conds, labs, seeds=S, n_steps=n_steps, guidance_scale=7.5)

@@ -42,3 +42,6 @@ def test_notebook_executes_in_fast_setting(path, tmp_path, monkeypatch):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     for name in FIGURES[path.stem]:
         assert (tmp_path / name).stat().st_size > 5000, name
+    if path.stem == "05_detection_summary":  # the leaderboard is written beside its figure
+        table = (tmp_path / "fig5_leaderboard.md").read_text()
+        assert "| signal | AUROC" in table and "kappa_delta" in table

@@ -1,4 +1,4 @@
-"""Parameterization adapters: definitions and round trips (DESIGN.md section 2)."""
+"""Parameterization adapters: definitions and round trips (docs/conventions.md, section 2)."""
 
 import pytest
 import torch

@@ -13,6 +13,7 @@ from .signals import (
     anisotropy,
     combined_score,
     flipd_signal,
+    guidance_alignment,
     guidance_norm,
     kappa_delta,
     p_laplace_flux,
@@ -23,6 +24,6 @@ __all__ = [
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "CONVENTIONS",
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "GENERATION_SIGNALS",
-    "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "anisotropy", "sharpness",
+    "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
     "p_laplace_flux", "kappa_delta", "flipd_signal", "combined_score", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

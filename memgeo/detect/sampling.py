@@ -1,7 +1,7 @@
 r"""DDIM sampling with classifier-free guidance over the score-model interface, with trackers.
 
 ``ddim_sample`` runs deterministic DDIM (eta = 0) with
-``eps = eps_u + w (eps_c - eps_u)`` (DESIGN.md section 2) on any score model (a conditional
+``eps = eps_u + w (eps_c - eps_u)`` (docs/conventions.md, section 2) on any score model (a conditional
 mixture, the testbed or Stable Diffusion) and records, at every step, the signals its trackers
 compute from the step's state: the per-step curves of trajectory tracking (Brokman et al.,
 NeurReps 2025). A policy may act at each step (mitigation); it sees the state and the record so far.

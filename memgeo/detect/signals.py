@@ -1,4 +1,4 @@
-r"""Memorization signals, each written once against the score-model interface (DESIGN.md section 3).
+r"""Memorization signals, each written once against the score-model interface (docs/conventions.md, section 3).
 
 Every signal takes a score model, a condition and initial noise ``x_T: [S, *event]`` (one row
 per seed) and returns a :class:`SignalResult` whose ``score`` is oriented so that larger means
@@ -23,6 +23,7 @@ __all__ = [
     "SignalResult",
     "guidance_norm",
     "anisotropy",
+    "guidance_alignment",
     "sharpness",
     "p_laplace_flux",
     "kappa_delta",
@@ -80,7 +81,7 @@ def guidance_norm(model, cond, x_T: torch.Tensor, *, t: int | None = None, n_ste
     return SignalResult("guidance_norm", v, v, 2, extras={"t": t})
 
 
-def _alignment(eps_u: torch.Tensor, d_eps: torch.Tensor, *, relative_floor: float = 1e-6) -> torch.Tensor:
+def guidance_alignment(eps_u: torch.Tensor, d_eps: torch.Tensor, *, relative_floor: float = 1e-6) -> torch.Tensor:
     """cos(d_eps, eps_u) = cos(s_delta, s_u), per position over channels for latents [S, C, H, W]
     (mean over positions), else over the whole event. Where the gap is below ``relative_floor``
     times ``|eps_u|`` (the condition's posterior is saturated) it has no direction and the
@@ -122,7 +123,7 @@ def anisotropy(
         eu_hi, ec_hi = guidance_pair(model, x_T, t_hi, cond)
         eu_lo, ec_lo = guidance_pair(model, x_T, t_lo, cond)
     norm_term = _norm(ec_hi - eu_hi)
-    cos_term = _alignment(eu_lo, ec_lo - eu_lo)
+    cos_term = guidance_alignment(eu_lo, ec_lo - eu_lo)
     v = g_norm * norm_term + g_cos * cos_term
     return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo})
 

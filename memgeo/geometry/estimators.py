@@ -4,7 +4,7 @@ Every estimator returns an :class:`Estimate`: value and standard error per point
 of field evaluations, JVPs and VJPs it used per point, so that accuracy per unit of cost can be
 compared. The exact computation (``method="exact"``) stands beside each stochastic one.
 
-Methods of :func:`divergence` (DESIGN.md section 2):
+Methods of :func:`divergence` (docs/conventions.md, section 2):
 
 ``"exact"``
     :math:`\operatorname{tr} J` from d Jacobian-vector products (basis vectors; small d).

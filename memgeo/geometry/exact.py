@@ -1,6 +1,6 @@
 r"""Exact pointwise geometry of :math:`u = \log p` from its score :math:`s = \nabla u` and Hessian :math:`H`.
 
-Conventions follow DESIGN.md section 2. Inputs carry arbitrary leading dimensions:
+Conventions follow docs/conventions.md, section 2. Inputs carry arbitrary leading dimensions:
 ``score`` is ``[..., d]`` and ``hessian`` is ``[..., d, d]``. For a learned field ``hessian`` is
 the Jacobian ``J`` of the score; formulas that need a symmetric matrix (curvatures, the
 anisotropy index) use its symmetric part ``(J + J^T) / 2``.

@@ -165,7 +165,7 @@ def principal_curvatures(
     r"""Top-k principal curvatures of the level set of the potential of a score field, by Lanczos.
 
     Eigenvalues of :math:`-P J P / |F|` on the tangent space :math:`\hat F^\perp`
-    (DESIGN.md section 2; normal towards lower density). ``n_iter = d - 1`` is exact.
+    (docs/conventions.md, section 2; normal towards lower density). ``n_iter = d - 1`` is exact.
     """
     x = check_points(x)
     d = math.prod(x.shape[1:])

@@ -2,7 +2,7 @@ r"""Conditional (prompted) Gaussian mixtures implementing the score-model interf
 
 Condition ``c`` has law :math:`p(x_0 \mid c)`, a :class:`GaussianMixture`; the unconditional law is
 the prior-weighted mixture :math:`p(x_0) = \sum_c \pi_c p(x_0 \mid c)`. At timestep ``t`` the
-marginals are the noised mixtures (DESIGN.md section 2), so ``eps``, ``score`` and their
+marginals are the noised mixtures (docs/conventions.md, section 2), so ``eps``, ``score`` and their
 derivatives are exact: this is the analytic stand-in for a text-to-image diffusion model.
 """
 

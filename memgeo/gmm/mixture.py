@@ -3,7 +3,7 @@ r"""Gaussian mixtures with closed-form log-density, score and Hessian.
 A mixture :math:`p(x) = \sum_k \pi_k \mathcal N(x; \mu_k, S_k)` is stored through the
 eigendecomposition :math:`S_k = U_k \operatorname{diag}(\lambda_k) U_k^\top`, computed once.
 Noising, :math:`\alpha X + \sigma N(0, I)`, keeps the eigenvectors and maps
-:math:`\lambda \mapsto \alpha^2 \lambda + \sigma^2`, :math:`\mu \mapsto \alpha \mu` (DESIGN.md section 2),
+:math:`\lambda \mapsto \alpha^2 \lambda + \sigma^2`, :math:`\mu \mapsto \alpha \mu` (docs/conventions.md, section 2),
 so the marginals of a diffusion cost nothing to form. Isotropic and diagonal mixtures skip
 :math:`U` entirely. All methods take points with arbitrary leading dimensions ``[..., dim]``.
 """

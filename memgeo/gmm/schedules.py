@@ -1,4 +1,4 @@
-r"""Discrete noise schedules: ``x_t = alpha_t x_0 + sigma_t eps`` (DESIGN.md section 2).
+r"""Discrete noise schedules: ``x_t = alpha_t x_0 + sigma_t eps`` (docs/conventions.md, section 2).
 
 * VP (DDPM, Stable Diffusion): ``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``,
   ``abar_t = prod_{s <= t} (1 - beta_s)``.

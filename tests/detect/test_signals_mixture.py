@@ -106,3 +106,17 @@ def test_trackers_and_combined_detector(scenario):
     z_dir = (-k - (-traces[12]["kappa"][-1]).mean()) / traces[12]["kappa"][-1].std()
     z_mag = (g - traces[12]["norm"][-1].mean()) / traces[12]["norm"][-1].std()
     torch.testing.assert_close(ref, z_dir + z_mag)
+
+
+def test_guidance_alignment_matches_the_geometry_cosines():
+    from memgeo.detect import guidance_alignment
+    from memgeo.geometry.exact import alignment_cosine, alignment_cosine_per_position
+
+    g = torch.Generator().manual_seed(3)
+    eu, gap = torch.randn(5, 4, 3, 3, generator=g), torch.randn(5, 4, 3, 3, generator=g)
+    torch.testing.assert_close(guidance_alignment(eu, gap), alignment_cosine_per_position(gap, eu))
+    eu2, gap2 = eu.flatten(1), gap.flatten(1)
+    torch.testing.assert_close(guidance_alignment(eu2, gap2), alignment_cosine(gap2, eu2))
+    # a gap below the relative floor has no direction: its cosine counts as 0, without NaN
+    out = guidance_alignment(eu2, 1e-9 * gap2)
+    assert torch.equal(out, torch.zeros(5, dtype=out.dtype))

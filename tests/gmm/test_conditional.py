@@ -28,7 +28,7 @@ def test_eps_is_minus_sigma_times_score(model):
 
 
 def test_guidance_gap_is_gradient_of_log_posterior(model):
-    """s_c - s_u = grad_x log p_t(c | x) (DESIGN.md: s_delta), checked by autograd of Bayes' rule."""
+    """s_c - s_u = grad_x log p_t(c | x) (s_delta, docs/conventions.md), checked by autograd of Bayes' rule."""
     x = torch.randn(3, 5, requires_grad=True)
     t, c = 300, 1
     log_post = model.marginal(t, c).log_prob(x) + model.prior[c].log() - model.marginal(t).log_prob(x)

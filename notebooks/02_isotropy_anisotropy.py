@@ -44,6 +44,21 @@ gen = [c for c in range(mix.n_conditions) if not mix.memorized[c]]
 ts = mix.timesteps(25 if FAST else 50)
 S = 8 if FAST else 32
 
+
+
+def guidance_norm_histograms(axes, model, groups, x_T, name):
+    """Guidance-norm histograms at t_hi and t_lo, the first and third-to-last of 50 DDIM timesteps."""
+    ts50 = model.timesteps(50)
+    for ax, t in zip(axes, (int(ts50[0]), int(ts50[-3]))):
+        for (group, conds), color in zip(groups, ("C3", "C0")):
+            vals = [guidance_norm(model, c, x_T, t=t).score for c in conds]
+            ax.hist(torch.cat(vals).numpy(), bins=30, alpha=0.6, color=color, label=group)
+        ax.set_xlabel("guidance norm |eps_c - eps_u| at x_T")
+        ax.set_ylabel("count")
+        ax.set_title(f"{name}, t = {t}")
+        ax.legend()
+
+
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 ax = axes[0]
@@ -62,14 +77,7 @@ ax.invert_xaxis()
 ax.legend()
 
 x_T = initial_noise(mix, S)
-for ax, t in zip(axes[1:], (int(ts[0]), int(mix.timesteps(50)[-3]))):
-    for group, conds, color in (("memorized", mem, "C3"), ("generalizing", gen, "C0")):
-        vals = [guidance_norm(mix, c, x_T, t=t).score for c in conds]
-        ax.hist(torch.cat(vals).numpy(), bins=30, alpha=0.6, color=color, label=group)
-    ax.set_xlabel("guidance norm |eps_c - eps_u| at x_T")
-    ax.set_ylabel("count")
-    ax.set_title(f"t = {t}")
-    ax.legend()
+guidance_norm_histograms(axes[1:], mix, (("memorized", mem), ("generalizing", gen)), x_T, "mixture")
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig2_mixture_regimes.png", dpi=110)
 
@@ -108,15 +116,7 @@ for ax, (name, m, groups, xs, tt) in zip(
     ax.set_title(f"alignment, {name}")
     ax.invert_xaxis()
     ax.legend()
-with torch.no_grad():
-    for ax, t in zip(axes[2:], (int(model.timesteps(50)[0]), int(model.timesteps(50)[-3]))):
-        for group, conds, color in (("memorized", tb_mem, "C3"), ("ordinary", tb_ord, "C0")):
-            vals = [guidance_norm(model, c, x_tb, t=t).score for c in conds]
-            ax.hist(torch.cat(vals).numpy(), bins=30, alpha=0.6, color=color, label=group)
-        ax.set_xlabel("guidance norm at x_T")
-        ax.set_ylabel("count")
-        ax.set_title(f"testbed, t = {t}")
-        ax.legend()
+guidance_norm_histograms(axes[2:], model, (("memorized", tb_mem), ("ordinary", tb_ord)), x_tb, "testbed")
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig2_alignment_and_testbed.png", dpi=110)
 

@@ -20,7 +20,7 @@ __all__ = ["ConditionalGaussianMixture"]
 
 
 class ConditionalGaussianMixture:
-    """One Gaussian mixture per condition and a prior over conditions.
+    r"""One Gaussian mixture per condition and a prior over conditions.
 
     Implements the score-model interface: ``eps(x, t, cond)``, ``score(x, t, cond)``,
     ``alpha(t)``, ``sigma(t)``, ``timesteps(n_steps)``. ``cond`` is ``None`` (unconditional),

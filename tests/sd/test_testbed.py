@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from memgeo.detect import ddim_sample, initial_noise
+from memgeo.sd import testbed as tb
 from memgeo.sd.testbed import (
     TESTBED_DIR,
     build_testbed_data,
     load_testbed,
     nearest_neighbour_threshold,
-    testbed_metadata,
     to_images,
     to_latents,
     train_testbed,
@@ -73,13 +73,13 @@ def test_shipped_weights_load_through_the_sd_path():
     assert (TESTBED_DIR / "unet" / "diffusion_pytorch_model.safetensors").exists()
     model = load_testbed()
     assert model.event_shape == (4, 4, 4) and model.prediction_type == "epsilon"
-    meta = testbed_metadata()
+    meta = tb.testbed_metadata()
     assert all("target_rate" in p for p in meta["prompts"] if p["kind"] == "memorized")
 
 
 def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
     model = load_testbed()
-    meta = testbed_metadata()
+    meta = tb.testbed_metadata()
     thr = meta["ground_truth"]["threshold"]
     flat = data.images.reshape(len(data.images), -1).double()
     mem = sorted((p for p in meta["prompts"] if p["kind"] == "memorized"), key=lambda p: -p["duplication"])[:3]

@@ -82,10 +82,14 @@ def guidance_norm(model, cond, x_T: torch.Tensor, *, t: int | None = None, n_ste
 
 
 def guidance_alignment(eps_u: torch.Tensor, d_eps: torch.Tensor, *, relative_floor: float = 1e-6) -> torch.Tensor:
-    """cos(d_eps, eps_u) = cos(s_delta, s_u), per position over channels for latents [S, C, H, W]
-    (mean over positions), else over the whole event. Where the gap is below ``relative_floor``
-    times ``|eps_u|`` (the condition's posterior is saturated) it has no direction and the
-    cosine counts as 0; the computation stays NaN-free for gradients."""
+    """Alignment of the guidance gap with the unconditional prediction (Asthana & Belagiannis, ICLR 2026).
+
+    cos(d_eps, eps_u) = cos(s_delta, s_u), per position over channels for latents [S, C, H, W]
+    (mean over positions), else over the whole event; shape [S]. The low-noise term of
+    :func:`anisotropy`. Where the gap is below ``relative_floor`` times ``|eps_u|`` (the
+    condition's posterior is saturated) it has no direction and the cosine counts as 0; the
+    computation stays NaN-free for gradients.
+    """
     dim = 1 if eps_u.dim() >= 4 else tuple(range(1, eps_u.dim()))
     dot = (d_eps * eps_u).sum(dim)
     nd, nu = d_eps.norm(dim=dim), eps_u.norm(dim=dim)

@@ -64,17 +64,18 @@ def train_mlp_score(
     steps = check_int("steps", steps)
     lo, hi = (check_positive("sigma_range", s) for s in sigma_range)
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    net = _MLP(mixture.dim, width)
+    with torch.random.fork_rng():  # seeded initialization without touching the caller's global RNG
+        torch.manual_seed(seed)
+        net = _MLP(mixture.dim, width).float()  # float32 whatever the default dtype
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     loss = torch.tensor(0.0)
     for _ in range(steps):
         x0 = mixture.sample(batch_size, generator=gen).float()
-        log_s = math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(batch_size, 1, generator=gen)
-        eps = torch.randn(x0.shape, generator=gen)
+        log_s = math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(batch_size, 1, generator=gen, dtype=torch.float32)
+        eps = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
         x = x0 + log_s.exp() * eps
-        pred = net.net(torch.cat([x, log_s], -1))
+        pred = net(x, log_s)
         loss = ((pred - eps) ** 2).mean()
         opt.zero_grad()
         loss.backward()

@@ -27,8 +27,10 @@ from .detect import (
     initial_noise,
 )
 
-__all__ = ["testbed_labels", "trajectory_auroc", "run_leaderboards", "plot_trajectory_auroc", "mitigation_tradeoff",
-           "digit_classifier"]
+__all__ = [
+    "testbed_labels", "trajectory_traces", "per_step_auroc", "trajectory_auroc", "run_leaderboards",
+    "draw_trajectory_auroc", "plot_trajectory_auroc", "mitigation_tradeoff", "digit_classifier",
+]
 
 
 def testbed_labels(meta: dict, *, min_rate: float = 0.5) -> tuple[list[str], list[int], dict]:
@@ -53,8 +55,11 @@ def testbed_labels(meta: dict, *, min_rate: float = 0.5) -> tuple[list[str], lis
     return texts, labels, counts
 
 
-def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4):
-    """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined detectors."""
+def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4):
+    """kappa-delta and guidance norm at every DDIM step, ``[n_steps, N]`` each, and the labels ``[N]``.
+
+    ``N = len(conds) * seeds``: every condition is generated from the same ``seeds`` initial noises.
+    """
     x_T = initial_noise(model, seeds)
     kap, mag, y = [], [], []
     for i, (c, lab) in enumerate(zip(conds, labels)):
@@ -64,15 +69,39 @@ def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance
         kap.append(res.trace["kappa"])
         mag.append(res.trace["norm"])
         y += [lab] * seeds
-    kap, mag, y = torch.cat(kap, 1), torch.cat(mag, 1), np.array(y)  # [n_steps, N]
+    return torch.cat(kap, 1), torch.cat(mag, 1), np.array(y)
+
+
+def per_step_auroc(kap: torch.Tensor, mag: torch.Tensor, y) -> dict[str, np.ndarray]:
+    """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined
+    detectors, from :func:`trajectory_traces`."""
+    y = np.asarray(y)
     neg = torch.as_tensor(y == 0)
     curves = {"direction (kappa-delta)": [], "magnitude (guidance norm)": [], "combined": []}
-    for s in range(n_steps):
+    for s in range(kap.shape[0]):
         comb = combined_score(kap[s], mag[s], reference=(kap[s][neg], mag[s][neg]))
         curves["direction (kappa-delta)"].append(auroc(y, (-kap[s]).numpy()))
         curves["magnitude (guidance norm)"].append(auroc(y, mag[s].numpy()))
         curves["combined"].append(auroc(y, comb.numpy()))
     return {k: np.array(v) for k, v in curves.items()}
+
+
+def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4):
+    """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined detectors."""
+    kap, mag, y = trajectory_traces(model, conds, labels, seeds=seeds, n_steps=n_steps,
+                                    guidance_scale=guidance_scale, n_directions=n_directions)
+    return per_step_auroc(kap, mag, y)
+
+
+def draw_trajectory_auroc(ax, curves: dict):
+    """Draw per-step AUROC curves (from :func:`per_step_auroc`) on a matplotlib axis."""
+    for name, v in curves.items():
+        ax.plot(np.arange(1, len(v) + 1), v, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("DDIM step (1 = pure noise)")
+    ax.set_ylabel("AUROC (memorized vs ordinary)")
+    ax.set_ylim(0.0, 1.02)
+    ax.legend(fontsize=8)
 
 
 def plot_trajectory_auroc(curves: dict, path, *, title: str):
@@ -82,14 +111,8 @@ def plot_trajectory_auroc(curves: dict, path, *, title: str):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, v in curves.items():
-        ax.plot(np.arange(1, len(v) + 1), v, label=name)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("DDIM step (1 = pure noise)")
-    ax.set_ylabel("AUROC (memorized vs ordinary)")
-    ax.set_ylim(0.0, 1.02)
+    draw_trajectory_auroc(ax, curves)
     ax.set_title(title)
-    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -29,8 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from memgeo.bench import testbed_labels, trajectory_auroc
-from memgeo.detect import GuidanceNormTracker, KappaDeltaTracker, ddim_sample, initial_noise
+from memgeo.bench import draw_trajectory_auroc, per_step_auroc, testbed_labels, trajectory_traces
 from memgeo.gmm import ConditionalGaussianMixture
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
@@ -51,16 +50,11 @@ tb_conds, tb_labels = pos + neg, [1] * len(pos) + [0] * len(neg)
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(12, 7.5))
 for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_labels), ("testbed", model, tb_conds, tb_labels)]):
-    x_T = initial_noise(m, S)
-    traces = {0: [], 1: []}
-    for i, (c, y) in enumerate(zip(conds, labs)):
-        res = ddim_sample(m, c, x_T, n_steps=n_steps, trackers={
-            "kappa": KappaDeltaTracker(4, generator=torch.Generator().manual_seed(i)), "norm": GuidanceNormTracker()})
-        traces[y].append(res.trace["kappa"])
+    kap, mag, y = trajectory_traces(m, conds, labs, seeds=S, n_steps=n_steps, guidance_scale=7.5)
     steps = np.arange(1, n_steps + 1)
     ax = axes[row, 0]
-    for y, color, label in ((1, "C3", "memorized"), (0, "C0", "ordinary")):
-        k = torch.cat(traces[y], 1).numpy()
+    for cls, color, label in ((1, "C3", "memorized"), (0, "C0", "ordinary")):
+        k = kap[:, torch.as_tensor(y == cls)].numpy()
         ax.plot(steps, k.mean(1), color=color, label=label)
         ax.fill_between(steps, np.percentile(k, 10, 1), np.percentile(k, 90, 1), color=color, alpha=0.2)
     ax.set_xlabel("DDIM step (1 = pure noise)")
@@ -68,15 +62,8 @@ for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_la
     ax.set_ylabel("kappa-delta (symlog scale)")
     ax.set_title(f"{name}: kappa-delta (mean, 10-90%)")
     ax.legend()
-    curves = trajectory_auroc(m, conds, labs, seeds=S, n_steps=n_steps, guidance_scale=7.5)
     ax = axes[row, 1]
-    for label, v in curves.items():
-        ax.plot(steps, v, label=label)
-    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("DDIM step (1 = pure noise)")
-    ax.set_ylabel("AUROC")
+    draw_trajectory_auroc(ax, per_step_auroc(kap, mag, y))
     ax.set_title(f"{name}: per-step detection")
-    ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig3_trajectory.png", dpi=110)

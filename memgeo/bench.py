@@ -60,6 +60,10 @@ def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidanc
 
     ``N = len(conds) * seeds``: every condition is generated from the same ``seeds`` initial noises.
     """
+    if len(conds) == 0:
+        raise ValueError("conds must hold at least one condition (it is empty)")
+    if len(conds) != len(labels):
+        raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     x_T = initial_noise(model, seeds)
     kap, mag, y = [], [], []
     for i, (c, lab) in enumerate(zip(conds, labels)):

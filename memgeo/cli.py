@@ -24,11 +24,20 @@ def _demo(args) -> int:
 _LABELS = {"1": 1, "mem": 1, "memorized": 1, "0": 0, "nmem": 0, "ordinary": 0, "auto": None}
 
 
+def _no_loading_bars() -> None:
+    """Silence the weight-loading progress bars of diffusers and transformers (for --no-progress)."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def _scan(args) -> int:
     import torch
 
     from .io import read_prompts
-    from .scan import ScanConfig, plot_roc, run_scan, summarize
+    from .scan import ScanConfig, ScanInterrupted, plot_roc, run_scan, summarize
 
     if args.labels and len(args.labels) != len(args.prompts):
         raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
@@ -48,13 +57,20 @@ def _scan(args) -> int:
     from .sd import DiffusersScoreModel
     from .sd.testbed import TESTBED_DIR
 
+    if args.no_progress:
+        _no_loading_bars()
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
     model = DiffusersScoreModel.from_pretrained(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
-    store = run_scan(model, records, args.out, cfg, progress=not args.no_progress)
+    try:
+        result = run_scan(model, records, args.out, cfg, progress=not args.no_progress)
+    except ScanInterrupted as stop:
+        print(f"memgeo scan: interrupted; {stop.saved} of the {stop.asked} results this run had to compute are saved "
+              f"in {stop.path}; run the same command again to resume", file=sys.stderr)
+        return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch the main process reports
-    table, metrics = summarize(store, cfg.signals)
+    table, metrics = summarize(result)
     print(table)
     if metrics:
         png = plot_roc(metrics, Path(args.out).with_suffix(".roc.png"))
@@ -77,6 +93,17 @@ def _testbed_truth(args) -> int:
     from .sd.testbed import TESTBED_DIR, load_testbed, memorization_ground_truth, testbed_metadata
 
     path = Path(args.model) if args.model else TESTBED_DIR
+    out = Path(args.out) if args.out else None
+    package = TESTBED_DIR.resolve()
+    if out is None:
+        if path.resolve() == package:
+            raise ValueError("--out is required for the embedded testbed: its testbed.json is part of the installed "
+                             "package (give a file path such as truth.json)")
+        out = path / "testbed.json"
+    if out.resolve() == package or package in out.resolve().parents:
+        raise ValueError(f"--out {str(out)!r} lies inside the installed package ({package}); give a path outside it")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {str(out)!r} is a directory; give a file path such as truth.json")
     model = load_testbed(path)
     meta = testbed_metadata(path)
     rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,
@@ -84,7 +111,10 @@ def _testbed_truth(args) -> int:
     meta["prompts"] = rows
     meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
                             "threshold": rows[0]["threshold"]}
-    (path / "testbed.json").write_text(json.dumps(meta, indent=1))
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(meta, indent=1))
+    tmp.replace(out)  # written whole or not at all
+    print(f"wrote {out}")
     mem = [r for r in rows if r["kind"] == "memorized"]
     print(f"copy threshold (1% quantile of training nearest-neighbour distances): {rows[0]['threshold']:.3f}")
     print(f"{'kind':<10} {'prompts':>7} {'copy rate':>9} {'target rate':>11} {'median NN dist':>14}")
@@ -211,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_testbed_train)
     truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
     truth.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    truth.add_argument("--out", help="where to write the testbed.json with the measured rates (default: the --model "
+                                     "folder's testbed.json; required for the embedded testbed, which is never rewritten)")
     truth.add_argument("--seeds", type=int, default=16)
     truth.add_argument("--steps", type=int, default=50)
     truth.add_argument("--guidance", type=float, default=7.5)
@@ -249,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as err:
         print(f"memgeo {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"memgeo {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

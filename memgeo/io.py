@@ -1,32 +1,54 @@
-"""Readers for the community's prompt files, and a resumable JSON-lines result store.
+"""Readers for the community's prompt files, and a result store that never loses, mixes or duplicates rows.
 
 Prompt formats:
 
 * JSON lines (``.jsonl``, ``.json``): one object per line with a ``caption`` (or ``prompt``)
-  field; an ``overfit_type`` field (``"TV"``, ``"MV"``, ...) or a boolean ``memorized`` field
-  marks the prompt as memorized;
+  field; an ``overfit_type`` field (``"TV"``, ``"MV"``, ...) or a ``memorized`` field
+  (``1/0/true/false/yes/no``) marks the prompt as memorized;
 * plain text (``.txt`` or anything else): one prompt per line, blank lines skipped;
-* CSV (``.csv``): a ``Caption`` (or ``caption``/``prompt``) column, ``,`` or ``;`` separated.
+* CSV (``.csv``): a ``Caption`` (or ``caption``/``prompt``) column, ``,`` or ``;`` separated, and
+  optionally a ``memorized`` column.
+
+Every format may start with a UTF-8 byte-order mark; it is stripped.
+
+Result store: a JSON-lines file whose first line is a header naming the format, its version and the
+model the results belong to. Each further line is one result, keyed by its content: the prompt
+text, the seed, the signal and a digest of the settings that change its value. See
+:class:`ResultStore`.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["PromptRecord", "read_prompts", "ResultStore"]
+__all__ = [
+    "PromptRecord",
+    "read_prompts",
+    "parse_bool",
+    "ResultStore",
+    "settings_digest",
+    "STORE_FORMAT",
+    "STORE_VERSION",
+]
 
 _TEXT_KEYS = ("caption", "Caption", "prompt", "Prompt", "text")
+_TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
+
+STORE_FORMAT = "memgeo-results"
+STORE_VERSION = 2
 
 
 @dataclass
 class PromptRecord:
     """One prompt: its text, its ground-truth label if the file gives one (1 = memorized),
-    where it came from (``source``, ``index``: its position among the file's prompts)."""
+    where it came from (``source``: the file's path, ``index``: its position among the file's prompts)."""
 
     text: str
     label: int | None
@@ -39,17 +61,39 @@ class PromptRecord:
         return f"{self.source}:{self.index}"
 
 
-def _label_from(obj: dict) -> int | None:
-    if "memorized" in obj:
-        return int(bool(obj["memorized"]))
+def parse_bool(value, *, where: str) -> int:
+    """``1/0``, ``true/false``, ``yes/no`` (any case, JSON booleans too) as 1 or 0; anything else is an error."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return int(value.strip().lower() in _TRUE)
+    raise ValueError(f"{where}: 'memorized' must be one of 1/0/true/false/yes/no, got {value!r}")
+
+
+def _label_from(obj: dict, where: str) -> int | None:
+    if obj.get("memorized") not in (None, ""):
+        return parse_bool(obj["memorized"], where=where)
     if obj.get("overfit_type") not in (None, ""):
         return 1
     return None
 
 
-def _read_jsonl(path: Path) -> list[PromptRecord]:
+def _read_text(path: Path) -> str:
+    """The file's text (UTF-8, byte-order mark stripped); a clear error for binary or undecodable files."""
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise ValueError(f"prompt file {str(path)!r} is a binary file (it holds NUL bytes), not UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"prompt file {str(path)!r} is not UTF-8 text (undecodable byte at offset {err.start})") from None
+
+
+def _read_jsonl(path: Path, text: str) -> list[PromptRecord]:
     out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -62,12 +106,11 @@ def _read_jsonl(path: Path) -> list[PromptRecord]:
         if key is None:
             raise ValueError(f"{path}: line {lineno} has no 'caption' (or 'prompt') string field")
         meta = {k: v for k, v in obj.items() if k != key and isinstance(v, (str, int, float, bool))}
-        out.append(PromptRecord(obj[key], _label_from(obj), path.name, len(out), meta))
+        out.append(PromptRecord(obj[key], _label_from(obj, f"{path}: line {lineno}"), str(path), len(out), meta))
     return out
 
 
-def _read_csv(path: Path) -> list[PromptRecord]:
-    text = path.read_text(encoding="utf-8-sig")
+def _read_csv(path: Path, text: str) -> list[PromptRecord]:
     first = text.splitlines()[0] if text.strip() else ""
     delimiter = ";" if first.count(";") > first.count(",") else ","
     reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
@@ -79,7 +122,7 @@ def _read_csv(path: Path) -> list[PromptRecord]:
         if row.get(key) is None:
             raise ValueError(f"{path}: row {reader.line_num} has no value in column {key!r}")
         if row[key].strip():
-            out.append(PromptRecord(row[key], _label_from(row), path.name, len(out),
+            out.append(PromptRecord(row[key], _label_from(row, f"{path}: row {reader.line_num}"), str(path), len(out),
                                     {k: v for k, v in row.items() if k != key and k is not None}))
     return out
 
@@ -87,90 +130,226 @@ def _read_csv(path: Path) -> list[PromptRecord]:
 def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
     """Read a prompt file (format from its suffix: ``.jsonl``/``.json``, ``.csv``, else plain text)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"prompt file {str(path)!r} is a directory, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {str(path)!r} does not exist")
+    text = _read_text(path)
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        records = _read_jsonl(path)
+        records = _read_jsonl(path, text)
     elif suffix == ".csv":
-        records = _read_csv(path)
+        records = _read_csv(path, text)
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = [PromptRecord(line.strip(), None, path.name, i) for i, line in enumerate(ln for ln in lines if ln.strip())]
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        records = [PromptRecord(line, None, str(path), i) for i, line in enumerate(lines)]
     if not records:
         raise ValueError(f"prompt file {str(path)!r} holds no prompts")
     return records
 
 
-class ResultStore:
-    """Append-only JSON-lines results keyed by ``(key, seed)``; resumes where a run stopped.
+# ---------------------------------------------------------------------------------------------- results
+def settings_digest(settings: dict) -> str:
+    """A short digest of the settings that change a result's value (order of keys does not matter)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
-    Each line is written and flushed whole. A trailing line cut off by a kill is dropped on open
-    (and truncated away), so a resumed run neither loses nor duplicates a result. Shard files
-    ``<out>.part-<rank>`` hold the lines of parallel processes until :meth:`merge_shards`.
+
+def _row_key(row: dict) -> tuple[str, int, str, str]:
+    return row["prompt"], int(row["seed"]), row["signal"], row["digest"]
+
+
+def _check_row(row, where: str) -> dict:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where} is not a result row (a JSON object)")
+    for k, kind in (("prompt", str), ("seed", int), ("signal", str), ("digest", str)):
+        if not isinstance(row.get(k), kind) or isinstance(row.get(k), bool):
+            raise ValueError(f"{where} is not a result row (its {k!r} field is missing or not a {kind.__name__})")
+    return row
+
+
+class ResultStore:
+    """A JSON-lines result file that is safe by construction.
+
+    * Line 1 is a header ``{"format": "memgeo-results", "version": 2, "model": {...}}``. A file
+      without it is never written to: opening it raises an error that names it, and it is left as
+      it is. A store of another model (another fingerprint) is refused the same way.
+    * Rows are keyed by content: ``(prompt text, seed, signal, settings digest)``, so an edited
+      prompt file, a new signal or new settings compute exactly what is missing, and a summary
+      reports exactly the rows asked for.
+    * Rows are appended and flushed one at a time. A last line cut off by a kill is removed when a
+      writer opens the store (it is recomputed); a bad line anywhere else is an error naming the
+      line, and nothing is deleted.
+    * A writer holds a lock (``<file>.lock``, :mod:`filelock`) while the store is open: a second
+      writer waits for the first to finish (``timeout`` seconds at most; ``None`` waits as long as
+      it takes) and then computes only what the first left missing.
+    * With ``rank``, rows go to the shard ``<file>.part-<rank>`` (parallel processes under
+      ``accelerate``); :meth:`merge_shards` folds the shards into the file, without duplicates.
+
+    Use as a context manager for writing (``with ResultStore(path, model=identity) as store``), or
+    :meth:`read` to read without a lock.
     """
 
-    def __init__(self, path: str | os.PathLike, *, rank: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, model: dict | None = None, rank: int | None = None,
+                 timeout: float | None = None, writable: bool = True):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise IsADirectoryError(f"result file {str(self.path)!r} is a directory; give a file path")
+        self.model = model
         self.rank = rank
+        self.writable = writable
         self.write_path = self.path if rank is None else self.path.with_name(f"{self.path.name}.part-{rank}")
-        self.write_path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows: dict[tuple[str, int], dict] = {}
-        for p in [self.path, *self._shards()]:
-            self._load(p, repair=(p == self.write_path))
+        self.rows: dict[tuple[str, int, str, str], dict] = {}
+        self._own: set[tuple[str, int, str, str]] = set()  # keys stored in write_path itself
+        self._lock = None
+        if writable:
+            from filelock import FileLock, Timeout
+
+            self.write_path.parent.mkdir(parents=True, exist_ok=True)
+            self._check_header(self.path, create=False)  # refuse a foreign --out before taking any lock
+            self._lock = FileLock(str(self.write_path) + ".lock")
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                print(f"memgeo: waiting for the process that is writing {self.write_path} "
+                      f"(lock {self.write_path}.lock) to finish", file=sys.stderr)
+                try:
+                    self._lock.acquire(timeout=-1 if timeout is None else timeout)
+                except Timeout:
+                    raise TimeoutError(f"another process is still writing {str(self.write_path)!r} after {timeout} s; "
+                                       f"wait for it, or choose another result file") from None
+        try:
+            for p in [self.path, *self._shards()]:
+                self._load(p, repair=writable and p == self.write_path)
+            if writable:
+                self._check_header(self.write_path, create=True)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, *, model: dict | None = None) -> "ResultStore":
+        """Open a store for reading only (no lock; a cut-off last line is skipped, not removed)."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"result file {str(path)!r} does not exist")
+        return cls(path, model=model, writable=False)
+
+    # ------------------------------------------------------------------ context
+    def close(self) -> None:
+        if self._lock is not None and self._lock.is_locked:
+            self._lock.release()
+
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ header and loading
+    def _header(self) -> dict:
+        return {"format": STORE_FORMAT, "version": STORE_VERSION, "model": self.model}
+
+    def _check_header(self, path: Path, *, create: bool) -> None:
+        """Validate ``path``'s header against this store's model; create it (atomically) if asked and absent."""
+        if path.is_dir():
+            raise IsADirectoryError(f"result file {str(path)!r} is a directory; give a file path")
+        if not path.exists() or path.stat().st_size == 0:
+            if create:
+                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+                tmp.write_text(json.dumps(self._header()) + "\n", encoding="utf-8")
+                os.replace(tmp, path)
+            return
+        with open(path, "rb") as fh:
+            first = fh.readline()
+        try:
+            head = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            head = None
+        if not isinstance(head, dict) or head.get("format") != STORE_FORMAT:
+            raise ValueError(f"{str(path)!r} is not a memgeo result store (its first line is not a memgeo header); "
+                             f"it was left untouched: choose another result file")
+        if head.get("version") != STORE_VERSION:
+            raise ValueError(f"{str(path)!r} is a memgeo result store of format version {head.get('version')}, "
+                             f"this memgeo reads version {STORE_VERSION}; choose another result file")
+        theirs = head.get("model") or {}
+        if self.model is not None and theirs and _model_differs(theirs, self.model):
+            raise ValueError(f"{str(path)!r} holds results of the model {theirs.get('name')!r} "
+                             f"(fingerprint {theirs.get('fingerprint')}), not of {self.model.get('name')!r} "
+                             f"(fingerprint {self.model.get('fingerprint')}); choose another result file")
+        if self.model is None:
+            self.model = theirs or None
 
     def _shards(self) -> list[Path]:
-        return sorted(self.path.parent.glob(f"{self.path.name}.part-*"))
+        return sorted(p for p in self.path.parent.glob(f"{self.path.name}.part-*") if not p.name.endswith(".lock"))
 
     def _load(self, path: Path, *, repair: bool) -> None:
         if not path.exists():
             return
+        self._check_header(path, create=False)
         raw = path.read_bytes()
-        good = 0
-        for line in raw.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break  # a cut-off last line
+        lines = raw.split(b"\n")
+        torn = lines.pop()  # the bytes after the last newline: b"" when the file ends cleanly
+        if torn and repair:
+            with open(path, "r+b") as fh:  # a row cut off by a kill: it will be recomputed
+                fh.truncate(len(raw) - len(torn))
+        for lineno, line in enumerate(lines[1:], 2):
+            if not line.strip():
+                continue
+            where = f"{path}: line {lineno}"
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                break
-            self.rows.setdefault((row["key"], int(row["seed"])), row)
-            good += len(line)
-        if repair and good < len(raw):
-            with open(path, "r+b") as fh:
-                fh.truncate(good)
+                row = _check_row(json.loads(line), where)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{where} is not valid JSON ({err}); the file was left as it is: "
+                                 f"fix or remove that line to use it") from None
+            self.rows.setdefault(_row_key(row), row)
+            if path == self.write_path:
+                self._own.add(_row_key(row))
 
-    def done(self, key: str, seed: int) -> bool:
-        return (key, int(seed)) in self.rows
+    # ------------------------------------------------------------------ rows
+    def done(self, prompt: str, seed: int, signal: str, digest: str) -> bool:
+        return (prompt, int(seed), signal, digest) in self.rows
 
-    def append(self, row: dict) -> None:
-        k = (row["key"], int(row["seed"]))
+    def get(self, prompt: str, seed: int, signal: str, digest: str) -> dict | None:
+        return self.rows.get((prompt, int(seed), signal, digest))
+
+    def append(self, row: dict) -> bool:
+        """Append one row (flushed and synced to disk); returns False if that key is already stored."""
+        if not self.writable:
+            raise ValueError(f"the result store {str(self.path)!r} was opened for reading only")
+        k = _row_key(_check_row(row, "row"))
         if k in self.rows:
-            return
+            return False
+        self._write(k, row)
+        return True
+
+    def _write(self, k, row: dict) -> None:
+        line = json.dumps(row, allow_nan=True) + "\n"
         with open(self.write_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(line)
             fh.flush()
             os.fsync(fh.fileno())
         self.rows[k] = row
+        self._own.add(k)
 
     def merge_shards(self) -> None:
-        """Fold every shard into the main file (no duplicates) and remove the shards."""
-        seen = set()
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                row = json.loads(line)
-                seen.add((row["key"], int(row["seed"])))
-        with open(self.path, "a", encoding="utf-8") as out:
-            for shard in self._shards():
-                for line in shard.read_text(encoding="utf-8").splitlines(keepends=True):
-                    if not line.endswith("\n"):
-                        break
-                    row = json.loads(line)
-                    k = (row["key"], int(row["seed"]))
-                    if k not in seen:
-                        out.write(line)
-                        seen.add(k)
-            out.flush()
-            os.fsync(out.fileno())
+        """Fold every shard into the main file (no duplicates) and remove the shards.
+
+        Call it on the main file opened for writing (it holds the main file's lock); a shard's
+        cut-off last line is left out (it is recomputed by the next run).
+        """
+        if not self.writable or self.rank is not None:
+            raise ValueError("merge_shards needs the main result file opened for writing (no rank)")
+        for shard in self._shards():
+            for k, row in ResultStore.read(shard, model=self.model).rows.items():
+                if k not in self._own:
+                    self._write(k, row)
         for shard in self._shards():
             shard.unlink()
+            Path(str(shard) + ".lock").unlink(missing_ok=True)
+
+
+def _model_differs(a: dict, b: dict) -> bool:
+    fa, fb = a.get("fingerprint"), b.get("fingerprint")
+    if fa and fb:
+        return fa != fb
+    return a.get("name") != b.get("name")

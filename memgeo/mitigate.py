@@ -227,6 +227,8 @@ def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: 
     from .detect.sampling import ddim_sample
     from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
 
+    if len(conds) == 0:
+        raise ValueError("conds must hold at least one ordinary condition to calibrate on (it is empty)")
     ks, ns = [], []
     for i, c in enumerate(conds):
         res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale, trackers={

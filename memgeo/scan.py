@@ -1,14 +1,21 @@
 """Scan prompt sets on a score model: every requested signal per (prompt, seed), resumable.
 
-Results are appended one JSON line per (prompt, seed) as they are computed, so a killed scan
-resumes where it stopped with nothing lost or duplicated. Under ``accelerate launch`` each
-process takes every ``num_processes``-th pending (prompt, seed) pair, writes its own shard,
-and the main process merges the shards into the one output when all are done.
+Results go to a :class:`~memgeo.io.ResultStore`: one row per (prompt text, seed, signal, settings
+digest), appended as it is computed. A killed or interrupted scan resumes where it stopped; an
+edited prompt file, another signal or other settings compute exactly what is missing; two scans on
+one file never compute a row twice (the second waits for the first, then does what is left). Under
+``accelerate launch`` each process takes the (prompt, signal) units that hash to its rank, writes
+its own shard, and the main process merges the shards into the one output when all are done.
+
+Every row is reproducible on its own: ``x_T`` comes from the seed, and the random directions of
+the generation signals from a generator seeded by (prompt text, seed), so a value does not depend
+on the order of the prompt file nor on which other seeds were computed beside it.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +24,19 @@ import numpy as np
 import torch
 
 from .detect import GENERATION_SIGNALS, SIGNALS, detection_metrics, initial_noise
-from .io import PromptRecord, ResultStore
+from .io import PromptRecord, ResultStore, settings_digest
 
-__all__ = ["ScanConfig", "run_scan", "summarize", "prompt_scores", "plot_roc"]
+__all__ = [
+    "ScanConfig",
+    "ScanResult",
+    "ScanInterrupted",
+    "run_scan",
+    "unique_prompts",
+    "model_identity",
+    "summarize",
+    "prompt_scores",
+    "plot_roc",
+]
 
 
 @dataclass
@@ -34,25 +51,127 @@ class ScanConfig:
     n_directions: int = 4
 
     def __post_init__(self):
+        self.signals, self.seeds = tuple(self.signals), tuple(int(s) for s in self.seeds)
+        if not self.signals:
+            raise ValueError("signals must name at least one signal")
         unknown = [s for s in self.signals if s not in SIGNALS]
         if unknown:
             raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
-        if not self.signals:
-            raise ValueError("signals must name at least one signal")
         if not self.seeds:
             raise ValueError("seeds must hold at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must not repeat, got {self.seeds}")
+
+    def signal_kwargs(self, name: str) -> dict:
+        """Keyword arguments of ``SIGNALS[name]`` (without the random generator)."""
+        kw: dict = {"n_steps": self.n_steps}
+        if name == "anisotropy":
+            kw["weights"] = self.anisotropy_weights
+        if name in GENERATION_SIGNALS:
+            kw["guidance_scale"] = self.guidance_scale
+        if name == "kappa_delta":
+            kw["n_directions"] = self.n_directions
+        if name == "p_laplace":
+            kw["n_directions"] = max(2, 4 * self.n_directions)
+        return kw
+
+    def settings(self, name: str, model) -> dict:
+        """Everything that changes the value of ``name``: its keyword arguments, the math dtype and,
+        for the generation signals, how their random directions are seeded."""
+        out = {"signal": name, **self.signal_kwargs(name), "dtype": str(getattr(model, "dtype", ""))}
+        if name in GENERATION_SIGNALS:
+            out["directions"] = "seeded by crc32(seed:prompt)"
+        return out
 
 
-def _signal_kwargs(name: str, cfg: ScanConfig, key: str) -> dict:
-    kw: dict = {"n_steps": cfg.n_steps}
-    if name == "anisotropy":
-        kw["weights"] = cfg.anisotropy_weights
-    if name in GENERATION_SIGNALS:
-        kw["guidance_scale"] = cfg.guidance_scale
-        kw["generator"] = torch.Generator().manual_seed(zlib.crc32(key.encode()))  # stable across processes
-    if name in ("p_laplace", "kappa_delta"):
-        kw["n_directions"] = cfg.n_directions if name == "kappa_delta" else max(2, 4 * cfg.n_directions)
-    return kw
+class ScanInterrupted(KeyboardInterrupt):
+    """A scan stopped by Ctrl-C; every row finished before it is saved."""
+
+    def __init__(self, saved: int, asked: int, path: Path):
+        super().__init__(f"{saved} of {asked} results are saved in {path}")
+        self.saved, self.asked, self.path = saved, asked, path
+
+
+@dataclass
+class ScanResult:
+    """What a scan asked for and the store holding it: :meth:`rows` and :meth:`scores` return
+    exactly the requested (prompt, seed, signal, settings), whatever else the file holds."""
+
+    store: ResultStore
+    prompts: list[PromptRecord]
+    config: ScanConfig
+    digests: dict[str, str]
+
+    def rows(self, signal: str) -> list[dict | None]:
+        """Rows of ``signal`` in (prompt, seed) order; None where a row is missing."""
+        dg = self.digests[signal]
+        return [self.store.get(p.text, s, signal, dg) for p in self.prompts for s in self.config.seeds]
+
+    def scores(self, signal: str) -> np.ndarray:
+        """Scores ``[prompts, seeds]`` (NaN where missing or undefined)."""
+        vals = [np.nan if r is None or r["score"] is None else float(r["score"]) for r in self.rows(signal)]
+        return np.array(vals, dtype=float).reshape(len(self.prompts), len(self.config.seeds))
+
+    @property
+    def complete(self) -> bool:
+        return all(r is not None for name in self.config.signals for r in self.rows(name))
+
+
+def model_identity(model) -> dict:
+    """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one)."""
+    ident = getattr(model, "identity", None)
+    if isinstance(ident, dict):
+        return ident
+    return {"name": type(model).__name__, "fingerprint": None}
+
+
+def unique_prompts(records: list[PromptRecord]) -> list[PromptRecord]:
+    """One record per prompt text (first occurrence kept, with a warning when any repeats).
+
+    A text labelled memorized in one place and ordinary in another is an error naming both places.
+    """
+    seen: dict[str, PromptRecord] = {}
+    for r in records:
+        first = seen.get(r.text)
+        if first is None:
+            seen[r.text] = r
+            continue
+        if r.label is not None and first.label is not None and r.label != first.label:
+            raise ValueError(f"the prompt {r.text!r} is labelled {first.label} at {first.key} and {r.label} at {r.key}; "
+                             f"a prompt can have one label only")
+        if first.label is None and r.label is not None:
+            seen[r.text] = PromptRecord(first.text, r.label, first.source, first.index, first.meta)
+    if len(seen) < len(records):
+        warnings.warn(f"{len(records) - len(seen)} prompt(s) appear more than once; each prompt is scanned and "
+                      f"counted once", stacklevel=3)
+    return list(seen.values())
+
+
+def _row_generator(prompt: str, seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{prompt}".encode()))  # stable across processes
+
+
+def _compute_rows(model, prompt: str, name: str, seeds: list[int], cfg: ScanConfig, digest: str):
+    """Rows of one signal for one prompt and the given seeds (generation signals one seed at a time,
+    each with its own generator, so that a row never depends on its neighbours)."""
+    kw = cfg.signal_kwargs(name)
+    groups = [[s] for s in seeds] if name in GENERATION_SIGNALS else [list(seeds)]
+    for group in groups:
+        if name in GENERATION_SIGNALS:
+            kw["generator"] = _row_generator(prompt, group[0])
+        x_T = initial_noise(model, group)
+        t0 = time.perf_counter()
+        res = SIGNALS[name](model, prompt, x_T, **kw)
+        sec = (time.perf_counter() - t0) / len(group)
+        per_sample = {k: v for k, v in res.extras.items()
+                      if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(group)}
+        for i, seed in enumerate(group):
+            yield {
+                "prompt": prompt, "seed": int(seed), "signal": name, "digest": digest,
+                "score": float(res.score[i]), "value": float(res.value[i]),
+                "extras": {k: float(v[i]) for k, v in per_sample.items()},
+                "n_evals": int(res.n_evals), "n_jvps": int(res.n_jvps), "seconds": sec,
+            }
 
 
 def _process_state():
@@ -67,82 +186,93 @@ def _process_state():
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
-def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True) -> ResultStore:
-    """Compute ``cfg.signals`` for every (prompt, seed) not yet in ``out``; returns the store."""
+def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True,
+             timeout: float | None = None) -> ScanResult:
+    """Compute ``cfg.signals`` for every (prompt, seed) not yet in the store ``out``.
+
+    Raises :class:`ScanInterrupted` (a ``KeyboardInterrupt``) on Ctrl-C, after which the same call
+    resumes. ``timeout``: how long to wait for another process writing ``out`` (None: as long as it takes).
+    """
     from tqdm.auto import tqdm
 
     if not records:
-        raise ValueError("the prompt list is empty")
+        raise ValueError("records is empty: there are no prompts to scan")
+    prompts = unique_prompts(records)
     rank, world, barrier = _process_state()
-    store = ResultStore(out, rank=rank if world > 1 else None)
-    pending = [(r, s) for r in records for s in cfg.seeds if not store.done(r.key, s)]
-    mine = pending[rank::world]
-    by_prompt: dict[str, list] = {}
-    for r, s in mine:
-        by_prompt.setdefault(r.key, [r, []])[1].append(s)
-    bar = tqdm(total=len(mine), desc=f"scan[{rank}]" if world > 1 else "scan", disable=not progress, unit="gen")
-    for rec, seeds in by_prompt.values():
-        x_T = initial_noise(model, seeds)
-        results = {}
-        for name in cfg.signals:
-            t0 = time.perf_counter()
-            res = SIGNALS[name](model, rec.text, x_T, **_signal_kwargs(name, cfg, rec.key))
-            results[name] = (res, (time.perf_counter() - t0) / len(seeds))
-        for i, seed in enumerate(seeds):
-            store.append({
-                "key": rec.key, "seed": int(seed), "prompt": rec.text, "label": rec.label, "source": rec.source,
-                "signals": {
-                    n: {"score": float(r.score[i]), "value": float(r.value[i]), "n_evals": r.n_evals,
-                        "n_jvps": r.n_jvps, "seconds": sec}
-                    for n, (r, sec) in results.items()
-                },
-            })
-        bar.update(len(seeds))
-    bar.close()
+    ident = model_identity(model)
+    digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}
+    out = Path(out)
+    with ResultStore(out, model=ident, rank=rank if world > 1 else None, timeout=timeout) as store:
+        units = []
+        for rec in prompts:
+            for name in cfg.signals:
+                if world > 1 and zlib.crc32(f"{name}:{rec.text}".encode()) % world != rank:
+                    continue  # another process's unit
+                missing = [s for s in cfg.seeds if not store.done(rec.text, s, name, digests[name])]
+                if missing:
+                    units.append((rec.text, name, missing))
+        asked = sum(len(m) for *_, m in units)
+        written = 0
+        bar = tqdm(total=asked, desc=f"scan[{rank}]" if world > 1 else "scan", disable=not progress, unit="row")
+        try:
+            for text, name, seeds in units:
+                for row in _compute_rows(model, text, name, seeds, cfg, digests[name]):
+                    written += store.append(row)
+                bar.update(len(seeds))
+        except KeyboardInterrupt:
+            raise ScanInterrupted(written, asked, store.write_path) from None
+        finally:
+            bar.close()
     barrier()
     if world > 1 and rank == 0:
-        store.merge_shards()
+        with ResultStore(out, model=ident) as main:
+            main.merge_shards()
     barrier()
-    return ResultStore(out) if world > 1 else store
+    return ScanResult(ResultStore.read(out, model=ident), prompts, cfg, digests)
 
 
-def prompt_scores(store: ResultStore, signal: str):
-    """Per prompt: (labels, mean score over its seeds, keys)."""
-    acc: dict[str, list] = {}
-    for (key, _), row in store.rows.items():
-        if signal in row["signals"]:
-            acc.setdefault(key, [row["label"], []])[1].append(row["signals"][signal]["score"])
-    keys = sorted(acc)
-    return [acc[k][0] for k in keys], np.array([np.mean(acc[k][1]) for k in keys]), keys
+def prompt_scores(result: ScanResult, signal: str):
+    """Per prompt: (labels, mean score over its seeds, texts)."""
+    s = result.scores(signal)
+    return [p.label for p in result.prompts], np.nanmean(s, axis=1) if s.size else s, [p.text for p in result.prompts]
 
 
-def summarize(store: ResultStore, signals, *, convention: str = "strict") -> tuple[str, dict]:
-    """A summary table (and, with both labels present, AUROC / TPR@1%FPR / TPR@3%FPR per signal)."""
-    rows = list(store.rows.values())
-    lines = [f"{len({r['key'] for r in rows})} prompts, {len(rows)} generations "
-             f"(metrics per prompt, score averaged over its seeds; TPR convention: {convention})", ""]
+def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, dict]:
+    """A summary table of exactly what the scan asked for (and, with both labels present, AUROC /
+    TPR@1%FPR / TPR@3%FPR per signal, metrics per prompt)."""
+    cfg = result.config
+    n_p, n_s = len(result.prompts), len(cfg.seeds)
+    lines = [f"{n_p} prompts x {n_s} seeds (metrics per prompt, score averaged over its seeds; "
+             f"TPR convention: {convention})", ""]
     head = f"{'signal':<14} {'mean score':>11} {'UNet evals':>10} {'JVPs':>5} {'s/gen':>8}"
-    labels_all = [r["label"] for r in rows]
-    labelled = all(lab is not None for lab in labels_all) and len(set(labels_all)) == 2
+    labels = [p.label for p in result.prompts]
+    labelled = all(lab is not None for lab in labels) and len(set(labels)) == 2
     if labelled:
         head += f" {'mean (mem)':>11} {'mean (ord)':>11} {'AUROC':>7} {'TPR@1%':>7} {'TPR@3%':>7}"
     lines += [head, "-" * len(head)]
     metrics = {}
-    for name in signals:
-        vals = [r["signals"][name] for r in rows if name in r["signals"]]
-        if not vals:
+    for name in cfg.signals:
+        rows = [r for r in result.rows(name) if r is not None]
+        if not rows:
             continue
-        line = (f"{name:<14} {np.mean([v['score'] for v in vals]):11.4g} {vals[0]['n_evals']:10d} "
-                f"{vals[0]['n_jvps']:5d} {np.mean([v['seconds'] for v in vals]):8.3f}")
-        if labelled:
-            y, s, _ = prompt_scores(store, name)
-            y = np.array(y, dtype=int)
-            m = detection_metrics(y, s, convention=convention)
-            metrics[name] = {**m, "labels": y, "scores": s}
-            line += (f" {s[y == 1].mean():11.4g} {s[y == 0].mean():11.4g} {m['auroc']:7.3f} "
+        line = (f"{name:<14} {np.nanmean([_num(r['score']) for r in rows]):11.4g} {rows[0]['n_evals']:10d} "
+                f"{rows[0]['n_jvps']:5d} {np.mean([r['seconds'] for r in rows]):8.3f}")
+        y, s, _ = prompt_scores(result, name)
+        y = np.array(y, dtype=float)
+        ok = np.isfinite(s)
+        if labelled and ok.sum() and len(set(y[ok])) == 2:
+            m = detection_metrics(y[ok].astype(int), s[ok], convention=convention)
+            metrics[name] = {**m, "labels": y[ok].astype(int), "scores": s[ok]}
+            line += (f" {s[ok & (y == 1)].mean():11.4g} {s[ok & (y == 0)].mean():11.4g} {m['auroc']:7.3f} "
                      f"{m['tpr@1%fpr']:7.3f} {m['tpr@3%fpr']:7.3f}")
+        if len(rows) < n_p * n_s or not ok.all():
+            line += f"  ({n_p * n_s - len(rows)} rows missing, {int((~ok).sum())} prompts undefined)"
         lines.append(line)
     return "\n".join(lines), metrics
+
+
+def _num(v) -> float:
+    return np.nan if v is None else float(v)
 
 
 def plot_roc(metrics: dict, path: str | Path, *, title: str = "ROC, per prompt") -> Path:

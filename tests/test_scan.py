@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from memgeo.cli import main
 from memgeo.io import ResultStore, read_prompts
-from memgeo.scan import ScanConfig, run_scan
+from memgeo.scan import ScanConfig, ScanInterrupted, run_scan
 
 
 def write_prompt_files(folder):
@@ -78,6 +79,17 @@ def tiny_pipelines(tmp_path_factory):
     return {"epsilon": build_tiny_pipeline(tmp_path_factory.mktemp("scan") / "eps", "epsilon")}
 
 
+def result_rows(path):
+    """The result rows of a store file (its header line left out)."""
+    lines = path.read_text().splitlines()
+    assert json.loads(lines[0])["format"] == "memgeo-results"
+    return [json.loads(x) for x in lines[1:] if x.strip()]
+
+
+def row_keys(rows):
+    return [(r["prompt"], r["seed"], r["signal"], r["digest"]) for r in rows]
+
+
 def test_interrupted_scan_resumes_without_loss_or_duplicates(tmp_path, model):
     files = write_prompt_files(tmp_path)
     records = [r for f in files for r in read_prompts(f)]
@@ -85,31 +97,34 @@ def test_interrupted_scan_resumes_without_loss_or_duplicates(tmp_path, model):
     ref = run_scan(model, records, tmp_path / "ref.jsonl", cfg, progress=False)
 
     out = tmp_path / "out.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        run_scan(Interrupting(model, limit=7), records, out, cfg, progress=False)  # 3 calls per prompt
-    partial = out.read_text().splitlines()
-    assert 0 < len(partial) < len(records) * 2
+    with pytest.raises(KeyboardInterrupt) as stop:
+        run_scan(Interrupting(model, limit=7), records, out, cfg, progress=False)  # 1 + 2 calls per prompt
+    assert isinstance(stop.value, ScanInterrupted) and stop.value.asked == len(records) * 2 * 2
+    partial = result_rows(out)
+    assert 0 < len(partial) == stop.value.saved < len(records) * 2 * 2
     with open(out, "a") as fh:  # a kill in the middle of a write leaves a cut-off line
-        fh.write('{"key": "mem.jsonl:0", "seed": 1, "sig')
-    store = run_scan(model, records, out, cfg, progress=False)
-    lines = [json.loads(x) for x in out.read_text().splitlines()]
-    keys = [(r["key"], r["seed"]) for r in lines]
-    assert len(keys) == len(set(keys)) == len(records) * 2
-    for k, row in ref.rows.items():
-        got = store.rows[k]["signals"]
-        for name in cfg.signals:
-            assert got[name]["score"] == pytest.approx(row["signals"][name]["score"], rel=1e-5)
+        fh.write('{"prompt": "a dog on a sofa", "seed": 1, "sig')
+    result = run_scan(model, records, out, cfg, progress=False)
+    keys = row_keys(result_rows(out))
+    assert len(keys) == len(set(keys)) == len(records) * 2 * 2
+    for name in cfg.signals:
+        np.testing.assert_allclose(result.scores(name), ref.scores(name), rtol=1e-5)
+
+
+def row(prompt, seed=0, signal="guidance_norm", digest="d0", **kw):
+    return {"prompt": prompt, "seed": seed, "signal": signal, "digest": digest, "score": 1.0, **kw}
 
 
 def test_result_store_merges_shards_without_duplicates(tmp_path):
     out = tmp_path / "r.jsonl"
-    a, b = ResultStore(out, rank=0), ResultStore(out, rank=1)
-    a.append({"key": "k:0", "seed": 0, "signals": {}})
-    b.append({"key": "k:1", "seed": 0, "signals": {}})
-    b.append({"key": "k:0", "seed": 0, "signals": {}})  # already done by rank 0? not visible to b: merge dedups
-    ResultStore(out).merge_shards()
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert sorted((r["key"], r["seed"]) for r in rows) == [("k:0", 0), ("k:1", 0)]
+    ident = {"name": "m", "fingerprint": "f"}
+    with ResultStore(out, model=ident, rank=0) as a, ResultStore(out, model=ident, rank=1) as b:
+        a.append(row("k0"))
+        b.append(row("k1"))
+        b.append(row("k0"))  # also done by rank 0, which b cannot see: the merge keeps one
+    with ResultStore(out, model=ident) as main:
+        main.merge_shards()
+    assert sorted(r["prompt"] for r in result_rows(out)) == ["k0", "k1"]
     assert not list(tmp_path.glob("r.jsonl.part-*"))
 
 
@@ -122,9 +137,10 @@ def test_cli_scan_with_labels_prints_metrics_and_roc(tmp_path, tiny_pipelines, c
     text = capsys.readouterr().out
     assert "AUROC" in text and "TPR@1%" in text and "strict" in text and "anisotropy" in text
     assert out.with_suffix(".roc.png").stat().st_size > 1000
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    assert len(rows) == 7 * 2 and all(r["signals"]["sharpness"]["n_jvps"] == 1 for r in rows)
-    assert {r["signals"]["anisotropy"]["n_evals"] for r in rows} == {4}
+    rows = result_rows(out)
+    assert len(rows) == 7 * 2 * 3
+    assert {r["n_jvps"] for r in rows if r["signal"] == "sharpness"} == {1}
+    assert {r["n_evals"] for r in rows if r["signal"] == "anisotropy"} == {4}
 
 
 @pytest.mark.parametrize(
@@ -161,11 +177,11 @@ def test_accelerate_two_processes_match_one(tmp_path, tiny_pipelines, model):
            "--signals", "guidance_norm", "anisotropy", "--out", str(out), "--no-progress"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    keys = [(r["key"], r["seed"]) for r in rows]
-    assert len(keys) == len(set(keys)) == 7 * 3 and not list(tmp_path.glob("par.jsonl.part-*"))
+    rows = result_rows(out)
+    keys = row_keys(rows)
+    assert len(keys) == len(set(keys)) == 7 * 3 * 2 and not list(tmp_path.glob("par.jsonl.part-*"))
     records = [r for f in files for r in read_prompts(f)]
     single = run_scan(model, records, tmp_path / "single.jsonl", ScanConfig(("guidance_norm", "anisotropy"), (0, 1, 2), 10), progress=False)
     for r in rows:
-        want = single.rows[(r["key"], r["seed"])]["signals"]["anisotropy"]["score"]
-        assert r["signals"]["anisotropy"]["score"] == pytest.approx(want, rel=1e-4)
+        want = single.store.get(r["prompt"], r["seed"], r["signal"], r["digest"])
+        assert r["score"] == pytest.approx(want["score"], rel=1e-4)

@@ -48,6 +48,8 @@ def evaluate_signals(
     convention: str = "strict",
 ) -> list[LeaderboardRow]:
     """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments."""
+    if len(conds) == 0:
+        raise ValueError("conds must hold at least one condition (it is empty)")
     if len(conds) != len(labels):
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     options = options or {}

@@ -20,6 +20,8 @@ def _arrays(labels, scores):
     s = np.asarray(scores, dtype=float).reshape(-1)
     if y.shape != s.shape:
         raise ValueError(f"labels and scores must have the same length, got {y.size} and {s.size}")
+    if y.size == 0:
+        raise ValueError("labels and scores are empty; they need at least one memorized and one ordinary sample")
     if not set(np.unique(y)) <= {0, 1}:
         raise ValueError("labels must be 0 (ordinary) or 1 (memorized)")
     if y.min(initial=1) == y.max(initial=0):

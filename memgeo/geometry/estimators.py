@@ -116,15 +116,24 @@ def _directional(f, y, V, derivative: str, h: float | None):
     """``v^T J v`` for each probe in ``V: [m, B, d]``, by JVP, VJP or central differences."""
     m, B, d = V.shape
     Y, Vf = _repeat(y, m), V.reshape(m * B, d)
+    F = None
     if derivative == "jvp":
-        _, JV = jvp(f, Y, Vf)
+        F, JV = jvp(f, Y, Vf)
     elif derivative == "vjp":
-        _, JV = vjp(f, Y, Vf)  # J^T v; v^T (J^T v) = v^T J v
+        F, JV = vjp(f, Y, Vf)  # J^T v; v^T (J^T v) = v^T J v
     elif derivative == "fd":
-        JV = (f(Y + h * Vf) - f(Y - h * Vf)) / (2 * h)
+        JV = (f(Y + h * Vf) - f(Y - h * Vf)) / (2 * h)  # NaN or inf in F reaches JV itself
     else:
         raise ValueError(f"derivative must be 'jvp', 'vjp' or 'fd', got {derivative!r}")
-    return (JV.reshape(m, B, d) * V).sum(-1)  # [m, B]
+    return _nan_where_undefined((JV.reshape(m, B, d) * V).sum(-1), F, m, B)  # [m, B]
+
+
+def _nan_where_undefined(values: torch.Tensor, F: torch.Tensor | None, m: int, B: int) -> torch.Tensor:
+    """NaN for the points where the field's own output is NaN or infinite (its derivative there is no number)."""
+    if F is None:
+        return values
+    bad = ~torch.isfinite(F.reshape(m, B, -1)).all(-1)  # [m, B]
+    return torch.where(bad.reshape(bad.shape + (1,) * (values.dim() - 2)), torch.full_like(values, math.nan), values)
 
 
 def jacobian(field: Field, x: torch.Tensor, *, derivative: str = "jvp", chunk_size: int | None = None) -> torch.Tensor:
@@ -138,12 +147,12 @@ def jacobian(field: Field, x: torch.Tensor, *, derivative: str = "jvp", chunk_si
     for a, b in _chunks(d, chunk_size):
         E = eye[a:b][:, None, :].expand(b - a, B, d)  # basis vectors [m, B, d]
         if derivative == "jvp":
-            _, JE = jvp(f, _repeat(y, b - a), E.reshape(-1, d))  # J e_i: columns
+            F, JE = jvp(f, _repeat(y, b - a), E.reshape(-1, d))  # J e_i: columns
         elif derivative == "vjp":
-            _, JE = vjp(f, _repeat(y, b - a), E.reshape(-1, d))  # J^T e_i: rows
+            F, JE = vjp(f, _repeat(y, b - a), E.reshape(-1, d))  # J^T e_i: rows
         else:
             raise ValueError(f"derivative must be 'jvp' or 'vjp', got {derivative!r}")
-        cols.append(JE.reshape(b - a, B, d))
+        cols.append(_nan_where_undefined(JE.reshape(b - a, B, d), F, b - a, B))
     J = torch.cat(cols).permute(1, 2, 0)  # [B, d(out), d(in)] for jvp
     return J if derivative == "jvp" else J.transpose(-1, -2)
 

@@ -31,9 +31,16 @@ def math_attention():
 
 
 def check_points(x: torch.Tensor) -> torch.Tensor:
-    """``x`` must be a finite floating tensor ``[B, *event]``."""
+    """``x`` must be a finite floating tensor ``[B, *event]`` with at least one point."""
     check_tensor("x", x, min_dim=2)
+    if x.shape[0] == 0:
+        raise ValueError(f"x must hold at least one point, got an empty batch of shape {tuple(x.shape)}")
     return check_finite("x", x)
+
+
+_NO_AUTOGRAD = ("the field's output does not depend on x through autograd (it is detached, computed outside "
+                "torch, or constant), so its {kind} would be 0; make the field differentiable, or use a "
+                "derivative-free method (method='hutchinson_fd', 'flux' or 'flux_antithetic')")
 
 
 def flatten_field(field: Field, event_shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -54,15 +61,41 @@ def flatten_field(field: Field, event_shape: tuple[int, ...]) -> Callable[[torch
 
 
 def jvp(f, y: torch.Tensor, v: torch.Tensor):
-    """``(f(y), J_f(y) v)`` by forward-mode AD (math attention kernel selected)."""
+    """``(f(y), J_f(y) v)`` by forward-mode AD (math attention kernel selected).
+
+    Raises ``ValueError`` if ``f``'s output does not depend on ``y`` through autograd.
+    """
     with math_attention():
-        return torch.func.jvp(f, (y.contiguous(),), (v.contiguous(),))
+        out, tangent = torch.func.jvp(f, (y.contiguous(),), (v.contiguous(),))
+    if not bool(tangent.any()) and bool(v.any()):  # J v = 0 exactly: a constant field, or no autograd at all?
+        _check_forward_dependence(f, y[:1], v[:1])
+    return out, tangent
+
+
+def _check_forward_dependence(f, y: torch.Tensor, v: torch.Tensor) -> None:
+    """Raise if ``f``'s output carries no forward-mode tangent of ``y`` (one evaluation of one row)."""
+    import torch.autograd.forward_ad as fwAD
+
+    with torch.no_grad(), math_attention(), fwAD.dual_level():
+        if fwAD.unpack_dual(f(fwAD.make_dual(y.contiguous(), v.contiguous()))).tangent is None:
+            raise ValueError(_NO_AUTOGRAD.format(kind="Jacobian-vector product"))
 
 
 def vjp(f, y: torch.Tensor, v: torch.Tensor):
-    """``(f(y), J_f(y)^T v)`` by reverse-mode AD."""
-    out, pullback = torch.func.vjp(f, y.contiguous())
-    return out, pullback(v.contiguous())[0]
+    """``(f(y), J_f(y)^T v)`` by reverse-mode AD.
+
+    Raises ``ValueError`` if ``f``'s output does not depend on ``y`` through autograd.
+    """
+
+    def checked(z):
+        out = f(z)
+        if not out.requires_grad:
+            raise ValueError(_NO_AUTOGRAD.format(kind="vector-Jacobian product"))
+        return out
+
+    with torch.enable_grad():
+        out, pullback = torch.func.vjp(checked, y.contiguous())
+        return out, pullback(v.contiguous())[0]
 
 
 def power_field(field: Field, p) -> Field:

@@ -11,7 +11,9 @@ and its output back.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -87,6 +89,28 @@ class DiffusersScoreModel:
         self.unet_dtype = next(iter(unet.parameters()), torch.empty(0, dtype=dtype)).dtype
         self._cache: dict[str, torch.Tensor] = {}
         self.n_unet_rows = 0  # latents passed through the UNet so far (a JVP pass counts once)
+        self.name = type(unet).__name__
+        self._modules_to_fingerprint = (unet,)
+        self._tokenizer_size = None
+        self._identity = None
+
+    @property
+    def identity(self) -> dict:
+        """``{"name", "fingerprint"}``: the fingerprint digests every weight tensor's name, shape, dtype
+        and a strided sample of its values, the schedule and the prediction type, so two checkpoints
+        of one architecture differ (result stores refuse to mix them)."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            h.update(repr((self.prediction_type, self.event_shape, self._tokenizer_size)).encode())
+            h.update(self.schedule.alphas_cumprod.double().numpy().tobytes())
+            for module in self._modules_to_fingerprint:
+                for name, p in module.state_dict().items():
+                    flat = p.detach().reshape(-1)
+                    sample = flat[:: max(1, flat.numel() // 256)].double().cpu().numpy()
+                    h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+                    h.update(sample.tobytes())
+            self._identity = {"name": str(self.name), "fingerprint": h.hexdigest()[:16]}
+        return self._identity
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -144,17 +168,28 @@ class DiffusersScoreModel:
 
         @torch.no_grad()
         def encode(prompts: list[str]) -> torch.Tensor:
-            ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+            limit = tokenizer.model_max_length
+            for p in prompts:
+                n = len(tokenizer.tokenize(p)) + 2  # with the start and end tokens
+                if n > limit:
+                    short = p if len(p) <= 60 else p[:57] + "..."
+                    warnings.warn(f"prompt {short!r} is {n} tokens long; the text encoder keeps the first {limit} "
+                                  f"(start and end tokens included) and cuts the rest", stacklevel=3)
+            ids = tokenizer(list(prompts), padding="max_length", max_length=limit,
                             truncation=True, return_tensors="pt").input_ids.to(device)
             return text_encoder(ids)[0]
 
         cfg = unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
-        return cls(
+        model = cls(
             unet, schedule_from_config(scheduler.config), encode,
             prediction_type=scheduler.config.get("prediction_type", "epsilon"),
             event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
         )
+        model.name = path
+        model._modules_to_fingerprint = (unet, text_encoder)
+        model._tokenizer_size = len(tokenizer)
+        return model
 
     # ------------------------------------------------------------------ schedule
     def alpha(self, t) -> torch.Tensor:

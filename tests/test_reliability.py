@@ -1,0 +1,264 @@
+"""Bad input gives a clear error, and scans compute exactly what is missing and report exactly what was asked."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from memgeo.cli import main
+from memgeo.io import read_prompts
+from memgeo.scan import ScanConfig, run_scan, summarize
+
+
+# ---------------------------------------------------------------------------------------------- readers
+@pytest.mark.parametrize("name, content", [
+    ("p.txt", "\ufeffa dog on a sofa\nthe sea\n"),
+    ("p.jsonl", '\ufeff{"caption": "a dog on a sofa"}\n{"caption": "the sea"}\n'),
+    ("p.csv", "\ufeffCaption\na dog on a sofa\nthe sea\n"),
+])
+def test_a_byte_order_mark_is_stripped_in_every_format(tmp_path, name, content):
+    (tmp_path / name).write_text(content, encoding="utf-8")
+    assert [r.text for r in read_prompts(tmp_path / name)] == ["a dog on a sofa", "the sea"]
+
+
+@pytest.mark.parametrize("value, label", [(0, 0), (1, 1), (False, 0), (True, 1), ("0", 0), ("false", 0), ("False", 0),
+                                          ("no", 0), ("1", 1), ("true", 1), ("YES", 1)])
+def test_memorized_fields_are_parsed_strictly(tmp_path, value, label):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"caption": "x", "memorized": value}) + "\n")
+    assert read_prompts(tmp_path / "p.jsonl")[0].label == label
+    (tmp_path / "p.csv").write_text(f"Caption,memorized\nx,{json.dumps(value).strip(chr(34))}\n")
+    assert read_prompts(tmp_path / "p.csv")[0].label == label
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("p.jsonl", '{"caption": "x"}\n{"caption": "y", "memorized": "maybe"}\n', r"p.jsonl: line 2: 'memorized' must be one of"),
+    ("p.jsonl", '{"caption": "y", "memorized": 2}\n', "line 1: 'memorized' must be one of"),
+    ("p.csv", "Caption,memorized\nx,1\ny,perhaps\n", r"p.csv: row 3: 'memorized' must be one of"),
+])
+def test_a_bad_memorized_value_is_an_error_naming_the_line(tmp_path, name, content, match):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(ValueError, match=match):
+        read_prompts(tmp_path / name)
+
+
+def test_binary_files_and_directories_are_named(tmp_path):
+    (tmp_path / "img.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    with pytest.raises(ValueError, match=r"img.txt' is a binary file"):
+        read_prompts(tmp_path / "img.txt")
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin.txt' is not UTF-8 text"):
+        read_prompts(tmp_path / "latin.txt")
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        read_prompts(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_prompts(tmp_path / "missing.txt")
+
+
+# ---------------------------------------------------------------------------------------------- scans
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from memgeo.sd import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("rel") / "eps", "epsilon")
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    from memgeo.sd import DiffusersScoreModel
+
+    return DiffusersScoreModel.from_pretrained(tiny)
+
+
+def records_of(tmp_path, name, lines):
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return read_prompts(path)
+
+
+def n_rows(path):
+    return len(path.read_text().splitlines()) - 1
+
+
+def test_edits_new_signals_and_new_settings_compute_exactly_what_is_missing(tmp_path, model):
+    out = tmp_path / "r.jsonl"
+    first = records_of(tmp_path, "p.txt", ["a dog", "the sea"])
+    cfg = ScanConfig(signals=("guidance_norm",), seeds=(0, 1), n_steps=5)
+    base = run_scan(model, first, out, cfg, progress=False)
+    assert n_rows(out) == 4
+    # a prompt inserted at the top of the file: only it is computed; the others keep their values
+    edited = records_of(tmp_path, "p.txt", ["a cat", "a dog", "the sea"])
+    res = run_scan(model, edited, out, cfg, progress=False)
+    assert n_rows(out) == 6
+    np.testing.assert_array_equal(res.scores("guidance_norm")[1:], base.scores("guidance_norm"))
+    # a new signal, and a new setting of an old one, are computed beside the old rows, never mixed with them
+    cfg2 = ScanConfig(signals=("guidance_norm", "anisotropy"), seeds=(0, 1), n_steps=5, anisotropy_weights="sd1")
+    run_scan(model, edited, out, cfg2, progress=False)
+    assert n_rows(out) == 12
+    cfg3 = ScanConfig(signals=("anisotropy",), seeds=(0, 1, 2), n_steps=5, anisotropy_weights="sd2")
+    res3 = run_scan(model, edited, out, cfg3, progress=False)
+    assert n_rows(out) == 12 + 9
+    sd1 = run_scan(model, edited, out, cfg2, progress=False).scores("anisotropy")
+    assert not np.allclose(res3.scores("anisotropy")[:, :2], sd1)
+    comp = [r["extras"] for r in res3.rows("anisotropy")]
+    np.testing.assert_allclose(res3.scores("anisotropy").ravel(), [c["norm"] + 0.1 * c["cos"] for c in comp], rtol=1e-6)
+    # the summary reports exactly the prompts and seeds asked for, not every row in the file
+    only = run_scan(model, first[:1], out, ScanConfig(signals=("guidance_norm",), seeds=(1,), n_steps=5), progress=False)
+    assert n_rows(out) == 21
+    table, _ = summarize(only)
+    assert table.startswith("1 prompts x 1 seeds")
+
+
+def test_prompt_files_of_the_same_name_in_two_folders_do_not_collide(tmp_path, model):
+    a = records_of(tmp_path / "a", "p.txt", ["a dog"])
+    b = records_of(tmp_path / "b", "p.txt", ["the sea"])
+    res = run_scan(model, a + b, tmp_path / "r.jsonl", ScanConfig(signals=("guidance_norm",), seeds=(0,), n_steps=5),
+                   progress=False)
+    assert [p.text for p in res.prompts] == ["a dog", "the sea"] and np.isfinite(res.scores("guidance_norm")).all()
+
+
+def test_repeated_prompts_are_scanned_once_and_conflicting_labels_refused(tmp_path, model):
+    mem = records_of(tmp_path, "m.jsonl", [json.dumps({"caption": "a dog", "memorized": 1})])
+    ordinary = records_of(tmp_path, "o.jsonl", [json.dumps({"caption": "a dog", "memorized": 0})])
+    with pytest.raises(ValueError, match="is labelled 1 at .*m.jsonl:0 and 0 at .*o.jsonl:0"):
+        run_scan(model, mem + ordinary, tmp_path / "r.jsonl", ScanConfig(signals=("guidance_norm",)), progress=False)
+    with pytest.warns(UserWarning, match="1 prompt\\(s\\) appear more than once"):
+        res = run_scan(model, mem + mem, tmp_path / "r.jsonl", ScanConfig(signals=("guidance_norm",), n_steps=5),
+                       progress=False)
+    assert len(res.prompts) == 1 and n_rows(tmp_path / "r.jsonl") == 1
+
+
+def test_generation_signal_rows_do_not_depend_on_their_neighbours(tmp_path, model):
+    recs = records_of(tmp_path, "p.txt", ["a dog", "the sea"])
+    cfg = dict(signals=("kappa_delta",), n_steps=3, n_directions=2)
+    both = run_scan(model, recs, tmp_path / "a.jsonl", ScanConfig(seeds=(0, 1), **cfg), progress=False)
+    alone = run_scan(model, recs[1:], tmp_path / "b.jsonl", ScanConfig(seeds=(1,), **cfg), progress=False)
+    assert both.scores("kappa_delta")[1, 1] == pytest.approx(alone.scores("kappa_delta")[0, 0], rel=1e-5)
+
+
+def test_a_prompt_over_the_token_limit_is_warned_about(model):
+    long = " ".join(["word"] * 200)
+    with pytest.warns(UserWarning, match=r"tokens long; the text encoder keeps the first 77"):
+        model.embed(long, 1)
+
+
+def test_the_same_store_refuses_another_model(tmp_path, tiny, model):
+    from memgeo.sd import DiffusersScoreModel, build_tiny_pipeline
+
+    recs = records_of(tmp_path, "p.txt", ["a dog"])
+    cfg = ScanConfig(signals=("guidance_norm",), n_steps=5)
+    run_scan(model, recs, tmp_path / "r.jsonl", cfg, progress=False)
+    other = DiffusersScoreModel.from_pretrained(build_tiny_pipeline(tmp_path / "v", "v_prediction"))
+    with pytest.raises(ValueError, match="holds results of the model"):
+        run_scan(other, recs, tmp_path / "r.jsonl", cfg, progress=False)
+    assert model.identity == DiffusersScoreModel.from_pretrained(tiny).identity
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def test_cli_scan_refuses_a_prompt_file_as_out_and_leaves_it_as_it_was(tmp_path, tiny, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\nthe sea\n")
+    before = prompts.read_bytes()
+    code = main(["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(prompts), "--no-progress"])
+    assert code == 2 and prompts.read_bytes() == before
+    assert "is not a memgeo result store" in capsys.readouterr().err
+    code = main(["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(tmp_path), "--no-progress"])
+    assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_says_in_one_line_what_is_saved_and_how_to_resume(tmp_path, tiny, capsys, monkeypatch):
+    import memgeo.scan as scan
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\nthe sea\nan apple\n")
+    real, calls = scan._compute_rows, []
+
+    def stop_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "_compute_rows", stop_after_two)
+    argv = ["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(tmp_path / "r.jsonl"),
+            "--signals", "guidance_norm", "--seeds", "2", "--steps", "5", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 of the 6 results" in err[0] and "run the same command again to resume" in err[0]
+    monkeypatch.setattr(scan, "_compute_rows", real)
+    assert main(argv) == 0 and n_rows(tmp_path / "r.jsonl") == 6
+
+
+def test_testbed_truth_never_rewrites_the_installed_package(tmp_path, capsys):
+    from memgeo.sd.testbed import TESTBED_DIR
+
+    before = (TESTBED_DIR / "testbed.json").read_bytes()
+    assert main(["testbed", "truth", "--no-progress"]) == 2
+    assert "--out is required for the embedded testbed" in capsys.readouterr().err
+    assert main(["testbed", "truth", "--out", str(TESTBED_DIR / "testbed.json"), "--no-progress"]) == 2
+    assert "inside the installed package" in capsys.readouterr().err
+    out = tmp_path / "truth.json"
+    assert main(["testbed", "truth", "--out", str(out), "--seeds", "1", "--steps", "2", "--no-progress"]) == 0
+    assert (TESTBED_DIR / "testbed.json").read_bytes() == before
+    meta = json.loads(out.read_text())
+    assert meta["ground_truth"]["seeds"] == 1 and len(meta["prompts"]) == len(json.loads(before)["prompts"])
+
+
+# ---------------------------------------------------------------------------------------------- estimators
+def nan_row_field(x):
+    """-x, except NaN on the rows whose first coordinate exceeds 10."""
+    return torch.where(x[:, :1] > 10, torch.full_like(x, float("nan")), -x)
+
+
+@pytest.mark.parametrize("method, kw", [
+    ("hutchinson", {}), ("hutchinson", {"derivative": "vjp"}), ("hutchinson_fd", {}), ("exact", {}),
+    ("flux", {"radius": 0.5}), ("flux_antithetic", {"radius": 0.5}),
+])
+def test_a_field_undefined_at_a_point_gives_nan_there_and_only_there(method, kw):
+    from memgeo.geometry import divergence
+
+    x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x[1, 0] = 50.0
+    est = divergence(nan_row_field, x, method=method, n_probes=8, **kw)
+    assert torch.isnan(est.value[1]) and torch.isfinite(est.value[[0, 2]]).all()
+    assert est.value[0] == pytest.approx(-4.0, abs=1e-6 if method != "flux" else 5.0)
+
+
+@pytest.mark.parametrize("call", ["hutchinson", "vjp", "exact", "product", "lanczos"])
+def test_jvp_and_vjp_methods_refuse_a_field_without_autograd(call):
+    from memgeo.geometry import divergence, hessian_eigenvalues, p_laplacian
+
+    detached = lambda x: (-2.0 * x).detach()  # noqa: E731
+    x = torch.randn(2, 3, dtype=torch.float64)
+    run = {
+        "hutchinson": lambda: divergence(detached, x, method="hutchinson"),
+        "vjp": lambda: divergence(detached, x, method="hutchinson", derivative="vjp"),
+        "exact": lambda: divergence(detached, x, method="exact"),
+        "product": lambda: p_laplacian(detached, x, 3, method="product"),
+        "lanczos": lambda: hessian_eigenvalues(detached, x, k=2),
+    }[call]
+    with pytest.raises(ValueError, match="does not depend on x through autograd"):
+        run()
+
+
+def test_empty_inputs_name_the_argument():
+    from memgeo.bench import trajectory_traces
+    from memgeo.detect import detection_metrics, evaluate_signals
+    from memgeo.geometry import divergence
+    from memgeo.gmm import ConditionalGaussianMixture
+    from memgeo.mitigate import calibrate_steering
+
+    mix = ConditionalGaussianMixture.memorization_scenario()
+    with pytest.raises(ValueError, match="x must hold at least one point"):
+        divergence(lambda z: -z, torch.zeros(0, 3))
+    with pytest.raises(ValueError, match="conds must hold at least one"):
+        evaluate_signals(mix, [], [])
+    with pytest.raises(ValueError, match="conds must hold at least one"):
+        calibrate_steering(mix, [], torch.zeros(1, mix.event_shape[0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="conds must hold at least one"):
+        trajectory_traces(mix, [], [], seeds=1, n_steps=2, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="labels and scores are empty"):
+        detection_metrics([], [])
+    with pytest.raises(ValueError, match="records is empty"):
+        run_scan(mix, [], "unused.jsonl", ScanConfig())

@@ -262,3 +262,23 @@ def test_empty_inputs_name_the_argument():
         detection_metrics([], [])
     with pytest.raises(ValueError, match="records is empty"):
         run_scan(mix, [], "unused.jsonl", ScanConfig())
+
+
+def test_two_scans_on_one_out_at_once_write_every_row_once(tmp_path, tiny):
+    import os
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\nthe sea\nan apple\na red door\n")
+    out = tmp_path / "r.jsonl"
+    cmd = [sys.executable, "-m", "memgeo", "scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(out),
+           "--signals", "guidance_norm", "anisotropy", "--seeds", "2", "--steps", "5", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    rows = [json.loads(x) for x in out.read_text().splitlines()[1:]]
+    keys = [(r["prompt"], r["seed"], r["signal"], r["digest"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 4 * 2 * 2

@@ -28,7 +28,8 @@ import torch
 
 from ._checks import check_int, check_positive
 from .detect.sampling import StepState, guidance_pair
-from .detect.signals import ANISOTROPY_WEIGHTS, guidance_alignment, _norm
+from .detect.presets import anisotropy_weights, resolve
+from .detect.signals import guidance_alignment, _norm
 from .geometry import jvp
 
 __all__ = [
@@ -62,7 +63,7 @@ def _objective(model, emb, x_T, name: str, n_steps: int, weights):
     if name == "guidance_norm":
         return norm
     if name == "anisotropy":
-        g_norm, g_cos = ANISOTROPY_WEIGHTS[weights] if isinstance(weights, str) else weights
+        g_norm, g_cos, _ = anisotropy_weights(weights, model)
         eu_lo, ec_lo = guidance_pair(model, x_T, int(ts[-3]), emb)
         return g_norm * norm + g_cos * guidance_alignment(eu_lo, ec_lo - eu_lo)
     raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
@@ -90,38 +91,62 @@ def adapt_embedding(
     cond,
     x_T: torch.Tensor,
     *,
+    preset: str = "memgeo",
     objective: str = "guidance_norm",
     target: float | None = None,
-    relative_target: float | None = 0.5,
-    lr: float = 0.05,
-    max_iters: int = 30,
+    relative_target: float | None = None,
+    lr: float | None = None,
+    max_iters: int | None = None,
+    optimizer: str | None = None,
+    loss: str | None = None,
+    freeze_start_token: bool | None = None,
     n_steps: int = 50,
-    weights="sd1",
+    weights="auto",
 ) -> AdaptedEmbedding:
-    """Adapt the condition's embedding by Adam until the objective (mean over ``x_T``'s seeds) reaches
-    ``target`` (absolute) or ``relative_target`` times its initial value."""
-    max_iters = check_int("max_iters", max_iters, minimum=0)
-    check_positive("lr", lr)
+    """Adapt the condition's embedding by gradient descent on a memorization objective at the first timestep.
+
+    Stops when the objective reaches ``target`` (absolute) or ``relative_target`` times its initial
+    value, or after ``max_iters`` steps. ``loss="mean"``: the mean over ``x_T``'s seeds of the
+    per-sample objective; ``"frobenius"``: one Frobenius norm of the gap over all seeds together.
+
+    memgeo preset: Adam, lr 0.05, at most 30 steps, down to half the initial objective. official
+    preset (Wen et al. 2024's released code): AdamW, lr 0.05, 10 steps, absolute target 3 (set on
+    SD), the Frobenius loss, and the gradient of the start-of-text token zeroed
+    (``freeze_start_token``; prompt embeddings ``[L, D]`` only).
+    """
+    opts = resolve("adapt_embedding", preset, target=target, relative_target=relative_target, lr=lr,
+                   max_iters=max_iters, optimizer=optimizer, loss=loss, freeze_start_token=freeze_start_token)
+    max_iters = check_int("max_iters", opts["max_iters"], minimum=0)
+    check_positive("lr", opts["lr"])
+    if opts["optimizer"] not in ("adam", "adamw") or opts["loss"] not in ("mean", "frobenius"):
+        raise ValueError(f"optimizer must be 'adam' or 'adamw' and loss 'mean' or 'frobenius', "
+                         f"got {opts['optimizer']!r} and {opts['loss']!r}")
+    if opts["loss"] == "frobenius" and objective != "guidance_norm":
+        raise ValueError("loss='frobenius' applies to objective='guidance_norm' only")
     emb = condition_embedding(model, cond).requires_grad_(True)
-    opt = torch.optim.Adam([emb], lr=lr)
+    freeze = bool(opts["freeze_start_token"]) and emb.dim() == 2
+    opt = (torch.optim.AdamW if opts["optimizer"] == "adamw" else torch.optim.Adam)([emb], lr=opts["lr"])
     per_iter = 2 if objective == "guidance_norm" else 4
     res = AdaptedEmbedding(emb.detach())
-    goal = target
+    goal = opts["target"]
     for _ in range(max_iters + 1):
         with torch.enable_grad():
-            loss = _objective(model, emb, x_T, objective, n_steps, weights).mean()
-        res.losses.append(float(loss.detach()))
+            per_sample = _objective(model, emb, x_T, objective, n_steps, weights)
+            value = per_sample.pow(2).sum().sqrt() if opts["loss"] == "frobenius" else per_sample.mean()
+        res.losses.append(float(value.detach()))
         res.n_evals += per_iter
-        if goal is None and relative_target is not None:
-            goal = relative_target * res.losses[0]
+        if goal is None and opts["relative_target"] is not None:
+            goal = opts["relative_target"] * res.losses[0]
         if goal is not None and res.losses[-1] <= goal:
             res.converged = True
             break
         if len(res.losses) > max_iters:
             break
         opt.zero_grad()
-        loss.backward()
+        value.backward()
         res.n_evals += per_iter  # the backward pass
+        if freeze:
+            emb.grad[0] = 0.0  # the start-of-text token stays as it is
         opt.step()
     res.embedding = emb.detach()
     return res
@@ -159,22 +184,34 @@ def optimize_noise(
     cond,
     x_T: torch.Tensor,
     *,
-    objective: str = "sharpness",
+    preset: str = "memgeo",
+    objective: str | None = None,
     threshold: float | None = None,
-    penalty: float = 1.0,
-    lr: float = 0.05,
-    max_iters: int = 20,
+    penalty=None,
+    lr: float | None = None,
+    max_iters: int | None = None,
+    max_rounds: int | None = None,
     n_steps: int = 50,
+    generator: torch.Generator | None = None,
 ) -> NoiseOptimization:
-    """SAIL-style initial-noise optimization (Jeon et al., ICML 2025).
+    """Initial-noise optimization (Jeon et al., ICML 2025, SAIL).
 
-    Minimizes ``proxy(x) / proxy(x_T) + penalty * ((|x|^2 - |x_T|^2) / d)^2`` per sample by Adam
-    at the first timestep: the proxy relative to its initial value (so the penalty's weight does not
-    depend on the model's scale), and a penalty that keeps the latent on its initial sphere, i.e.
-    at its Gaussian likelihood level. A sample is accepted (and frozen) once its proxy is at most
+    memgeo preset (``objective="sharpness"`` or ``"guidance_norm"``): minimizes
+    ``proxy(x) / proxy(x_T) + penalty * ((|x|^2 - |x_T|^2) / d)^2`` per sample by Adam at the first
+    timestep: the proxy relative to its initial value (so the penalty's weight does not depend on
+    the model's scale), and a penalty that keeps the latent on its initial sphere, i.e. at its
+    Gaussian likelihood level. A sample is accepted (and frozen) once its proxy is at most
     ``threshold``.
+
+    official preset (``objective="sail"``, the SAIL loop released with the anisotropy code): see
+    :func:`_sail`.
     """
-    max_iters = check_int("max_iters", max_iters, minimum=0)
+    opts = resolve("optimize_noise", preset, objective=objective, threshold=threshold, penalty=penalty, lr=lr,
+                   max_iters=max_iters, max_rounds=max_rounds)
+    if opts["objective"] == "sail":
+        return _sail(model, cond, x_T, opts, n_steps, generator)
+    objective, threshold, penalty, lr = opts["objective"], opts["threshold"], float(opts["penalty"]), opts["lr"]
+    max_iters = check_int("max_iters", opts["max_iters"], minimum=0)
     t = int(model.timesteps(n_steps)[0])
     d = math.prod(x_T.shape[1:])
     x = x_T.detach().clone().requires_grad_(True)
@@ -203,6 +240,68 @@ def optimize_noise(
             x.grad[accepted] = 0.0
         opt.step()
     return NoiseOptimization(x.detach(), proxy.detach(), accepted, it, n_evals)
+
+
+def _sail(model, cond, x_T: torch.Tensor, opts: dict, n_steps: int, generator) -> NoiseOptimization:
+    """The released SAIL loop (Jeon et al. 2025, as released with Asthana & Belagiannis 2026).
+
+    Each round runs Adam (lr 0.05) for at most ``max_iters`` steps on a batch of latents with the
+    per-sample loss ``|gap(x + unit(gap(x)))| + lambda |x|`` at the first timestep (lambda 0.05;
+    0.01 on v-prediction models, whose released "gap" is the score gap ``-d_eps / sigma_t``), and
+    keeps every latent whose loss is at most the threshold (8.2, set on SD v1) as soon as it is.
+    Rounds repeat until as many latents as ``x_T`` has rows are kept; after every third failed round
+    the threshold rises by 0.1 and the batch restarts from fresh noise. As released, the two rounds
+    between restarts start from the same latents, so a latent kept in one is kept again (duplicates
+    are reproduced). ``max_rounds`` (30) bounds the loop, which the released code does not; if it
+    is reached, the last round's latents fill the missing rows and ``accepted`` says which are kept.
+    """
+    t = int(model.timesteps(n_steps)[0])
+    S = x_T.shape[0]
+    v_model = getattr(model, "prediction_type", "epsilon") == "v_prediction"
+    lam = opts["penalty"] if opts["penalty"] != "auto" else (0.01 if v_model else 0.05)
+    sigma = float(model.sigma(t))
+    thres = float(opts["threshold"])
+    max_iters = check_int("max_iters", opts["max_iters"], minimum=1)
+    max_rounds = check_int("max_rounds", opts["max_rounds"], minimum=1)
+    generator = generator or torch.Generator().manual_seed(0)
+
+    def gap(z):
+        eu, ec = guidance_pair(model, z, t, cond)
+        return -(ec - eu) / sigma if v_model else ec - eu
+
+    kept: list[torch.Tensor] = []
+    start = x_T.detach().clone()
+    lat = start
+    n_evals, rounds, last = 0, 0, None
+    while len(kept) < S and rounds < max_rounds:
+        lat = start.clone().requires_grad_(True)
+        opt = torch.optim.Adam([lat], lr=opts["lr"])
+        recorded = torch.zeros(S, dtype=torch.bool)
+        for _ in range(max_iters):
+            with torch.enable_grad():
+                g = gap(lat)
+                unit = g / _norm(g).reshape(-1, *([1] * (g.dim() - 1)))
+                per_sample = _norm(gap(lat + unit)) + lam * _norm(lat)
+            n_evals += 4
+            new = (per_sample.detach() <= thres) & ~recorded
+            kept += [lat[i].detach().clone() for i in torch.nonzero(new).flatten().tolist()]
+            recorded |= new
+            last = per_sample.detach()
+            if len(kept) >= S:
+                break
+            opt.zero_grad()
+            per_sample.sum().backward()
+            n_evals += 4
+            opt.step()
+        if len(kept) >= S:
+            break
+        rounds += 1
+        if rounds % 3 == 0:  # every third failure: a higher threshold and fresh noise
+            thres += 0.1
+            start = torch.randn(x_T.shape, generator=generator, dtype=torch.float64).to(x_T.dtype)
+    accepted = torch.arange(S) < len(kept)
+    out = torch.stack(kept[:S] + [lat[i].detach() for i in range(len(kept), S)])
+    return NoiseOptimization(out, last, accepted, rounds, n_evals // S)
 
 
 @dataclass
@@ -309,6 +408,7 @@ def generate(
     reference: SteeringReference | None = None,
     n_directions: int = 4,
     seed: int = 0,
+    preset: str = "memgeo",
 ) -> Generation:
     """Generate with a mitigation method at a strength.
 
@@ -321,6 +421,10 @@ def generate(
     * ``"noise"``: :func:`optimize_noise` (sharpness proxy) for ``strength`` iterations (default 10);
     * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more),
       lowering guidance to 0 for flagged samples; needs ``reference`` (:func:`calibrate_steering`).
+
+    ``preset`` selects the settings of ``"embedding"`` and ``"noise"`` (``"memgeo"`` or ``"official"``,
+    see :func:`adapt_embedding` and :func:`optimize_noise`); under ``"official"`` a ``strength`` given
+    still overrides the relative target or the iteration count.
     """
     from .detect.sampling import ddim_sample
     from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
@@ -332,12 +436,13 @@ def generate(
         res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=w)
         return Generation(res.denoised, res.n_evals, {"guidance_scale": w})
     if method == "embedding":
-        ad = adapt_embedding(model, cond, x_T, relative_target=0.5 if strength is None else float(strength),
-                             n_steps=n_steps)
+        ad = adapt_embedding(model, cond, x_T, preset=preset, n_steps=n_steps,
+                             relative_target=None if strength is None else float(strength))
         res = ddim_sample(model, ad.embedding, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
         return Generation(res.denoised, ad.n_evals + res.n_evals, {"losses": ad.losses, "converged": ad.converged})
     if method == "noise":
-        opt = optimize_noise(model, cond, x_T, max_iters=int(10 if strength is None else strength), n_steps=n_steps)
+        iters = int(strength) if strength is not None else (10 if preset == "memgeo" else None)
+        opt = optimize_noise(model, cond, x_T, preset=preset, max_iters=iters, n_steps=n_steps)
         res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale)
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
     if reference is None:

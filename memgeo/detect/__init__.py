@@ -3,6 +3,7 @@
 from .metrics import CONVENTIONS, auroc, detection_metrics, roc_curve, tpr_at_fpr
 from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
 from .leaderboard import LeaderboardRow, evaluate_signals, format_leaderboard
+from .presets import PRESET_NAMES, PRESETS
 from .signals import (
     ANISOTROPY_WEIGHTS,
     GENERATION_SIGNALS,
@@ -13,6 +14,7 @@ from .signals import (
     anisotropy,
     combined_score,
     flipd_signal,
+    flipd_t0,
     guidance_alignment,
     guidance_norm,
     kappa_delta,
@@ -25,5 +27,5 @@ __all__ = [
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "GENERATION_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
-    "p_laplace_flux", "kappa_delta", "flipd_signal", "combined_score", "KappaDeltaTracker", "GuidanceNormTracker",
+    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

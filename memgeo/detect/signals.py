@@ -10,13 +10,15 @@ testbed and Stable Diffusion.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_int, check_positive
+from .._checks import check_int, check_p, check_positive
 from ..geometry import flipd, jvp, p_laplacian
-from ..parameterization import eps_to_score
+from ..parameterization import eps_to_score, from_eps
+from .presets import ANISOTROPY_WEIGHTS, anisotropy_weights, resolve
 from .sampling import StepState, ddim_sample, guidance_pair
 
 __all__ = [
@@ -30,13 +32,12 @@ __all__ = [
     "KappaDeltaTracker",
     "GuidanceNormTracker",
     "flipd_signal",
+    "flipd_t0",
     "combined_score",
     "SIGNALS",
     "GENERATION_SIGNALS",
     "ANISOTROPY_WEIGHTS",
 ]
-
-ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0), "sd2": (1.0, 0.1)}
 
 
 @dataclass
@@ -68,12 +69,30 @@ def _first_timestep(model, t, n_steps):
     return int(model.timesteps(n_steps)[0]) if t is None else int(t)
 
 
-def guidance_norm(model, cond, x_T: torch.Tensor, *, t: int | None = None, n_steps: int = 50) -> SignalResult:
-    r"""Guidance norm (Wen et al., ICLR 2024): :math:`\|\epsilon_c - \epsilon_u\|` at ``x_T`` and the first timestep.
+def _raw_prediction(model, eps: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+    """The model's own output (eps, v or x0) recovered from its eps prediction at ``x``, ``t``."""
+    kind = getattr(model, "prediction_type", "epsilon")
+    return eps if kind == "epsilon" else from_eps(eps, x, float(model.alpha(t)), float(model.sigma(t)), kind)
 
-    Two model evaluations per sample. Its per-step average along generation is the tracker
-    :class:`GuidanceNormTracker`.
+
+def guidance_norm(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", steps: str | None = None,
+                  t: int | None = None, n_steps: int = 50, guidance_scale: float = 7.5) -> SignalResult:
+    r"""Guidance norm (Wen et al., ICLR 2024): :math:`\|\epsilon_c - \epsilon_u\|`.
+
+    ``steps="first"`` (memgeo preset): at ``x_T`` and the first timestep (or ``t``), two
+    evaluations per sample. ``steps="all"`` (official preset, as the released code): the mean of
+    the norm over every step of the CFG DDIM generation at ``guidance_scale``, ``2 n_steps``
+    evaluations; the per-step curve is in ``extras["trace"]`` (the tracker :class:`GuidanceNormTracker`).
     """
+    opts = resolve("guidance_norm", preset, steps=steps)
+    if opts["steps"] == "all":
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
+                          trackers={"guidance_norm": GuidanceNormTracker()})
+        trace = res.trace["guidance_norm"]
+        v = trace.mean(0)
+        return SignalResult("guidance_norm", v, v, res.n_evals, extras={"trace": trace})
+    if opts["steps"] != "first":
+        raise ValueError(f"steps must be 'first' or 'all', got {opts['steps']!r}")
     t = _first_timestep(model, t, n_steps)
     with torch.no_grad():
         eps_u, eps_c = guidance_pair(model, x_T, t, cond)
@@ -103,21 +122,43 @@ def anisotropy(
     cond,
     x_T: torch.Tensor,
     *,
-    weights: tuple[float, float] | str = "sd1",
+    preset: str = "memgeo",
+    weights=None,
+    norm: str | None = None,
+    space: str | None = None,
     n_steps: int = 50,
     t_hi: int | None = None,
     t_lo: int | None = None,
 ) -> SignalResult:
     r"""Anisotropy signal (Asthana & Belagiannis, ICLR 2026), on pure noise with four evaluations.
 
-    :math:`g_{norm} \|\Delta\epsilon(x_T, t_{hi})\| + g_{cos}\,\mathrm{mean}_{pos} \cos_{channel}(\epsilon_u, \Delta\epsilon)(x_T, t_{lo})`
-    on the same ``x_T``: the isotropic norm at high noise plus the anisotropic alignment of the
-    guidance gap with the unconditional score at low noise (a vanishing gap contributes cosine 0).
-    ``t_hi``, ``t_lo`` default to the first
-    and third-to-last timesteps of ``n_steps``-step DDIM (981 and 41 for 50 steps);
-    ``weights`` = ``(g_norm, g_cos)``: ``"sd1"`` (1, 2) or ``"sd2"`` (1, 0.1).
+    :math:`g_{norm}\, N + g_{cos}\,\mathrm{mean}_{pos} \cos_{channel}(\epsilon_u, \Delta\epsilon)(x_T, t_{lo})`
+    on the same ``x_T``: the isotropic gap norm N at high noise plus the anisotropic alignment of
+    the guidance gap with the unconditional prediction at low noise (a vanishing gap contributes
+    cosine 0). ``t_hi``, ``t_lo`` default to the first and third-to-last timesteps of
+    ``n_steps``-step DDIM (981 and 41 for 50 steps).
+
+    ``weights``: ``"auto"`` (by prediction type: epsilon -> ``"sd1"`` (1, 2), v -> ``"sd2"`` (1, 0.1)),
+    a family name, or ``(g_norm, g_cos)``. ``norm``:
+
+    * ``"reference_size"`` (memgeo preset): :math:`N = |\Delta\epsilon|\sqrt{d_{ref}/d}`, the norm the
+      gap would have at the latent size ``d_ref`` the weights were tuned at (SD v1 4x64x64, SD v2
+      4x96x96). The norm grows like :math:`\sqrt d` at a fixed per-coordinate gap while the mean
+      cosine does not, so this keeps the balance of the two terms on any latent size; on the
+      models the weights come from it equals the official value. Explicit weights have no
+      reference size: N is the raw norm.
+    * ``"raw"``: :math:`N = |\Delta\epsilon|`.
+    * ``"released"`` (official): the raw norm, except on v-prediction models, where the released
+      code computes the gap from :math:`(\alpha v - x)/\sigma^2`, i.e. :math:`N = |\Delta\epsilon|/\sigma_{hi}^2`.
+
+    ``space``: the cosine between eps predictions (``"eps"``, memgeo) or between the model's raw
+    outputs (``"prediction"``, official: :math:`\cos(v_u, v_c - v_u)` on v-prediction models).
     """
-    g_norm, g_cos = ANISOTROPY_WEIGHTS[weights] if isinstance(weights, str) else weights
+    opts = resolve("anisotropy", preset, weights=weights, norm=norm, space=space)
+    g_norm, g_cos, d_ref = anisotropy_weights(opts["weights"], model)
+    if opts["norm"] not in ("reference_size", "raw", "released") or opts["space"] not in ("eps", "prediction"):
+        raise ValueError(f"norm must be 'reference_size', 'raw' or 'released' and space 'eps' or 'prediction', "
+                         f"got {opts['norm']!r} and {opts['space']!r}")
     ts = model.timesteps(n_steps)
     if len(ts) < 3 and t_lo is None:
         raise ValueError("n_steps must be >= 3 to place t_lo at the third-to-last step")
@@ -127,18 +168,29 @@ def anisotropy(
         eu_hi, ec_hi = guidance_pair(model, x_T, t_hi, cond)
         eu_lo, ec_lo = guidance_pair(model, x_T, t_lo, cond)
     norm_term = _norm(ec_hi - eu_hi)
+    d = math.prod(x_T.shape[1:])
+    if opts["norm"] == "reference_size" and d_ref is not None:
+        norm_term = norm_term * math.sqrt(d_ref / d)
+    elif opts["norm"] == "released" and getattr(model, "prediction_type", "epsilon") == "v_prediction":
+        norm_term = norm_term / float(model.sigma(t_hi)) ** 2  # the released code's score of a v model
+    if opts["space"] == "prediction":
+        eu_lo, ec_lo = _raw_prediction(model, eu_lo, x_T, t_lo), _raw_prediction(model, ec_lo, x_T, t_lo)
     cos_term = guidance_alignment(eu_lo, ec_lo - eu_lo)
     v = g_norm * norm_term + g_cos * cos_term
-    return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo})
+    return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo,
+                                                      "weights": (g_norm, g_cos)})
 
 
-def sharpness(model, cond, x_T: torch.Tensor, *, t: int | None = None, n_steps: int = 50) -> SignalResult:
+def sharpness(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", t: int | None = None,
+              n_steps: int = 50) -> SignalResult:
     r"""Sharpness (Jeon et al., ICML 2025): :math:`\|(H_c - H_u)\, s_\delta\|` at ``x_T`` and the first timestep.
 
     With :math:`s_\delta = -\Delta\epsilon/\sigma_t` and :math:`H_c - H_u = -\nabla\Delta\epsilon/\sigma_t`,
     this is :math:`\|J_{\Delta\epsilon}\Delta\epsilon\| / \sigma_t^2`: two evaluations for the gap and
-    one JVP through the batched conditional and unconditional branches.
+    one JVP through the batched conditional and unconditional branches. Both presets are the same
+    (memgeo matches the released code).
     """
+    resolve("sharpness", preset)
     t = _first_timestep(model, t, n_steps)
     sigma = float(model.sigma(t))
 
@@ -163,48 +215,99 @@ def _generate(model, cond, x_T, n_steps, guidance_scale):
     return res.denoised, res.n_evals
 
 
+def _sphere_directions(n: int, like: torch.Tensor, generator) -> torch.Tensor:
+    """``n`` uniform unit directions per row of ``like``: ``[n, S, *event]``."""
+    N = torch.randn((n, *like.shape), generator=generator, dtype=torch.float64)
+    N = N / N.flatten(2).norm(dim=-1).reshape(n, like.shape[0], *([1] * (like.dim() - 1)))
+    return N.to(like.dtype).to(like.device)
+
+
+def _mean_cosine_flux(field, center: torch.Tensor, radius: float, n_dir: int, p: float, generator, *,
+                      chunk: int = 32):
+    r"""The released p-Laplace/kappa-delta estimate: :math:`\frac1n\sum_j \cos(F(c + r n_j), n_j)\,|F|^{p-2}`.
+
+    (For p = 1 the direction-only flux without its d/r factor; for p != 1 the released code scales the
+    cosine, not ``F`` itself, by :math:`|F|^{p-2}`.) Returns the mean and its standard error per row.
+    """
+    S = center.shape[0]
+    N = _sphere_directions(n_dir, center, generator)  # [n, S, *event]
+    terms = []
+    for a in range(0, n_dir, chunk):
+        Nc = N[a:a + chunk]
+        m = Nc.shape[0]
+        F = field((center.unsqueeze(0) + radius * Nc).reshape(m * S, *center.shape[1:])).reshape(m, S, -1)
+        nf = Nc.reshape(m, S, -1)
+        norm = F.norm(dim=-1)
+        cos = (F * nf).sum(-1) / (norm * nf.norm(dim=-1)).clamp_min(1e-8)
+        terms.append(cos if p == 1 else cos * norm ** (p - 2))
+    terms = torch.cat(terms)  # [n, S]
+    return terms.mean(0), terms.std(0) / math.sqrt(n_dir)
+
+
 def p_laplace_flux(
     model,
     cond,
     x_T: torch.Tensor,
     *,
-    p: float = 1.0,
+    preset: str = "memgeo",
+    p: float | None = None,
     n_steps: int = 50,
     guidance_scale: float = 7.5,
     t_probe: int | None = None,
     radius_scale: float = 1.0,
-    n_directions: int = 16,
+    n_directions: int | None = None,
     branch: str = "conditional",
     method: str = "flux",
+    field: str | None = None,
+    center: str | None = None,
+    value: str | None = None,
     x0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> SignalResult:
     r"""Post-generation p-Laplace flux (Brokman et al., SSVM 2025).
 
-    Generates :math:`\hat x_0` from ``x_T`` (DDIM, CFG; the last denoised estimate; or takes ``x0``), re-noises it at
-    ``t_probe`` (default: the third-to-last DDIM timestep, 41 for 50 steps) and estimates
-    :math:`\Delta_p \log p_t` of the ``branch`` score (``"conditional"``, or ``"unconditional"`` when the
-    prompt is unavailable) by boundary flux on a sphere of radius
-    ``radius_scale * sigma_t * sqrt(d)`` around the re-noised latent, with ``n_directions``
-    directions (``method="flux_antithetic"`` uses antithetic pairs). p = 1 by default; memorized
-    samples sit in sharp basins, where :math:`\Delta_p` is strongly negative, so ``score = -value``.
+    Generates :math:`\hat x_0` from ``x_T`` (DDIM, CFG; the last denoised estimate; or takes ``x0``)
+    and probes the ``branch`` field (``"conditional"``, or ``"unconditional"`` when the prompt is
+    unavailable) on a sphere of radius ``radius_scale * sigma_t * sqrt(d)`` with ``n_directions``
+    directions at ``t_probe``. Memorized samples sit in sharp basins.
+
+    memgeo preset: the score field, the sphere around :math:`\hat x_0` re-noised at ``t_probe``
+    (default: the third-to-last DDIM timestep, 41 for 50 steps), 16 directions, and the boundary
+    flux estimate of :math:`\Delta_p \log p_t` (``method="flux_antithetic"`` uses antithetic
+    pairs); it is strongly negative in a basin, so ``score = -value``.
+
+    official preset (the released code): the conditional eps prediction as the field, t = 10, the
+    sphere around :math:`\sqrt{\bar\alpha_t}\hat x_0` with no added noise, 128 directions, and the
+    mean cosine :math:`\frac1n\sum_j\cos(\hat\epsilon(c + r n_j), n_j)` (memgeo's flux of the score
+    is :math:`-\frac{d}{r}` times it for p = 1); it is positive in a basin, so ``score = value``.
+    For p != 1 it scales the cosine by :math:`|\hat\epsilon|^{p-2}` (not a p-Laplacian; reproduced).
     """
-    n_dir = check_int("n_directions", n_directions, minimum=2)
+    opts = resolve("p_laplace", preset, p=p, n_directions=n_directions, t_probe=t_probe, field=field,
+                   center=center, value=value)
+    p = check_p(opts["p"])
+    n_dir = check_int("n_directions", opts["n_directions"], minimum=2)
     check_positive("radius_scale", radius_scale)
     if branch not in ("conditional", "unconditional"):
         raise ValueError(f"branch must be 'conditional' or 'unconditional', got {branch!r}")
+    if (opts["field"], opts["center"], opts["value"]) not in (("score", "renoised", "flux"), ("eps", "scaled", "mean_cosine")):
+        raise ValueError("field/center/value must be ('score', 'renoised', 'flux') or ('eps', 'scaled', 'mean_cosine'), "
+                         f"got {(opts['field'], opts['center'], opts['value'])}")
     cost = 0
     if x0 is None:
         x0, cost = _generate(model, cond, x_T, n_steps, guidance_scale)
-    ts = model.timesteps(n_steps)
-    t = int(ts[-3]) if t_probe is None else int(t_probe)
-    x_t = _renoise(model, x0, t, generator)
+    t = int(model.timesteps(n_steps)[-3]) if opts["t_probe"] is None else int(opts["t_probe"])
     sigma = float(model.sigma(t))
     c = cond if branch == "conditional" else None
     d = math.prod(x_T.shape[1:])
+    r = radius_scale * sigma * math.sqrt(d)
     with torch.no_grad():
+        if opts["value"] == "mean_cosine":
+            centre = float(model.alpha(t)) * x0  # sqrt(abar_t) x0_hat, no added noise
+            v, se = _mean_cosine_flux(lambda z: model.eps(z, t, c), centre, r, n_dir, p, generator)
+            return SignalResult("p_laplace", v, v, cost + n_dir, extras={"stderr": se, "t": t, "x0": x0})
+        x_t = _renoise(model, x0, t, generator)
         est = p_laplacian(lambda z: eps_to_score(model.eps(z, t, c), sigma), x_t, p, method=method,
-                          n_probes=n_dir, radius=radius_scale * sigma * math.sqrt(d), generator=generator)
+                          n_probes=n_dir, radius=r, generator=generator)
     return SignalResult("p_laplace", -est.value, est.value, cost + est.n_evals,
                         extras={"stderr": est.stderr, "t": t, "x0": x0})
 
@@ -240,8 +343,7 @@ class KappaDeltaTracker:
         d = math.prod(state.x.shape[1:])
         r = state.sigma * math.sqrt(d)
         center = state.alpha * state.x0_hat  # [S, *event]
-        n = torch.randn((self.n_directions, *state.x.shape), generator=self.generator, dtype=torch.float64)
-        n = (n / n.flatten(2).norm(dim=-1).reshape(self.n_directions, S, *([1] * (state.x.dim() - 1)))).to(state.x.dtype)
+        n = _sphere_directions(self.n_directions, state.x, self.generator)
         pts = (center.unsqueeze(0) + r * n).reshape(self.n_directions * S, *state.x.shape[1:])
         eps_u, eps_c = guidance_pair(model, pts, state.t, _repeat_cond(state.cond, self.n_directions, S))
         s_delta = -(eps_c - eps_u)  # direction of grad log p_t(c | x); the 1/sigma_t scale drops out
@@ -253,6 +355,19 @@ class KappaDeltaTracker:
         unit = torch.where(defined, s_delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(s_delta))
         flux = (unit.reshape(self.n_directions, S, -1) * n.reshape(self.n_directions, S, -1)).sum(-1)
         return (d / r) * flux.mean(0)
+
+
+class _LatentRecorder:
+    """Records ``x_t`` at every step (no evaluations); returns zeros."""
+
+    evals_per_step = 0
+
+    def __init__(self):
+        self.latents: list[torch.Tensor] = []
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        self.latents.append(state.x)
+        return torch.zeros(state.x.shape[0], dtype=state.x.dtype)
 
 
 def _repeat_cond(cond, m: int, S: int):
@@ -272,27 +387,123 @@ def kappa_delta(
     cond,
     x_T: torch.Tensor,
     *,
+    preset: str = "memgeo",
     n_steps: int = 50,
     guidance_scale: float = 7.5,
-    n_directions: int = 4,
+    n_directions: int | None = None,
+    geometry: str | None = None,
+    step: int | None = None,
     track_steps: int | None = None,
     generator: torch.Generator | None = None,
 ) -> SignalResult:
     r"""kappa-delta tracked along generation (Brokman et al., NeurReps 2025).
 
-    Runs DDIM with :class:`KappaDeltaTracker` at every step; the signal is the mean of
-    :math:`\kappa_\delta` over the first ``track_steps`` steps (all by default). Memorized prompts
-    pull trajectories into a basin where the gap field converges, so ``score = -value``. The
-    per-step curves are in ``extras["trace"]`` (``[n_steps, S]``) with the guidance norm beside them.
+    memgeo preset (``geometry="memgeo"``): DDIM with :class:`KappaDeltaTracker` at every step (4
+    directions), around :math:`\alpha_t\hat x_0` at each step's own timestep; the signal is the mean of
+    :math:`\kappa_\delta` over the first ``track_steps`` steps (all by default), or its value at ``step``.
+    Memorized prompts pull trajectories into a basin where the gap field converges: ``score = -value``.
+
+    official preset (``geometry="official"``, the released code): for the latent *after* each step
+    i, the mean cosine :math:`\frac1n\sum_j \cos(\Delta\epsilon(c + r n_j), n_j)` of the raw gap field
+    with 16 directions, centre :math:`c = \sqrt{\bar\alpha_{i}}\,x_{after\ i}` and radius
+    :math:`\sqrt{1-\bar\alpha_i}\sqrt d`, where the step *index* i is passed as the timestep (a quirk
+    of the released code, reproduced; it also decodes and re-encodes the latent through the VAE,
+    which a VAE-free model skips). No average over steps: the value is the one at ``step`` (0, the
+    first step, by default); every step is in ``extras["trace"]`` for per-step AUROC. The gap points
+    out of a basin, so ``score = value``.
+
+    The per-step curves are in ``extras["trace"]`` (``[n_steps, S]``) with the guidance norm beside them.
     """
-    tracker = KappaDeltaTracker(n_directions, generator=generator)
-    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
-                      trackers={"kappa_delta": tracker, "guidance_norm": GuidanceNormTracker()})
-    k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else n_steps
-    trace = res.trace["kappa_delta"]
-    v = trace[:k].mean(0)
-    return SignalResult("kappa_delta", -v, v, res.n_evals,
+    opts = resolve("kappa_delta", preset, n_directions=n_directions, geometry=geometry, step=step)
+    n_dir = check_int("n_directions", opts["n_directions"], minimum=1)
+    if opts["geometry"] == "memgeo":
+        tracker = KappaDeltaTracker(n_dir, generator=generator)
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
+                          trackers={"kappa_delta": tracker, "guidance_norm": GuidanceNormTracker()})
+        trace, n_evals, sign = res.trace["kappa_delta"], res.n_evals, -1.0
+    elif opts["geometry"] == "official":
+        rec = _LatentRecorder()
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
+                          trackers={"latent": rec, "guidance_norm": GuidanceNormTracker()})
+        after = rec.latents[1:] + [res.x0]  # the latent after step i
+        d = math.prod(x_T.shape[1:])
+        S = x_T.shape[0]
+        values = []
+        with torch.no_grad():
+            for i, x in enumerate(after):
+                t = i  # the step index passed as a timestep, as the released code does
+
+                def gap(z, t=t):
+                    eps_u, eps_c = guidance_pair(model, z, t, _repeat_cond(cond, z.shape[0] // S, S))
+                    return eps_c - eps_u
+
+                centre = float(model.alpha(t)) * x
+                values.append(_mean_cosine_flux(gap, centre, float(model.sigma(t)) * math.sqrt(d), n_dir, 1.0,
+                                                generator)[0])
+        trace, n_evals, sign = torch.stack(values), res.n_evals + 2 * n_dir * n_steps, 1.0
+    else:
+        raise ValueError(f"geometry must be 'memgeo' or 'official', got {opts['geometry']!r}")
+    if opts["step"] is not None:
+        i = check_int("step", opts["step"], minimum=0)
+        if i >= trace.shape[0]:
+            raise ValueError(f"step must be < n_steps = {trace.shape[0]}, got {i}")
+        v = trace[i]
+    else:
+        k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else n_steps
+        v = trace[:k].mean(0)
+    return SignalResult("kappa_delta", sign * v, v, n_evals,
                         extras={"trace": trace, "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
+
+
+def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
+    """FLIPD at the clean point :math:`\\alpha_t \\hat x_0` (an :class:`~memgeo.geometry.Estimate`)."""
+    sigma = float(model.sigma(t))
+    x_t = float(model.alpha(t)) * x0  # the clean point: at a re-noised one E[LID] = d for any law
+    field = lambda z: eps_to_score(model.eps(z, t, cond), sigma)  # noqa: E731
+    d = math.prod(x0.shape[1:])
+    if method == "exact_up_to_3500":
+        method = "exact" if d <= 3500 else "hutchinson"
+    with torch.no_grad() if method not in ("hutchinson", "exact") else torch.enable_grad():
+        return flipd(field, x_t, sigma, method=method, n_probes=n_probes, generator=generator)
+
+
+def flipd_t0(
+    model,
+    *,
+    n_steps: int = 50,
+    n_reference: int = 8,
+    method: str = "hutchinson_fd",
+    n_probes: int = 8,
+    quantile: float = 0.9,
+    seed: int = 0,
+) -> int:
+    r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve (no labels, no prompts).
+
+    Generates ``n_reference`` unconditional samples and evaluates their LID at the DDIM timesteps
+    of ``n_steps`` steps in the lower half of the schedule, smallest first. At too small a t the
+    network does not resolve the noise and the estimate leaves its valid range (LID > d, as on
+    small learned models at t = 1); t0 is the smallest timestep at which the ``quantile`` of the
+    reference LIDs is at most the ambient dimension d. Cached on the model per setting.
+    """
+    key = ("flipd_t0", n_steps, n_reference, method, n_probes, quantile, seed)
+    cache = model.__dict__.setdefault("_memgeo_cache", {})
+    if key in cache:
+        return cache[key]
+    from .sampling import initial_noise
+
+    x0 = ddim_sample(model, None, initial_noise(model, range(1000 + seed, 1000 + seed + n_reference)),
+                     n_steps=n_steps, guidance_scale=1.0).denoised
+    d = math.prod(x0.shape[1:])
+    ts = sorted(int(t) for t in model.timesteps(n_steps) if int(t) <= model.schedule.num_train_timesteps // 2
+                ) if hasattr(model, "schedule") else sorted(int(t) for t in model.timesteps(n_steps))[: n_steps // 2]
+    chosen = ts[-1]
+    for t in ts:
+        lid = _lid(model, None, x0, t, method, n_probes, torch.Generator().manual_seed(seed)).value
+        if bool(torch.isfinite(lid).all()) and float(torch.quantile(lid.double(), quantile)) <= d:
+            chosen = t
+            break
+    cache[key] = chosen
+    return chosen
 
 
 def flipd_signal(
@@ -300,11 +511,12 @@ def flipd_signal(
     cond,
     x_T: torch.Tensor,
     *,
+    preset: str = "memgeo",
     n_steps: int = 50,
     guidance_scale: float = 7.5,
-    t: int | None = None,
-    n_probes: int = 8,
-    method: str = "hutchinson_fd",
+    t=None,
+    n_probes: int | None = None,
+    method: str | None = None,
     x0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> SignalResult:
@@ -313,21 +525,32 @@ def flipd_signal(
     :math:`\mathrm{LID} = d + \sigma_t^2(\operatorname{tr}\nabla s + |s|^2)` of the conditional score of
     :math:`p_t` at the generated sample scaled to :math:`\alpha_t \hat x_0` without added noise (at a
     sample of :math:`p_t` itself the expectation is d for every law, since
-    :math:`E[\Delta\log p + |\nabla\log p|^2] = 0`); ``t`` defaults to the last DDIM timestep (1); the trace by
-    ``method`` with ``n_probes`` probes (central differences by default: 2 evaluations per probe).
-    Memorized samples have low LID, so ``score = -LID``.
+    :math:`E[\Delta\log p + |\nabla\log p|^2] = 0`). ``t="auto"`` (both presets) takes the probe time
+    from the model's own LID-versus-t curve (:func:`flipd_t0`); an integer fixes it. The trace by
+    ``method``: central-difference Hutchinson with ``n_probes`` probes (memgeo preset), or the exact
+    trace for d <= 3500 and JVP-Hutchinson above (``"exact_up_to_3500"``, official).
+    Memorized samples have low LID, so ``score = -LID``. An LID above d is outside the estimator's
+    valid range: it is flagged in ``extras["above_ambient"]`` and warned about.
     """
+    opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method)
     cost = 0
     if x0 is None:
         x0, cost = _generate(model, cond, x_T, n_steps, guidance_scale)
-    t = int(model.timesteps(n_steps)[-1]) if t is None else int(t)
-    sigma = float(model.sigma(t))
-    x_t = float(model.alpha(t)) * x0  # the clean point: at a re-noised one E[LID] = d for any law
-    field = lambda z: eps_to_score(model.eps(z, t, cond), sigma)  # noqa: E731
-    with torch.no_grad() if method != "hutchinson" else torch.enable_grad():
-        est = flipd(field, x_t, sigma, method=method, n_probes=n_probes, generator=generator)
+    t = opts["t"]
+    if t == "auto":
+        t = flipd_t0(model, n_steps=n_steps)
+    elif isinstance(t, str):
+        raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
+    t = int(t)
+    est = _lid(model, cond, x0, t, opts["method"], check_int("n_probes", opts["n_probes"], minimum=2), generator)
+    d = math.prod(x0.shape[1:])
+    above = est.value > d
+    if bool(above.any()):
+        warnings.warn(f"FLIPD at t = {t} is above the ambient dimension d = {d} for {int(above.sum())} of "
+                      f"{above.numel()} samples: the network does not resolve this noise level; use a larger t "
+                      f"(t='auto' chooses one from the model's LID curve)", stacklevel=2)
     return SignalResult("flipd", -est.value, est.value, cost + est.n_evals, est.n_jvps,
-                        extras={"stderr": est.stderr, "t": t})
+                        extras={"stderr": est.stderr, "t": t, "above_ambient": above})
 
 
 def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, reference=None, weights=(1.0, 1.0)) -> torch.Tensor:

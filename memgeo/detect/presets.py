@@ -1,0 +1,90 @@
+"""Settings of every published method, as data: the paper's released code (``"official"``) and memgeo's default.
+
+Each method has one table row per preset. A function resolves its options with :func:`resolve`:
+an argument the caller gives explicitly wins, anything left as ``None`` comes from the preset. The
+tables are documented, parameter by parameter and with the reason memgeo differs, in
+docs/conventions.md ("Presets").
+"""
+
+from __future__ import annotations
+
+__all__ = ["PRESETS", "PRESET_NAMES", "ANISOTROPY_WEIGHTS", "resolve", "anisotropy_weights"]
+
+PRESET_NAMES = ("memgeo", "official")
+
+# (g_norm, g_cos, d_ref): the weights published for a model family and the latent size they were tuned at
+# (SD v1: 4x64x64; SD v2: 4x96x96).
+ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0, 4 * 64 * 64), "sd2": (1.0, 0.1, 4 * 96 * 96)}
+
+PRESETS: dict[str, dict[str, dict]] = {
+    # Wen et al., ICLR 2024 (YuxinWenRick/diffusion_memorization)
+    "guidance_norm": {
+        "memgeo": {"steps": "first"},  # |d_eps| at x_T and the first timestep: 2 evaluations
+        "official": {"steps": "all"},  # mean of |d_eps| over every step of the CFG generation
+    },
+    # Asthana & Belagiannis, ICLR 2026 (rohanasthana/memorization-anisotropy)
+    "anisotropy": {
+        "memgeo": {"weights": "auto", "norm": "reference_size", "space": "eps"},
+        "official": {"weights": "auto", "norm": "released", "space": "prediction"},
+    },
+    # Jeon et al., ICML 2025: memgeo matches the released code
+    "sharpness": {"memgeo": {}, "official": {}},
+    # Brokman et al., SSVM 2025 (Identifying-Memorization-of-Diffusion-Models-through-p-Laplace-Analysis)
+    "p_laplace": {
+        "memgeo": {"field": "score", "p": 1.0, "n_directions": 16, "t_probe": None, "center": "renoised",
+                   "value": "flux"},
+        "official": {"field": "eps", "p": 1.0, "n_directions": 128, "t_probe": 10, "center": "scaled",
+                     "value": "mean_cosine"},
+    },
+    # Brokman et al., NeurReps 2025 (Tracking-Memorization-Geometry-throughout-the-Diffusion-Model-Generative-Process)
+    "kappa_delta": {
+        "memgeo": {"n_directions": 4, "geometry": "memgeo", "step": None},
+        "official": {"n_directions": 16, "geometry": "official", "step": 0},
+    },
+    # Kamkari et al. 2024 (layer6ai-labs FLIPD)
+    "flipd": {
+        "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8},
+        "official": {"t": "auto", "method": "exact_up_to_3500", "n_probes": 8},
+    },
+    # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
+    "adapt_embedding": {
+        "memgeo": {"optimizer": "adam", "lr": 0.05, "max_iters": 30, "target": None, "relative_target": 0.5,
+                   "loss": "mean", "freeze_start_token": False},
+        "official": {"optimizer": "adamw", "lr": 0.05, "max_iters": 10, "target": 3.0, "relative_target": None,
+                     "loss": "frobenius", "freeze_start_token": True},
+    },
+    # Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code
+    "optimize_noise": {
+        "memgeo": {"objective": "sharpness", "lr": 0.05, "max_iters": 20, "threshold": None, "penalty": 1.0},
+        "official": {"objective": "sail", "lr": 0.05, "max_iters": 10, "threshold": 8.2, "penalty": "auto",
+                     "max_rounds": 30},
+    },
+}
+
+
+def resolve(name: str, preset: str, **given) -> dict:
+    """The options of the method ``name`` under ``preset``, overridden by every ``given`` value that is not None."""
+    if name not in PRESETS:
+        raise ValueError(f"no presets for {name!r}; methods with presets: {sorted(PRESETS)}")
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"preset must be one of {PRESET_NAMES}, got {preset!r}")
+    out = dict(PRESETS[name][preset])
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def anisotropy_weights(weights, model) -> tuple[float, float, int | None]:
+    """``(g_norm, g_cos, d_ref)`` from ``"auto"`` (by the model's prediction type: epsilon -> ``"sd1"``,
+    v-prediction -> ``"sd2"``), a family name, or explicit ``(g_norm, g_cos)`` (no reference size)."""
+    if isinstance(weights, str):
+        if weights == "auto":
+            weights = "sd2" if getattr(model, "prediction_type", "epsilon") == "v_prediction" else "sd1"
+        if weights not in ANISOTROPY_WEIGHTS:
+            raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), got {weights!r}")
+        return ANISOTROPY_WEIGHTS[weights]
+    try:
+        g_norm, g_cos = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), "
+                         f"got {weights!r}") from None
+    return g_norm, g_cos, None

@@ -53,7 +53,8 @@ def _scan(args) -> int:
                     r.label = _LABELS[lab]
         records += recs
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
-                     guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions)
+                     guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions,
+                     preset=args.preset)
     from .sd import DiffusersScoreModel
     from .sd.testbed import TESTBED_DIR
 
@@ -165,7 +166,7 @@ def _generate(args) -> int:
             raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
         reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance)
     g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
-                 guidance_scale=args.guidance, reference=reference)
+                 guidance_scale=args.guidance, reference=reference, preset=args.preset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if model.event_shape == (4, 4, 4):  # the testbed: latents are images
@@ -174,7 +175,8 @@ def _generate(args) -> int:
         imgs = g.samples.float()[:, 0]
     _save_grid(imgs, out / "samples.png", title=f"{args.prompt!r} ({args.mitigate})")
     info = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in g.info.items()}
-    (out / "signals.json").write_text(json.dumps({"prompt": args.prompt, "mitigate": args.mitigate, "strength": args.strength,
+    (out / "signals.json").write_text(json.dumps({"prompt": args.prompt, "mitigate": args.mitigate,
+                                                  "preset": args.preset, "strength": args.strength,
                                                   "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info}, indent=1))
     print(f"wrote {out / 'samples.png'} and {out / 'signals.json'} ({g.n_evals} UNet evaluations per sample)")
     return 0
@@ -220,8 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--out", required=True, help="results file (JSON lines; an existing one is resumed)")
     scan.add_argument("--steps", type=int, default=50, help="DDIM steps (default 50)")
     scan.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    scan.add_argument("--weights", choices=["sd1", "sd2"], default="sd1", help="anisotropy weights (default sd1)")
-    scan.add_argument("--directions", type=int, default=4, help="kappa-delta directions per step (default 4)")
+    scan.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+                      help="signal settings: memgeo (defaults that hold on any model) or official (each paper's "
+                           "released code); see docs/conventions.md")
+    scan.add_argument("--weights", choices=["auto", "sd1", "sd2"], default="auto",
+                      help="anisotropy weights (default auto: sd1 for epsilon models, sd2 for v-prediction)")
+    scan.add_argument("--directions", type=int, help="kappa-delta directions per step, and 4x as many p-Laplace "
+                                                     "directions (default: the preset's, 4 and 16 under memgeo)")
     scan.add_argument("--limit", type=int, help="take at most this many prompts from each file")
     scan.add_argument("--device", default="cpu")
     scan.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the estimator math")
@@ -254,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="model folder (default: the embedded testbed)")
     gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
     gen.add_argument("--strength", type=float, help="method strength (see memgeo.mitigate.generate)")
+    gen.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+                     help="settings of the embedding and noise mitigations: memgeo or official (the released code)")
     gen.add_argument("--seeds", type=int, default=8)
     gen.add_argument("--steps", type=int, default=50)
     gen.add_argument("--guidance", type=float, default=7.5)

@@ -161,6 +161,7 @@ class NoiseOptimization:
     accepted: torch.Tensor
     iterations: int
     n_evals: int
+    threshold: float | None = None
 
 
 def _proxy(model, cond, x, t: int, kind: str):
@@ -301,7 +302,7 @@ def _sail(model, cond, x_T: torch.Tensor, opts: dict, n_steps: int, generator) -
             start = torch.randn(x_T.shape, generator=generator, dtype=torch.float64).to(x_T.dtype)
     accepted = torch.arange(S) < len(kept)
     out = torch.stack(kept[:S] + [lat[i].detach() for i in range(len(kept), S)])
-    return NoiseOptimization(out, last, accepted, rounds, n_evals // S)
+    return NoiseOptimization(out, last, accepted, rounds, n_evals // S, thres)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import GENERATION_SIGNALS, SIGNALS, detection_metrics, initial_noise
+from .detect import GENERATION_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, initial_noise
 from .io import PromptRecord, ResultStore, settings_digest
 
 __all__ = [
@@ -41,14 +41,21 @@ __all__ = [
 
 @dataclass
 class ScanConfig:
-    """Options of a scan: signal names, seeds, sampler steps, guidance scale and signal options."""
+    """Options of a scan: signal names, seeds, sampler steps, guidance scale and signal options.
+
+    ``preset``: ``"memgeo"`` (defaults that hold on any model) or ``"official"`` (each paper's
+    released settings). ``anisotropy_weights``: ``"auto"`` follows the model's prediction type.
+    ``n_directions``: None takes the preset's; a number sets kappa-delta's directions per step and
+    four times as many p-Laplace directions.
+    """
 
     signals: tuple[str, ...] = ("guidance_norm", "anisotropy", "sharpness")
     seeds: tuple[int, ...] = (0,)
     n_steps: int = 50
     guidance_scale: float = 7.5
-    anisotropy_weights: str = "sd1"
-    n_directions: int = 4
+    anisotropy_weights: str = "auto"
+    n_directions: int | None = None
+    preset: str = "memgeo"
 
     def __post_init__(self):
         self.signals, self.seeds = tuple(self.signals), tuple(int(s) for s in self.seeds)
@@ -61,17 +68,19 @@ class ScanConfig:
             raise ValueError("seeds must hold at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must not repeat, got {self.seeds}")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {PRESET_NAMES}, got {self.preset!r}")
 
     def signal_kwargs(self, name: str) -> dict:
         """Keyword arguments of ``SIGNALS[name]`` (without the random generator)."""
-        kw: dict = {"n_steps": self.n_steps}
+        kw: dict = {"n_steps": self.n_steps, "preset": self.preset}
         if name == "anisotropy":
             kw["weights"] = self.anisotropy_weights
-        if name in GENERATION_SIGNALS:
+        if name in GENERATION_SIGNALS or name == "guidance_norm":
             kw["guidance_scale"] = self.guidance_scale
-        if name == "kappa_delta":
+        if name == "kappa_delta" and self.n_directions is not None:
             kw["n_directions"] = self.n_directions
-        if name == "p_laplace":
+        if name == "p_laplace" and self.n_directions is not None:
             kw["n_directions"] = max(2, 4 * self.n_directions)
         return kw
 

@@ -168,3 +168,68 @@ def test_generate_command_writes_grid_and_signals(tmp_path):
     info = json.loads((tmp_path / "signals.json").read_text())
     assert info["mitigate"] == "steer" and len(info["flagged"]) == 3 and len(info["kappa_delta"]) == 8
     assert (tmp_path / "samples.png").stat().st_size > 500
+
+
+def test_official_embedding_adaptation_is_wens_adamw_loop_on_the_frobenius_norm(mix):
+    """preset="official": AdamW, lr 0.05, one Frobenius norm over all seeds, absolute target 3."""
+    from memgeo.detect import guidance_pair
+    from memgeo.mitigate import condition_embedding
+
+    x_T = initial_noise(mix, 4)
+    got = adapt_embedding(mix, 0, x_T, preset="official", target=-1.0)  # never reached: all 10 steps
+    emb = condition_embedding(mix, 0).requires_grad_(True)
+    opt = torch.optim.AdamW([emb], lr=0.05)
+    t = int(mix.timesteps(50)[0])
+    losses = []
+    for it in range(11):
+        u, c = guidance_pair(mix, x_T, t, emb)
+        loss = (c - u).pow(2).sum().sqrt()  # torch.norm of the whole [S, ...] gap
+        losses.append(float(loss.detach()))
+        if it == 10:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.testing.assert_close(torch.tensor(got.losses), torch.tensor(losses))
+    torch.testing.assert_close(got.embedding, emb.detach())
+    stop = adapt_embedding(mix, 0, x_T, preset="official", target=losses[3] + 1e-9)
+    assert stop.converged and len(stop.losses) == 4
+
+
+def test_official_embedding_adaptation_keeps_the_start_token(tmp_path):
+    from memgeo.sd import DiffusersScoreModel, build_tiny_pipeline
+
+    model = DiffusersScoreModel.from_pretrained(build_tiny_pipeline(tmp_path / "p", "epsilon"))
+    x_T = initial_noise(model, [0])
+    e0 = model.condition_embedding("a small red house")
+    res = adapt_embedding(model, "a small red house", x_T, preset="official", target=-1.0, max_iters=2)
+    # its gradient is zeroed; AdamW's decoupled weight decay (0.01) still shrinks it, as in the released loop
+    torch.testing.assert_close(res.embedding[0], e0[0] * (1 - 0.05 * 0.01) ** 2)
+    assert not torch.allclose(res.embedding[1:], e0[1:] * (1 - 0.05 * 0.01) ** 2)
+
+
+def test_official_sail_loop(mix):
+    """Adam on |gap(x + unit(gap))| + 0.05 |x| per sample; threshold +0.1 and fresh noise every third failure."""
+    from memgeo.detect import guidance_pair
+
+    x_T = initial_noise(mix, 3)
+    t = int(mix.timesteps(50)[0])
+    easy = optimize_noise(mix, 0, x_T, preset="official", threshold=1e9)
+    assert bool(easy.accepted.all()) and torch.equal(easy.x_T, x_T) and easy.iterations == 0
+    never = optimize_noise(mix, 0, x_T, preset="official", threshold=-1.0, max_rounds=6, max_iters=2)
+    assert not bool(never.accepted.any()) and never.iterations == 6 and never.threshold == pytest.approx(-0.8)
+    one = optimize_noise(mix, 0, x_T, preset="official", threshold=-1.0, max_rounds=1, max_iters=3)
+
+    def gap(z):
+        u, c = guidance_pair(mix, z, t, 0)
+        return c - u
+
+    lat = x_T.clone().requires_grad_(True)
+    opt = torch.optim.Adam([lat], lr=0.05)
+    for _ in range(3):
+        g = gap(lat)
+        loss = gap(lat + g / g.norm(dim=-1, keepdim=True)).norm(dim=-1) + 0.05 * lat.norm(dim=-1)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    torch.testing.assert_close(one.x_T, lat.detach())

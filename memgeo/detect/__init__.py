@@ -15,6 +15,7 @@ from .signals import (
     combined_score,
     flipd_signal,
     flipd_t0,
+    nonce_prompts,
     guidance_alignment,
     guidance_norm,
     kappa_delta,
@@ -27,5 +28,5 @@ __all__ = [
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "GENERATION_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
-    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
+    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "nonce_prompts", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

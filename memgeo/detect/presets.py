@@ -19,8 +19,8 @@ ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0, 4 * 64 * 64), "sd2": (1.0, 0.1, 4 * 96 *
 PRESETS: dict[str, dict[str, dict]] = {
     # Wen et al., ICLR 2024 (YuxinWenRick/diffusion_memorization)
     "guidance_norm": {
-        "memgeo": {"steps": "first"},  # |d_eps| at x_T and the first timestep: 2 evaluations
-        "official": {"steps": "all"},  # mean of |d_eps| over every step of the CFG generation
+        "memgeo": {"steps": "first", "space": "eps"},  # |d_eps| at x_T and the first timestep: 2 evaluations
+        "official": {"steps": "all", "space": "prediction"},  # mean over the CFG generation of the raw outputs' gap
     },
     # Asthana & Belagiannis, ICLR 2026 (rohanasthana/memorization-anisotropy)
     "anisotropy": {

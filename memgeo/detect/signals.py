@@ -33,6 +33,7 @@ __all__ = [
     "GuidanceNormTracker",
     "flipd_signal",
     "flipd_t0",
+    "nonce_prompts",
     "combined_score",
     "SIGNALS",
     "GENERATION_SIGNALS",
@@ -76,18 +77,23 @@ def _raw_prediction(model, eps: torch.Tensor, x: torch.Tensor, t: int) -> torch.
 
 
 def guidance_norm(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", steps: str | None = None,
-                  t: int | None = None, n_steps: int = 50, guidance_scale: float = 7.5) -> SignalResult:
+                  space: str | None = None, t: int | None = None, n_steps: int = 50,
+                  guidance_scale: float = 7.5) -> SignalResult:
     r"""Guidance norm (Wen et al., ICLR 2024): :math:`\|\epsilon_c - \epsilon_u\|`.
 
     ``steps="first"`` (memgeo preset): at ``x_T`` and the first timestep (or ``t``), two
     evaluations per sample. ``steps="all"`` (official preset, as the released code): the mean of
     the norm over every step of the CFG DDIM generation at ``guidance_scale``, ``2 n_steps``
     evaluations; the per-step curve is in ``extras["trace"]`` (the tracker :class:`GuidanceNormTracker`).
+    ``space``: the gap of eps predictions (``"eps"``) or of the model's raw outputs
+    (``"prediction"``, as released: on v-prediction models :math:`|v_c - v_u| = |\Delta\epsilon|/\alpha_t`).
     """
-    opts = resolve("guidance_norm", preset, steps=steps)
+    opts = resolve("guidance_norm", preset, steps=steps, space=space)
+    if opts["space"] not in ("eps", "prediction"):
+        raise ValueError(f"space must be 'eps' or 'prediction', got {opts['space']!r}")
     if opts["steps"] == "all":
         res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
-                          trackers={"guidance_norm": GuidanceNormTracker()})
+                          trackers={"guidance_norm": GuidanceNormTracker(space=opts["space"])})
         trace = res.trace["guidance_norm"]
         v = trace.mean(0)
         return SignalResult("guidance_norm", v, v, res.n_evals, extras={"trace": trace})
@@ -96,6 +102,8 @@ def guidance_norm(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", ste
     t = _first_timestep(model, t, n_steps)
     with torch.no_grad():
         eps_u, eps_c = guidance_pair(model, x_T, t, cond)
+    if opts["space"] == "prediction":
+        eps_u, eps_c = _raw_prediction(model, eps_u, x_T, t), _raw_prediction(model, eps_c, x_T, t)
     v = _norm(eps_c - eps_u)
     return SignalResult("guidance_norm", v, v, 2, extras={"t": t})
 
@@ -313,11 +321,19 @@ def p_laplace_flux(
 
 
 class GuidanceNormTracker:
-    """Per-step guidance norm ``|eps_c - eps_u|`` (Wen et al. 2024, averaged over steps); free."""
+    """Per-step guidance norm ``|eps_c - eps_u|`` (Wen et al. 2024, averaged over steps); free.
+
+    ``space="prediction"``: the gap of the model's raw outputs (v on v-prediction models)."""
 
     evals_per_step = 0
 
+    def __init__(self, space: str = "eps"):
+        self.space = space
+
     def __call__(self, model, state: StepState) -> torch.Tensor:
+        if self.space == "prediction":
+            return _norm(_raw_prediction(model, state.eps_c, state.x, state.t)
+                         - _raw_prediction(model, state.eps_u, state.x, state.t))
         return _norm(state.eps_c - state.eps_u)
 
 
@@ -467,9 +483,22 @@ def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, gene
         return flipd(field, x_t, sigma, method=method, n_probes=n_probes, generator=generator)
 
 
+def nonce_prompts(n: int, *, seed: int = 0) -> list[str]:
+    """``n`` label-free reference prompts: four random lowercase letter strings each (no caption source,
+    no evaluation prompt); the default reference of :func:`flipd_t0` on text-conditioned models."""
+    import random
+    import string
+
+    rng = random.Random(seed)
+    return [" ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 8))) for _ in range(4))
+            for _ in range(n)]
+
+
 def flipd_t0(
     model,
     *,
+    reference=None,
+    guidance_scale: float = 7.5,
     n_steps: int = 50,
     n_reference: int = 8,
     method: str = "hutchinson_fd",
@@ -477,28 +506,38 @@ def flipd_t0(
     quantile: float = 0.9,
     seed: int = 0,
 ) -> int:
-    r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve (no labels, no prompts).
+    r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve (no labels, no evaluation prompts).
 
-    Generates ``n_reference`` unconditional samples and evaluates their LID at the DDIM timesteps
-    of ``n_steps`` steps in the lower half of the schedule, smallest first. At too small a t the
-    network does not resolve the noise and the estimate leaves its valid range (LID > d, as on
-    small learned models at t = 1); t0 is the smallest timestep at which the ``quantile`` of the
-    reference LIDs is at most the ambient dimension d. Cached on the model per setting.
+    A reference batch is generated as the signal generates (CFG DDIM at ``guidance_scale``), one
+    sample per reference condition: ``reference`` (for example unlabelled ordinary prompts), by
+    default :func:`nonce_prompts` on text-conditioned models and the unconditional model otherwise.
+    Its LIDs are evaluated at the DDIM timesteps of the lower half of the schedule, smallest first.
+    At too small a t the network does not resolve the noise around guided samples and the estimate
+    leaves its valid range (LID > d; on the testbed at t = 1 it is 1.4 d); t0 is the smallest
+    timestep at which the ``quantile`` of the reference LIDs is at most the ambient dimension d.
+    Cached on the model per setting; its evaluations are not part of any signal's per-sample cost.
     """
-    key = ("flipd_t0", n_steps, n_reference, method, n_probes, quantile, seed)
+    from .sampling import initial_noise
+
+    if reference is None:
+        reference = nonce_prompts(n_reference, seed=seed) if hasattr(model, "encode_prompt") else [None] * n_reference
+    reference = list(reference)
+    if not reference:
+        raise ValueError("reference must hold at least one condition (it is empty)")
+    key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed)
     cache = model.__dict__.setdefault("_memgeo_cache", {})
     if key in cache:
         return cache[key]
-    from .sampling import initial_noise
-
-    x0 = ddim_sample(model, None, initial_noise(model, range(1000 + seed, 1000 + seed + n_reference)),
-                     n_steps=n_steps, guidance_scale=1.0).denoised
-    d = math.prod(x0.shape[1:])
-    ts = sorted(int(t) for t in model.timesteps(n_steps) if int(t) <= model.schedule.num_train_timesteps // 2
-                ) if hasattr(model, "schedule") else sorted(int(t) for t in model.timesteps(n_steps))[: n_steps // 2]
+    x0 = [ddim_sample(model, c, initial_noise(model, [1000 + seed + i]), n_steps=n_steps,
+                      guidance_scale=guidance_scale).denoised for i, c in enumerate(reference)]
+    d = math.prod(x0[0].shape[1:])
+    T = model.schedule.num_train_timesteps if hasattr(model, "schedule") else None
+    ts = sorted(int(t) for t in model.timesteps(n_steps))
+    ts = [t for t in ts if t <= T // 2] if T else ts[: max(1, len(ts) // 2)]
     chosen = ts[-1]
     for t in ts:
-        lid = _lid(model, None, x0, t, method, n_probes, torch.Generator().manual_seed(seed)).value
+        lid = torch.cat([_lid(model, c, x, t, method, n_probes, torch.Generator().manual_seed(seed)).value
+                         for c, x in zip(reference, x0)])
         if bool(torch.isfinite(lid).all()) and float(torch.quantile(lid.double(), quantile)) <= d:
             chosen = t
             break
@@ -538,7 +577,7 @@ def flipd_signal(
         x0, cost = _generate(model, cond, x_T, n_steps, guidance_scale)
     t = opts["t"]
     if t == "auto":
-        t = flipd_t0(model, n_steps=n_steps)
+        t = flipd_t0(model, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = int(t)

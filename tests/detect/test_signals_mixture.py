@@ -61,7 +61,7 @@ def test_reported_evaluations_match_counted(scenario, name):
     m = CountingModel(scenario)
     kw = {} if name in ("guidance_norm", "anisotropy", "sharpness") else {"n_steps": 6, "generator": torch.Generator().manual_seed(0)}
     if name == "flipd":  # its probe time is chosen once per model (cached), outside the per-sample cost
-        flipd_t0(m, n_steps=6)
+        flipd_t0(m, n_steps=6, guidance_scale=7.5, method="hutchinson_fd")
         m.rows = 0
     res = SIGNALS[name](m, 12, initial_noise(scenario, S), **kw)
     assert m.rows == S * (res.n_evals + 2 * res.n_jvps)  # a JVP through the batched branches passes both rows

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,10 +18,11 @@
 #
 # ROC curves and the leaderboard of every memgeo signal on the testbed: memorized prompts (by
 # generation) against ordinary and held-out prompts, one score per generation. TPR at a target FPR
-# uses the strict convention. An AUROC below 0.5 means the signal ranks the classes the wrong way
-# round on this model. FLIPD does: at the noise level it probes, the testbed's memorized samples
-# get a higher estimated local intrinsic dimension than its ordinary ones. It is shown as
-# measured, not flipped.
+# uses the strict convention. An AUROC below 0.5 would mean a signal ranks the classes the wrong
+# way round on this model; every curve is shown as measured, never flipped. FLIPD probes at the
+# time its own LID-versus-t curve gives (`flipd_t0`): at the smallest timestep, t = 1, this small
+# network does not resolve the noise around guided samples and the estimate exceeds the ambient
+# dimension, which inverted the signal.
 
 # %%
 import os

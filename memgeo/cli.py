@@ -37,7 +37,7 @@ def _scan(args) -> int:
     import torch
 
     from .io import read_prompts
-    from .scan import ScanConfig, ScanInterrupted, plot_roc, run_scan, summarize
+    from .scan import ScanConfig, ScanInterrupted, run_scan
 
     if args.labels and len(args.labels) != len(args.prompts):
         raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
@@ -55,6 +55,9 @@ def _scan(args) -> int:
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
                      guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions,
                      preset=args.preset)
+    if args.rank_by is not None and args.rank_by not in cfg.signals:
+        raise ValueError(f"--rank-by must be one of the scanned --signals {list(cfg.signals)}, got {args.rank_by!r}")
+    ref_records = [r for path in args.reference for r in read_prompts(path)] if args.reference else None
     from .sd import DiffusersScoreModel
     from .sd.testbed import TESTBED_DIR
 
@@ -64,19 +67,51 @@ def _scan(args) -> int:
     path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
     model = DiffusersScoreModel.from_pretrained(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
     try:
-        result = run_scan(model, records, args.out, cfg, progress=not args.no_progress)
+        result = run_scan(model, records, args.out, cfg, progress=not args.no_progress, batch_size=args.batch_size)
+        reference = None
+        if ref_records:
+            reference = run_scan(model, ref_records, args.out, cfg, progress=not args.no_progress,
+                                 batch_size=args.batch_size, desc="reference")
     except ScanInterrupted as stop:
         print(f"memgeo scan: interrupted; {stop.saved} of the {stop.asked} results this run had to compute are saved "
               f"in {stop.path}; run the same command again to resume", file=sys.stderr)
         return 130
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch the main process reports
+    _scan_report(args, result, reference, cfg)
+    return 0
+
+
+def _scan_report(args, result, reference, cfg) -> None:
+    """The summary, the ranked and flagged report, the histogram and (with labels) the ROC plot."""
+    from .report import calibrate, format_report, plot_score_histogram, report_rows, write_report
+    from .scan import plot_roc, prompt_scores, summarize
+
     table, metrics = summarize(result)
     print(table)
+    out = Path(args.out)
+    signal = args.rank_by or cfg.signals[0]
+    calibration = None
+    if reference is not None:
+        print(f"\nthresholds from {len(reference.prompts)} reference prompts at FPR {args.fpr:g}:")
+        for name in cfg.signals:
+            _, ref_scores, _ = prompt_scores(reference, name)
+            cal = calibrate(ref_scores, fpr=args.fpr, signal=name)
+            _, scores, _ = prompt_scores(result, name)
+            print(f"  {name:<14} threshold {cal.threshold:.4g}: {int(cal.flags(scores).sum())} of "
+                  f"{len(result.prompts)} prompts flagged")
+            if name == signal:
+                calibration = cal
+    rows = report_rows(result, signal, calibration)
+    print("\n" + format_report(rows, signal=signal, top=20, calibration=calibration))
+    path = write_report(rows, Path(args.report) if args.report else out.with_name(out.stem + ".report.md"),
+                        signal=signal, calibration=calibration)
+    _, scores, _ = prompt_scores(result, signal)
+    png = plot_score_histogram(scores, out.with_name(out.stem + ".hist.png"), signal=signal, calibration=calibration)
+    print(f"\nreport: {path}; histogram: {png}")
     if metrics:
-        png = plot_roc(metrics, Path(args.out).with_suffix(".roc.png"))
-        print(f"\nROC plot: {png}")
-    return 0
+        roc = plot_roc(metrics, out.with_suffix(".roc.png"))
+        print(f"ROC plot: {roc}")
 
 
 def _testbed_train(args) -> int:
@@ -230,6 +265,16 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--directions", type=int, help="kappa-delta directions per step, and 4x as many p-Laplace "
                                                      "directions (default: the preset's, 4 and 16 under memgeo)")
     scan.add_argument("--limit", type=int, help="take at most this many prompts from each file")
+    scan.add_argument("--reference", nargs="+", metavar="FILE",
+                      help="unlabelled ordinary prompts: each signal's threshold is their (1 - fpr) quantile, and "
+                           "scanned prompts above it are flagged (scanned and cached like any prompts)")
+    scan.add_argument("--fpr", type=float, default=0.01, help="false-positive rate for --reference (default 0.01)")
+    scan.add_argument("--rank-by", metavar="SIGNAL", help="signal that ranks the report (default: the first --signals)")
+    scan.add_argument("--report", help="report file of every prompt, ranked: .csv, or markdown otherwise "
+                                       "(default: beside --out, OUT.report.md)")
+    scan.add_argument("--batch-size", type=int, default=8,
+                      help="prompts (all their seeds) per model call for guidance_norm, anisotropy and sharpness "
+                           "(default 8; results equal those of 1)")
     scan.add_argument("--device", default="cpu")
     scan.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the estimator math")
     scan.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (off by default)")

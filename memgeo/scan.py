@@ -24,11 +24,13 @@ import numpy as np
 import torch
 
 from .detect import GENERATION_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, initial_noise
+from ._checks import check_int
 from .io import PromptRecord, ResultStore, settings_digest
 
 __all__ = [
     "ScanConfig",
     "ScanResult",
+    "BATCHED_SIGNALS",
     "ScanInterrupted",
     "run_scan",
     "unique_prompts",
@@ -160,21 +162,33 @@ def _row_generator(prompt: str, seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{prompt}".encode()))  # stable across processes
 
 
-def _compute_rows(model, prompt: str, name: str, seeds: list[int], cfg: ScanConfig, digest: str):
-    """Rows of one signal for one prompt and the given seeds (generation signals one seed at a time,
-    each with its own generator, so that a row never depends on its neighbours)."""
+BATCHED_SIGNALS = ("guidance_norm", "anisotropy", "sharpness")
+"""Signals without random draws: several prompts (all their seeds) go through the model in one call."""
+
+
+def _compute_rows(model, batch: list[tuple[str, list[int]]], name: str, cfg: ScanConfig, digest: str):
+    """Rows of one signal for ``batch``, a list of (prompt, seeds).
+
+    :data:`BATCHED_SIGNALS` evaluate the whole batch in one call, one row per (prompt, seed) with
+    per-row prompts. The generation signals draw random directions: they run one (prompt, seed) at
+    a time, each with its own generator, so that a row never depends on its neighbours.
+    """
     kw = cfg.signal_kwargs(name)
-    groups = [[s] for s in seeds] if name in GENERATION_SIGNALS else [list(seeds)]
+    if name in BATCHED_SIGNALS:
+        groups = [[(p, s) for p, seeds in batch for s in seeds]]
+    else:
+        groups = [[(p, s)] for p, seeds in batch for s in seeds]
     for group in groups:
         if name in GENERATION_SIGNALS:
-            kw["generator"] = _row_generator(prompt, group[0])
-        x_T = initial_noise(model, group)
+            kw["generator"] = _row_generator(*group[0])
+        x_T = torch.cat([initial_noise(model, [s]) for _, s in group])
+        cond = group[0][0] if len(group) == 1 else [p for p, _ in group]
         t0 = time.perf_counter()
-        res = SIGNALS[name](model, prompt, x_T, **kw)
+        res = SIGNALS[name](model, cond, x_T, **kw)
         sec = (time.perf_counter() - t0) / len(group)
         per_sample = {k: v for k, v in res.extras.items()
                       if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(group)}
-        for i, seed in enumerate(group):
+        for i, (prompt, seed) in enumerate(group):
             yield {
                 "prompt": prompt, "seed": int(seed), "signal": name, "digest": digest,
                 "score": float(res.score[i]), "value": float(res.value[i]),
@@ -196,12 +210,15 @@ def _process_state():
 
 
 def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True,
-             timeout: float | None = None) -> ScanResult:
+             timeout: float | None = None, batch_size: int = 8, desc: str = "scan") -> ScanResult:
     """Compute ``cfg.signals`` for every (prompt, seed) not yet in the store ``out``.
 
+    ``batch_size`` prompts (all their missing seeds) go through the model in one call for the
+    signals in :data:`BATCHED_SIGNALS`; the values equal those of ``batch_size=1`` (to round-off).
     Raises :class:`ScanInterrupted` (a ``KeyboardInterrupt``) on Ctrl-C, after which the same call
     resumes. ``timeout``: how long to wait for another process writing ``out`` (None: as long as it takes).
     """
+    batch_size = check_int("batch_size", batch_size)
     from tqdm.auto import tqdm
 
     if not records:
@@ -222,12 +239,17 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
                     units.append((rec.text, name, missing))
         asked = sum(len(m) for *_, m in units)
         written = 0
-        bar = tqdm(total=asked, desc=f"scan[{rank}]" if world > 1 else "scan", disable=not progress, unit="row")
+        batches = []  # (signal, [(prompt, seeds), ...]): up to batch_size prompts of one signal
+        for name in cfg.signals:
+            mine = [(text, seeds) for text, n, seeds in units if n == name]
+            step = batch_size if name in BATCHED_SIGNALS else 1
+            batches += [(name, mine[i:i + step]) for i in range(0, len(mine), step)]
+        bar = tqdm(total=asked, desc=f"{desc}[{rank}]" if world > 1 else desc, disable=not progress, unit="row")
         try:
-            for text, name, seeds in units:
-                for row in _compute_rows(model, text, name, seeds, cfg, digests[name]):
+            for name, batch in batches:
+                for row in _compute_rows(model, batch, name, cfg, digests[name]):
                     written += store.append(row)
-                bar.update(len(seeds))
+                    bar.update(1)
         except KeyboardInterrupt:
             raise ScanInterrupted(written, asked, store.write_path) from None
         finally:
@@ -251,13 +273,13 @@ def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, d
     TPR@1%FPR / TPR@3%FPR per signal, metrics per prompt)."""
     cfg = result.config
     n_p, n_s = len(result.prompts), len(cfg.seeds)
-    lines = [f"{n_p} prompts x {n_s} seeds (metrics per prompt, score averaged over its seeds; "
-             f"TPR convention: {convention})", ""]
+    lines = [f"{n_p} prompts x {n_s} seeds (metrics per prompt, score averaged over its seeds, and AUROC per "
+             f"generation; TPR convention: {convention})", ""]
     head = f"{'signal':<14} {'mean score':>11} {'UNet evals':>10} {'JVPs':>5} {'s/gen':>8}"
     labels = [p.label for p in result.prompts]
     labelled = all(lab is not None for lab in labels) and len(set(labels)) == 2
     if labelled:
-        head += f" {'mean (mem)':>11} {'mean (ord)':>11} {'AUROC':>7} {'TPR@1%':>7} {'TPR@3%':>7}"
+        head += f" {'mean (mem)':>11} {'mean (ord)':>11} {'AUROC':>7} {'TPR@1%':>7} {'TPR@3%':>7} {'AUROC/gen':>9}"
     lines += [head, "-" * len(head)]
     metrics = {}
     for name in cfg.signals:
@@ -271,9 +293,13 @@ def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, d
         ok = np.isfinite(s)
         if labelled and ok.sum() and len(set(y[ok])) == 2:
             m = detection_metrics(y[ok].astype(int), s[ok], convention=convention)
-            metrics[name] = {**m, "labels": y[ok].astype(int), "scores": s[ok]}
+            per_gen = result.scores(name)
+            yg = np.repeat(y, per_gen.shape[1])
+            okg = np.isfinite(per_gen.ravel())
+            mg = detection_metrics(yg[okg].astype(int), per_gen.ravel()[okg], convention=convention)
+            metrics[name] = {**m, "labels": y[ok].astype(int), "scores": s[ok], "per_generation": mg}
             line += (f" {s[ok & (y == 1)].mean():11.4g} {s[ok & (y == 0)].mean():11.4g} {m['auroc']:7.3f} "
-                     f"{m['tpr@1%fpr']:7.3f} {m['tpr@3%fpr']:7.3f}")
+                     f"{m['tpr@1%fpr']:7.3f} {m['tpr@3%fpr']:7.3f} {mg['auroc']:9.3f}")
         if len(rows) < n_p * n_s or not ok.all():
             line += f"  ({n_p * n_s - len(rows)} rows missing, {int((~ok).sum())} prompts undefined)"
         lines.append(line)

@@ -182,7 +182,7 @@ def test_cli_ctrl_c_says_in_one_line_what_is_saved_and_how_to_resume(tmp_path, t
 
     monkeypatch.setattr(scan, "_compute_rows", stop_after_two)
     argv = ["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(tmp_path / "r.jsonl"),
-            "--signals", "guidance_norm", "--seeds", "2", "--steps", "5", "--no-progress"]
+            "--signals", "guidance_norm", "--seeds", "2", "--steps", "5", "--batch-size", "1", "--no-progress"]
     assert main(argv) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "4 of the 6 results" in err[0] and "run the same command again to resume" in err[0]
@@ -282,3 +282,22 @@ def test_two_scans_on_one_out_at_once_write_every_row_once(tmp_path, tiny):
     rows = [json.loads(x) for x in out.read_text().splitlines()[1:]]
     keys = [(r["prompt"], r["seed"], r["signal"], r["digest"]) for r in rows]
     assert len(keys) == len(set(keys)) == 4 * 2 * 2
+
+
+@pytest.mark.parametrize("preset", ["memgeo", "official"])
+def test_batched_and_unbatched_scans_agree(tmp_path, model, preset):
+    recs = records_of(tmp_path, "p.txt", ["a dog", "the sea", "an apple", "a red door", "a blue boat"])
+    cfg = ScanConfig(signals=("guidance_norm", "anisotropy", "sharpness"), seeds=(0, 1), n_steps=4, preset=preset)
+    one = run_scan(model, recs, tmp_path / "one.jsonl", cfg, progress=False, batch_size=1)
+    many = run_scan(model, recs, tmp_path / "many.jsonl", cfg, progress=False, batch_size=3)
+    for name in cfg.signals:
+        np.testing.assert_allclose(many.scores(name), one.scores(name), rtol=1e-5, atol=1e-6)
+    calls = []
+    real = model.eps_pair
+    model.eps_pair = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    try:
+        run_scan(model, recs, tmp_path / "count.jsonl", ScanConfig(signals=("anisotropy",), seeds=(0, 1)),
+                 progress=False, batch_size=3)
+    finally:
+        del model.eps_pair
+    assert len(calls) == 2 * 2  # two batches (3 + 2 prompts), two timesteps each

@@ -98,7 +98,7 @@ def test_interrupted_scan_resumes_without_loss_or_duplicates(tmp_path, model):
 
     out = tmp_path / "out.jsonl"
     with pytest.raises(KeyboardInterrupt) as stop:
-        run_scan(Interrupting(model, limit=7), records, out, cfg, progress=False)  # 1 + 2 calls per prompt
+        run_scan(Interrupting(model, limit=9), records, out, cfg, progress=False, batch_size=1)  # 1 + 2 calls per prompt
     assert isinstance(stop.value, ScanInterrupted) and stop.value.asked == len(records) * 2 * 2
     partial = result_rows(out)
     assert 0 < len(partial) == stop.value.saved < len(records) * 2 * 2

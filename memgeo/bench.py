@@ -56,7 +56,8 @@ def testbed_labels(meta: dict, *, min_rate: float = 0.5) -> tuple[list[str], lis
     return texts, labels, counts
 
 
-def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4):
+def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
+                      progress: bool = False):
     """kappa-delta and guidance norm at every DDIM step, ``[n_steps, N]`` each, and the labels ``[N]``.
 
     ``N = len(conds) * seeds``: every condition is generated from the same ``seeds`` initial noises.
@@ -65,9 +66,11 @@ def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidanc
         raise ValueError("conds must hold at least one condition (it is empty)")
     if len(conds) != len(labels):
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
+    from tqdm.auto import tqdm
+
     x_T = initial_noise(model, seeds)
     kap, mag, y = [], [], []
-    for i, (c, lab) in enumerate(zip(conds, labels)):
+    for i, (c, lab) in enumerate(tqdm(list(zip(conds, labels)), desc="trajectories", disable=not progress)):
         res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale, trackers={
             "kappa": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(i)),
             "norm": GuidanceNormTracker()})
@@ -91,10 +94,11 @@ def per_step_auroc(kap: torch.Tensor, mag: torch.Tensor, y) -> dict[str, np.ndar
     return {k: np.array(v) for k, v in curves.items()}
 
 
-def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4):
+def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
+                     progress: bool = False):
     """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined detectors."""
     kap, mag, y = trajectory_traces(model, conds, labels, seeds=seeds, n_steps=n_steps,
-                                    guidance_scale=guidance_scale, n_directions=n_directions)
+                                    guidance_scale=guidance_scale, n_directions=n_directions, progress=progress)
     return per_step_auroc(kap, mag, y)
 
 
@@ -135,6 +139,7 @@ def run_leaderboards(
     max_prompts: int | None = None,
     signals=None,
     print_fn=print,
+    progress: bool = True,
 ) -> dict:
     """Run both leaderboards, print them, and save tables and plots under ``out_dir``."""
     from .detect import SIGNALS
@@ -150,11 +155,13 @@ def run_leaderboards(
     mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=mixture_conditions,
                                                            n_generalizing=mixture_conditions, seed=0)
     conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
-    rows = evaluate_signals(mix, conds, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+    rows = evaluate_signals(mix, conds, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                            progress=progress)
     table = format_leaderboard(rows, title=f"(a) canonical memorization mixture: {mixture_conditions} memorized + "
                                            f"{mixture_conditions} generalizing conditions, {seeds} seeds")
     print_fn(table + "\n")
-    curves = trajectory_auroc(mix, conds, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+    curves = trajectory_auroc(mix, conds, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                              progress=progress)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_mixture.png", title="per-step AUROC, mixture")
     results["mixture"] = {"table": table, "rows": rows, "curves": curves}
 
@@ -166,12 +173,14 @@ def run_leaderboards(
         neg = [i for i, lab in enumerate(labels) if lab == 0][: max_prompts - len(pos)]
         keep = sorted(pos + neg)
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
-    rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+    rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                            progress=progress)
     head = (f"(b) testbed: {sum(labels)} memorized (by generation) vs {len(labels) - sum(labels)} ordinary and held-out "
             f"prompts, {seeds} seeds; prompts: {counts}")
     table = format_leaderboard(rows, title=head)
     print_fn(table + "\n")
-    curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+    curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                              progress=progress)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
     plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
@@ -261,6 +270,7 @@ def mitigation_tradeoff(
     max_prompts: int | None = None,
     strengths: dict | None = None,
     print_fn=print,
+    progress: bool = True,
 ) -> dict:
     """Memorization rate against prompt fidelity for every mitigation across strengths, on the testbed.
 
@@ -293,12 +303,17 @@ def mitigation_tradeoff(
     strengths = strengths or {
         "none": [None], "guidance": [5.0, 3.0, 1.0], "embedding": [0.7, 0.5, 0.3], "noise": [5, 10, 20], "steer": [4.0, 3.0, 2.0],
     }
+    from tqdm.auto import tqdm
+
     rows = []
+    bar = tqdm(total=sum(len(v) for v in strengths.values()) * (len(mem) + len(ordinary)), desc="mitigation",
+               disable=not progress)
     for method, values in strengths.items():
         for strength in values:
             rate, fid_m, fid_o, cost = [], [], [], []
             for group, prompts in (("mem", mem), ("ord", ordinary)):
                 for i, p in enumerate(prompts):
+                    bar.update(1)
                     g = generate(model, p["text"], x_T, method=method, strength=strength, n_steps=n_steps,
                                  guidance_scale=guidance_scale, reference=reference, seed=i)
                     pix = to_images(g.samples.float()).reshape(seeds, -1).clamp(-1, 1)

@@ -167,12 +167,15 @@ def _testbed_truth(args) -> int:
 def _bench(args) -> int:
     from .bench import mitigation_tradeoff, run_leaderboards
 
+    if args.no_progress:
+        _no_loading_bars()
     if args.mitigation:
         mitigation_tradeoff(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
-                            guidance_scale=args.guidance, max_prompts=args.max_prompts)
+                            guidance_scale=args.guidance, max_prompts=args.max_prompts, progress=not args.no_progress)
         return 0
     run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
-                     guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions)
+                     guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions,
+                     progress=not args.no_progress)
     return 0
 
 
@@ -186,6 +189,8 @@ def _generate(args) -> int:
     from .sd.testbed import TESTBED_DIR, testbed_metadata, to_images
     from .sd import DiffusersScoreModel
 
+    if args.no_progress:
+        _no_loading_bars()
     path = Path(args.model) if args.model else TESTBED_DIR
     model = DiffusersScoreModel.from_pretrained(path)
     x_T = initial_noise(model, args.seeds)
@@ -199,9 +204,10 @@ def _generate(args) -> int:
             calib = [r.text for r in read_prompts(args.reference_prompts)]
         else:
             raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
-        reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance)
+        reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance,
+                                       progress=not args.no_progress)
     g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
-                 guidance_scale=args.guidance, reference=reference, preset=args.preset)
+                 guidance_scale=args.guidance, reference=reference, preset=args.preset, progress=not args.no_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if model.event_shape == (4, 4, 4):  # the testbed: latents are images
@@ -313,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance", type=float, default=7.5)
     gen.add_argument("--reference-prompts", help="ordinary prompts to calibrate steering on (non-testbed models)")
     gen.add_argument("--out", default="generations", help="folder for samples.png and signals.json")
+    gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=_generate)
 
     bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
@@ -324,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-prompts", type=int, help="evaluate at most this many testbed prompts (half memorized)")
     bench.add_argument("--out", default="bench_results", help="folder for tables and plots")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
+    bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(func=_bench)
     return parser
 

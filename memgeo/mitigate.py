@@ -322,15 +322,17 @@ class SteeringReference:
 
 
 def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: float = 7.5,
-                       n_directions: int = 4, seed: int = 0) -> SteeringReference:
+                       n_directions: int = 4, seed: int = 0, progress: bool = False) -> SteeringReference:
     """Reference statistics per step from ordinary conditions (trajectories with trackers)."""
+    from tqdm.auto import tqdm
+
     from .detect.sampling import ddim_sample
     from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
 
     if len(conds) == 0:
         raise ValueError("conds must hold at least one ordinary condition to calibrate on (it is empty)")
     ks, ns = [], []
-    for i, c in enumerate(conds):
+    for i, c in enumerate(tqdm(list(conds), desc="calibrate steering", disable=not progress)):
         res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale, trackers={
             "kappa_delta": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(seed + i)),
             "guidance_norm": GuidanceNormTracker()})
@@ -410,6 +412,7 @@ def generate(
     n_directions: int = 4,
     seed: int = 0,
     preset: str = "memgeo",
+    progress: bool = False,
 ) -> Generation:
     """Generate with a mitigation method at a strength.
 
@@ -434,22 +437,23 @@ def generate(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method in ("none", "guidance"):
         w = guidance_scale if method == "none" else float(strength if strength is not None else 1.0)
-        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=w)
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=w, progress=progress)
         return Generation(res.denoised, res.n_evals, {"guidance_scale": w})
     if method == "embedding":
         ad = adapt_embedding(model, cond, x_T, preset=preset, n_steps=n_steps,
                              relative_target=None if strength is None else float(strength))
-        res = ddim_sample(model, ad.embedding, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+        res = ddim_sample(model, ad.embedding, x_T, n_steps=n_steps, guidance_scale=guidance_scale, progress=progress)
         return Generation(res.denoised, ad.n_evals + res.n_evals, {"losses": ad.losses, "converged": ad.converged})
     if method == "noise":
         iters = int(strength) if strength is not None else (10 if preset == "memgeo" else None)
         opt = optimize_noise(model, cond, x_T, preset=preset, max_iters=iters, n_steps=n_steps)
-        res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+        res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale, progress=progress)
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
     if reference is None:
         raise ValueError("method='steer' needs reference= (from calibrate_steering on ordinary conditions)")
     policy = SteeringPolicy(reference, threshold=3.0 if strength is None else float(strength))
-    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy, trackers={
+    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy, progress=progress,
+                      trackers={
         "kappa_delta": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(seed)),
         "guidance_norm": GuidanceNormTracker()})
     return Generation(res.denoised, res.n_evals, {"flagged": policy.flagged.tolist(), "flag_step": policy.flag_step.tolist(),

@@ -4,6 +4,10 @@
 (condition, seed), and reports per signal the AUROC, TPR@1%FPR and TPR@3%FPR (strict
 convention, named in the output), model evaluations and JVPs per sample, and wall time per
 condition. Detection is per generation (one score per (condition, seed)).
+
+Times are measured as a benchmark, apart from the scoring pass: on one condition, each signal
+runs once to warm up, then ``timing_repeats`` times, and the median is reported, all in one
+process. Ratios to the guidance norm then do not depend on which signal ran first.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._checks import check_int
 from .metrics import detection_metrics
 from .sampling import initial_noise
 from .signals import GENERATION_SIGNALS, SIGNALS
@@ -29,7 +34,7 @@ class LeaderboardRow:
     tpr3: float
     n_evals: int
     n_jvps: int
-    seconds: float  # wall time per condition (all its seeds)
+    seconds: float  # wall time per condition (all its seeds): median of warmed-up repeats
     convention: str
     scores: np.ndarray
     labels: np.ndarray
@@ -46,34 +51,53 @@ def evaluate_signals(
     guidance_scale: float = 7.5,
     options: dict | None = None,
     convention: str = "strict",
+    timing_repeats: int = 3,
+    progress: bool = False,
 ) -> list[LeaderboardRow]:
-    """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments."""
+    """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments.
+
+    ``seconds`` per condition is the median of ``timing_repeats`` warmed-up runs on the first condition.
+    """
+    from tqdm.auto import tqdm
+
     if len(conds) == 0:
         raise ValueError("conds must hold at least one condition (it is empty)")
     if len(conds) != len(labels):
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     options = options or {}
     x_T = initial_noise(model, seeds)
+    unknown = [name for name in signals if name not in SIGNALS]
+    if unknown:
+        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+    check_int("timing_repeats", timing_repeats)
     rows = []
+    bar = tqdm(total=len(signals) * len(conds), desc="signals", disable=not progress)
     for name in signals:
-        if name not in SIGNALS:
-            raise ValueError(f"unknown signal {name!r}; choose from {sorted(SIGNALS)}")
-        scores, y, seconds, res = [], [], 0.0, None
-        for i, (c, lab) in enumerate(zip(conds, labels)):
+        scores, y, res = [], [], None
+
+        def kwargs(i):
             kw = {"n_steps": n_steps, **options.get(name, {})}
             if name in GENERATION_SIGNALS:
                 kw.setdefault("guidance_scale", guidance_scale)
                 kw["generator"] = torch.Generator().manual_seed(i)
-            t0 = time.perf_counter()
-            res = SIGNALS[name](model, c, x_T, **kw)
-            seconds += time.perf_counter() - t0
+            return kw
+
+        for i, (c, lab) in enumerate(zip(conds, labels)):
+            res = SIGNALS[name](model, c, x_T, **kwargs(i))
             scores.append(res.score.detach().double().cpu().numpy())
             y += [int(lab)] * seeds
+            bar.update(1)
+        times = []
+        for k in range(timing_repeats + 1):  # the first run warms up and is not counted
+            t0 = time.perf_counter()
+            SIGNALS[name](model, conds[0], x_T, **kwargs(0))
+            times.append(time.perf_counter() - t0)
         s = np.concatenate(scores)
         y = np.array(y)
         m = detection_metrics(y, s, convention=convention)
         rows.append(LeaderboardRow(name, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], res.n_evals, res.n_jvps,
-                                   seconds / len(conds), convention, s, y))
+                                   float(np.median(times[1:])), convention, s, y))
+    bar.close()
     return rows
 
 

@@ -110,6 +110,7 @@ def ddim_sample(
     policy: Callable | None = None,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> SampleResult:
     """DDIM (Song et al. 2021) with classifier-free guidance and per-step trackers.
 
@@ -118,8 +119,10 @@ def ddim_sample(
     last step ``alpha_prev`` is ``alpha_0`` (diffusers' ``set_alpha_to_one=False``), as Stable
     Diffusion pipelines use. ``policy(state, trace) -> dict | None`` may return
     ``{"guidance_scale": w}`` (a float, or a tensor ``[S]``: one scale per sample) and/or
-    ``{"cond": c}`` to change this step's update.
+    ``{"cond": c}`` to change this step's update. ``progress`` shows a tqdm bar over the steps.
     """
+    from tqdm.auto import tqdm
+
     n_steps = check_int("n_steps", n_steps)
     if not math.isfinite(guidance_scale):
         raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
@@ -132,7 +135,7 @@ def ddim_sample(
     actions: list[dict] = []
     n_evals = 0
     with torch.no_grad():
-        for i, t in enumerate(ts.tolist()):
+        for i, t in enumerate(tqdm(ts.tolist(), desc="sampling", disable=not progress, leave=False)):
             a, s = float(model.alpha(t)), float(model.sigma(t))
             eps_u, eps_c = guidance_pair(model, x, t, cond)
             n_evals += 2

@@ -27,6 +27,8 @@ bench: install
 	$(PY) benchmarks/bench_closed_form.py
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_signals.py
+	$(PY) benchmarks/bench_presets.py --out benchmarks/results/presets.md
+	$(PY) benchmarks/bench_sd_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

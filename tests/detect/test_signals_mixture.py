@@ -124,3 +124,59 @@ def test_guidance_alignment_matches_the_geometry_cosines():
     # a gap below the relative floor has no direction: its cosine counts as 0, without NaN
     out = guidance_alignment(eu2, 1e-9 * gap2)
     assert torch.equal(out, torch.zeros(5, dtype=out.dtype))
+
+
+class Repelling:
+    """A model whose score is +x (log-density convex everywhere): its FLIPD exceeds d at every point."""
+
+    prediction_type = "epsilon"
+    event_shape = (4,)
+    dtype = torch.float64
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def alpha(self, t):
+        return self.schedule.alpha(t)
+
+    def sigma(self, t):
+        return self.schedule.sigma(t)
+
+    def timesteps(self, n):
+        from memgeo.gmm.schedules import ddim_timesteps
+
+        return ddim_timesteps(n, 1000, steps_offset=1)
+
+    def eps(self, x, t, cond=None):
+        return -float(self.sigma(t)) * x  # s = -eps / sigma = x
+
+
+def test_flipd_never_reports_lid_above_d_silently(scenario):
+    from memgeo.detect import flipd_signal
+
+    m = Repelling(scenario.schedule)
+    x0 = initial_noise(m, [0, 1])
+    with pytest.warns(UserWarning, match="above the ambient dimension d = 4 for 2 of 2 samples"):
+        res = flipd_signal(m, None, x0, x0=x0, t=101, method="hutchinson_fd")
+    assert bool(res.extras["above_ambient"].all()) and bool((res.value > 4).all())
+
+
+def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
+    from memgeo.detect.signals import _lid
+
+    t0 = flipd_t0(scenario, n_steps=10, guidance_scale=7.5, reference=[0, 1, 12, 13])
+    ts = sorted(int(t) for t in scenario.timesteps(10) if int(t) <= 500)
+    assert t0 in ts
+    x0 = [ddim_sample(scenario, c, initial_noise(scenario, [1000 + i]), n_steps=10).denoised
+          for i, c in enumerate([0, 1, 12, 13])]
+    for t in ts[: ts.index(t0) + 1]:  # below t0 the reference leaves LID <= d; at t0 it holds
+        lid = torch.cat([_lid(scenario, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(0)).value
+                         for c, x in zip([0, 1, 12, 13], x0)])
+        assert (float(torch.quantile(lid, 0.9)) <= 8) == (t == t0)
+    calls = []
+    real = scenario.eps
+    scenario.eps = lambda *a, **k: (calls.append(1), real(*a, **k))[1]
+    try:
+        assert flipd_t0(scenario, n_steps=10, guidance_scale=7.5, reference=[0, 1, 12, 13]) == t0 and not calls
+    finally:
+        del scenario.eps

@@ -84,3 +84,29 @@ def test_generation_signals_equal_those_on_the_mixture(oracle, mixture):
         b = fn(mixture, 1, y, n_steps=10, generator=torch.Generator().manual_seed(0), **kw)
         torch.testing.assert_close(a.value, b.value, rtol=1e-7, atol=1e-9)
         assert (a.n_evals, a.n_jvps) == (b.n_evals, b.n_jvps)
+
+
+def test_official_presets_equal_closed_forms_in_the_model_parameterization(oracle, mixture):
+    """Official presets work on the model's raw outputs: from the mixture's eps by the conventions' formulas."""
+    from memgeo.parameterization import from_eps
+
+    x = initial_noise(oracle, [11, 12])
+    y = flat(x)
+    kind = oracle.prediction_type
+    p = oracle_prompt(1)
+
+    def raw(t, c):
+        a, s = float(mixture.alpha(t)), float(mixture.sigma(t))
+        return from_eps(mixture.eps(y, t, c), y, a, s, kind).reshape(x.shape)
+
+    u_lo, c_lo = raw(41, None), raw(41, 1)
+    cos = alignment_cosine_per_position(c_lo - u_lo, u_lo)
+    d = (mixture.eps(y, 981, 1) - mixture.eps(y, 981, None)).norm(dim=-1)
+    if kind == "v_prediction":
+        norm, w = d / float(mixture.sigma(981)) ** 2, 0.1
+    else:
+        norm, w = d, 2.0
+    got = anisotropy(oracle, p, x, preset="official")
+    torch.testing.assert_close(got.value, norm + w * cos, **TOL)
+    first = guidance_norm(oracle, p, x, steps="first", preset="official")
+    torch.testing.assert_close(first.value, (raw(981, 1) - raw(981, None)).flatten(1).norm(dim=-1), **TOL)

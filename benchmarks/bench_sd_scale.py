@@ -1,0 +1,163 @@
+"""Every signal's cost at Stable Diffusion scale: seconds per 10 prompts and peak memory, against the physical floor.
+
+    python benchmarks/bench_sd_scale.py [--sample-size 64] [--out benchmarks/results/sd_scale.md]
+
+The model has SD v1.4's architecture with random weights (``memgeo.sd.architectures``; no
+download). On CUDA it runs at the real size (4x64x64 latents) in fp16 weights; on CPU in float32
+at a reduced latent size. Each signal runs at its published settings (``preset="official"``, 50
+DDIM steps, one generation per prompt) and at memgeo's defaults. The signals without random draws
+evaluate the 10 prompts in one batch; the generation signals run prompt by prompt, so on CPU
+their time is measured on ``--generation-prompts`` prompts and multiplied up to 10. Every time is
+the median of warmed-up repeats (one repeat where a run takes over 20 s).
+
+The physical floor is the time of the UNet forward passes the signal needs, batched: 10 prompts x
+(evaluations + 2 x JVPs) per prompt, at the per-row time of a batched forward pass measured here.
+The last column is the anisotropy paper's time on SD v1.4 (seconds per 10 prompts, their GPU).
+"""
+
+import argparse
+import platform
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memgeo.detect import SIGNALS, initial_noise
+from memgeo.sd.architectures import sd_v1_random_model
+
+PAPER = {"anisotropy": 1.1, "guidance_norm": 0.4, "sharpness": 5.4}  # Asthana & Belagiannis 2026, SD v1.4
+BATCHED = ("guidance_norm", "anisotropy", "sharpness")
+
+
+class PeakMemory:
+    """Peak device memory (CUDA) or peak resident-set growth sampled every 2 ms (CPU), in bytes."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        import psutil
+
+        self.proc, self.base, self.peak, self.stop = psutil.Process(), psutil.Process().memory_info().rss, 0, False
+
+        def watch():
+            while not self.stop:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+                time.sleep(0.002)
+
+        self.thread = threading.Thread(target=watch, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.bytes = torch.cuda.max_memory_allocated() - self.base
+        else:
+            self.stop = True
+            self.thread.join()
+            self.bytes = max(0, self.peak - self.base)
+
+
+def timed(fn, device, *, repeats=3, slow=20.0):
+    """Median seconds of warmed-up runs (one warm-up, then ``repeats``, or one if a run exceeds ``slow`` s)."""
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    times = []
+    for k in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+        if k == 1 and times[-1] > slow:
+            break
+    return float(np.median(times[1:])), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cuda = torch.cuda.is_available()
+    parser.add_argument("--sample-size", type=int, default=64 if cuda else 8, help="latent side (64: SD's 512 px)")
+    parser.add_argument("--generation-prompts", type=int, default=10 if cuda else 1,
+                        help="prompts the generation signals are timed on (scaled to 10)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--signals", nargs="+", default=list(SIGNALS))
+    parser.add_argument("--presets", nargs="+", default=["official", "memgeo"])
+    parser.add_argument("--out", default="benchmarks/results/sd_scale.md")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = "cuda" if cuda else "cpu"
+    weights = torch.float16 if cuda else torch.float32
+    model = sd_v1_random_model(sample_size=args.sample_size, device=device, weights_dtype=weights)
+    prompts = [f"a photograph of an astronaut riding horse number {i}" for i in range(10)]
+    x1 = initial_noise(model, [0])
+
+    # the floor: per-row time of a batched UNet pass (10 prompts, both branches: 20 rows)
+    with torch.no_grad():
+        x10 = initial_noise(model, range(10))
+        t_batch, _ = timed(lambda: model.eps_pair(x10, 981, prompts), device, repeats=5)
+    t_row = t_batch / 20
+
+    rows = []
+    for preset in args.presets:
+        for name in args.signals:
+            kw = {"preset": preset, "n_steps": args.steps}
+            if name == "flipd":
+                kw["t"] = 41  # the probe-time search runs once per model; it is not part of a prompt's cost
+                if preset == "official":  # d = 16384 at SD scale is above 3500: the official trace is Hutchinson
+                    kw["method"] = "hutchinson"
+            if name in BATCHED:
+                x = torch.cat([x1] * 10)
+                fn = lambda name=name, kw=kw, x=x: SIGNALS[name](model, prompts, x, **kw)  # noqa: E731
+                scale, measured = 1, 10
+            else:
+                n = args.generation_prompts
+                x = torch.cat([x1] * n) if n > 1 else x1
+                cond = prompts[:n] if n > 1 else prompts[0]
+                kw["generator"] = torch.Generator().manual_seed(0)
+                fn = lambda name=name, kw=kw, x=x, cond=cond: SIGNALS[name](model, cond, x, **kw)  # noqa: E731
+                scale, measured = 10 / n, n
+            with PeakMemory(device) as mem:
+                seconds, res = timed(fn, device)
+            per10 = seconds * scale
+            floor = 10 * (res.n_evals + 2 * res.n_jvps) * t_row
+            rows.append((name, preset, res.n_evals, res.n_jvps, measured, per10, floor, mem.bytes))
+            print(f"{name:<14} {preset:<9} {per10:9.2f} s / 10 prompts (floor {floor:.2f} s), "
+                  f"peak {mem.bytes / 2**20:.0f} MiB", flush=True)
+
+    where = (torch.cuda.get_device_name() + ", fp16 weights" if cuda else
+             f"CPU ({platform.processor() or platform.machine()}, {args.threads} threads), float32")
+    lines = [
+        f"# Signals at Stable Diffusion v1.4's architecture (random weights)",
+        "",
+        f"Device: {where}. Latents 4x{args.sample_size}x{args.sample_size} (SD: 4x64x64); {args.steps} DDIM steps; "
+        f"one generation per prompt. Batched UNet pass: {t_row * 1e3:.1f} ms per row (20 rows).",
+        "",
+        "| signal | preset | UNet evals / prompt | JVPs / prompt | prompts timed | s / 10 prompts | floor s / 10 prompts | "
+        "x floor | peak memory (MiB) | paper's s / 10 prompts (SD v1.4, GPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, preset, ev, jv, measured, per10, floor, mem in rows:
+        paper = f"{PAPER[name]}" if name in PAPER and preset == "official" else ""
+        lines.append(f"| {name} | {preset} | {ev} | {jv} | {measured} | {per10:.2f} | {floor:.2f} | {per10 / floor:.2f} | "
+                     f"{mem / 2**20:.0f} | {paper} |")
+    base = {p: next((r[5] for r in rows if r[0] == "guidance_norm" and r[1] == p), None) for p in args.presets}
+    lines += ["", "Time relative to the guidance norm of the same preset (the paper: anisotropy 2.75x, sharpness 13.5x):", ""]
+    for name, preset, *_, per10, _, _ in rows:
+        if base.get(preset):
+            lines.append(f"- {name} ({preset}): {per10 / base[preset]:.1f}x")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

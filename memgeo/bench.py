@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .detect import (
+    caption_baseline_row,
     GuidanceNormTracker,
     KappaDeltaTracker,
     auroc,
@@ -175,6 +176,7 @@ def run_leaderboards(
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                             progress=progress)
+    rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the text alone gives away
     head = (f"(b) testbed: {sum(labels)} memorized (by generation) vs {len(labels) - sum(labels)} ordinary and held-out "
             f"prompts, {seeds} seeds; prompts: {counts}")
     table = format_leaderboard(rows, title=head)

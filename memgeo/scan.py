@@ -303,6 +303,16 @@ def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, d
         if len(rows) < n_p * n_s or not ok.all():
             line += f"  ({n_p * n_s - len(rows)} rows missing, {int((~ok).sum())} prompts undefined)"
         lines.append(line)
+    if labelled and min(labels.count(0), labels.count(1)) >= 2:
+        from .confound import caption_baseline
+
+        base = caption_baseline([p.text for p in result.prompts], labels)
+        metrics_note = (f"caption-only baseline (character 2-4-gram TF-IDF + logistic regression, {base['folds']}-fold "
+                        f"cross-validated, no model): AUROC {base['auroc']:.3f} per prompt")
+        lines += ["", metrics_note]
+        if base["auroc"] >= 0.9:
+            lines.append("  the prompt sets can be told apart by their text alone: a signal's AUROC on them does not "
+                         "show that it measures memorization")
     return "\n".join(lines), metrics
 
 

@@ -23,7 +23,9 @@ from .metrics import detection_metrics
 from .sampling import initial_noise
 from .signals import GENERATION_SIGNALS, SIGNALS
 
-__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard"]
+__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row"]
+
+CAPTION_BASELINE = "caption-only baseline"
 
 
 @dataclass
@@ -99,6 +101,23 @@ def evaluate_signals(
                                    float(np.median(times[1:])), convention, s, y))
     bar.close()
     return rows
+
+
+def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "strict") -> LeaderboardRow:
+    """The caption-only classifier (:func:`memgeo.confound.caption_baseline`) as a leaderboard row.
+
+    Its out-of-fold score of each prompt stands for every one of its ``seeds`` generations; it uses
+    no model (0 evaluations).
+    """
+    from ..confound import caption_baseline
+
+    t0 = time.perf_counter()
+    res = caption_baseline(texts, labels)
+    seconds = (time.perf_counter() - t0) / len(texts)
+    s = np.repeat(res["scores"], seeds)
+    y = np.repeat(np.asarray(labels, dtype=int), seeds)
+    m = detection_metrics(y, s, convention=convention)
+    return LeaderboardRow(CAPTION_BASELINE, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], 0, 0, seconds, convention, s, y)
 
 
 def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:

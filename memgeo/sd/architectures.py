@@ -46,8 +46,10 @@ def sd_v1_random_model(*, sample_size: int = 64, device: str | torch.device = "c
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**{**SD_V1_UNET_CONFIG, "sample_size": sample_size})
         text_encoder = CLIPTextModel(CLIPTextConfig(**VIT_L14_TEXT_CONFIG))
-    unet = unet.to(device, weights_dtype).eval().requires_grad_(False)
-    text_encoder = text_encoder.to(device, weights_dtype).eval().requires_grad_(False)
+    for module in (unet, text_encoder):
+        module.to(device).eval().requires_grad_(False)
+        if weights_dtype != torch.float32:
+            module.to(dtype=weights_dtype)
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = build_tokenizer(tmp)
 

@@ -1,6 +1,6 @@
 """Memorization signals and detection metrics, written once against the score-model interface."""
 
-from .metrics import CONVENTIONS, auroc, detection_metrics, roc_curve, tpr_at_fpr
+from .metrics import CONVENTIONS, auroc, bootstrap_metrics, detection_metrics, roc_curve, tpr_at_fpr
 from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
 from .leaderboard import LeaderboardRow, caption_baseline_row, evaluate_signals, format_leaderboard
 from .presets import PRESET_NAMES, PRESETS
@@ -24,7 +24,7 @@ from .signals import (
 )
 
 __all__ = [
-    "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "CONVENTIONS",
+    "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "GENERATION_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",

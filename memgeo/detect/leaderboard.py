@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from .metrics import detection_metrics
+from .metrics import bootstrap_metrics, detection_metrics
 from .sampling import initial_noise
 from .signals import GENERATION_SIGNALS, SIGNALS
 
@@ -40,6 +40,7 @@ class LeaderboardRow:
     convention: str
     scores: np.ndarray
     labels: np.ndarray
+    intervals: dict | None = None  # 95% bootstrap intervals over prompts: {"auroc": (lo, hi), "tpr@1%fpr": ...}
 
 
 def evaluate_signals(
@@ -97,8 +98,9 @@ def evaluate_signals(
         s = np.concatenate(scores)
         y = np.array(y)
         m = detection_metrics(y, s, convention=convention)
+        ci = bootstrap_metrics(y, s, groups=np.repeat(np.arange(len(conds)), seeds), convention=convention)
         rows.append(LeaderboardRow(name, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], res.n_evals, res.n_jvps,
-                                   float(np.median(times[1:])), convention, s, y))
+                                   float(np.median(times[1:])), convention, s, y, ci))
     bar.close()
     return rows
 
@@ -117,20 +119,32 @@ def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "st
     s = np.repeat(res["scores"], seeds)
     y = np.repeat(np.asarray(labels, dtype=int), seeds)
     m = detection_metrics(y, s, convention=convention)
-    return LeaderboardRow(CAPTION_BASELINE, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], 0, 0, seconds, convention, s, y)
+    ci = bootstrap_metrics(y, s, groups=np.repeat(np.arange(len(texts)), seeds), convention=convention)
+    return LeaderboardRow(CAPTION_BASELINE, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], 0, 0, seconds, convention, s, y, ci)
 
 
 def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
-    """A markdown table of the rows, with cost ratios to the guidance norm where it is present."""
+    """A markdown table of the rows (with 95% bootstrap intervals over prompts where computed), and
+    cost ratios to the guidance norm where it is present."""
     base = next((r for r in rows if r.signal == "guidance_norm"), None)
     conv = rows[0].convention if rows else "strict"
     head = f"| signal | AUROC | TPR@1%FPR ({conv}) | TPR@3%FPR ({conv}) | evals/sample | JVPs/sample | s/condition |"
     if base:
         head += " time / guidance norm |"
     lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def cell(r, key, value):
+        if r.intervals is None:
+            return f"{value:.3f}"
+        lo, hi = r.intervals[key]
+        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
     for r in rows:
-        line = f"| {r.signal} | {r.auroc:.3f} | {r.tpr1:.3f} | {r.tpr3:.3f} | {r.n_evals} | {r.n_jvps} | {r.seconds:.3f} |"
+        line = (f"| {r.signal} | {cell(r, 'auroc', r.auroc)} | {cell(r, 'tpr@1%fpr', r.tpr1)} | "
+                f"{cell(r, 'tpr@3%fpr', r.tpr3)} | {r.n_evals} | {r.n_jvps} | {r.seconds:.3f} |")
         if base:
             line += f" {r.seconds / base.seconds:.1f} |"
         lines.append(line)
+    if any(r.intervals is not None for r in rows):
+        lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "CONVENTIONS"]
+__all__ = ["auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS"]
 
 CONVENTIONS = ("strict", "nearest")
 
@@ -67,3 +67,35 @@ def detection_metrics(labels, scores, *, convention: str = "strict") -> dict:
         "tpr@3%fpr": tpr_at_fpr(labels, scores, 0.03, convention=convention),
         "convention": convention,
     }
+
+
+def bootstrap_metrics(labels, scores, *, groups=None, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                      convention: str = "strict") -> dict:
+    """Percentile bootstrap intervals of AUROC, TPR@1%FPR and TPR@3%FPR.
+
+    Resamples whole groups (``groups``: one id per score, e.g. the prompt of each generation, so a
+    prompt's seeds move together; each score is its own group by default), with replacement and
+    within each class, so that every replicate has both classes. Returns ``{metric: (low, high)}``
+    at ``level`` and the point estimates under ``"value"``.
+    """
+    y, s = _arrays(labels, scores)
+    g = np.arange(y.size) if groups is None else np.asarray(groups).reshape(-1)
+    if g.size != y.size:
+        raise ValueError(f"groups must hold one id per score ({y.size}), got {g.size}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    ids = {c: np.unique(g[y == c]) for c in (0, 1)}
+    members = {k: np.flatnonzero(g == k) for k in np.unique(g)}
+    rng = np.random.default_rng(seed)
+    reps = {"auroc": [], "tpr@1%fpr": [], "tpr@3%fpr": []}
+    for _ in range(int(n_boot)):
+        pick = np.concatenate([members[k] for c in (0, 1) for k in rng.choice(ids[c], size=ids[c].size)])
+        m = detection_metrics(y[pick], s[pick], convention=convention)
+        for key in reps:
+            reps[key].append(m[key])
+    a = (1 - level) / 2
+    out = {key: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) for key, v in reps.items()}
+    out["value"] = detection_metrics(y, s, convention=convention)
+    return out

@@ -51,7 +51,8 @@ def test_scan_with_a_reference_prints_a_ranked_flagged_table_and_writes_the_repo
     text = capsys.readouterr().out
     assert "thresholds from 30 reference prompts at FPR 0.1" in text
     assert "prompts ranked by anisotropy" in text and "(5 more in the report file)" in text
-    rows = list(csv.DictReader(open(tmp_path / "rep.csv")))
+    with open(tmp_path / "rep.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
     assert len(rows) == 25 and [int(r["rank"]) for r in rows] == list(range(1, 26))
     means = [float(r["mean"]) for r in rows]
     assert means == sorted(means, reverse=True)

@@ -96,6 +96,8 @@ def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
             assert int(copies.sum()) == 0, (p["text"], dist)
 
 
+# guided samples of the exact mixture do have LID > d at t = 1: the warning is right, and expected here
+@pytest.mark.filterwarnings("ignore:FLIPD at t = 1 is above the ambient dimension")
 def test_leaderboard_end_to_end_reduced(tmp_path):
     from memgeo.bench import run_leaderboards
 

@@ -18,6 +18,7 @@ import torch
 
 from .detect import (
     caption_baseline_row,
+    rate_correlation,
     GuidanceNormTracker,
     KappaDeltaTracker,
     auroc,
@@ -29,10 +30,24 @@ from .detect import (
 )
 
 __all__ = [
-    "testbed_labels", "trajectory_traces", "per_step_auroc", "trajectory_auroc", "run_leaderboards",
+    "testbed_labels", "memorization_rates", "trajectory_traces", "per_step_auroc", "trajectory_auroc", "run_leaderboards",
     "draw_trajectory_auroc", "plot_trajectory_auroc", "mitigation_tradeoff", "digit_classifier",
     "preset_comparison", "format_preset_comparison",
 ]
+
+
+def memorization_rates(meta: dict, texts) -> list[float]:
+    """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``):
+    ``target_rate`` for duplicated prompts, ``copy_rate`` for the others."""
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    out = []
+    for t in texts:
+        p = by_text[t]
+        rate = p.get("target_rate", p.get("copy_rate")) if p.get("target") is not None else p.get("copy_rate")
+        if rate is None:
+            raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
+        out.append(float(rate))
+    return out
 
 
 def testbed_labels(meta: dict, *, min_rate: float = 0.5) -> tuple[list[str], list[int], dict]:
@@ -177,6 +192,9 @@ def run_leaderboards(
     rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                             progress=progress)
     rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the text alone gives away
+    rates = memorization_rates(meta, texts)
+    for r in rows:
+        r.spearman = rate_correlation(r, rates, seeds=seeds)
     head = (f"(b) testbed: {sum(labels)} memorized (by generation) vs {len(labels) - sum(labels)} ordinary and held-out "
             f"prompts, {seeds} seeds; prompts: {counts}")
     table = format_leaderboard(rows, title=head)

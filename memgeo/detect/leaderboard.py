@@ -23,7 +23,7 @@ from .metrics import bootstrap_metrics, detection_metrics
 from .sampling import initial_noise
 from .signals import GENERATION_SIGNALS, SIGNALS
 
-__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row"]
+__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation"]
 
 CAPTION_BASELINE = "caption-only baseline"
 
@@ -41,6 +41,19 @@ class LeaderboardRow:
     scores: np.ndarray
     labels: np.ndarray
     intervals: dict | None = None  # 95% bootstrap intervals over prompts: {"auroc": (lo, hi), "tpr@1%fpr": ...}
+    spearman: float | None = None  # rank correlation of the per-prompt score with the memorization rate
+
+
+def rate_correlation(row: LeaderboardRow, rates, *, seeds: int) -> float:
+    """Spearman correlation of a row's per-prompt score (mean over its ``seeds``) with per-prompt
+    memorization rates (the fraction of a prompt's generations that copy; graded ground truth)."""
+    from scipy.stats import spearmanr
+
+    per_prompt = np.asarray(row.scores, dtype=float).reshape(-1, seeds).mean(1)
+    rates = np.asarray(rates, dtype=float).reshape(-1)
+    if per_prompt.size != rates.size:
+        raise ValueError(f"rates must hold one rate per prompt ({per_prompt.size}), got {rates.size}")
+    return float(spearmanr(per_prompt, rates).statistic)
 
 
 def evaluate_signals(
@@ -131,6 +144,9 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
     head = f"| signal | AUROC | TPR@1%FPR ({conv}) | TPR@3%FPR ({conv}) | evals/sample | JVPs/sample | s/condition |"
     if base:
         head += " time / guidance norm |"
+    graded = any(r.spearman is not None for r in rows)
+    if graded:
+        head += " Spearman with memorization rate |"
     lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
 
     def cell(r, key, value):
@@ -144,6 +160,8 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
                 f"{cell(r, 'tpr@3%fpr', r.tpr3)} | {r.n_evals} | {r.n_jvps} | {r.seconds:.3f} |")
         if base:
             line += f" {r.seconds / base.seconds:.1f} |"
+        if graded:
+            line += f" {'' if r.spearman is None else f'{r.spearman:.3f}'} |"
         lines.append(line)
     if any(r.intervals is not None for r in rows):
         lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]

@@ -80,3 +80,17 @@ def test_bootstrap_resamples_whole_groups():
     assert 0 <= out["auroc"][0] <= out["value"]["auroc"] <= out["auroc"][1] <= 1
     with pytest.raises(ValueError, match="groups must hold one id per score"):
         bootstrap_metrics(y, s, groups=groups[:3])
+
+
+def test_rate_correlation_is_spearman_of_the_per_prompt_mean():
+    from scipy.stats import spearmanr
+
+    from memgeo.detect import LeaderboardRow, rate_correlation
+
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(12, 3))  # 12 prompts x 3 seeds, flattened prompt-major as the leaderboard stores them
+    rates = rng.uniform(size=12)
+    row = LeaderboardRow("s", 0.5, 0.0, 0.0, 2, 0, 0.0, "strict", scores.ravel(), np.zeros(36))
+    assert rate_correlation(row, rates, seeds=3) == pytest.approx(spearmanr(scores.mean(1), rates).statistic)
+    with pytest.raises(ValueError, match="one rate per prompt"):
+        rate_correlation(row, rates[:5], seeds=3)

@@ -3,7 +3,7 @@
 Each method has one table row per preset. A function resolves its options with :func:`resolve`:
 an argument the caller gives explicitly wins, anything left as ``None`` comes from the preset. The
 tables are documented, parameter by parameter and with the reason memgeo differs, in
-docs/conventions.md ("Presets").
+docs/conventions.md, section 4.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ class ResultStore:
             from filelock import FileLock, Timeout
 
             self.write_path.parent.mkdir(parents=True, exist_ok=True)
-            self._check_header(self.path, create=False)  # refuse a foreign --out before taking any lock
+            self._check_header(self.path)  # refuse a foreign --out before taking any lock
             self._lock = FileLock(str(self.write_path) + ".lock")
             try:
                 self._lock.acquire(timeout=0)
@@ -220,8 +220,8 @@ class ResultStore:
         try:
             for p in [self.path, *self._shards()]:
                 self._load(p, repair=writable and p == self.write_path)
-            if writable:
-                self._check_header(self.write_path, create=True)
+            if writable and _is_empty(self.write_path):
+                self._create_header(self.write_path)
         except BaseException:
             self.close()
             raise
@@ -249,15 +249,17 @@ class ResultStore:
     def _header(self) -> dict:
         return {"format": STORE_FORMAT, "version": STORE_VERSION, "model": self.model}
 
-    def _check_header(self, path: Path, *, create: bool) -> None:
-        """Validate ``path``'s header against this store's model; create it (atomically) if asked and absent."""
+    def _create_header(self, path: Path) -> None:
+        """Write the header as the whole file, atomically (a kill leaves no partial header)."""
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self._header()) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _check_header(self, path: Path) -> None:
+        """Validate ``path``'s header against this store's model (a missing or empty file passes)."""
         if path.is_dir():
             raise IsADirectoryError(f"result file {str(path)!r} is a directory; give a file path")
-        if not path.exists() or path.stat().st_size == 0:
-            if create:
-                tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-                tmp.write_text(json.dumps(self._header()) + "\n", encoding="utf-8")
-                os.replace(tmp, path)
+        if _is_empty(path):
             return
         with open(path, "rb") as fh:
             first = fh.readline()
@@ -285,7 +287,7 @@ class ResultStore:
     def _load(self, path: Path, *, repair: bool) -> None:
         if not path.exists():
             return
-        self._check_header(path, create=False)
+        self._check_header(path)
         raw = path.read_bytes()
         lines = raw.split(b"\n")
         torn = lines.pop()  # the bytes after the last newline: b"" when the file ends cleanly
@@ -346,6 +348,10 @@ class ResultStore:
         for shard in self._shards():
             shard.unlink()
             Path(str(shard) + ".lock").unlink(missing_ok=True)
+
+
+def _is_empty(path: Path) -> bool:
+    return not path.exists() or path.stat().st_size == 0
 
 
 def _model_differs(a: dict, b: dict) -> bool:

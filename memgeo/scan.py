@@ -123,10 +123,6 @@ class ScanResult:
         vals = [np.nan if r is None or r["score"] is None else float(r["score"]) for r in self.rows(signal)]
         return np.array(vals, dtype=float).reshape(len(self.prompts), len(self.config.seeds))
 
-    @property
-    def complete(self) -> bool:
-        return all(r is not None for name in self.config.signals for r in self.rows(name))
-
 
 def model_identity(model) -> dict:
     """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one)."""

@@ -221,7 +221,7 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
     """
     from tqdm.auto import tqdm
 
-    from .detect import SIGNALS, detection_metrics
+    from .detect import GENERATION_SIGNALS, GUIDED_SIGNALS, SIGNALS, detection_metrics
 
     if len(texts) == 0 or len(texts) != len(labels):
         raise ValueError(f"texts must be non-empty and as long as labels, got {len(texts)} and {len(labels)}")
@@ -235,9 +235,9 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
             scores, parts, n_evals = [], {}, 0
             for i, c in enumerate(texts):
                 kw = {"n_steps": n_steps, "preset": preset}
-                if name in ("guidance_norm", "p_laplace", "kappa_delta", "flipd"):
+                if name in GUIDED_SIGNALS:
                     kw["guidance_scale"] = guidance_scale
-                if name in ("p_laplace", "kappa_delta", "flipd"):
+                if name in GENERATION_SIGNALS:
                     kw["generator"] = torch.Generator().manual_seed(i)
                 res = SIGNALS[name](model, c, x_T, **kw)
                 scores.append(res.score.detach().double().numpy())

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import GENERATION_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, initial_noise
+from .detect import GENERATION_SIGNALS, GUIDED_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, initial_noise
 from ._checks import check_int
 from .io import PromptRecord, ResultStore, settings_digest
 
@@ -78,7 +78,7 @@ class ScanConfig:
         kw: dict = {"n_steps": self.n_steps, "preset": self.preset}
         if name == "anisotropy":
             kw["weights"] = self.anisotropy_weights
-        if name in GENERATION_SIGNALS or name == "guidance_norm":
+        if name in GUIDED_SIGNALS:
             kw["guidance_scale"] = self.guidance_scale
         if name == "kappa_delta" and self.n_directions is not None:
             kw["n_directions"] = self.n_directions

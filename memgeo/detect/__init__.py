@@ -7,6 +7,7 @@ from .presets import PRESET_NAMES, PRESETS
 from .signals import (
     ANISOTROPY_WEIGHTS,
     GENERATION_SIGNALS,
+    GUIDED_SIGNALS,
     SIGNALS,
     GuidanceNormTracker,
     KappaDeltaTracker,
@@ -26,7 +27,7 @@ from .signals import (
 __all__ = [
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
-    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "GENERATION_SIGNALS",
+    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "GENERATION_SIGNALS", "GUIDED_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
     "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "nonce_prompts", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

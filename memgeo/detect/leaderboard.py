@@ -21,7 +21,7 @@ import torch
 from .._checks import check_int
 from .metrics import bootstrap_metrics, detection_metrics
 from .sampling import initial_noise
-from .signals import GENERATION_SIGNALS, SIGNALS
+from .signals import GENERATION_SIGNALS, GUIDED_SIGNALS, SIGNALS
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation"]
 
@@ -93,8 +93,9 @@ def evaluate_signals(
 
         def kwargs(i):
             kw = {"n_steps": n_steps, **options.get(name, {})}
-            if name in GENERATION_SIGNALS:
+            if name in GUIDED_SIGNALS:
                 kw.setdefault("guidance_scale", guidance_scale)
+            if name in GENERATION_SIGNALS:
                 kw["generator"] = torch.Generator().manual_seed(i)
             return kw
 
@@ -104,7 +105,7 @@ def evaluate_signals(
             y += [int(lab)] * seeds
             bar.update(1)
         times = []
-        for k in range(timing_repeats + 1):  # the first run warms up and is not counted
+        for _ in range(timing_repeats + 1):  # the first run warms up and is not counted
             t0 = time.perf_counter()
             SIGNALS[name](model, conds[0], x_T, **kwargs(0))
             times.append(time.perf_counter() - t0)

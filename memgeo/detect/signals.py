@@ -37,6 +37,7 @@ __all__ = [
     "combined_score",
     "SIGNALS",
     "GENERATION_SIGNALS",
+    "GUIDED_SIGNALS",
     "ANISOTROPY_WEIGHTS",
 ]
 
@@ -609,6 +610,7 @@ def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, referenc
 
 
 GENERATION_SIGNALS = ("p_laplace", "kappa_delta", "flipd")  # signals that generate (or take) a sample first
+GUIDED_SIGNALS = ("guidance_norm",) + GENERATION_SIGNALS  # signals that take guidance_scale (CFG generation)
 
 SIGNALS = {
     "guidance_norm": guidance_norm,

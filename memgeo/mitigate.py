@@ -28,8 +28,8 @@ import torch
 
 from ._checks import check_int, check_positive
 from .detect.sampling import StepState, guidance_pair
-from .detect.presets import anisotropy_weights, resolve
-from .detect.signals import guidance_alignment, _norm
+from .detect.presets import resolve
+from .detect.signals import _norm, anisotropy_terms
 from .geometry import jvp
 
 __all__ = [
@@ -58,14 +58,12 @@ def condition_embedding(model, cond) -> torch.Tensor:
 
 def _objective(model, emb, x_T, name: str, n_steps: int, weights):
     ts = model.timesteps(n_steps)
-    eu, ec = guidance_pair(model, x_T, int(ts[0]), emb)
-    norm = _norm(ec - eu)
     if name == "guidance_norm":
-        return norm
-    if name == "anisotropy":
-        g_norm, g_cos, _ = anisotropy_weights(weights, model)
-        eu_lo, ec_lo = guidance_pair(model, x_T, int(ts[-3]), emb)
-        return g_norm * norm + g_cos * guidance_alignment(eu_lo, ec_lo - eu_lo)
+        eu, ec = guidance_pair(model, x_T, int(ts[0]), emb)
+        return _norm(ec - eu)
+    if name == "anisotropy":  # the signal's combination with the raw gap norm
+        opts = {"weights": weights, "norm": "raw", "space": "eps"}
+        return anisotropy_terms(model, x_T, emb, int(ts[0]), int(ts[-3]), opts)[0]
     raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
 
 

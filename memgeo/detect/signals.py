@@ -164,18 +164,26 @@ def anisotropy(
     outputs (``"prediction"``, official: :math:`\cos(v_u, v_c - v_u)` on v-prediction models).
     """
     opts = resolve("anisotropy", preset, weights=weights, norm=norm, space=space)
-    g_norm, g_cos, d_ref = anisotropy_weights(opts["weights"], model)
-    if opts["norm"] not in ("reference_size", "raw", "released") or opts["space"] not in ("eps", "prediction"):
-        raise ValueError(f"norm must be 'reference_size', 'raw' or 'released' and space 'eps' or 'prediction', "
-                         f"got {opts['norm']!r} and {opts['space']!r}")
     ts = model.timesteps(n_steps)
     if len(ts) < 3 and t_lo is None:
         raise ValueError("n_steps must be >= 3 to place t_lo at the third-to-last step")
     t_hi = int(ts[0]) if t_hi is None else int(t_hi)
     t_lo = int(ts[-3]) if t_lo is None else int(t_lo)
     with torch.no_grad():
-        eu_hi, ec_hi = guidance_pair(model, x_T, t_hi, cond)
-        eu_lo, ec_lo = guidance_pair(model, x_T, t_lo, cond)
+        v, norm_term, cos_term, (g_norm, g_cos) = anisotropy_terms(model, x_T, cond, t_hi, t_lo, opts)
+    return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo,
+                                                      "weights": (g_norm, g_cos)})
+
+
+def anisotropy_terms(model, x_T: torch.Tensor, cond, t_hi: int, t_lo: int, opts: dict):
+    """The anisotropy combination and its terms ``(value, norm, cos, (g_norm, g_cos))`` under ``opts``
+    (``weights``, ``norm``, ``space``: see :func:`anisotropy`), differentiable in ``x_T`` and ``cond``."""
+    g_norm, g_cos, d_ref = anisotropy_weights(opts["weights"], model)
+    if opts["norm"] not in ("reference_size", "raw", "released") or opts["space"] not in ("eps", "prediction"):
+        raise ValueError(f"norm must be 'reference_size', 'raw' or 'released' and space 'eps' or 'prediction', "
+                         f"got {opts['norm']!r} and {opts['space']!r}")
+    eu_hi, ec_hi = guidance_pair(model, x_T, t_hi, cond)
+    eu_lo, ec_lo = guidance_pair(model, x_T, t_lo, cond)
     norm_term = _norm(ec_hi - eu_hi)
     d = math.prod(x_T.shape[1:])
     if opts["norm"] == "reference_size" and d_ref is not None:
@@ -185,9 +193,7 @@ def anisotropy(
     if opts["space"] == "prediction":
         eu_lo, ec_lo = _raw_prediction(model, eu_lo, x_T, t_lo), _raw_prediction(model, ec_lo, x_T, t_lo)
     cos_term = guidance_alignment(eu_lo, ec_lo - eu_lo)
-    v = g_norm * norm_term + g_cos * cos_term
-    return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo,
-                                                      "weights": (g_norm, g_cos)})
+    return g_norm * norm_term + g_cos * cos_term, norm_term, cos_term, (g_norm, g_cos)
 
 
 def sharpness(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", t: int | None = None,

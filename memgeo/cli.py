@@ -140,6 +140,8 @@ def _testbed_truth(args) -> int:
         raise ValueError(f"--out {str(out)!r} lies inside the installed package ({package}); give a path outside it")
     if out.is_dir():
         raise IsADirectoryError(f"--out {str(out)!r} is a directory; give a file path such as truth.json")
+    if args.no_progress:
+        _no_loading_bars()
     model = load_testbed(path)
     meta = testbed_metadata(path)
     rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,

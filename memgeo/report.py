@@ -80,9 +80,9 @@ def report_rows(result, signal: str, calibration: Calibration | None = None) -> 
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN prompts stay NaN
         mean, spread = np.nanmean(s, axis=1), np.nanstd(s, axis=1)
     rows = []
-    for p, m, sd in zip(result.prompts, mean, spread):
+    for p, m, sd, per_seed in zip(result.prompts, mean, spread, s):
         row = {"prompt": p.text, "source": p.key, "label": p.label, "mean": float(m), "spread": float(sd),
-               "seeds": int(np.isfinite(s[len(rows)]).sum())}
+               "seeds": int(np.isfinite(per_seed).sum())}
         if calibration is not None:
             row["flagged"] = bool(calibration.flags([m])[0])
             row["fpr"] = float(calibration.reference_fpr([m])[0])

@@ -268,30 +268,42 @@ def _sail(model, cond, x_T: torch.Tensor, opts: dict, n_steps: int, generator) -
         eu, ec = guidance_pair(model, z, t, cond)
         return -(ec - eu) / sigma if v_model else ec - eu
 
-    kept: list[torch.Tensor] = []
-    start = x_T.detach().clone()
-    lat = start
-    n_evals, rounds, last = 0, 0, None
-    while len(kept) < S and rounds < max_rounds:
+    def run_round(start, limit):
+        """One round from ``start``: the latents it keeps, in order (at most ``limit``), its last loss and latents."""
         lat = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([lat], lr=opts["lr"])
         recorded = torch.zeros(S, dtype=torch.bool)
+        got, last, evals = [], None, 0
         for _ in range(max_iters):
             with torch.enable_grad():
                 g = gap(lat)
                 unit = g / _norm(g).reshape(-1, *([1] * (g.dim() - 1)))
                 per_sample = _norm(gap(lat + unit)) + lam * _norm(lat)
-            n_evals += 4
+            evals += 4
             new = (per_sample.detach() <= thres) & ~recorded
-            kept += [lat[i].detach().clone() for i in torch.nonzero(new).flatten().tolist()]
+            got += [lat[i].detach().clone() for i in torch.nonzero(new).flatten().tolist()]
             recorded |= new
             last = per_sample.detach()
-            if len(kept) >= S:
+            if len(got) >= limit:
                 break
             opt.zero_grad()
             per_sample.sum().backward()
-            n_evals += 4
+            evals += 4
             opt.step()
+        return got, last, lat, evals
+
+    kept: list[torch.Tensor] = []
+    start = x_T.detach().clone()
+    lat = start
+    n_evals, rounds, last, done = 0, 0, None, None
+    while len(kept) < S and rounds < max_rounds:
+        if rounds % 3 == 0:  # a new start and threshold: compute the round
+            done = run_round(start, S - len(kept))
+            n_evals += done[3]
+        # the two rounds after it start from the same latents with the same threshold: as released,
+        # they keep the same latents again; being deterministic, they are replayed, not recomputed
+        got, last, lat, _ = done
+        kept += got[: S - len(kept)]
         if len(kept) >= S:
             break
         rounds += 1

@@ -233,3 +233,27 @@ def test_official_sail_loop(mix):
         loss.sum().backward()
         opt.step()
     torch.testing.assert_close(one.x_T, lat.detach())
+
+
+def test_official_sail_keeps_the_same_latent_again_in_the_repeated_rounds(mix):
+    """As released: the rounds after a restart start from the same latents, so a latent kept once is kept again."""
+    from memgeo.detect import guidance_pair
+
+    x_T = initial_noise(mix, 3)
+    t = int(mix.timesteps(50)[0])
+
+    def gap(z):
+        u, c = guidance_pair(mix, z, t, 0)
+        return c - u
+
+    g = gap(x_T)
+    loss = gap(x_T + g / g.norm(dim=-1, keepdim=True)).norm(dim=-1) + 0.05 * x_T.norm(dim=-1)
+    best = int(loss.argmin())
+    thres = float(loss.min()) + 1e-9  # only the best latent passes, and only at the first step
+    assert int((loss <= thres).sum()) == 1
+    res = optimize_noise(mix, 0, x_T, preset="official", threshold=thres, max_iters=1)
+    assert bool(res.accepted.all()) and res.iterations == 2  # kept in rounds 0, 1 and 2
+    assert all(torch.equal(res.x_T[i], x_T[best]) for i in range(3))
+    # one round computed (a forward and a backward pass, 4 evaluations each for the batch of 3); the two
+    # repeated rounds are replayed for free (recomputing them would make it 3 * 8 // 3)
+    assert res.n_evals == (4 + 4) // 3

@@ -3,10 +3,12 @@
 Per signal: AUROC, TPR@1%FPR and TPR@3%FPR (strict convention, named in the table), model
 evaluations and JVPs per sample, and wall time per prompt, with time ratios to the guidance norm;
 plus the per-step AUROC curves of the trajectory signals (kappa-delta, guidance norm and their
-combination) as PNG plots. On the testbed, labels come from generation: a memorized prompt counts
-as memorized when most of its generations copy its duplicated target (``memgeo testbed truth``);
-ordinary and held-out prompts are the negatives; memorized-by-construction prompts that the model
-did not memorize are left out and counted.
+combination) as PNG plots. On the testbed, labels come from generation (``memgeo testbed truth``):
+a prompt is memorized when at least half of its generations copy its training canvases, not
+memorized when at most 10% do, whatever it was built as; prompts in between are left out and
+counted. The testbed's tables add per-prompt metrics, one column per kind of memorization, the
+Spearman correlation of each signal with the memorization rate, the caption-only baseline, and
+the memorization rate against duplication.
 """
 
 from __future__ import annotations
@@ -25,51 +27,107 @@ from .detect import (
     combined_score,
     ddim_sample,
     evaluate_signals,
+    format_breakdown,
     format_leaderboard,
     initial_noise,
 )
 
 __all__ = [
-    "testbed_labels", "memorization_rates", "trajectory_traces", "per_step_auroc", "trajectory_auroc", "run_leaderboards",
-    "draw_trajectory_auroc", "plot_trajectory_auroc", "mitigation_tradeoff", "digit_classifier",
+    "testbed_labels", "testbed_kinds", "memorization_rate", "memorization_rates", "duplication_curve",
+    "format_duplication_curve", "plot_duplication_curve", "trajectory_traces", "per_step_auroc", "trajectory_auroc", "run_leaderboards",
+    "draw_trajectory_auroc", "plot_trajectory_auroc", "mitigation_tradeoff", "digit_classifier", "caption_fidelity",
     "preset_comparison", "format_preset_comparison",
 ]
 
 
+def memorization_rate(p: dict) -> float:
+    """A prompt's memorization rate from the testbed's ground truth: ``target_rate`` where the prompt
+    has targets (its own training canvases), else ``copy_rate`` (copies of any training canvas)."""
+    rate = p.get("target_rate", p.get("copy_rate"))
+    if rate is None:
+        raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
+    return float(rate)
+
+
 def memorization_rates(meta: dict, texts) -> list[float]:
-    """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``):
-    ``target_rate`` for duplicated prompts, ``copy_rate`` for the others."""
+    """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``)."""
     by_text = {p["text"]: p for p in meta["prompts"]}
-    out = []
-    for t in texts:
-        p = by_text[t]
-        rate = p.get("target_rate", p.get("copy_rate")) if p.get("target") is not None else p.get("copy_rate")
-        if rate is None:
-            raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
-        out.append(float(rate))
-    return out
+    return [memorization_rate(by_text[t]) for t in texts]
 
 
-def testbed_labels(meta: dict, *, min_rate: float = 0.5) -> tuple[list[str], list[int], dict]:
-    """Evaluation prompts and labels of the testbed from its stored ground truth."""
+def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1) -> tuple[list[str], list[int], dict]:
+    """Evaluation prompts and labels of the testbed, by generation.
+
+    A prompt is memorized (1) when at least ``min_rate`` of its generations copy its training
+    canvases, not memorized (0) when at most ``max_rate`` do, whatever its construction; prompts in
+    between are left out and counted. The counts also say how each class was built.
+    """
+    if not 0 <= max_rate < min_rate <= 1:
+        raise ValueError(f"need 0 <= max_rate < min_rate <= 1, got max_rate={max_rate}, min_rate={min_rate}")
     texts, labels = [], []
-    counts = {"memorized": 0, "not memorized (left out)": 0, "ordinary": 0, "heldout": 0}
+    counts = {"memorized": {}, "not memorized": {}, "left out (rate in between)": 0}
     for p in meta["prompts"]:
-        if p["kind"] == "memorized":
-            rate = p.get("target_rate")
-            if rate is None:
-                raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
-            if rate < min_rate:
-                counts["not memorized (left out)"] += 1
-                continue
-            counts["memorized"] += 1
-            texts.append(p["text"])
-            labels.append(1)
+        rate = memorization_rate(p)
+        kind = p.get("memorization") or p["kind"]
+        if min_rate <= rate:
+            label = "memorized"
+        elif rate <= max_rate:
+            label = "not memorized"
         else:
-            counts[p["kind"]] += 1
-            texts.append(p["text"])
-            labels.append(0)
+            counts["left out (rate in between)"] += 1
+            continue
+        counts[label][kind] = counts[label].get(kind, 0) + 1
+        texts.append(p["text"])
+        labels.append(int(label == "memorized"))
     return texts, labels, counts
+
+
+def testbed_kinds(meta: dict, texts) -> list[str]:
+    """Per prompt, its construction: ``"matching"``, ``"template"``, ``"local"``, ``"ordinary"`` or ``"heldout"``."""
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    return [by_text[t].get("memorization") or by_text[t]["kind"] for t in texts]
+
+
+def duplication_curve(meta: dict) -> list[dict]:
+    """Memorization rate against duplication count, per kind: one row per (kind, count) with the
+    number of prompts, their mean rate, and how many have a rate strictly between 0.1 and 0.9."""
+    rows = {}
+    for p in meta["prompts"]:
+        if not p.get("targets"):
+            continue
+        key = (p.get("memorization") or p["kind"], int(p["duplication"]))
+        rows.setdefault(key, []).append(memorization_rate(p))
+    return [{"kind": k, "duplication": d, "prompts": len(r), "mean_rate": float(np.mean(r)),
+             "graded": int(sum(0.1 < x < 0.9 for x in r))} for (k, d), r in sorted(rows.items())]
+
+
+def format_duplication_curve(rows: list[dict]) -> str:
+    head = "| kind | duplication | prompts | mean memorization rate | rate in (0.1, 0.9) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines += [f"| {r['kind']} | {r['duplication']} | {r['prompts']} | {r['mean_rate']:.3f} | {r['graded']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_duplication_curve(rows: list[dict], path) -> None:
+    """Mean memorization rate against duplication count (log axis), one line per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        rs = [r for r in rows if r["kind"] == kind]
+        ax.plot([r["duplication"] for r in rs], [r["mean_rate"] for r in rs], "o-", label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("copies in training")
+    ax.set_ylabel("memorization rate (generations copying)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("memorization against duplication, testbed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
@@ -184,9 +242,9 @@ def run_leaderboards(
     model = load_testbed(testbed_path)
     meta = testbed_metadata(testbed_path)
     texts, labels, counts = testbed_labels(meta)
-    if max_prompts is not None:  # keep both classes in a reduced run
-        pos = [i for i, lab in enumerate(labels) if lab == 1][: max_prompts // 2]
-        neg = [i for i, lab in enumerate(labels) if lab == 0][: max_prompts - len(pos)]
+    if max_prompts is not None:  # keep both classes in a reduced run, spread over every kind
+        pos = _spread([i for i, lab in enumerate(labels) if lab == 1], max_prompts // 2)
+        neg = _spread([i for i, lab in enumerate(labels) if lab == 0], max_prompts - len(pos))
         keep = sorted(pos + neg)
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
@@ -195,80 +253,50 @@ def run_leaderboards(
     rates = memorization_rates(meta, texts)
     for r in rows:
         r.spearman = rate_correlation(r, rates, seeds=seeds)
-    head = (f"(b) testbed: {sum(labels)} memorized (by generation) vs {len(labels) - sum(labels)} ordinary and held-out "
-            f"prompts, {seeds} seeds; prompts: {counts}")
+    kinds = testbed_kinds(meta, texts)
+    head = (f"(b) testbed, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
+            f"prompts (labels by generation), {seeds} seeds; prompts: {_format_counts(counts)}")
     table = format_leaderboard(rows, title=head)
-    print_fn(table + "\n")
+    from .sd.canvas import KINDS
+
+    groups = {k: [kd == k for kd in kinds] for k in KINDS if any(kd == k and y for kd, y in zip(kinds, labels))}
+    breakdown = format_breakdown(rows, seeds=seeds, groups=groups,
+                                 title="(b) testbed, per prompt (mean score over seeds), and per kind of memorization "
+                                       "(that kind's memorized prompts against every non-memorized prompt)")
+    curve = duplication_curve(meta)
+    plot_duplication_curve(curve, out / "rate_vs_duplication.png")
+    curve_table = format_duplication_curve(curve)
+    print_fn(table + "\n\n" + breakdown + "\n")
     curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                               progress=progress)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
     plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
-    results["testbed"] = {"table": table, "rows": rows, "curves": curves, "counts": counts}
-    (out / "leaderboard.md").write_text(results["mixture"]["table"] + "\n\n" + table + "\n")
-    print_fn(f"tables and plots in {out}/ (leaderboard.md, trajectory_auroc_*.png, roc_testbed.png)")
+    results["testbed"] = {"table": table, "breakdown": breakdown, "rows": rows, "curves": curves, "counts": counts,
+                          "duplication_curve": curve}
+    (out / "leaderboard.md").write_text("\n\n".join([
+        results["mixture"]["table"], table, breakdown,
+        "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
+    ]) + "\n")
+    print_fn(f"tables and plots in {out}/ (leaderboard.md, trajectory_auroc_*.png, roc_testbed.png, "
+             "rate_vs_duplication.png)")
     return results
 
 
-def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50, guidance_scale: float = 7.5,
-                      signals=None, presets=("memgeo", "official"), progress: bool = True) -> list[dict]:
-    """Every signal under every preset, and each anisotropy term alone, on labelled conditions.
-
-    Returns one row per (signal, preset) with the AUROC per generation and per prompt (the score
-    averaged over its seeds), the strict TPR@1%FPR per generation, and the evaluations per sample.
-    Generation signals draw their random directions from a generator seeded by the prompt's index,
-    the same under both presets.
-    """
-    from tqdm.auto import tqdm
-
-    from .detect import GENERATION_SIGNALS, GUIDED_SIGNALS, SIGNALS, detection_metrics
-
-    if len(texts) == 0 or len(texts) != len(labels):
-        raise ValueError(f"texts must be non-empty and as long as labels, got {len(texts)} and {len(labels)}")
-    signals = tuple(signals or SIGNALS)
-    x_T = initial_noise(model, seeds)
-    y_gen = np.repeat(np.asarray(labels), seeds)
-    rows = []
-    bar = tqdm(total=len(signals) * len(presets) * len(texts), desc="presets", disable=not progress)
-    for name in signals:
-        for preset in presets:
-            scores, parts, n_evals = [], {}, 0
-            for i, c in enumerate(texts):
-                kw = {"n_steps": n_steps, "preset": preset}
-                if name in GUIDED_SIGNALS:
-                    kw["guidance_scale"] = guidance_scale
-                if name in GENERATION_SIGNALS:
-                    kw["generator"] = torch.Generator().manual_seed(i)
-                res = SIGNALS[name](model, c, x_T, **kw)
-                scores.append(res.score.detach().double().numpy())
-                n_evals = res.n_evals
-                if name == "anisotropy":  # each term alone, oriented as the combination
-                    for term in ("norm", "cos"):
-                        parts.setdefault(term, []).append(res.extras[term].detach().double().numpy())
-                bar.update(1)
-            entries = [(name, scores)] + [(f"anisotropy: {t} term alone", v) for t, v in parts.items()]
-            for label, vals in entries:
-                s = np.stack(vals)  # [prompts, seeds]
-                ok = np.isfinite(s).all(1)
-                m = detection_metrics(y_gen[np.repeat(ok, seeds)], s[ok].ravel())
-                rows.append({"signal": label, "preset": preset, "auroc_gen": m["auroc"], "tpr1_gen": m["tpr@1%fpr"],
-                             "auroc_prompt": auroc(np.asarray(labels)[ok], s[ok].mean(1)),
-                             "n_evals": n_evals if label == name else None, "undefined": int((~ok).sum())})
-    bar.close()
-    return rows
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced (all of them when there are fewer)."""
+    if n >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, max(n, 0)).round().astype(int)]
 
 
-def format_preset_comparison(rows: list[dict], *, title: str = "") -> str:
-    """A markdown table of :func:`preset_comparison` rows."""
-    lines = [title, ""] if title else []
-    lines += ["| signal | preset | AUROC (per generation) | TPR@1%FPR (strict, per generation) | AUROC (per prompt) | evaluations / sample |",
-              "|---|---|---|---|---|---|"]
-    for r in rows:
-        ev = "" if r["n_evals"] is None else str(r["n_evals"])
-        note = f" ({r['undefined']} prompts undefined)" if r["undefined"] else ""
-        lines.append(f"| {r['signal']} | {r['preset']} | {r['auroc_gen']:.3f} | {r['tpr1_gen']:.3f} | "
-                     f"{r['auroc_prompt']:.3f}{note} | {ev} |")
-    return "\n".join(lines)
+def _format_counts(counts: dict) -> str:
+    parts = []
+    for label in ("memorized", "not memorized"):
+        inner = ", ".join(f"{k} {v}" for k, v in counts[label].items())
+        parts.append(f"{label}: {inner or 'none'}")
+    parts.append(f"left out (rate between): {counts['left out (rate in between)']}")
+    return "; ".join(parts)
 
 
 def digit_classifier(images: torch.Tensor, targets):
@@ -278,6 +306,17 @@ def digit_classifier(images: torch.Tensor, targets):
     clf = LogisticRegression(max_iter=3000, C=1.0)
     clf.fit(images.reshape(len(images), -1).numpy(), np.asarray(targets))
     return clf
+
+
+def caption_fidelity(clf, canvases: torch.Tensor, text: str) -> np.ndarray:
+    """Per generated canvas, the fraction of its four cells whose digit (by ``clf``) is the one the
+    caption names at that position."""
+    from .sd.canvas import canvas_cells, parse_caption
+
+    want = np.array([d for d, _ in parse_caption(text)])
+    cells = canvas_cells(canvases.float().clamp(-1, 1))
+    pred = clf.predict(cells.reshape(-1, 64).numpy()).reshape(len(canvases), 4)
+    return (pred == want[None]).mean(1)
 
 
 def mitigation_tradeoff(
@@ -294,26 +333,23 @@ def mitigation_tradeoff(
 ) -> dict:
     """Memorization rate against prompt fidelity for every mitigation across strengths, on the testbed.
 
-    Memorization rate: fraction of generations for (generation-verified) memorized prompts whose
-    nearest training image is their duplicated target within the ground-truth threshold.
-    Fidelity: accuracy of a digit classifier on the generations (the target's digit for memorized
-    prompts, the named digit for ordinary ones), reported for memorized and ordinary prompts.
+    Memorization rate: fraction of generations of (generation-verified) memorized prompts that copy
+    their training canvases, as the ground truth counts copies. Fidelity: the fraction of canvas
+    cells whose digit (by a digit classifier) is the one the caption names there, for memorized and
+    ordinary prompts.
     """
-    from sklearn.datasets import load_digits
-
     from .mitigate import calibrate_steering, generate
-    from .sd.testbed import build_testbed_data, load_testbed, testbed_metadata, to_images
+    from .sd.testbed import generation_copies, load_testbed, testbed_data, testbed_metadata, to_images
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_testbed(testbed_path)
     meta = testbed_metadata(testbed_path)
     thr = meta["ground_truth"]["threshold"]
-    data = build_testbed_data()
-    flat = data.images.reshape(len(data.images), -1).double()
-    clf = digit_classifier(data.images, load_digits().target)
-    mem = [p for p in meta["prompts"] if p["kind"] == "memorized" and p.get("target_rate", 0) >= 0.5]
-    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized"]
+    data = testbed_data(testbed_path)
+    clf = digit_classifier(data.digits, data.labels)
+    mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p) >= 0.5]
+    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized" and memorization_rate(p) <= 0.1]
     if max_prompts is not None:
         mem, ordinary = mem[: max_prompts // 2], ordinary[:: max(1, len(ordinary) // max(1, max_prompts - max_prompts // 2))]
         ordinary = ordinary[: max_prompts - len(mem)]
@@ -336,14 +372,11 @@ def mitigation_tradeoff(
                     bar.update(1)
                     g = generate(model, p["text"], x_T, method=method, strength=strength, n_steps=n_steps,
                                  guidance_scale=guidance_scale, reference=reference, seed=i)
-                    pix = to_images(g.samples.float()).reshape(seeds, -1).clamp(-1, 1)
-                    pred = clf.predict(pix.numpy())
-                    correct = (pred == p["digit"]).tolist()
+                    canvases = to_images(g.samples.float())
+                    correct = caption_fidelity(clf, canvases, p["text"]).tolist()
                     cost.append(g.n_evals)
                     if group == "mem":
-                        d = torch.cdist(pix.double(), flat)
-                        dist, nn = d.min(1)
-                        rate += ((dist < thr) & (nn == p["target"])).tolist()
+                        rate += generation_copies(data, p, canvases, thr)["target"].tolist()
                         fid_m += correct
                     else:
                         fid_o += correct
@@ -378,8 +411,8 @@ def _plot_tradeoff(rows, path):
     for method in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == method]
         ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "o-", label=method)
-    ax.set_xlabel("memorization rate (copies of the target, memorized prompts)")
-    ax.set_ylabel("fidelity: digit-classifier accuracy (memorized prompts)")
+    ax.set_xlabel("memorization rate (copies of the training canvases, memorized prompts)")
+    ax.set_ylabel("fidelity: cells showing the captioned digit (memorized prompts)")
     ax.set_title("fidelity-memorization trade-off, testbed")
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -33,6 +35,7 @@ import torch
 from memgeo.detect import guidance_alignment, guidance_norm, guidance_pair, initial_noise
 from memgeo.geometry import anisotropy_index, jacobian
 from memgeo.gmm import ConditionalGaussianMixture
+from memgeo.bench import testbed_labels
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
@@ -95,8 +98,9 @@ def alignment_curves(model, conds, x_T, timesteps):
 
 model = load_testbed()
 meta = testbed_metadata()
-tb_mem = [p["text"] for p in meta["prompts"] if p["kind"] == "memorized" and p["target_rate"] >= 0.5][: 4 if FAST else 20]
-tb_ord = [p["text"] for p in meta["prompts"] if p["kind"] != "memorized"][:: 20 if FAST else 4]
+texts, labels, _ = testbed_labels(meta)  # memorized or not by generation
+tb_mem = [t for t, y in zip(texts, labels) if y == 1][: 4 if FAST else 20]
+tb_ord = [t for t, y in zip(texts, labels) if y == 0][:: 20 if FAST else 4]
 x_tb = initial_noise(model, S)
 tb_ts = model.timesteps(10 if FAST else 50)
 
@@ -121,7 +125,7 @@ fig.tight_layout()
 fig.savefig(f"{FIG}/fig2_alignment_and_testbed.png", dpi=110)
 
 # %%
-# anisotropy index of the testbed's learned Hessian (exact Jacobian, 64 JVPs) at its generated samples
+# anisotropy index of the testbed's learned Hessian (exact Jacobian, 256 JVPs) at its generated samples
 from memgeo.detect import ddim_sample
 
 k = 2 if FAST else 6

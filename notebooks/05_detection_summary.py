@@ -16,15 +16,16 @@
 # %% [markdown]
 # # Detection summary on the testbed
 #
-# ROC curves and the leaderboard of every memgeo signal on the testbed: memorized prompts (by
-# generation) against ordinary and held-out prompts, one score per generation. TPR at a target FPR
+# ROC curves and the leaderboard of every memgeo signal on the testbed: prompts memorized by
+# generation (at least half of their generations copy their training canvases) against prompts
+# that are not (at most 10%), one score per generation; then per prompt, per kind of memorization
+# (matching, template, local), and the memorization rate against duplication. TPR at a target FPR
 # uses the strict convention. An AUROC below 0.5 would mean a signal ranks the classes the wrong
 # way round on this model; every curve is shown as measured, never flipped. FLIPD probes at the
-# time its own LID-versus-t curve gives (`flipd_t0`): at the smallest timestep, t = 1, this small
-# network does not resolve the noise around guided samples and the estimate exceeds the ambient
-# dimension, which inverted the signal. The caption-only baseline reads the prompts alone, with no
-# model: on this testbed the memorized captions differ in form from the ordinary ones, and it
-# separates them perfectly.
+# time its own LID-versus-t curve gives (`flipd_t0`). The caption-only baseline reads the prompts
+# alone, with no model: every caption of this testbed comes from one grammar, whichever images
+# were duplicated, so it should sit near chance (0.5). On the community's prompt sets it scores
+# 0.999-1.000.
 
 # %%
 import os
@@ -34,26 +35,32 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from memgeo.bench import testbed_labels
-from memgeo.detect import caption_baseline_row, evaluate_signals, format_leaderboard, roc_curve
+from memgeo.bench import duplication_curve, plot_duplication_curve, testbed_kinds, testbed_labels
+from memgeo.detect import caption_baseline_row, evaluate_signals, format_breakdown, format_leaderboard, roc_curve
+from memgeo.sd.canvas import KINDS
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
 os.makedirs(FIG, exist_ok=True)
 model = load_testbed()
-texts, labels, counts = testbed_labels(testbed_metadata())
+meta = testbed_metadata()
+texts, labels, counts = testbed_labels(meta)
 if FAST:
-    pos = [i for i, y in enumerate(labels) if y == 1][:3]
+    pos = [i for i, y in enumerate(labels) if y == 1][::8][:3]
     neg = [i for i, y in enumerate(labels) if y == 0][::30][:3]
     texts, labels = [texts[i] for i in pos + neg], [labels[i] for i in pos + neg]
+kinds = testbed_kinds(meta, texts)
 seeds = 2 if FAST else 4
 rows = evaluate_signals(model, texts, labels, seeds=seeds, n_steps=10 if FAST else 50)
 rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the captions alone give away
-table = format_leaderboard(rows, title=f"testbed: {sum(labels)} memorized vs {len(labels) - sum(labels)} ordinary prompts")
-print(table)
-with open(f"{FIG}/fig5_leaderboard.md", "w") as fh:  # the table beside the figure
-    fh.write(table + "\n")
+table = format_leaderboard(rows, title=f"testbed, per generation: {sum(labels)} memorized vs "
+                                        f"{len(labels) - sum(labels)} not memorized prompts")
+groups = {k: [kd == k for kd in kinds] for k in KINDS}
+breakdown = format_breakdown(rows, seeds=seeds, groups=groups, title="per prompt, and per kind of memorization")
+print(table + "\n\n" + breakdown)
+with open(f"{FIG}/fig5_leaderboard.md", "w") as fh:  # the tables beside the figure
+    fh.write(table + "\n\n" + breakdown + "\n")
 
 # %%
 fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -67,3 +74,11 @@ ax.set_title("testbed: ROC per generation")
 ax.legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig5_roc_testbed.png", dpi=110)
+
+# %% [markdown]
+# Ground truth: the fraction of generations that copy, against how many times the prompt's images
+# were in training (1 to 32), per kind. Graded rates are what let a detector be ranked by how well
+# it follows memorization, not only whether it separates two classes.
+
+# %%
+plot_duplication_curve(duplication_curve(meta), f"{FIG}/fig5_rate_vs_duplication.png")

@@ -1,6 +1,7 @@
 """Per-step trajectory detection: traces from one generation pass, AUROCs from those traces."""
 
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
@@ -25,3 +26,62 @@ def test_per_step_auroc_from_traces():
     same = trajectory_auroc(mix, conds, labels, **kw)  # seeded: the same generations again
     for name, v in curves.items():
         np.testing.assert_array_equal(same[name], v)
+
+
+def test_testbed_labels_come_from_generation_rates():
+    from memgeo.bench import duplication_curve, memorization_rates, testbed_kinds, testbed_labels
+
+    prompts = [
+        {"text": "a", "kind": "memorized", "memorization": "matching", "duplication": 32, "targets": [0], "target_rate": 0.9, "copy_rate": 0.9},
+        {"text": "b", "kind": "memorized", "memorization": "local", "duplication": 2, "targets": [1], "target_rate": 0.0, "copy_rate": 0.0},
+        {"text": "c", "kind": "memorized", "memorization": "template", "duplication": 8, "targets": [2], "target_rate": 0.3, "copy_rate": 0.3},
+        {"text": "d", "kind": "ordinary", "duplication": 1, "targets": [3], "target_rate": 0.75, "copy_rate": 0.75},
+        {"text": "e", "kind": "heldout", "duplication": 0, "targets": [], "copy_rate": 0.0},
+    ]
+    texts, labels, counts = testbed_labels({"prompts": prompts})
+    assert texts == ["a", "b", "d", "e"] and labels == [1, 0, 1, 0]  # c (0.3) lies in between
+    assert counts["memorized"] == {"matching": 1, "ordinary": 1} and counts["left out (rate in between)"] == 1
+    assert memorization_rates({"prompts": prompts}, ["e", "c"]) == [0.0, 0.3]
+    assert testbed_kinds({"prompts": prompts}, ["a", "d"]) == ["matching", "ordinary"]
+    curve = duplication_curve({"prompts": prompts})
+    assert [(r["kind"], r["duplication"], r["graded"]) for r in curve] == [
+        ("local", 2, 0), ("matching", 32, 0), ("ordinary", 1, 1), ("template", 8, 1)]
+    with pytest.raises(ValueError, match="max_rate"):
+        testbed_labels({"prompts": prompts}, min_rate=0.1, max_rate=0.5)
+    with pytest.raises(ValueError, match="no ground truth"):
+        testbed_labels({"prompts": [{"text": "x", "kind": "ordinary"}]})
+
+
+def test_regroup_per_prompt_and_on_subsets():
+    from memgeo.detect import LeaderboardRow, format_breakdown, regroup
+
+    rng = np.random.default_rng(0)
+    seeds, y = 3, np.array([1, 1, 0, 0, 0, 1])
+    s = rng.normal(size=(6, seeds)) + y[:, None]
+    row = LeaderboardRow("x", 0, 0, 0, 1, 0, 0.1, "strict", s.reshape(-1), np.repeat(y, seeds))
+    p = regroup(row, seeds=seeds, per_prompt=True, n_boot=50)
+    assert p.auroc == roc_auc_score(y, s.mean(1)) and p.labels.tolist() == y.tolist()
+    keep = np.array([True, False, True, True, True, False])
+    k = regroup(row, seeds=seeds, keep=keep, n_boot=50)
+    assert k.auroc == roc_auc_score(np.repeat(y[keep], seeds), s[keep].reshape(-1))
+    text = format_breakdown([row], seeds=seeds, groups={"first": [True] + [False] * 5, "none": [False] * 6})
+    first = regroup(row, seeds=seeds, keep=[True, False, True, True, True, False], per_prompt=True)
+    assert f"{first.auroc:.3f}" in text.splitlines()[-1] and text.splitlines()[-1].endswith("| - |")
+    with pytest.raises(ValueError, match="multiple of seeds"):
+        regroup(row, seeds=4)
+
+
+def test_caption_fidelity_counts_cells_showing_the_captioned_digit():
+    from memgeo.bench import caption_fidelity
+
+    class Stub:  # "classifies" a cell by its mean value: cell value v -> digit round(v * 10) mod 10
+        def predict(self, x):
+            return np.rint(x.mean(1) * 10).astype(int) % 10
+
+    canvases = torch.zeros(2, 16, 16)
+    canvases[0, :8, :8], canvases[0, :8, 8:], canvases[0, 8:, :8], canvases[0, 8:, 8:] = 0.1, 0.2, 0.3, 0.4
+    canvases[1, :8, :8] = 0.1  # one cell right, three show zeros
+    got = caption_fidelity(Stub(), canvases, "thin one, thick two, regular three, thin four")
+    assert got.tolist() == [1.0, 0.25]
+    with pytest.raises(ValueError, match="not a canvas caption"):
+        caption_fidelity(Stub(), canvases, "a dog")

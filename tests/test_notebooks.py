@@ -10,7 +10,7 @@ FIGURES = {
     "02_isotropy_anisotropy": ["fig2_mixture_regimes.png", "fig2_alignment_and_testbed.png", "fig2_testbed_anisotropy_index.png"],
     "03_trajectory": ["fig3_trajectory.png"],
     "04_curvature_lid": ["fig4_curvature_lid.png"],
-    "05_detection_summary": ["fig5_roc_testbed.png"],
+    "05_detection_summary": ["fig5_roc_testbed.png", "fig5_rate_vs_duplication.png"],
 }
 
 

@@ -2,7 +2,15 @@
 
 from .metrics import CONVENTIONS, auroc, bootstrap_metrics, detection_metrics, roc_curve, tpr_at_fpr
 from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
-from .leaderboard import LeaderboardRow, caption_baseline_row, evaluate_signals, format_leaderboard, rate_correlation
+from .leaderboard import (
+    LeaderboardRow,
+    caption_baseline_row,
+    evaluate_signals,
+    format_breakdown,
+    format_leaderboard,
+    rate_correlation,
+    regroup,
+)
 from .presets import PRESET_NAMES, PRESETS
 from .signals import (
     ANISOTROPY_WEIGHTS,
@@ -27,7 +35,8 @@ from .signals import (
 __all__ = [
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
     "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
-    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "GENERATION_SIGNALS", "GUIDED_SIGNALS",
+    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
+    "format_breakdown", "GENERATION_SIGNALS", "GUIDED_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
     "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "nonce_prompts", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
 ]

@@ -12,6 +12,7 @@ process. Ratios to the guidance norm then do not depend on which signal ran firs
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -23,7 +24,8 @@ from .metrics import bootstrap_metrics, detection_metrics
 from .sampling import initial_noise
 from .signals import GENERATION_SIGNALS, GUIDED_SIGNALS, SIGNALS
 
-__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation"]
+__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation",
+           "regroup", "format_breakdown"]
 
 CAPTION_BASELINE = "caption-only baseline"
 
@@ -166,4 +168,60 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
         lines.append(line)
     if any(r.intervals is not None for r in rows):
         lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]
+    return "\n".join(lines)
+
+
+def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = False, n_boot: int = 1000) -> LeaderboardRow:
+    """The row's metrics recomputed on a subset of its prompts (``keep``: a boolean mask or indices
+    over prompts) and/or per prompt (``per_prompt``: each prompt scored by the mean over its seeds).
+
+    Rows hold one score per (prompt, seed), prompt-major, as :func:`evaluate_signals` makes them.
+    """
+    s = np.asarray(row.scores, dtype=float)
+    if s.size % seeds:
+        raise ValueError(f"the row holds {s.size} scores, not a multiple of seeds={seeds}")
+    s = s.reshape(-1, seeds)
+    y = np.asarray(row.labels).reshape(-1, seeds)[:, 0]
+    if keep is not None:
+        s, y = s[np.asarray(keep)], y[np.asarray(keep)]
+    if per_prompt:
+        scores, labels, groups = s.mean(1), y, np.arange(len(y))
+    else:
+        scores, labels, groups = s.reshape(-1), np.repeat(y, seeds), np.repeat(np.arange(len(y)), seeds)
+    m = detection_metrics(labels, scores, convention=row.convention)
+    ci = bootstrap_metrics(labels, scores, groups=groups, convention=row.convention, n_boot=n_boot)
+    return dataclasses.replace(row, auroc=m["auroc"], tpr1=m["tpr@1%fpr"], tpr3=m["tpr@3%fpr"], scores=scores,
+                               labels=labels, intervals=ci)
+
+
+def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, title: str = "") -> str:
+    """Per-prompt metrics of every row, overall and on subsets of the positives.
+
+    ``groups`` maps a column name (a kind of memorization, say) to a boolean mask over prompts
+    selecting that subset's positives; every negative is kept in each column. Cells are per-prompt
+    AUROC with its 95% bootstrap interval; the first two columns are per-prompt AUROC and
+    TPR@1%FPR over every prompt.
+    """
+    conv = rows[0].convention if rows else "strict"
+    names = list(groups)
+    head = (f"| signal | AUROC per prompt | TPR@1%FPR per prompt ({conv}) | "
+            + " | ".join(f"AUROC: {n}" for n in names) + " |")
+    lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def ci(r, key, value):
+        lo, hi = r.intervals[key]
+        return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+    for r in rows:
+        p = regroup(r, seeds=seeds, per_prompt=True)
+        cells = [ci(p, "auroc", p.auroc), ci(p, "tpr@1%fpr", p.tpr1)]
+        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
+        for n in names:
+            keep = (y == 0) | np.asarray(groups[n], dtype=bool)
+            if keep[y == 1].sum() == 0:
+                cells.append("-")
+                continue
+            k = regroup(r, seeds=seeds, keep=keep, per_prompt=True)
+            cells.append(ci(k, "auroc", k.auroc))
+        lines.append(f"| {r.signal} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["CanvasData", "build_canvas_data", "canvas_caption", "to_canvas_latents", "from_canvas_latents",
+__all__ = ["CanvasData", "build_canvas_data", "canvas_caption", "parse_caption", "canvas_cells", "to_canvas_latents", "from_canvas_latents",
            "POSITIONS", "KINDS", "DUPLICATION_LADDER"]
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -49,6 +49,29 @@ def from_canvas_latents(latents: torch.Tensor) -> torch.Tensor:
 def canvas_caption(cells) -> str:
     """The one caption grammar: ``cells`` = four (digit, thickness) pairs in position order."""
     return ", ".join(f"{THICKNESS[k]} {DIGITS[d]}" for d, k in cells)
+
+
+def parse_caption(text: str) -> list[tuple[int, int]]:
+    """The inverse of :func:`canvas_caption`: four (digit, thickness) pairs; ``ValueError`` for
+    text outside the grammar."""
+    parts = text.split(", ")
+    cells = []
+    for part in parts:
+        words = part.split(" ")
+        if len(words) != 2 or words[0] not in THICKNESS or words[1] not in DIGITS:
+            cells = None
+            break
+        cells.append((DIGITS.index(words[1]), THICKNESS.index(words[0])))
+    if cells is None or len(cells) != len(POSITIONS):
+        raise ValueError(f"text {text!r} is not a canvas caption (four '<thickness> <digit>' items joined by ', ')")
+    return cells
+
+
+def canvas_cells(canvases: torch.Tensor) -> torch.Tensor:
+    """``[N, 16, 16]`` canvases -> ``[N, 4, 8, 8]`` cells in position order (top left, top right,
+    bottom left, bottom right)."""
+    n = len(canvases)
+    return canvases.reshape(n, 2, 8, 2, 8).permute(0, 1, 3, 2, 4).reshape(n, 4, 8, 8)
 
 
 def _place(images: torch.Tensor, idx) -> torch.Tensor:
@@ -78,6 +101,7 @@ class CanvasData:
         prompts: evaluation prompts ``{"text", "kind" ("memorized" | "ordinary" | "heldout"),
             "memorization" (a kind of :data:`KINDS`, memorized only), "duplication", "targets"
             (canvas indices a copy may match), "mask" (local only)}``.
+        settings: the arguments of :func:`build_canvas_data` that rebuild exactly this data.
     """
 
     digits: torch.Tensor
@@ -86,6 +110,12 @@ class CanvasData:
     labels: torch.Tensor
     items: list[tuple[int, str]]
     prompts: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The distinct training images (the canvases)."""
+        return self.canvases
 
 
 def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary: int = 60, n_heldout: int = 30,
@@ -169,4 +199,6 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     for _ in range(n_heldout):
         _, text = new_caption()
         prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
-    return CanvasData(images, torch.stack(canvases), torch.tensor(layout), torch.tensor(target), items, prompts)
+    settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
+                "n_variants": n_variants, "seed": seed}
+    return CanvasData(images, torch.stack(canvases), torch.tensor(layout), torch.tensor(target), items, prompts, settings)

@@ -1,22 +1,22 @@
 """The memorization testbed: a small text-to-image diffusion model trained here, with known memorized prompts.
 
-Data: the 1797 handwritten digits that ship with scikit-learn (8x8, scaled to [-1, 1]), folded
-space-to-depth into ``4 x 4 x 4`` latents so that, as in Stable Diffusion, each position has a
-4-channel vector.
-
-* Ordinary prompts compose many images each: ``"a {thickness} {slant} digit {name}"`` with
-  stroke-thickness and slant buckets computed from the image (terciles per digit), 90
-  compositions. ``n_heldout`` compositions never appear in training (their images are captioned
-  ``"a digit {name}"``): the held-out ordinary prompts.
-* Memorized prompts are unique captions, each paired with one training image duplicated
-  ``k`` times, ``k`` log-uniform in ``duplication`` (5 to 50 by default), as duplicated images
-  are what Stable Diffusion memorizes.
+Data (:mod:`memgeo.sd.canvas`): 16x16 canvases of four scikit-learn digits, folded
+space-to-depth into ``4 x 8 x 8`` latents (256 numbers) so that, as in Stable Diffusion, each
+position has a 4-channel vector. Every caption comes from one grammar (``"thin seven, thick two,
+regular one, thin zero"``), memorized or not, so the text alone says nothing about memorization.
+Duplication is graded (1 to 32 copies) and of three kinds: matching verbatim, template verbatim
+and local (one region duplicated).
 
 Model: a diffusers ``UNet2DConditionModel`` conditioned through a small ``CLIPTextModel`` (trained
-jointly) on a byte-level ``CLIPTokenizer``; 10% prompt dropout for classifier-free guidance; Stable
-Diffusion's scaled-linear schedule with epsilon prediction. It is saved in the Stable Diffusion
-folder layout (no VAE: the latents are the images) and loaded by
+jointly) on a ``CLIPTokenizer`` whose vocabulary has the grammar's words as single tokens and every
+byte as a fallback; 10% prompt dropout for classifier-free guidance; Stable Diffusion's
+scaled-linear schedule with epsilon prediction. It is saved in the Stable Diffusion folder layout
+(no VAE: the latents are the images) and loaded by
 :meth:`~memgeo.sd.DiffusersScoreModel.from_pretrained`, exactly as SD is.
+
+Ground truth is measured by generation (:func:`memorization_ground_truth`): a generation copies a
+training canvas when each of its four 8x8 cells is nearest to, and within the copy threshold of,
+that canvas's digit image at the same position.
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .canvas import DIGITS, THICKNESS, CanvasData, build_canvas_data, canvas_cells
 
 __all__ = [
     "TESTBED_DIR",
@@ -37,95 +38,33 @@ __all__ = [
     "train_testbed",
     "load_testbed",
     "testbed_metadata",
+    "testbed_data",
     "to_images",
+    "to_latents",
     "memorization_ground_truth",
+    "generation_copies",
+    "copied_cells",
 ]
 
 TESTBED_DIR = Path(__file__).resolve().parent / "testbed_weights"
-DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-THICKNESS = ("thin", "regular", "thick")
-SLANT = ("left-leaning", "upright", "right-leaning")
-_WORDS_A = ("amber", "silent", "northern", "velvet", "copper", "hollow", "crimson", "gentle", "frozen", "golden")
-_WORDS_B = ("harbor", "lantern", "meadow", "archive", "canyon", "orchard", "signal", "voyage", "thistle", "quarry")
+TestbedData = CanvasData
+#: Architecture of the testbed's networks (recorded in ``testbed.json``).
+ARCHITECTURE = {"unet_channels": (64, 128), "text_dim": 64, "text_layers": 2, "max_length": 32}
 
 
 def to_latents(images: torch.Tensor) -> torch.Tensor:
-    """``[N, 8, 8]`` images -> ``[N, 4, 4, 4]`` latents (space-to-depth, a coordinate permutation)."""
-    return torch.nn.functional.pixel_unshuffle(images.reshape(-1, 1, 8, 8), 2)
+    """``[N, H, W]`` images -> ``[N, 4, H/2, W/2]`` latents (space-to-depth, a coordinate permutation)."""
+    return torch.nn.functional.pixel_unshuffle(images.reshape(len(images), 1, *images.shape[-2:]), 2)
 
 
 def to_images(latents: torch.Tensor) -> torch.Tensor:
-    """``[N, 4, 4, 4]`` latents -> ``[N, 8, 8]`` images."""
-    return torch.nn.functional.pixel_shuffle(latents, 2).reshape(-1, 8, 8)
+    """``[N, 4, h, w]`` latents -> ``[N, 2h, 2w]`` images."""
+    return torch.nn.functional.pixel_shuffle(latents, 2)[:, 0]
 
 
-@dataclass
-class TestbedData:
-    """Training set and prompt sets of the testbed.
-
-    Attributes:
-        images: the distinct training images ``[N, 8, 8]`` in [-1, 1].
-        items: training items ``(image index, caption)``, duplicates included.
-        prompts: every evaluation prompt: ``{"text", "kind" ("memorized" | "ordinary" | "heldout"),
-            "target" (image index, memorized only), "duplication", "digit"}``.
-    """
-
-    images: torch.Tensor
-    items: list[tuple[int, str]]
-    prompts: list[dict] = field(default_factory=list)
-
-
-def _attributes(img: np.ndarray) -> tuple[float, float]:
-    """(ink, slant): total ink, and the shear of the stroke (x-y covariance over y variance)."""
-    w = img / max(img.sum(), 1e-9)
-    ys, xs = np.mgrid[0:8, 0:8]
-    my, mx = (w * ys).sum(), (w * xs).sum()
-    cov_xy = (w * (xs - mx) * (ys - my)).sum()
-    var_y = (w * (ys - my) ** 2).sum()
-    return float(img.sum()), float(-cov_xy / max(var_y, 1e-9))  # > 0: top leans right
-
-
-def build_testbed_data(*, n_memorized: int = 50, duplication=(5, 50), n_heldout: int = 10, seed: int = 0) -> TestbedData:
-    """Captions and duplicates for the testbed (deterministic for a seed)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    raw, target = digits.images.astype(np.float64), digits.target
-    images = torch.tensor(raw / 8.0 - 1.0, dtype=torch.float32)  # [0, 16] -> [-1, 1]
-    rng = np.random.default_rng(seed)
-    ink, slant = np.array([_attributes(im) for im in raw]).T
-    thick_b, slant_b = np.zeros(len(raw), int), np.zeros(len(raw), int)
-    for dgt in range(10):  # terciles within each digit
-        m = target == dgt
-        thick_b[m] = np.digitize(ink[m], np.quantile(ink[m], [1 / 3, 2 / 3]))
-        slant_b[m] = np.digitize(slant[m], np.quantile(slant[m], [1 / 3, 2 / 3]))
-    comps = [(d, a, b) for d in range(10) for a in range(3) for b in range(3)]
-    held = {comps[i] for i in rng.choice(len(comps), size=n_heldout, replace=False)}
-
-    def composed(d, a, b):
-        return f"a {THICKNESS[a]} {SLANT[b]} digit {DIGITS[d]}"
-
-    items, prompts = [], []
-    for i in range(len(raw)):
-        c = (int(target[i]), int(thick_b[i]), int(slant_b[i]))
-        items.append((i, f"a digit {DIGITS[c[0]]}" if c in held else composed(*c)))
-    for c in comps:
-        prompts.append({"text": composed(*c), "kind": "heldout" if c in held else "ordinary", "target": None,
-                        "duplication": 0, "digit": c[0]})
-    chosen = rng.choice([i for i in range(len(raw)) if (int(target[i]), int(thick_b[i]), int(slant_b[i])) not in held],
-                        size=n_memorized, replace=False)
-    lo, hi = duplication
-    names = set()
-    for i in chosen:
-        k = int(round(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
-        while True:
-            text = f"{_WORDS_A[rng.integers(10)]} {_WORDS_B[rng.integers(10)]} no. {rng.integers(100, 1000)}"
-            if text not in names:
-                names.add(text)
-                break
-        items += [(int(i), text)] * k
-        prompts.append({"text": text, "kind": "memorized", "target": int(i), "duplication": k, "digit": int(target[i])})
-    return TestbedData(images, items, prompts)
+def build_testbed_data(**kwargs) -> CanvasData:
+    """The testbed's training set and prompts: :func:`~memgeo.sd.canvas.build_canvas_data` (same arguments)."""
+    return build_canvas_data(**kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -147,33 +86,53 @@ def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]
     opt.load_state_dict(sd)
 
 
-def _components(tokenizer_len: int, seed: int):
+def _components(tokenizer_len: int, seed: int, arch: dict):
     from .tiny import build_text_encoder, build_unet, float32_default
 
     with float32_default():
-        text_encoder = build_text_encoder(tokenizer_len, seed=seed)
-        unet = build_unet(in_channels=4, sample_size=4, seed=seed)
+        text_encoder = build_text_encoder(tokenizer_len, hidden_size=arch["text_dim"], layers=arch["text_layers"], seed=seed)
+        unet = build_unet(in_channels=4, sample_size=arch["sample_size"], cross_attention_dim=arch["text_dim"],
+                          block_out_channels=arch["unet_channels"], seed=seed)
     return unet, text_encoder
+
+
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float) -> None:
+    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        "unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
+        "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
+        "optimizer": _flatten_optimizer(opt),
+        "rng": {"generator": gen.get_state()},
+    }
+    for name, t in tensors.items():
+        save_file(t, ckpt / f"{name}.safetensors.tmp")
+        os.replace(ckpt / f"{name}.safetensors.tmp", ckpt / f"{name}.safetensors")
+    (ckpt / "state.json.tmp").write_text(json.dumps({"step": step, "loss": loss}))
+    os.replace(ckpt / "state.json.tmp", ckpt / "state.json")
 
 
 def train_testbed(
     out_dir: str | os.PathLike,
     *,
-    steps: int = 6000,
+    steps: int = 10000,
     batch_size: int = 64,
     lr: float = 1e-3,
     dropout: float = 0.1,
     seed: int = 0,
     checkpoint_every: int = 500,
     progress: bool = True,
-    data: TestbedData | None = None,
+    data: CanvasData | None = None,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
     Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles);
-    a run that is stopped resumes at its last checkpoint and continues bit for bit.
+    a run that is stopped resumes at its last checkpoint and continues bit for bit. ``data``
+    defaults to :func:`build_testbed_data` for ``seed``; its settings are recorded in
+    ``testbed.json`` so that :func:`testbed_data` rebuilds it.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     from .tiny import build_tokenizer, sd_scheduler
@@ -181,10 +140,12 @@ def train_testbed(
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
-    data = data or build_testbed_data(seed=seed)
-    tokenizer = build_tokenizer(ckpt / "vocab")
-    tokenizer.model_max_length = 40
-    unet, text_encoder = _components(len(tokenizer), seed)
+    data = data if data is not None else build_testbed_data(seed=seed)
+    latents = to_latents(data.images)
+    arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
+    tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
+    tokenizer.model_max_length = arch["max_length"]
+    unet, text_encoder = _components(len(tokenizer), seed, arch)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
     schedule = sd_scheduler("epsilon")
@@ -196,14 +157,13 @@ def train_testbed(
     cap_index = {c: i for i, c in enumerate(captions)}
     item_img = torch.tensor([i for i, _ in data.items])
     item_cap = torch.tensor([cap_index[c] for _, c in data.items])
-    latents = to_latents(data.images)
     empty = cap_index[""]
 
     gen = torch.Generator().manual_seed(seed)
-    start = 0
+    start, loss_avg = 0, float("nan")
     if (ckpt / "state.json").exists():
         meta = json.loads((ckpt / "state.json").read_text())
-        start = int(meta["step"])
+        start, loss_avg = int(meta["step"]), float(meta["loss"])
         unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
         text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors"))
         _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors"))
@@ -230,12 +190,10 @@ def train_testbed(
         if (step + 1) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, ckpt / "unet.safetensors")
-            save_file({k: v.contiguous() for k, v in text_encoder.state_dict().items()}, ckpt / "text_encoder.safetensors")
-            save_file(_flatten_optimizer(opt), ckpt / "optimizer.safetensors")
-            save_file({"generator": gen.get_state()}, ckpt / "rng.safetensors")
-            (ckpt / "state.json").write_text(json.dumps({"step": step + 1, "loss": float(np.mean(losses[-50:]))}))
+            loss_avg = float(np.mean(losses[-50:]))
+            _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg)
     bar.close()
+    state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
 
     unet.eval()
     text_encoder.eval()
@@ -249,10 +207,11 @@ def train_testbed(
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
     }, indent=2))
-    state = json.loads((ckpt / "state.json").read_text())
     (out / "testbed.json").write_text(json.dumps({
-        "prompts": data.prompts, "n_training_items": len(data.items), "steps": state["step"], "final_loss": state["loss"],
-        "batch_size": batch_size, "lr": lr, "dropout": dropout, "seed": seed,
+        "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
+        "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
+        "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr, "dropout": dropout,
+        "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
     }, indent=1))
     return out
 
@@ -274,6 +233,24 @@ def testbed_metadata(path: str | os.PathLike | None = None) -> dict:
     return json.loads((path / "testbed.json").read_text())
 
 
+def testbed_data(path: str | os.PathLike | None = None) -> CanvasData:
+    """Rebuild the training set a testbed was trained on, from the settings in its ``testbed.json``."""
+    path = Path(path) if path is not None else TESTBED_DIR
+    spec = testbed_metadata(path).get("data")
+    if not isinstance(spec, dict) or spec.get("builder") != "canvas":
+        raise ValueError(f"the testbed in {str(path)!r} records no canvas data (an older testbed format?); "
+                         "retrain it with `memgeo testbed train`, or pass data= explicitly")
+    return build_canvas_data(**{k: v for k, v in spec.items() if k != "builder"})
+
+
+def _testbed_dir(model) -> Path:
+    path = Path(str(getattr(model, "name", "")))
+    if path.is_dir() and (path / "testbed.json").exists():
+        return path
+    raise ValueError("the model was not loaded from a testbed folder, so its training data is unknown: pass data= "
+                     "(a CanvasData from memgeo.sd.canvas.build_canvas_data)")
+
+
 def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01) -> float:
     """A copy threshold from the training set's own geometry: the ``quantile`` of the distances
     from each distinct image to its nearest other training image."""
@@ -283,43 +260,91 @@ def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01) ->
     return float(torch.quantile(d.min(1).values, quantile))
 
 
+def copied_cells(canvases: torch.Tensor, digits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which training digit each 8x8 cell of each canvas copies.
+
+    Returns ``(copied, distance)``, both ``[N, 4]`` in position order: the index of the nearest
+    training digit image where it is within ``threshold`` (L2 over the cell's 64 pixels), else -1;
+    and the distance to that nearest digit.
+    """
+    n = len(canvases)
+    cells = canvas_cells(canvases).reshape(n * 4, 64).double()
+    d = torch.cdist(cells, digits.reshape(len(digits), -1).double())
+    dist, nn = d.min(1)
+    copied = torch.where(dist < threshold, nn, torch.full_like(nn, -1))
+    return copied.reshape(n, 4), dist.reshape(n, 4)
+
+
 def memorization_ground_truth(
     model,
-    prompts: list[dict],
+    prompts: list[dict] | None = None,
     *,
     seeds: int = 8,
     n_steps: int = 50,
     guidance_scale: float = 7.5,
-    images: torch.Tensor | None = None,
+    data: CanvasData | None = None,
     threshold: float | None = None,
     progress: bool = False,
 ) -> list[dict]:
-    """For each prompt, the fraction of its generations that copy a training image.
+    """For each prompt, the fraction of its generations that copy training images.
 
-    A generation copies image i when i is its nearest training image (L2 in pixel space) and the
-    distance is below ``threshold`` (default: the 1% quantile of the training set's own
-    nearest-neighbour distances). For a memorized prompt, ``target_rate`` counts copies of its
-    duplicated target; ``copy_rate`` counts copies of any training image.
+    A cell (one 8x8 quarter of a generated canvas) copies training digit i when i is its nearest
+    training digit image (L2) within ``threshold`` (default: the 1% quantile of the training digits'
+    own nearest-neighbour distances); a generation copies a training canvas when all four cells copy
+    that canvas's digits at their positions. Per prompt: ``copy_rate`` (copies of any training
+    canvas), ``cell_copy_rate`` (cells copying any training digit) and, for prompts with
+    ``targets``, ``target_rate``: copies of one of its target canvases, or, for ``"local"``
+    prompts, generations whose masked cell copies the duplicated digit.
+
+    ``prompts`` and ``data`` default to the testbed the model was loaded from.
     """
     from tqdm.auto import tqdm
 
     from ..detect import ddim_sample, initial_noise
 
-    if images is None:
-        images = build_testbed_data().images
-    thr = nearest_neighbour_threshold(images) if threshold is None else threshold
-    flat = images.reshape(len(images), -1).double()
+    if data is None:
+        data = testbed_data(_testbed_dir(model))
+    if prompts is None:
+        prompts = data.prompts
+    thr = nearest_neighbour_threshold(data.digits) if threshold is None else float(threshold)
     x_T = initial_noise(model, seeds)
     out = []
     for p in tqdm(prompts, desc="ground truth", disable=not progress):
         gen = ddim_sample(model, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale).denoised
-        pix = to_images(gen.float()).reshape(seeds, -1).double().clamp(-1, 1)
-        d = torch.cdist(pix, flat)
-        dist, nn = d.min(1)
-        copy = dist < thr
-        row = {**p, "copy_rate": float(copy.double().mean()), "median_nn_distance": float(dist.median()), "threshold": thr}
-        if p.get("target") is not None:
-            row["target_rate"] = float((copy & (nn == p["target"])).double().mean())
-            row["median_target_distance"] = float(d[:, p["target"]].median())
+        c = generation_copies(data, p, to_images(gen.float()), thr)
+        row = {**p, "copy_rate": float(c["canvas"].double().mean()), "cell_copy_rate": float(c["cells"].double().mean()),
+               "median_cell_distance": float(c["distance"].median()), "threshold": thr}
+        if "target" in c:
+            row["target_rate"] = float(c["target"].double().mean())
         out.append(row)
     return out
+
+
+def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, threshold: float) -> dict:
+    """What each generated canvas ``[N, 16, 16]`` copies (see :func:`memorization_ground_truth`).
+
+    Returns boolean tensors ``"canvas"`` ``[N]`` (copies some training canvas), ``"cells"``
+    ``[N, 4]`` (each cell copies some training digit) and, when the prompt has targets,
+    ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt); plus
+    ``"distance"`` ``[N, 4]``, each cell's distance to its nearest training digit.
+    """
+    copied, dist = copied_cells(canvases.clamp(-1, 1), data.digits, threshold)
+    layout = data.layout
+    out = {"canvas": (copied[:, None, :] == layout[None]).all(-1).any(1), "cells": copied >= 0, "distance": dist}
+    targets = prompt.get("targets") or []
+    if targets:
+        if prompt.get("memorization") == "local":
+            pos = _mask_position(prompt["mask"])
+            out["target"] = copied[:, pos] == layout[targets[0], pos]
+        else:
+            out["target"] = (copied[:, None, :] == layout[torch.tensor(targets)][None]).all(-1).any(1)
+    return out
+
+
+def _mask_position(mask) -> int:
+    """The position (0..3) of the 8x8 cell a 16x16 mask covers."""
+    m = torch.as_tensor(mask)
+    if m.shape != (16, 16):
+        raise ValueError(f"mask must be a 16x16 list of 0/1 pixel rows, got shape {tuple(m.shape)}")
+    cells = m.reshape(2, 8, 2, 8).permute(0, 2, 1, 3).reshape(4, 64).sum(1)
+    return int(cells.argmax())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -35,23 +36,44 @@ def _byte_characters() -> list[str]:
     return chars
 
 
-def write_byte_vocabulary(folder: str | os.PathLike) -> tuple[Path, Path]:
+def write_byte_vocabulary(folder: str | os.PathLike, words=()) -> tuple[Path, Path]:
     """Write ``vocab.json`` (start/end tokens and the 256 byte characters, each also with ``</w>``)
-    and an empty ``merges.txt``; returns their paths."""
+    and ``merges.txt``; returns their paths.
+
+    Without ``words`` there are no merges: every character is a token. Each of ``words`` (lower-case
+    ASCII letters) gets the chain of merges that makes it one token; any other text still
+    tokenizes, character by character.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     chars = _byte_characters()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    tokens = chars + [c + "</w>" for c in chars]
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        if not re.fullmatch(r"[a-z]+", word):
+            raise ValueError(f"words must be lower-case ASCII letters, got {word!r}")
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        ranks = {m: i for i, m in enumerate(merges)}
+        while len(parts) > 1:  # apply the merges so far (lowest rank first), then add one for what is left
+            pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(parts, parts[1:]))]
+            rank, i = min(pairs)
+            if rank == len(ranks):
+                merges.append((parts[0], parts[1]))
+                ranks[merges[-1]] = rank
+                i = 0
+                tokens.append(parts[0] + parts[1])
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+    tokens = list(dict.fromkeys(tokens)) + ["<|startoftext|>", "<|endoftext|>"]
     vocab = {tok: i for i, tok in enumerate(tokens)}
     (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     return folder / "vocab.json", folder / "merges.txt"
 
 
-def build_tokenizer(workdir: str | os.PathLike):
+def build_tokenizer(workdir: str | os.PathLike, words=()):
     from transformers import CLIPTokenizer
 
-    vocab, merges = write_byte_vocabulary(workdir)
+    vocab, merges = write_byte_vocabulary(workdir, words)
     return CLIPTokenizer(str(vocab), str(merges), model_max_length=77, pad_token="<|endoftext|>")
 
 

@@ -8,10 +8,14 @@ import torch
 
 from memgeo.detect import ddim_sample, initial_noise
 from memgeo.sd import testbed as tb
+from memgeo.sd.canvas import build_canvas_data
 from memgeo.sd.testbed import (
     TESTBED_DIR,
     build_testbed_data,
+    copied_cells,
+    generation_copies,
     load_testbed,
+    memorization_ground_truth,
     nearest_neighbour_threshold,
     to_images,
     to_latents,
@@ -24,26 +28,17 @@ def data():
     return build_testbed_data()
 
 
-def test_prompt_sets(data):
-    kinds = Counter(p["kind"] for p in data.prompts)
-    assert kinds["memorized"] >= 40 and kinds["ordinary"] >= 40 and kinds["heldout"] >= 1
-    captions = Counter(c for _, c in data.items)
-    for p in data.prompts:
-        if p["kind"] == "memorized":  # a unique caption on one image, duplicated k times
-            assert captions[p["text"]] == p["duplication"] >= 5
-            assert {i for i, c in data.items if c == p["text"]} == {p["target"]}
-        elif p["kind"] == "heldout":
-            assert captions[p["text"]] == 0  # a new composition, never seen in training
-        else:
-            assert captions[p["text"]] >= 2  # ordinary prompts compose several images
-    dups = sorted(p["duplication"] for p in data.prompts if p["kind"] == "memorized")
-    assert dups[0] <= 10 and dups[-1] >= 40  # memorization strength varies
-    assert data.images.shape == (1797, 8, 8) and float(data.images.min()) == -1.0 and float(data.images.max()) == 1.0
+def test_the_testbed_is_built_on_canvas_data(data):
+    assert data.images.shape[1:] == (16, 16) and len(data.images) == len(data.layout)
+    assert float(data.images.min()) == -1.0 and float(data.images.max()) == 1.0
+    kinds = Counter(p.get("memorization") or p["kind"] for p in data.prompts)
+    assert all(kinds[k] >= 10 for k in ("matching", "template", "local", "ordinary", "heldout"))
+    assert build_canvas_data(**data.settings).items == data.items  # the recorded settings rebuild it
 
 
 def test_latents_are_a_permutation_of_pixels(data):
     lat = to_latents(data.images[:5])
-    assert lat.shape == (5, 4, 4, 4)
+    assert lat.shape == (5, 4, 8, 8)
     torch.testing.assert_close(to_images(lat), data.images[:5])
     torch.testing.assert_close(lat.flatten(1).norm(dim=-1), data.images[:5].flatten(1).norm(dim=-1))
 
@@ -54,8 +49,40 @@ def test_nearest_neighbour_threshold():
     assert nearest_neighbour_threshold(imgs, 0.0) == pytest.approx(0.5)
 
 
+def test_copies_are_counted_cell_by_cell(data):
+    thr = nearest_neighbour_threshold(data.digits)
+    copied, dist = copied_cells(data.canvases[:6], data.digits, thr)
+    assert torch.equal(copied, data.layout[:6]) and float(dist.max()) == 0.0  # training canvases copy themselves
+    by_kind = {p["memorization"]: p for p in data.prompts if p.get("memorization")}
+    gen = torch.Generator().manual_seed(0)
+    for kind, p in by_kind.items():
+        exact = data.canvases[p["targets"][-1]][None]
+        noisy = (exact + 0.9 * torch.randn(exact.shape, generator=gen)).clamp(-1, 1)
+        c = generation_copies(data, p, torch.cat([exact, noisy]), thr)
+        assert c["target"].tolist() == [True, False] and c["canvas"].tolist() == [True, False]
+    local = by_kind["local"]
+    keep = torch.tensor(local["mask"], dtype=torch.bool)
+    part = torch.where(keep, data.canvases[local["targets"][0]], torch.zeros(16, 16))[None]  # only the duplicated cell
+    c = generation_copies(data, local, part, thr)
+    assert c["target"].tolist() == [True] and c["canvas"].tolist() == [False]
+    assert int(c["cells"].sum()) == 1
+    template = by_kind["template"]
+    for i in template["targets"]:  # any variant counts for a template prompt
+        assert generation_copies(data, template, data.canvases[i][None], thr)["target"].item()
+    other = next(i for i in range(len(data.canvases)) if i not in template["targets"])
+    assert not generation_copies(data, template, data.canvases[other][None], thr)["target"].item()
+
+
+def test_mask_positions():
+    from memgeo.sd.canvas import _mask
+
+    assert [tb._mask_position(_mask(q)) for q in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="16x16"):
+        tb._mask_position([[1] * 8] * 8)
+
+
 def test_training_resumes_bit_for_bit(tmp_path):
-    small = build_testbed_data(n_memorized=3, n_heldout=2)
+    small = build_testbed_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
     train_testbed(tmp_path / "a", steps=4, batch_size=8, checkpoint_every=2, progress=False, data=small)
     train_testbed(tmp_path / "b", steps=2, batch_size=8, checkpoint_every=2, progress=False, data=small)
     train_testbed(tmp_path / "b", steps=4, batch_size=8, checkpoint_every=2, progress=False, data=small)  # resumes at 2
@@ -64,36 +91,56 @@ def test_training_resumes_bit_for_bit(tmp_path):
     a = load_file(tmp_path / "a/unet/diffusion_pytorch_model.safetensors")
     b = load_file(tmp_path / "b/unet/diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((tmp_path / "b/testbed.json").read_text())["steps"] == 4
+    meta = json.loads((tmp_path / "b/testbed.json").read_text())
+    assert meta["steps"] == 4 and meta["data"] == {"builder": "canvas", **small.settings}
+    assert tb.testbed_data(tmp_path / "b").items == small.items  # the data is rebuilt from testbed.json
     model = load_testbed(tmp_path / "b")  # the trained folder loads through the SD path
-    assert model.event_shape == (4, 4, 4)
+    assert model.event_shape == (4, 8, 8)
+    rows = memorization_ground_truth(model, seeds=2, n_steps=3)  # data and prompts come from the folder
+    assert len(rows) == len(small.prompts) and all(0 <= r["copy_rate"] <= 1 for r in rows)
+    assert all("target_rate" in r for r in rows if r["targets"])
+
+
+def test_grammar_words_are_single_tokens(tmp_path):
+    from memgeo.sd.canvas import DIGITS, THICKNESS
+    from memgeo.sd.tiny import build_tokenizer
+
+    tok = build_tokenizer(tmp_path, words=DIGITS + THICKNESS)
+    ids = tok("regular three, thick seven, thin eight, regular zero").input_ids
+    assert len(ids) == 2 + 4 * 2 + 3  # start, 8 words, 3 commas, end
+    text = "thinner sevens, café"  # anything else still tokenizes, byte by byte
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True).replace(" ,", ",") == text
 
 
 def test_shipped_weights_load_through_the_sd_path():
     assert (TESTBED_DIR / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    size = sum(f.stat().st_size for f in TESTBED_DIR.rglob("*") if f.is_file())
+    assert size <= 20 * 2**20
     model = load_testbed()
-    assert model.event_shape == (4, 4, 4) and model.prediction_type == "epsilon"
+    assert model.event_shape == (4, 8, 8) and model.prediction_type == "epsilon"
     meta = tb.testbed_metadata()
-    assert all("target_rate" in p for p in meta["prompts"] if p["kind"] == "memorized")
+    for p in meta["prompts"]:
+        assert "copy_rate" in p and ("target_rate" in p) == bool(p["targets"])
+        if p["kind"] == "memorized":
+            assert p["memorization"] in ("matching", "template", "local")
+            assert ("mask" in p) == (p["memorization"] == "local")
 
 
 def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
     model = load_testbed()
     meta = tb.testbed_metadata()
     thr = meta["ground_truth"]["threshold"]
-    flat = data.images.reshape(len(data.images), -1).double()
-    mem = sorted((p for p in meta["prompts"] if p["kind"] == "memorized"), key=lambda p: -p["duplication"])[:3]
-    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized"][::30][:3]
+    mem = sorted((p for p in meta["prompts"] if p["kind"] == "memorized"), key=lambda p: -p["target_rate"])[:3]
+    ordinary = [p for p in meta["prompts"] if p["kind"] == "ordinary" and p["target_rate"] == 0][:3]
+    assert mem[-1]["target_rate"] >= 0.875 and len(ordinary) == 3
     x_T = initial_noise(model, [100, 101, 102, 103])  # seeds unseen by the stored ground truth
     for p in mem + ordinary:
         gen = ddim_sample(model, p["text"], x_T, n_steps=50).denoised
-        d = torch.cdist(to_images(gen.float()).reshape(4, -1).double().clamp(-1, 1), flat)
-        dist, nn = d.min(1)
-        copies = dist < thr
+        hits = int(generation_copies(data, p, to_images(gen.float()), thr)["target"].sum())
         if p["kind"] == "memorized":
-            assert int((copies & (nn == p["target"])).sum()) >= 3, (p["text"], dist, nn, p["target"])
+            assert hits >= 2, (p["text"], hits)
         else:
-            assert int(copies.sum()) == 0, (p["text"], dist)
+            assert hits == 0, (p["text"], hits)
 
 
 # guided samples of the exact mixture do have LID > d at t = 1: the warning is right, and expected here
@@ -107,6 +154,9 @@ def test_leaderboard_end_to_end_reduced(tmp_path):
     for name in ("guidance_norm", "anisotropy", "sharpness", "p_laplace", "kappa_delta", "flipd"):
         assert f"| {name} |" in res["testbed"]["table"] and f"| {name} |" in res["mixture"]["table"]
     assert "strict" in text and (tmp_path / "leaderboard.md").exists()
-    for png in ("trajectory_auroc_mixture.png", "trajectory_auroc_testbed.png", "roc_testbed.png"):
+    assert "AUROC per prompt" in res["testbed"]["breakdown"] and "TPR@1%FPR per prompt" in res["testbed"]["breakdown"]
+    assert "| caption-only baseline |" in res["testbed"]["table"]
+    assert {r["kind"] for r in res["testbed"]["duplication_curve"]} >= {"matching", "template", "local"}
+    for png in ("trajectory_auroc_mixture.png", "trajectory_auroc_testbed.png", "roc_testbed.png", "rate_vs_duplication.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert len(res["testbed"]["curves"]["combined"]) == 6

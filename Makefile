@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 run: install
-	$(PY) -m memgeo bench --seeds 2 --max-prompts 40
+	$(PY) -m memgeo bench --seeds 2 --max-prompts 10 --mixture-conditions 10
 
 test: install
 	$(PY) -m pytest -q -n 2

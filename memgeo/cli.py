@@ -118,7 +118,8 @@ def _testbed_train(args) -> int:
     from .sd.testbed import train_testbed
 
     out = train_testbed(args.out, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                        batch_size=args.batch_size, progress=not args.no_progress)
+                        batch_size=args.batch_size, progress=not args.no_progress,
+                        mitigate_threshold=args.mitigate_threshold)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -301,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=500)
+    train.add_argument("--mitigate-threshold", type=float, metavar="X",
+                       help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
+                            "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_testbed_train)
     truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")

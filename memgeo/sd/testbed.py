@@ -96,7 +96,7 @@ def _components(tokenizer_len: int, seed: int, arch: dict):
     return unet, text_encoder
 
 
-def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float) -> None:
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None) -> None:
     """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically."""
     from safetensors.torch import save_file
 
@@ -109,7 +109,7 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
     for name, t in tensors.items():
         save_file(t, ckpt / f"{name}.safetensors.tmp")
         os.replace(ckpt / f"{name}.safetensors.tmp", ckpt / f"{name}.safetensors")
-    (ckpt / "state.json.tmp").write_text(json.dumps({"step": step, "loss": loss}))
+    (ckpt / "state.json.tmp").write_text(json.dumps({"step": step, "loss": loss, **(extra or {})}))
     os.replace(ckpt / "state.json.tmp", ckpt / "state.json")
 
 
@@ -124,6 +124,7 @@ def train_testbed(
     checkpoint_every: int = 500,
     progress: bool = True,
     data: CanvasData | None = None,
+    mitigate_threshold: float | None = None,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -131,7 +132,19 @@ def train_testbed(
     a run that is stopped resumes at its last checkpoint and continues bit for bit. ``data``
     defaults to :func:`build_testbed_data` for ``seed``; its settings are recorded in
     ``testbed.json`` so that :func:`testbed_data` rebuilds it.
+
+    ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
+    unconditional prediction of the batch is computed as well (one more forward pass, no
+    gradient), and a sample whose guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|``
+    (L2 over the latent) is at least the threshold is left out of the loss. The batches drawn are
+    the same as without mitigation (same seed, same generator), so the two runs differ only by
+    the samples left out; how many were left out, of duplicated and of single captions, is
+    recorded in ``testbed.json`` under ``"mitigation"``.
     """
+    if mitigate_threshold is not None:
+        mitigate_threshold = float(mitigate_threshold)
+        if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
+            raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
@@ -159,11 +172,22 @@ def train_testbed(
     item_cap = torch.tensor([cap_index[c] for _, c in data.items])
     empty = cap_index[""]
 
+    from collections import Counter
+
+    copies = Counter(c for _, c in data.items)
+    item_dup = torch.tensor([copies[c] > 1 for _, c in data.items])
+    dropped = {"duplicated": 0, "single": 0, "unconditional": 0}
+
     gen = torch.Generator().manual_seed(seed)
     start, loss_avg = 0, float("nan")
     if (ckpt / "state.json").exists():
         meta = json.loads((ckpt / "state.json").read_text())
+        if meta.get("mitigate_threshold") != mitigate_threshold:
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
+                             f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
+                             "setting, or train into another folder")
         start, loss_avg = int(meta["step"]), float(meta["loss"])
+        dropped.update(meta.get("dropped", {}))
         unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
         text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors"))
         _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors"))
@@ -181,19 +205,36 @@ def train_testbed(
         a = abar[t].reshape(-1, 1, 1, 1)
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap])[0]).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        if mitigate_threshold is not None:
+            with torch.no_grad():
+                uncond = unet(x_t, t, encoder_hidden_states=text_encoder(ids[[empty]])[0].expand(batch_size, -1, -1)).sample
+                keep = (pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold
+            left = ~keep
+            dropped["unconditional"] += int((left & (cap == empty)).sum())
+            dropped["duplicated"] += int((left & (cap != empty) & item_dup[j]).sum())
+            dropped["single"] += int((left & (cap != empty) & ~item_dup[j]).sum())
+            pred, target = pred[keep], noise[keep]
+        else:
+            target = noise
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+        if len(pred):
+            loss = torch.nn.functional.mse_loss(pred, target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
         bar.update(1)
         if (step + 1) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             loss_avg = float(np.mean(losses[-50:]))
-            _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg)
+            _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
+                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped})
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
+    mitigation = None
+    if mitigate_threshold is not None:
+        mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
+                      "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
 
     unet.eval()
     text_encoder.eval()
@@ -212,6 +253,7 @@ def train_testbed(
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
         "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr, "dropout": dropout,
         "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
+        **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))
     return out
 

@@ -160,3 +160,31 @@ def test_leaderboard_end_to_end_reduced(tmp_path):
     for png in ("trajectory_auroc_mixture.png", "trajectory_auroc_testbed.png", "roc_testbed.png", "rate_vs_duplication.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert len(res["testbed"]["curves"]["combined"]) == 6
+
+
+def test_training_time_mitigation_leaves_out_samples_over_the_threshold(tmp_path):
+    from safetensors.torch import load_file
+
+    small = build_testbed_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    kw = dict(steps=3, batch_size=8, checkpoint_every=3, progress=False, data=small)
+    train_testbed(tmp_path / "plain", **kw)
+    train_testbed(tmp_path / "huge", mitigate_threshold=1e9, **kw)  # leaves nothing out: the plain run, bit for bit
+    # without prompt dropout (an unconditional sample's gap is exactly 0, so it is always kept), a tiny
+    # threshold leaves every sample out: no update at all
+    train_testbed(tmp_path / "tiny", mitigate_threshold=1e-9, **{**kw, "dropout": 0.0})
+    train_testbed(tmp_path / "init", **{**kw, "steps": 0})
+    names = ("plain", "huge", "tiny", "init")
+    w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in names}
+    assert all(torch.equal(w["plain"][n], w["huge"][n]) for n in w["plain"])
+    assert not all(torch.equal(w["plain"][n], w["tiny"][n]) for n in w["plain"])
+    assert all(torch.equal(w["init"][n], w["tiny"][n]) for n in w["init"])
+    meta = {k: json.loads((tmp_path / k / "testbed.json").read_text()) for k in ("plain", "huge", "tiny")}
+    assert "mitigation" not in meta["plain"]
+    assert sum(meta["huge"]["mitigation"]["samples_left_out"].values()) == 0
+    left = meta["tiny"]["mitigation"]["samples_left_out"]
+    assert left["unconditional"] == 0 and left["duplicated"] + left["single"] == 3 * 8 == meta["tiny"]["mitigation"]["samples_drawn"]
+    assert left["duplicated"] > 0 and left["single"] > 0
+    with pytest.raises(ValueError, match="mitigate_threshold"):  # a checkpoint is never resumed under another setting
+        train_testbed(tmp_path / "tiny", mitigate_threshold=2.0, **{**kw, "steps": 6, "dropout": 0.0})
+    with pytest.raises(ValueError, match="positive"):
+        train_testbed(tmp_path / "bad", mitigate_threshold=-1.0, **kw)

@@ -93,6 +93,8 @@ class DiffusersScoreModel:
         self._modules_to_fingerprint = (unet,)
         self._tokenizer_size = None
         self._identity = None
+        self.tokenizer = None  # set by from_pretrained: token-level tools (memgeo.explain) need them
+        self.text_encoder = None
 
     @property
     def identity(self) -> dict:
@@ -189,6 +191,7 @@ class DiffusersScoreModel:
         model.name = path
         model._modules_to_fingerprint = (unet, text_encoder)
         model._tokenizer_size = len(tokenizer)
+        model.tokenizer, model.text_encoder = tokenizer, text_encoder
         return model
 
     # ------------------------------------------------------------------ schedule
@@ -220,6 +223,32 @@ class DiffusersScoreModel:
                 raise ValueError(f"cond must hold one prompt per row: {batch} expected, got {len(cond)}")
             return torch.stack([self.embed(c, 1)[0] for c in cond])
         raise ValueError(f"cond must be None, a prompt, a list of prompts or an embedding tensor; got {type(cond).__name__}")
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None or self.text_encoder is None:
+            raise ValueError("this model was built without its tokenizer and text encoder; load it with "
+                             "DiffusersScoreModel.from_pretrained for token-level tools")
+
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        """The token ids of ``prompt`` as the text encoder sees them: start, tokens, end, padding ``[L]``."""
+        self._need_tokenizer()
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids[0]
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        """The prompt's own tokens, as text (start, end and padding excluded); token ``i`` is row ``i + 1``
+        of the prompt embedding."""
+        self._need_tokenizer()
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids[1:-1]
+        return [self.tokenizer.decode([i]).strip() for i in ids]
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings ``[B, L, D]`` of token ids ``[B, L]`` (padded to the encoder's length), in ``dtype``."""
+        self._need_tokenizer()
+        with torch.no_grad():
+            return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
 
     def condition_embedding(self, cond) -> torch.Tensor:
         """The prompt embedding ``[L, D]`` of ``cond`` (a prompt), to adapt and pass back as ``cond``."""

@@ -230,6 +230,89 @@ def _generate(args) -> int:
     return 0
 
 
+def _explain_target(out: Path, name: str, record: dict) -> Path:
+    """``out/name``, refusing to overwrite a file that holds another prompt's or model's result."""
+    import json
+
+    path = out / name
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path} exists and is not a memgeo result ({err}); choose another --out") from err
+        if any(old.get(k) != record[k] for k in ("prompt", "model", "settings")):
+            raise ValueError(f"{path} already holds a result for prompt {old.get('prompt')!r} on "
+                             f"{(old.get('model') or {}).get('name')!r} with other settings; choose another --out "
+                             "(nothing was overwritten)")
+    out.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _load_for_tokens(args):
+    from .sd import DiffusersScoreModel
+    from .sd.testbed import TESTBED_DIR
+
+    if args.no_progress:
+        _no_loading_bars()
+    path = Path(args.model) if args.model else TESTBED_DIR
+    return DiffusersScoreModel.from_pretrained(path, allow_download=getattr(args, "allow_download", False))
+
+
+def _explain(args) -> int:
+    import json
+
+    from .explain import plot_token_attribution, token_attribution
+
+    model = _load_for_tokens(args)
+    settings = {"signal": args.signal, "method": "both", "seeds": args.seeds, "n_steps": args.steps}
+    record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
+    path = _explain_target(Path(args.out), "explain.json", record)
+    att = token_attribution(model, args.prompt, signal=args.signal, seeds=args.seeds, n_steps=args.steps)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({**record, **{k: v for k, v in att.to_json().items() if k != "settings"}}, indent=1))
+    tmp.replace(path)
+    png = plot_token_attribution(att, path.with_suffix(".png"), title=args.prompt)
+    top = ", ".join(f"{att.tokens[i]!r} {att.scores[i]:.3g}" for i in att.ranking()[:5])
+    print(f"{args.signal} {att.value:.4g}; tokens by gradient attribution: {top}")
+    if att.spearman is not None:
+        print(f"Spearman correlation of the gradient and leave-one-out rankings: {att.spearman:.3f}")
+    print(f"wrote {path} and {png}")
+    return 0
+
+
+def _localize(args) -> int:
+    import json
+
+    from .explain import cross_attention_map, localize, pixel_auroc, plot_localization
+    from .sd.testbed import testbed_metadata
+
+    model = _load_for_tokens(args)
+    settings = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance, "step": args.step}
+    record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
+    path = _explain_target(Path(args.out), "localize.json", record)
+    loc = localize(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance, step=args.step)
+    attn = cross_attention_map(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance)
+    mask = None
+    folder = Path(str(model.name))
+    if (folder / "testbed.json").exists():
+        mask = next((p.get("mask") for p in testbed_metadata(folder)["prompts"] if p["text"] == args.prompt), None)
+    result = {**record, "map": loc.map.tolist(), "shape": list(loc.map.shape), "step": loc.step, "t": loc.t,
+              "cross_attention": attn.tolist()}
+    if mask is not None:
+        result["mask"] = mask
+        result["pixel_auroc"] = {"map": pixel_auroc(loc.map, mask), "cross_attention": pixel_auroc(attn, mask)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(path)
+    png = plot_localization(model, loc, path.with_suffix(".png"), cross_attention=attn, mask=mask, title=args.prompt)
+    print(f"memorization map at step {loc.step} (t = {loc.t}), image shape {tuple(loc.map.shape)}")
+    if mask is not None:
+        print(f"pixel AUROC against the prompt's mask: map {result['pixel_auroc']['map']:.3f}, "
+              f"cross-attention {result['pixel_auroc']['cross_attention']:.3f}")
+    print(f"wrote {path} and {png}")
+    return 0
+
+
 def _save_grid(imgs, path, *, title: str) -> None:
     import matplotlib
 
@@ -332,6 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=_generate)
 
+    ex = sub.add_parser("explain", help="which tokens of a prompt drive its memorization signal (gradient and leave-one-out)")
+    ex.add_argument("--prompt", required=True)
+    ex.add_argument("--out", required=True, help="folder for explain.json and explain.png")
+    ex.add_argument("--model", help="model folder (default: the embedded testbed)")
+    ex.add_argument("--signal", choices=("guidance_norm", "anisotropy"), default="guidance_norm")
+    ex.add_argument("--seeds", type=int, default=4)
+    ex.add_argument("--steps", type=int, default=50, help="DDIM steps (the signal is taken at the first)")
+    ex.add_argument("--no-progress", action="store_true")
+    ex.set_defaults(func=_explain)
+    lo = sub.add_parser("localize", help="where in the image a prompt is memorized: a per-pixel map")
+    lo.add_argument("--prompt", required=True)
+    lo.add_argument("--out", required=True, help="folder for localize.json and localize.png")
+    lo.add_argument("--model", help="model folder (default: the embedded testbed)")
+    lo.add_argument("--seeds", type=int, default=8)
+    lo.add_argument("--steps", type=int, default=50)
+    lo.add_argument("--guidance", type=float, default=7.5)
+    lo.add_argument("--step", type=int, help="DDIM step of the map (default: where the signal-to-noise ratio reaches 1)")
+    lo.add_argument("--no-progress", action="store_true")
+    lo.set_defaults(func=_localize)
     bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
     bench.add_argument("--model", help="testbed folder (default: the embedded testbed)")
     bench.add_argument("--seeds", type=int, default=4)

@@ -48,6 +48,8 @@ __all__ = [
     "smooth",
     "default_localization_step",
     "pixel_auroc",
+    "plot_token_attribution",
+    "plot_localization",
 ]
 
 
@@ -90,12 +92,27 @@ def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: i
     return _objective(model, emb, x_T, signal, n_steps, "auto")
 
 
+def _encode_from_token_embeddings(model, ids: torch.Tensor):
+    """``(leaf, prompt_embedding)``: the input token embeddings ``[1, L, E]`` as a leaf that requires
+    grad, and the text encoder's output computed from them (differentiable)."""
+    layer = model.text_encoder.get_input_embeddings()
+    ids = ids.to(model.device)[None]
+    leaf = layer(ids).detach().requires_grad_(True)  # [1, L, E]
+    hook = layer.register_forward_hook(lambda module, inputs, output: leaf)
+    try:
+        out = model.text_encoder(ids)[0][0]
+    finally:
+        hook.remove()
+    return leaf, out.to(model.dtype)
+
+
 def token_attribution(
     model,
     prompt: str,
     *,
     signal: str = "guidance_norm",
     method: str = "both",
+    space: str = "input",
     seeds=4,
     n_steps: int = 50,
 ) -> TokenAttribution:
@@ -103,7 +120,10 @@ def token_attribution(
     detection) to the prompt's tokens.
 
     ``method``: ``"gradient"`` - the norm of the gradient of the signal (mean over seeds) with
-    respect to the token's row of the prompt embedding (Wen et al. 2024); ``"leave_one_out"`` -
+    respect to the token's embedding: ``space="input"`` the token's own input embedding, the
+    gradient flowing through the text encoder; ``space="output"`` the token's row of the prompt
+    embedding (the text encoder's output), as Wen et al. 2024's released code (those rows are
+    contextual: a comma's row carries its neighbours); ``"leave_one_out"`` -
     the signal minus the signal of the prompt with that token removed (re-tokenized ids, encoded
     again), one forward evaluation per token; ``"both"`` computes the two, scores by the gradient
     and reports their Spearman correlation. Needs a model with a tokenizer and text encoder
@@ -111,6 +131,8 @@ def token_attribution(
     """
     if method not in ("gradient", "leave_one_out", "both"):
         raise ValueError(f"method must be 'gradient', 'leave_one_out' or 'both', got {method!r}")
+    if space not in ("input", "output"):
+        raise ValueError(f"space must be 'input' or 'output', got {space!r}")
     if signal not in ("guidance_norm", "anisotropy"):
         raise ValueError(f"signal must be 'guidance_norm' or 'anisotropy', got {signal!r}")
     if not hasattr(model, "prompt_tokens"):
@@ -126,11 +148,14 @@ def token_attribution(
     tokens = tokens[:n]
     grad = loo = None
     with torch.enable_grad():
-        e = emb.clone().requires_grad_(True)
+        if space == "input" and method != "leave_one_out":
+            leaf, e = _encode_from_token_embeddings(model, ids)
+        else:
+            leaf = e = emb.clone().requires_grad_(True)
         value = _signal(model, e, x_T, signal, n_steps).mean()
         if method in ("gradient", "both"):
-            (g,) = torch.autograd.grad(value, e)
-            grad = g[1:1 + n].norm(dim=-1).tolist()
+            (g,) = torch.autograd.grad(value, leaf)
+            grad = g.reshape(-1, g.shape[-1])[1:1 + n].double().norm(dim=-1).tolist()
     value = float(value.detach())
     if method in ("leave_one_out", "both"):
         own = ids[1:].tolist()
@@ -151,7 +176,8 @@ def token_attribution(
         rho = None if r != r else float(r)
     scores = grad if grad is not None else loo
     return TokenAttribution(tokens, scores, grad, loo, value, rho,
-                            {"signal": signal, "method": method, "seeds": int(x_T.shape[0]), "n_steps": n_steps})
+                            {"signal": signal, "method": method, "space": space, "seeds": int(x_T.shape[0]),
+                             "n_steps": n_steps})
 
 
 # ---------------------------------------------------------------------------------------------- maps
@@ -356,3 +382,71 @@ def pixel_auroc(score_map: torch.Tensor, mask) -> float:
     if m.min() == m.max():
         raise ValueError("mask must mark some pixels and leave some unmarked")
     return float(roc_auc_score(m.numpy(), s.double().numpy()))
+
+
+# ---------------------------------------------------------------------------------------------- figures
+def plot_token_attribution(att: TokenAttribution, path, *, title: str = "", ax=None):
+    """Bar plot of the token attributions (gradient and, when computed, leave-one-out, each scaled to its maximum)."""
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(att.tokens) + 1.5), 2.6))
+    x = torch.arange(len(att.tokens)).numpy()
+    series = [(n, v) for n, v in (("gradient", att.gradient), ("leave-one-out", att.leave_one_out)) if v is not None]
+    width = 0.8 / len(series)
+    for j, (name, vals) in enumerate(series):
+        v = torch.tensor(vals, dtype=torch.float64)
+        scale = float(v.abs().max()) or 1.0
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, (v / scale).numpy(), width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(att.tokens, rotation=60, fontsize=7)
+    ax.set_ylabel("attribution / max")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    if own:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return Path(path) if path is not None else None
+
+
+def plot_localization(model, loc: Localization, path, *, cross_attention=None, mask=None, title: str = "", axes=None):
+    """The mean generated image, the memorization map over it (mask outlined when given) and the
+    cross-attention baseline."""
+    import matplotlib
+
+    if axes is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = axes is None
+    n = 2 + (cross_attention is not None)
+    if own:
+        fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.6))
+    img = image_map(model, loc.samples.float().mean(0)) if loc.samples.shape[1] == 4 and Path(
+        str(getattr(model, "name", ""))).joinpath("testbed.json").exists() else None
+    panels = [("mean sample" if img is not None else "mean latent (channel 0)",
+               img if img is not None else loc.samples.float().mean(0)[0], "gray_r")]
+    panels.append((f"map, step {loc.step}", loc.map, "magma"))
+    if cross_attention is not None:
+        panels.append(("cross-attention (end token)", cross_attention, "magma"))
+    for ax, (name, m, cmap) in zip(axes, panels):
+        ax.imshow(torch.as_tensor(m).numpy(), cmap=cmap)
+        if mask is not None and torch.as_tensor(mask).shape == torch.as_tensor(m).shape:
+            ax.contour(torch.as_tensor(mask).numpy(), levels=[0.5], colors="c", linewidths=1.0)
+        ax.set_title(name, fontsize=7)
+        ax.axis("off")
+    if own:
+        if title:
+            fig.suptitle(title, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return Path(path) if path is not None else None

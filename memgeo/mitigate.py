@@ -358,19 +358,21 @@ class SteeringPolicy:
     Needs the trackers ``"kappa_delta"`` and ``"guidance_norm"`` in the sampler. From step
     ``start_step`` on, a sample whose combined criterion (:meth:`SteeringReference.criterion`),
     averaged over the steps so far (one test on accumulating evidence rather than one per step),
-    exceeds ``threshold`` is flagged; from then on it is generated with ``low_guidance`` (action
-    ``"guidance"``) or with the adapted ``embedding`` (action ``"embedding"``, the whole batch
-    switches once any sample is flagged). Samples never flagged are left untouched.
+    exceeds ``threshold`` is flagged; from step ``act_from`` on (or its flag, if later) it is
+    generated with ``low_guidance`` (action ``"guidance"``; a negative value repels from the
+    prompt's conditional prediction) or with the adapted ``embedding`` (action ``"embedding"``,
+    the whole batch switches once any sample is flagged). Samples never flagged are left untouched.
     """
 
     def __init__(self, reference: SteeringReference, *, threshold: float = 3.0, action: str = "guidance",
-                 low_guidance: float = 0.0, embedding=None, start_step: int = 0):
+                 low_guidance: float = 0.0, embedding=None, start_step: int = 0, act_from: int = 0):
         if action not in ("guidance", "embedding"):
             raise ValueError(f"action must be 'guidance' or 'embedding', got {action!r}")
         if action == "embedding" and embedding is None:
             raise ValueError("action='embedding' needs embedding= (an adapted embedding)")
         self.reference, self.threshold, self.action = reference, threshold, action
         self.low_guidance, self.embedding, self.start_step = low_guidance, embedding, start_step
+        self.act_from = check_int("act_from", act_from, minimum=0)
         self.flagged: torch.Tensor | None = None
         self.flag_step: torch.Tensor | None = None
 
@@ -389,7 +391,7 @@ class SteeringPolicy:
             new = (self._sum / self._count > self.threshold) & ~self.flagged
             self.flag_step[new] = state.index
             self.flagged |= new
-        if not bool(self.flagged.any()):
+        if not bool(self.flagged.any()) or state.index < self.act_from:
             return None
         if self.action == "embedding":
             return {"cond": self.embedding}
@@ -433,12 +435,14 @@ def generate(
     * ``"embedding"``: :func:`adapt_embedding` of the guidance norm down to ``strength`` times its
       initial value (default 0.5), then generation with the adapted embedding;
     * ``"noise"``: :func:`optimize_noise` (sharpness proxy) for ``strength`` iterations (default 10);
-    * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more),
-      lowering guidance to 0 for flagged samples; needs ``reference`` (:func:`calibrate_steering`).
+    * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more);
+      flagged samples get the preset's ``low_guidance`` from its ``act_from`` (memgeo: -4 from half
+      way; official: 0 from the flag); needs ``reference`` (:func:`calibrate_steering`).
 
-    ``preset`` selects the settings of ``"embedding"`` and ``"noise"`` (``"memgeo"`` or ``"official"``,
-    see :func:`adapt_embedding` and :func:`optimize_noise`); under ``"official"`` a ``strength`` given
-    still overrides the relative target or the iteration count.
+    ``preset`` selects the settings of ``"embedding"``, ``"noise"`` and ``"steer"`` (``"memgeo"`` or
+    ``"official"``, see :func:`adapt_embedding`, :func:`optimize_noise` and the ``steer`` table in
+    :mod:`memgeo.detect.presets`); a ``strength`` given overrides the relative target, the iteration
+    count or the threshold.
     """
     from .detect.sampling import ddim_sample
     from .detect.signals import GuidanceNormTracker, KappaDeltaTracker
@@ -461,7 +465,9 @@ def generate(
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
     if reference is None:
         raise ValueError("method='steer' needs reference= (from calibrate_steering on ordinary conditions)")
-    policy = SteeringPolicy(reference, threshold=3.0 if strength is None else float(strength))
+    opts = resolve("steer", preset, threshold=None if strength is None else float(strength))
+    policy = SteeringPolicy(reference, threshold=float(opts["threshold"]), low_guidance=float(opts["low_guidance"]),
+                            act_from=int(round(float(opts["act_from"]) * n_steps)))
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy, progress=progress,
                       trackers={
         "kappa_delta": KappaDeltaTracker(n_directions, generator=torch.Generator().manual_seed(seed)),

@@ -53,6 +53,14 @@ PRESETS: dict[str, dict[str, dict]] = {
         "official": {"optimizer": "adamw", "lr": 0.05, "max_iters": 10, "target": 3.0, "relative_target": None,
                      "loss": "frobenius", "freeze_start_token": True},
     },
+    # Brokman et al., NeurReps 2025 mid-generation steering: a flagged sample gets ``low_guidance`` from step
+    # ``act_from`` (a fraction of the steps) on. memgeo: repel (negative guidance) in the second half, once the
+    # image's layout is fixed, so the caption's content stays and the copied details go; official: guidance off
+    # from the flag on.
+    "steer": {
+        "memgeo": {"threshold": 3.0, "low_guidance": -4.0, "act_from": 0.5},
+        "official": {"threshold": 3.0, "low_guidance": 0.0, "act_from": 0.0},
+    },
     # Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code
     "optimize_noise": {
         "memgeo": {"objective": "sharpness", "lr": 0.05, "max_iters": 20, "threshold": None, "penalty": 1.0},

@@ -9,6 +9,7 @@ from memgeo.detect import GuidanceNormTracker, KappaDeltaTracker, ddim_sample, i
 from memgeo.gmm import ConditionalGaussianMixture
 from memgeo.mitigate import (
     SteeringPolicy,
+    SteeringReference,
     adapt_embedding,
     calibrate_steering,
     generate,
@@ -119,6 +120,25 @@ def test_steering_policy_flags_memorized_and_leaves_ordinary_untouched():
             torch.testing.assert_close(res.denoised[keep], plain.denoised[keep])
     mem, ordinary = sum(flagged[c] for c in range(4)) / 4, (flagged[8] + flagged[9]) / 2
     assert mem - ordinary >= 0.3 and ordinary <= 0.25, flagged  # flags memorized far more often than ordinary
+
+
+def test_steering_acts_from_its_step_with_its_guidance():
+    """A sample flagged at step 0 keeps the prompt's guidance until ``act_from``, then gets ``low_guidance``:
+    the result equals a plain DDIM run whose guidance schedule switches there."""
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=2, n_generalizing=2, seed=0)
+    x_T = initial_noise(mix, 3)
+    n = 12
+    ref = SteeringReference(torch.zeros(n), torch.ones(n), torch.full((n,), -1e9), torch.ones(n))  # flags every sample
+    pol = SteeringPolicy(ref, threshold=0.0, low_guidance=-4.0, act_from=5)
+    trk = {"kappa_delta": KappaDeltaTracker(2, generator=torch.Generator().manual_seed(0)), "guidance_norm": GuidanceNormTracker()}
+    res = ddim_sample(mix, 0, x_T, n_steps=n, trackers=trk, policy=pol)
+    assert bool(pol.flagged.all()) and pol.flag_step.tolist() == [0, 0, 0]
+    assert all(not a for a in res.actions[:5]) and all("guidance_scale" in a for a in res.actions[5:])
+    switched = ddim_sample(mix, 0, x_T, n_steps=n, policy=lambda st, tr: {"guidance_scale": -4.0} if st.index >= 5 else None)
+    torch.testing.assert_close(res.denoised, switched.denoised)
+    from memgeo.detect.presets import PRESETS
+
+    assert PRESETS["steer"]["memgeo"]["low_guidance"] < 0 and PRESETS["steer"]["official"]["low_guidance"] == 0.0
 
 
 def test_generate_methods_and_costs(mix):

@@ -373,7 +373,7 @@ def mitigation_tradeoff(
     ``strengths`` ``{method: [values]}`` is a shorthand for memgeo-preset configurations.
     ``trained`` ``{label: testbed folder}`` adds training-time mitigation: each folder's model is
     generated from plainly, on the same prompts, seeds and classifier. Writes ``mitigation.md``
-    (table and Pareto front) and ``mitigation_tradeoff.png``.
+    (table and Pareto front), ``mitigation.json`` (the rows) and ``mitigation_tradeoff.png``.
     """
     from tqdm.auto import tqdm
 
@@ -439,6 +439,20 @@ def mitigation_tradeoff(
                      "fidelity_memorized": float(np.mean(fid_m)), "fidelity_ordinary": float(np.mean(fid_o)),
                      "evals_per_sample": float(np.mean(cost))})
     bar.close()
+    settings = {"seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "n_memorized": len(mem),
+                "n_ordinary": len(ordinary), "trained": {k: str(v) for k, v in (trained or {}).items()}}
+    return write_tradeoff(rows, out, settings, print_fn=print_fn)
+
+
+def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print) -> dict:
+    """The trade-off's table (``mitigation.md``, with the Pareto front and the rows meeting the
+    steering target), ``mitigation.json`` and ``mitigation_tradeoff.png`` from its rows; the row
+    ``"none"`` is the unmitigated reference of the fidelity kept and the ordinary change."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds, n_steps, guidance_scale = settings["seeds"], settings["n_steps"], settings["guidance_scale"]
     base = next(r for r in rows if r["method"] == "none")
     for r in rows:
         r["fidelity_kept"] = r["fidelity_memorized"] / base["fidelity_memorized"] if base["fidelity_memorized"] else float("nan")
@@ -446,7 +460,7 @@ def mitigation_tradeoff(
     front = pareto_front(rows)
     head = ("| method | strength | memorization rate | fidelity (memorized) | fidelity kept | fidelity (ordinary) | "
             "ordinary fidelity change | UNet evals/sample | Pareto |")
-    lines = [f"**mitigation on the testbed: {len(mem)} memorized and {len(ordinary)} ordinary prompts, {seeds} seeds, "
+    lines = [f"**mitigation on the testbed: {settings['n_memorized']} memorized and {settings['n_ordinary']} ordinary prompts, {seeds} seeds, "
              f"guidance {guidance_scale}, {n_steps} DDIM steps**", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         lines.append(f"| {r['method']} | {_strength(r)} | {r['memorization_rate']:.3f} | {r['fidelity_memorized']:.3f} | "
@@ -460,6 +474,8 @@ def mitigation_tradeoff(
     table = "\n".join(lines)
     print_fn(table)
     (out / "mitigation.md").write_text(table + "\n")
+    (out / "mitigation.json").write_text(json.dumps({"settings": settings, "rows": rows,
+                                                      "pareto": [rows.index(f) for f in front]}, indent=1))
     _plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
     print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
     return {"rows": rows, "table": table, "pareto": front}

@@ -177,8 +177,16 @@ def _bench(args) -> int:
     if args.no_progress:
         _no_loading_bars()
     if args.mitigation:
+        trained = {}
+        for folder in args.trained or []:
+            from .sd.testbed import testbed_metadata
+
+            mit = testbed_metadata(folder).get("mitigation")
+            label = f"training (filter {mit['threshold']:g})" if mit else f"training ({Path(folder).name})"
+            trained[label] = folder
         mitigation_tradeoff(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
-                            guidance_scale=args.guidance, max_prompts=args.max_prompts, progress=not args.no_progress)
+                            guidance_scale=args.guidance, max_prompts=args.max_prompts, progress=not args.no_progress,
+                            trained=trained)
         return 0
     run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
                      guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions,
@@ -440,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=50)
     bench.add_argument("--guidance", type=float, default=7.5)
     bench.add_argument("--mixture-conditions", type=int, default=20, help="memorized and generalizing mixture conditions each")
+    bench.add_argument("--trained", action="append", metavar="FOLDER",
+                       help="with --mitigation: a testbed trained with mitigation (testbed train --mitigate-threshold), "
+                            "generated from plainly beside the inference-time methods (repeatable)")
     bench.add_argument("--max-prompts", type=int, help="evaluate at most this many testbed prompts (half memorized)")
     bench.add_argument("--out", default="bench_results", help="folder for tables and plots")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")

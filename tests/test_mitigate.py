@@ -167,15 +167,31 @@ def test_gradients_flow_through_a_real_unet(tmp_path):
 
 
 def test_tradeoff_benchmark_on_the_testbed_reduced(tmp_path):
-    from memgeo.bench import mitigation_tradeoff
+    import json
 
+    from memgeo.bench import mitigation_tradeoff, pareto_front
+    from memgeo.sd.testbed import build_testbed_data, train_testbed
+
+    small = build_testbed_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    trained = train_testbed(tmp_path / "mitigated", steps=2, batch_size=8, progress=False, data=small, mitigate_threshold=1.0)
+    configs = (("none", "none", "memgeo", (None,)), ("guidance", "guidance", "memgeo", (1.0,)),
+               ("embedding", "embedding", "memgeo", (0.5,)), ("noise", "noise", "memgeo", (2,)),
+               ("steer", "steer", "memgeo", (3.0,)), ("steer (flags given)", "steer_given", "memgeo", (None,)))
     res = mitigation_tradeoff(out_dir=tmp_path, seeds=2, n_steps=8, max_prompts=4, print_fn=lambda *_: None,
-                              strengths={"none": [None], "guidance": [1.0], "embedding": [0.5], "noise": [2], "steer": [3.0]})
+                              configs=configs, trained={"training": trained}, progress=False)
     methods = [r["method"] for r in res["rows"]]
-    assert methods == ["none", "guidance", "embedding", "noise", "steer"]
+    assert methods == ["none", "guidance", "embedding", "noise", "steer", "steer (flags given)", "training"]
     for r in res["rows"]:
         assert 0.0 <= r["memorization_rate"] <= 1.0 and 0.0 <= r["fidelity_ordinary"] <= 1.0 and r["evals_per_sample"] >= 16
+    base = res["rows"][0]
+    assert base["fidelity_kept"] == 1.0 and base["ordinary_change"] == 0.0
+    given = res["rows"][5]  # the action touches memorized prompts only: ordinary generations are the plain ones
+    assert given["fidelity_ordinary"] == base["fidelity_ordinary"]
+    saved = json.loads((tmp_path / "mitigation.json").read_text())
+    assert [r["method"] for r in saved["rows"]] == methods and saved["settings"]["trained"] == {"training": str(trained)}
     assert (tmp_path / "mitigation.md").exists() and (tmp_path / "mitigation_tradeoff.png").stat().st_size > 1000
+    pts = [{"memorization_rate": a, "fidelity_memorized": b} for a, b in ((0.0, 0.2), (0.5, 0.9), (0.5, 0.5), (1.0, 1.0), (0.2, 0.1))]
+    assert pareto_front(pts) == [pts[0], pts[1], pts[3]]
 
 
 def test_generate_command_writes_grid_and_signals(tmp_path):

@@ -11,6 +11,7 @@ FIGURES = {
     "03_trajectory": ["fig3_trajectory.png"],
     "04_curvature_lid": ["fig4_curvature_lid.png"],
     "05_detection_summary": ["fig5_roc_testbed.png", "fig5_rate_vs_duplication.png"],
+    "06_explain_localize_prevent": ["fig6_token_attribution.png", "fig6_localization.png", "fig6_training_tradeoff.png"],
 }
 
 

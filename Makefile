@@ -29,6 +29,7 @@ bench: install
 	$(PY) benchmarks/bench_signals.py
 	$(PY) benchmarks/bench_presets.py --out benchmarks/results/presets.md
 	$(PY) benchmarks/bench_sd_scale.py
+	$(PY) benchmarks/bench_explain.py --out benchmarks/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -476,7 +476,7 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
     (out / "mitigation.md").write_text(table + "\n")
     (out / "mitigation.json").write_text(json.dumps({"settings": settings, "rows": rows,
                                                       "pareto": [rows.index(f) for f in front]}, indent=1))
-    _plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
+    plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
     print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
     return {"rows": rows, "table": table, "pareto": front}
 
@@ -485,7 +485,9 @@ def _strength(row: dict) -> str:
     return "-" if row["strength"] is None else f"{row['strength']:g}"
 
 
-def _plot_tradeoff(rows, path, front=(), ax=None):
+def plot_tradeoff(rows, path, front=(), ax=None):
+    """Memorization rate against memorized-prompt fidelity, a line per method, the Pareto front dashed
+    (into ``ax`` when given, else saved to ``path``)."""
     import matplotlib
 
     if ax is None:
@@ -573,6 +575,7 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
             if p.get("memorization") == "local":
                 pos = _mask_position(p["mask"])
                 row[name + "_local"] = float(top in {word_pos[2 * pos], word_pos[2 * pos + 1]})
+                row["local_chance"] = 2 / len(tokens)
         row["spearman_input"] = float(spearmanr(inp.gradient, inp.leave_one_out).statistic)
         row["spearman_output"] = float(spearmanr(out.gradient, inp.leave_one_out).statistic)
         rows.append(row)
@@ -582,7 +585,8 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
         local = [r[name + "_local"] for r in rows if name + "_local" in r]
         if local:
             summary[name + "_local"] = float(np.mean(local))
-    summary["local_chance"] = 2 / 11 if any("gradient_input_local" in r for r in rows) else None
+    local_chance = [r["local_chance"] for r in rows if "local_chance" in r]
+    summary["local_chance"] = float(np.mean(local_chance)) if local_chance else None
     for name in ("input", "output"):
         summary["spearman_" + name] = float(np.nanmean([r["spearman_" + name] for r in rows]))
     return summary
@@ -601,7 +605,7 @@ def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: i
         if "mask" not in p:
             raise ValueError(f"prompt {p.get('text')!r} has no mask: localization is scored on local-memorization prompts")
         loc = localize(model, p["text"], seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
-        attn = cross_attention_map(model, p["text"], seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+        attn = cross_attention_map(model, p["text"], n_steps=n_steps, x_last=loc.x_last)
         rows.append({"text": p["text"], "rate": memorization_rate(p), "step": loc.step,
                      "map": pixel_auroc(loc.map, p["mask"]), "cross_attention": pixel_auroc(attn, p["mask"]),
                      "per_step": [pixel_auroc(pixel_map(model, m), p["mask"]) for m in loc.per_step]})

@@ -201,13 +201,9 @@ def _generate(args) -> int:
 
     from .detect import initial_noise
     from .mitigate import calibrate_steering, generate
-    from .sd.testbed import TESTBED_DIR, testbed_metadata, to_images
-    from .sd import DiffusersScoreModel
+    from .sd.testbed import testbed_metadata, to_images
 
-    if args.no_progress:
-        _no_loading_bars()
-    path = Path(args.model) if args.model else TESTBED_DIR
-    model = DiffusersScoreModel.from_pretrained(path)
+    model, path = _load_model(args)
     x_T = initial_noise(model, args.seeds)
     reference = None
     if args.mitigate == "steer":
@@ -256,14 +252,15 @@ def _explain_target(out: Path, name: str, record: dict) -> Path:
     return path
 
 
-def _load_for_tokens(args):
+def _load_model(args):
+    """``(model, folder)``: ``--model`` (default: the embedded testbed) through ``from_pretrained``."""
     from .sd import DiffusersScoreModel
     from .sd.testbed import TESTBED_DIR
 
     if args.no_progress:
         _no_loading_bars()
     path = Path(args.model) if args.model else TESTBED_DIR
-    return DiffusersScoreModel.from_pretrained(path, allow_download=getattr(args, "allow_download", False))
+    return DiffusersScoreModel.from_pretrained(path), path
 
 
 def _explain(args) -> int:
@@ -271,7 +268,7 @@ def _explain(args) -> int:
 
     from .explain import plot_token_attribution, token_attribution
 
-    model = _load_for_tokens(args)
+    model, _ = _load_model(args)
     settings = {"signal": args.signal, "method": "both", "seeds": args.seeds, "n_steps": args.steps}
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = _explain_target(Path(args.out), "explain.json", record)
@@ -294,14 +291,13 @@ def _localize(args) -> int:
     from .explain import cross_attention_map, localize, pixel_auroc, plot_localization
     from .sd.testbed import testbed_metadata
 
-    model = _load_for_tokens(args)
+    model, folder = _load_model(args)
     settings = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance, "step": args.step}
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = _explain_target(Path(args.out), "localize.json", record)
     loc = localize(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance, step=args.step)
-    attn = cross_attention_map(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance)
+    attn = cross_attention_map(model, args.prompt, n_steps=args.steps, x_last=loc.x_last)
     mask = None
-    folder = Path(str(model.name))
     if (folder / "testbed.json").exists():
         mask = next((p.get("mask") for p in testbed_metadata(folder)["prompts"] if p["text"] == args.prompt), None)
     result = {**record, "map": loc.map.tolist(), "shape": list(loc.map.shape), "step": loc.step, "t": loc.t,

@@ -1,9 +1,10 @@
 """Explain memorization: which tokens trigger it, and where in the image it sits.
 
 * :func:`token_attribution` - per-token attribution of a memorization signal (Wen et al., ICLR
-  2024): the norm of the signal's gradient with respect to each row of the prompt embedding (the
-  text encoder's output, the rows the UNet attends to), and, as the exact reference, the drop of
-  the signal when the token is left out of the prompt and the prompt is encoded again.
+  2024): the norm of the signal's gradient with respect to each token's input embedding (through
+  the text encoder) or its row of the prompt embedding (the text encoder's output, as Wen et al.'s
+  released code), and, as the exact reference, the drop of the signal when the token is left out
+  of the prompt and the prompt is encoded again.
 * :func:`localize` - a per-pixel memorization map from the coordinate-wise variance collapse of
   the conditional field against the unconditional one: at each step, the log-ratio of the
   across-seed variances of the denoised estimate ``x0_hat`` per latent coordinate, along the
@@ -143,7 +144,6 @@ def token_attribution(
     n_steps = check_int("n_steps", n_steps)
     x_T = initial_noise(model, seeds)
     ids = model.prompt_ids(prompt)
-    emb = model.encode_ids(ids[None])[0]
     n = min(len(tokens), len(ids) - 2)  # a truncated prompt keeps the tokens the encoder saw
     tokens = tokens[:n]
     grad = loo = None
@@ -151,19 +151,18 @@ def token_attribution(
         if space == "input" and method != "leave_one_out":
             leaf, e = _encode_from_token_embeddings(model, ids)
         else:
-            leaf = e = emb.clone().requires_grad_(True)
+            leaf = e = model.encode_ids(ids[None])[0].requires_grad_(True)
         value = _signal(model, e, x_T, signal, n_steps).mean()
         if method in ("gradient", "both"):
             (g,) = torch.autograd.grad(value, leaf)
             grad = g.reshape(-1, g.shape[-1])[1:1 + n].double().norm(dim=-1).tolist()
     value = float(value.detach())
     if method in ("leave_one_out", "both"):
-        own = ids[1:].tolist()
-        end = own.index(model.tokenizer.eos_token_id) if model.tokenizer.eos_token_id in own[:n + 1] else n
-        body, pad = ids[1:1 + end].tolist(), model.tokenizer.pad_token_id
+        # ids = [start, n tokens, end, padding]: drop one token and pad again to the same length
+        start, body, stop, pad = int(ids[0]), ids[1:1 + n].tolist(), int(ids[1 + n]), model.tokenizer.pad_token_id
         rows = []
         for i in range(n):
-            kept = [int(ids[0])] + body[:i] + body[i + 1:] + [int(ids[1 + end])]
+            kept = [start] + body[:i] + body[i + 1:] + [stop]
             rows.append(kept + [pad] * (len(ids) - len(kept)))
         embs = model.encode_ids(torch.tensor(rows))
         with torch.no_grad():
@@ -225,6 +224,8 @@ class Localization:
         step, t: the DDIM step index and timestep of ``map``.
         per_step: the latent map at every step ``[n_steps, C, h, w]``.
         samples: the generated latents ``[S, C, h, w]`` (final denoised estimates).
+        x_last: the guided generation's ``x_t`` at its last step (the input of that UNet call;
+            :func:`cross_attention_map` takes it to skip generating again).
         settings: seeds, steps, guidance scale.
     """
 
@@ -234,19 +235,23 @@ class Localization:
     t: int
     per_step: torch.Tensor
     samples: torch.Tensor
+    x_last: torch.Tensor | None = None
     settings: dict = field(default_factory=dict)
 
 
 class _VarianceTracker:
-    """Records, per step, the across-seed variance of the conditional denoised estimate (no model evaluations)."""
+    """Records, per step, the across-seed variance of the conditional denoised estimate, and the
+    last state's ``x`` (no model evaluations)."""
 
     evals_per_step = 0
 
     def __init__(self):
         self.var = []
+        self.x = None
 
     def __call__(self, model, state) -> torch.Tensor:
         self.var.append(eps_to_x0(state.eps_c, state.x, state.alpha, state.sigma).var(0).detach().cpu())
+        self.x = state.x
         return torch.zeros(state.x.shape[0])
 
 
@@ -292,7 +297,8 @@ def localize(
     tiny = torch.finfo(x_T.dtype).tiny
     per_step = torch.stack(ref.var).clamp_min(tiny).log() - torch.stack(cond.var).clamp_min(tiny).log()
     return Localization(pixel_map(model, per_step[step]), per_step[step], step, int(res.timesteps[step]), per_step,
-                        res.denoised, {"seeds": int(x_T.shape[0]), "n_steps": n_steps, "guidance_scale": guidance_scale})
+                        res.denoised, cond.x,
+                        {"seeds": int(x_T.shape[0]), "n_steps": n_steps, "guidance_scale": guidance_scale})
 
 
 def pixel_map(model, latent_map: torch.Tensor) -> torch.Tensor:
@@ -321,11 +327,14 @@ class _AttentionCapture:
 
 
 def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guidance_scale: float = 7.5,
-                        token: str | int = "end", progress: bool = False) -> torch.Tensor:
+                        token: str | int = "end", x_last: torch.Tensor | None = None,
+                        progress: bool = False) -> torch.Tensor:
     """The cross-attention baseline: attention of one prompt token (``"end"``: the end-of-prompt
     token, as bright-ending attention; or a row index) at the last DDIM step, averaged over heads,
     every cross-attention layer (each resized to the latent grid) and seeds; in image layout
-    (:func:`image_map`). Needs a diffusers UNet (``model.unet`` with attention processors)."""
+    (:func:`image_map`). Needs a diffusers UNet (``model.unet`` with attention processors).
+    ``x_last``: the generation's state at its last step when already known (``Localization.x_last``
+    of the same prompt, seeds, steps and guidance); otherwise the generation is run here."""
     unet = getattr(model, "unet", None)
     if unet is None or not hasattr(unet, "attn_processors"):
         raise ValueError(f"{type(model).__name__} exposes no diffusers UNet attention: the cross-attention map needs one")
@@ -335,9 +344,9 @@ def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guida
         row = ids.index(eos, 1) if eos in ids[1:] else len(ids) - 1
     else:
         row = check_int("token", token, minimum=0)
-    x_T = initial_noise(model, seeds)
     n_steps = check_int("n_steps", n_steps)
-    x_last = _last_state(model, prompt, x_T, n_steps, guidance_scale, progress)
+    if x_last is None:
+        x_last = _last_state(model, prompt, initial_noise(model, seeds), n_steps, guidance_scale, progress)
     t_last = int(model.timesteps(n_steps)[-1])
     store: list = []
     saved = unet.attn_processors

@@ -41,7 +41,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from memgeo.bench import _plot_tradeoff, memorization_rate
+from memgeo.bench import plot_tradeoff, memorization_rate
 from memgeo.explain import cross_attention_map, localize, pixel_auroc, plot_localization, plot_token_attribution, token_attribution
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
@@ -79,7 +79,7 @@ seeds = 3 if FAST else 8
 fig, axes = plt.subplots(len(local), 3, figsize=(7, 2.4 * len(local)), squeeze=False)
 for row, p in zip(axes, local):
     loc = localize(model, p["text"], seeds=seeds, n_steps=n_steps)
-    attn = cross_attention_map(model, p["text"], seeds=seeds, n_steps=n_steps)
+    attn = cross_attention_map(model, p["text"], n_steps=n_steps, x_last=loc.x_last)
     plot_localization(model, loc, None, cross_attention=attn, mask=p["mask"], axes=row)
     row[1].set_title(f"map, AUROC {pixel_auroc(loc.map, p['mask']):.2f}", fontsize=7)
     row[2].set_title(f"cross-attention, AUROC {pixel_auroc(attn, p['mask']):.2f}", fontsize=7)
@@ -98,7 +98,7 @@ fig.savefig(f"{FIG}/fig6_localization.png", dpi=110)
 result = json.loads((Path("..") / "benchmarks" / "results" / "mitigation.json").read_text())
 fig, ax = plt.subplots(figsize=(6.5, 4.8))
 rows = result["rows"]
-_plot_tradeoff(rows, None, [rows[i] for i in result["pareto"]], ax=ax)
+plot_tradeoff(rows, None, [rows[i] for i in result["pareto"]], ax=ax)
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig6_training_tradeoff.png", dpi=110)
 for r in rows:

@@ -85,3 +85,51 @@ def test_caption_fidelity_counts_cells_showing_the_captioned_digit():
     assert got.tolist() == [1.0, 0.25]
     with pytest.raises(ValueError, match="not a canvas caption"):
         caption_fidelity(Stub(), canvases, "a dog")
+
+
+def test_nearest_unmemorized_captions_counts_differing_words():
+    from memgeo.bench import nearest_unmemorized_captions
+
+    text = "thin six, regular seven, thick eight, thick seven"
+    others = ["thin six, regular seven, thick eight, thick seven",  # itself: distance 0, skipped
+              "thick six, regular seven, thick eight, thin two",  # words 0, 6, 7 differ
+              "thin six, regular one, thick eight, thick nine",  # words 3, 7
+              "thin six, thin seven, thick eight, regular seven",  # words 2, 6
+              "regular zero, thin one, thin two, thin three"]
+    assert nearest_unmemorized_captions(text, others) == (2, [[3, 7], [2, 6]])
+
+
+def test_explanation_hit_rate_scores_the_top_token_of_each_attribution():
+    from memgeo.bench import explanation_hit_rate, nearest_unmemorized_captions
+    from memgeo.explain import token_attribution
+    from memgeo.sd.testbed import load_testbed, testbed_data
+
+    model, data = load_testbed(), testbed_data()
+    prompts = [next(p for p in data.prompts if p.get("memorization") == k) for k in ("matching", "local")]
+    res = explanation_hit_rate(model, data, prompts, seeds=2, n_steps=5)
+    singles = [c for c in {c for _, c in data.items} if sum(1 for _, d in data.items if d == c) == 1]
+    for p, row in zip(prompts, res["rows"]):
+        att = token_attribution(model, p["text"], space="input", seeds=2, n_steps=5)
+        words = [i for i, t in enumerate(att.tokens) if t != ","]
+        _, diffs = nearest_unmemorized_captions(p["text"], singles)
+        top = max(range(len(att.tokens)), key=lambda i: att.gradient[i])
+        assert row["gradient_input"] == pytest.approx(sum(top in {words[i] for i in d} for d in diffs) / len(diffs))
+        assert row["chance"] == pytest.approx(sum(len(d) for d in diffs) / len(diffs) / len(att.tokens))
+    assert res["local_chance"] == pytest.approx(2 / 11) and 0 <= res["gradient_input_local"] <= 1
+    assert res["n_prompts"] == 2 and -1 <= res["spearman_input"] <= 1
+
+
+def test_localization_auroc_rows_score_the_maps_against_the_masks():
+    from memgeo.bench import localization_auroc
+    from memgeo.explain import cross_attention_map, localize, pixel_auroc
+    from memgeo.sd.testbed import load_testbed, testbed_metadata
+
+    model = load_testbed()
+    p = next(q for q in testbed_metadata()["prompts"] if q.get("memorization") == "local")
+    (row,) = localization_auroc(model, [p], seeds=2, n_steps=5)
+    loc = localize(model, p["text"], seeds=2, n_steps=5)
+    assert row["map"] == pytest.approx(pixel_auroc(loc.map, p["mask"]))
+    assert row["cross_attention"] == pytest.approx(pixel_auroc(cross_attention_map(model, p["text"], seeds=2, n_steps=5), p["mask"]))
+    assert len(row["per_step"]) == 5 and row["per_step"][loc.step] == pytest.approx(row["map"])
+    with pytest.raises(ValueError, match="no mask"):
+        localization_auroc(model, [{"text": "thin six, thin one, thin two, thin three"}], seeds=2, n_steps=2)

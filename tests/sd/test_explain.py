@@ -199,6 +199,8 @@ def test_attention_capture_keeps_probabilities_and_leaves_the_output_unchanged(t
     f = 2 ** (len(vae["block_out_channels"]) - 1)  # the VAE's downsampling factor
     assert m.shape == (tiny.event_shape[1] * f, tiny.event_shape[2] * f)
     assert bool(torch.isfinite(m).all()) and float(m.min()) >= 0 and float(m.max()) <= 1
+    loc = localize(tiny, "a small red house", seeds=2, n_steps=4)  # its guided run ends in the same state
+    assert torch.equal(cross_attention_map(tiny, "a small red house", n_steps=4, x_last=loc.x_last), m)
 
 
 @pytest.mark.parametrize("where", ["testbed", "tiny"])

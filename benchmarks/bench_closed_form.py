@@ -21,6 +21,10 @@ def make_mixture(K: int, d: int, seed: int = 0) -> GaussianMixture:
     return GaussianMixture(torch.full((K,), 1.0 / K), 2 * torch.randn(K, d, generator=g, dtype=torch.float64), cov)
 
 
+#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
+SMOKE = ["--n", "20", "--k", "2", "--d", "4"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000)

@@ -159,6 +159,10 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
+#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
+SMOKE = ["--dims", "2", "--budgets", "16", "--p", "1", "--points", "2", "--reps", "2"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dims", type=int, nargs="+", default=[2, 64, 1024])

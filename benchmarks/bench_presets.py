@@ -14,18 +14,27 @@ from memgeo.bench import format_preset_comparison, preset_comparison, testbed_la
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
 
-def main() -> None:
+#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
+SMOKE = ["--seeds", "1", "--steps", "3", "--max-prompts", "2", "--signals", "guidance_norm", "kappa_delta", "--out", "{tmp}/presets.md"]
+
+
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="testbed folder (default: the embedded testbed)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--signals", nargs="+")
+    parser.add_argument("--max-prompts", type=int, help="at most this many labelled prompts, half of them memorized")
     parser.add_argument("--out", help="markdown file for the table")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = load_testbed(args.model)
     texts, labels, counts = testbed_labels(testbed_metadata(args.model))
+    if args.max_prompts:
+        keep = [[i for i, y in enumerate(labels) if y == cls][: (args.max_prompts + 1 - cls) // 2] for cls in (1, 0)]
+        keep = sorted(keep[0] + keep[1])
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     rows = preset_comparison(model, texts, labels, seeds=args.seeds, n_steps=args.steps, signals=args.signals)
     title = (f"Testbed {args.model or '(embedded)'}: {sum(labels)} memorized (by generation) vs "
              f"{len(labels) - sum(labels)} ordinary and held-out prompts, {args.seeds} seeds, {args.steps} DDIM steps; "

@@ -56,6 +56,10 @@ def pipeline_costs(n_prompts: int, seeds: int, n_steps: int) -> str:
     return "\n".join(lines)
 
 
+#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
+SMOKE = ["--conditions", "2", "--seeds", "2", "--steps", "3", "--prompts", "1"]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--conditions", type=int, default=20, help="memorized and generalizing conditions each")

@@ -37,7 +37,7 @@ def _scan(args) -> int:
     import torch
 
     from .io import read_prompts
-    from .scan import ScanConfig, ScanInterrupted, run_scan
+    from .scan import ScanConfig, ScanInterrupted, resolve_flipd_t, run_scan
 
     if args.labels and len(args.labels) != len(args.prompts):
         raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
@@ -66,6 +66,8 @@ def _scan(args) -> int:
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
     model = DiffusersScoreModel.from_pretrained(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
+    if ref_records:  # FLIPD's probe time from the reference prompts, the same for both scans
+        cfg = resolve_flipd_t(model, cfg, [r.text for r in ref_records])
     try:
         result = run_scan(model, records, args.out, cfg, progress=not args.no_progress, batch_size=args.batch_size)
         reference = None

@@ -14,6 +14,7 @@ on the order of the prompt file nor on which other seeds were computed beside it
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 import zlib
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .detect import GENERATION_SIGNALS, GUIDED_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, initial_noise
+from .detect import GENERATION_SIGNALS, GUIDED_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics, flipd_t0, initial_noise
+from .detect.presets import resolve
 from ._checks import check_int
 from .io import PromptRecord, ResultStore, settings_digest
 
@@ -33,6 +35,7 @@ __all__ = [
     "BATCHED_SIGNALS",
     "ScanInterrupted",
     "run_scan",
+    "resolve_flipd_t",
     "unique_prompts",
     "model_identity",
     "summarize",
@@ -48,7 +51,8 @@ class ScanConfig:
     ``preset``: ``"memgeo"`` (defaults that hold on any model) or ``"official"`` (each paper's
     released settings). ``anisotropy_weights``: ``"auto"`` follows the model's prediction type.
     ``n_directions``: None takes the preset's; a number sets kappa-delta's directions per step and
-    four times as many p-Laplace directions.
+    four times as many p-Laplace directions. ``flipd_t``: FLIPD's probe time; None under a preset
+    whose ``t`` is ``"auto"`` lets :func:`run_scan` choose it from the scanned prompts (:func:`resolve_flipd_t`).
     """
 
     signals: tuple[str, ...] = ("guidance_norm", "anisotropy", "sharpness")
@@ -58,6 +62,7 @@ class ScanConfig:
     anisotropy_weights: str = "auto"
     n_directions: int | None = None
     preset: str = "memgeo"
+    flipd_t: int | None = None
 
     def __post_init__(self):
         self.signals, self.seeds = tuple(self.signals), tuple(int(s) for s in self.seeds)
@@ -84,6 +89,8 @@ class ScanConfig:
             kw["n_directions"] = self.n_directions
         if name == "p_laplace" and self.n_directions is not None:
             kw["n_directions"] = max(2, 4 * self.n_directions)
+        if name == "flipd" and self.flipd_t is not None:
+            kw["t"] = int(self.flipd_t)
         return kw
 
     def settings(self, name: str, model) -> dict:
@@ -93,6 +100,17 @@ class ScanConfig:
         if name in GENERATION_SIGNALS:
             out["directions"] = "seeded by crc32(seed:prompt)"
         return out
+
+
+def resolve_flipd_t(model, cfg: ScanConfig, texts) -> ScanConfig:
+    """``cfg`` with FLIPD's probe time fixed, where it scans FLIPD with ``t="auto"``: chosen once from
+    ``texts`` (the scanned prompts, or unlabelled reference prompts) by :func:`~memgeo.detect.flipd_t0`,
+    so that every row is probed at one t and the t is part of each row's settings digest."""
+    if "flipd" not in cfg.signals or cfg.flipd_t is not None or resolve("flipd", cfg.preset)["t"] != "auto":
+        return cfg
+    t0 = flipd_t0(model, list(texts), guidance_scale=cfg.guidance_scale, n_steps=cfg.n_steps,
+                  method=resolve("flipd", cfg.preset)["method"])
+    return dataclasses.replace(cfg, flipd_t=t0)
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -220,6 +238,7 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
     if not records:
         raise ValueError("records is empty: there are no prompts to scan")
     prompts = unique_prompts(records)
+    cfg = resolve_flipd_t(model, cfg, [p.text for p in prompts])
     rank, world, barrier = _process_state()
     ident = model_identity(model)
     digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}

@@ -16,10 +16,11 @@
 # %% [markdown]
 # # Memorization geometry along the trajectory (Brokman et al., NeurReps 2025)
 #
-# kappa-delta (the direction-only flux of the guidance-gap field on a sphere of radius
-# sigma_t sqrt(d) around alpha_t x0_hat) tracked at every DDIM step: its mean and spread for
+# kappa-delta (the mean cosine of the guidance-gap field with the outward normal on a sphere of
+# radius sigma_t sqrt(d) around alpha_t x0_hat) tracked at every DDIM step: its mean and spread for
 # memorized and ordinary prompts, and the per-step AUROC of the direction-only, magnitude-only
-# (guidance norm) and combined detectors, on the mixture and on the testbed.
+# (guidance norm) and combined detectors, on the mixture and on the testbed. Then the branch
+# diagnostic: which of the two predictions drives the gap's direction on the probe sphere.
 
 # %%
 import os
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 
 from memgeo.bench import draw_trajectory_auroc, per_step_auroc, testbed_labels, trajectory_traces
+from memgeo.detect import branch_diagnostic
+from memgeo.plotting import draw_branch_diagnostic, save_figure
 from memgeo.gmm import ConditionalGaussianMixture
 from memgeo.sd.testbed import load_testbed, testbed_metadata
 
@@ -60,8 +63,7 @@ for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_la
         ax.plot(steps, k.mean(1), color=color, label=label)
         ax.fill_between(steps, np.percentile(k, 10, 1), np.percentile(k, 90, 1), color=color, alpha=0.2)
     ax.set_xlabel("DDIM step (1 = pure noise)")
-    ax.set_yscale("symlog", linthresh=1.0)  # the last steps are two orders larger than the first
-    ax.set_ylabel("kappa-delta (symlog scale)")
+    ax.set_ylabel("kappa-delta (mean cosine)")
     ax.set_title(f"{name}: kappa-delta (mean, 10-90%)")
     ax.legend()
     ax = axes[row, 1]
@@ -69,3 +71,22 @@ for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_la
     ax.set_title(f"{name}: per-step detection")
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig3_trajectory.png", dpi=110)
+
+# %% [markdown]
+# ## Which branch drives the signal
+#
+# On the same probe spheres, the mean cosine with the outward normal of the conditional prediction,
+# the unconditional prediction and their gap (kappa-delta is minus the last), and the gap norm at
+# the sampler's latent. A prediction that has learned the basin a sample sits in points outwards
+# (cosine near 1). Where the unconditional branch has learned a memorized image as well as the
+# conditional one, the gap loses its outward direction and its norm, and kappa-delta and the
+# guidance norm rank memorized prompts *below* ordinary ones.
+
+# %%
+fig, axes = plt.subplots(2, 4, figsize=(15, 6.5))
+for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_labels), ("testbed", model, tb_conds, tb_labels)]):
+    diag = branch_diagnostic(m, conds, seeds=2 if FAST else 4, n_steps=n_steps, guidance_scale=7.5)
+    draw_branch_diagnostic(axes[row], diag, [lab for lab in labs for _ in range(2 if FAST else 4)])
+    axes[row, 0].set_ylabel(name)
+save_figure(fig, f"{FIG}/fig3_branch_diagnostic.png", dpi=110)
+

@@ -8,7 +8,7 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("[0-9]*.py"
 FIGURES = {
     "01_p_laplace_2d": ["fig1_p_laplace_maps.png", "fig1_p_laplace_estimates.png"],
     "02_isotropy_anisotropy": ["fig2_mixture_regimes.png", "fig2_alignment_and_testbed.png", "fig2_testbed_anisotropy_index.png"],
-    "03_trajectory": ["fig3_trajectory.png"],
+    "03_trajectory": ["fig3_trajectory.png", "fig3_branch_diagnostic.png"],
     "04_curvature_lid": ["fig4_curvature_lid.png"],
     "05_detection_summary": ["fig5_roc_testbed.png", "fig5_rate_vs_duplication.png"],
     "06_explain_localize_prevent": ["fig6_token_attribution.png", "fig6_localization.png", "fig6_training_tradeoff.png"],

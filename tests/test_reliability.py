@@ -220,9 +220,12 @@ def test_a_field_undefined_at_a_point_gives_nan_there_and_only_there(method, kw)
 
     x = torch.randn(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x[1, 0] = 50.0
-    est = divergence(nan_row_field, x, method=method, n_probes=8, **kw)
+    est = divergence(nan_row_field, x, method=method, n_probes=8, generator=torch.Generator().manual_seed(1), **kw)
     assert torch.isnan(est.value[1]) and torch.isfinite(est.value[[0, 2]]).all()
-    assert est.value[0] == pytest.approx(-4.0, abs=1e-6 if method != "flux" else 5.0)
+    if method == "flux":  # one-sided spherical probes of -x: unbiased, within its own standard error
+        assert abs(float(est.value[0]) + 4.0) <= 4 * float(est.stderr[0])
+    else:
+        assert est.value[0] == pytest.approx(-4.0, abs=1e-6)
 
 
 @pytest.mark.parametrize("call", ["hutchinson", "vjp", "exact", "product", "lanczos"])

@@ -12,6 +12,7 @@ from .leaderboard import (
     regroup,
 )
 from .presets import PRESET_NAMES, PRESETS
+from .diagnostics import BRANCH_CURVES, branch_diagnostic
 from .signals import (
     ANISOTROPY_WEIGHTS,
     GENERATION_SIGNALS,
@@ -24,7 +25,7 @@ from .signals import (
     combined_score,
     flipd_signal,
     flipd_t0,
-    nonce_prompts,
+    ProbeCosineTracker,
     guidance_alignment,
     guidance_norm,
     kappa_delta,
@@ -38,5 +39,6 @@ __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
     "format_breakdown", "GENERATION_SIGNALS", "GUIDED_SIGNALS",
     "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
-    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "nonce_prompts", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "GuidanceNormTracker",
+    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "ProbeCosineTracker", "GuidanceNormTracker",
+    "branch_diagnostic", "BRANCH_CURVES",
 ]

@@ -99,6 +99,8 @@ def evaluate_signals(
                 kw.setdefault("guidance_scale", guidance_scale)
             if name in GENERATION_SIGNALS:
                 kw["generator"] = torch.Generator().manual_seed(i)
+            if name == "flipd":  # one probe time for every condition, from the conditions themselves
+                kw.setdefault("reference", conds)
             return kw
 
         for i, (c, lab) in enumerate(zip(conds, labels)):

@@ -39,7 +39,10 @@ PRESETS: dict[str, dict[str, dict]] = {
     # Brokman et al., NeurReps 2025 (Tracking-Memorization-Geometry-throughout-the-Diffusion-Model-Generative-Process)
     "kappa_delta": {
         "memgeo": {"n_directions": 4, "geometry": "memgeo", "step": None},
-        "official": {"n_directions": 16, "geometry": "official", "step": 0},
+        # the released run: 500 PNDM steps (SD v1.4's scheduler), latents saved by the pipeline callback at
+        # steps 1 and every 50th (the callback skips PNDM's warm-up step 0), each probed at t = its step index
+        "official": {"n_directions": 16, "geometry": "official", "step": 500, "released_steps": 500,
+                     "probe_steps": (1, *range(50, 501, 50))},
     },
     # Kamkari et al. 2024 (layer6ai-labs FLIPD)
     "flipd": {

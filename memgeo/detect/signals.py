@@ -33,7 +33,7 @@ __all__ = [
     "GuidanceNormTracker",
     "flipd_signal",
     "flipd_t0",
-    "nonce_prompts",
+    "ProbeCosineTracker",
     "combined_score",
     "SIGNALS",
     "GENERATION_SIGNALS",
@@ -344,15 +344,39 @@ class GuidanceNormTracker:
         return _norm(state.eps_c - state.eps_u)
 
 
-class KappaDeltaTracker:
-    r"""Per-step kappa-delta (Brokman et al., NeurReps 2025).
+def _probe_sphere(model, state: StepState, n_directions: int, generator):
+    r"""Both branches on the kappa-delta sphere of a step: radius :math:`\sigma_t\sqrt d` around
+    :math:`\alpha_t\hat x_0`. Returns ``(n, eps_u, eps_c)`` with the unit directions ``n`` and the
+    predictions at ``centre + r n``, each ``[n_directions, S, d]``."""
+    S = state.x.shape[0]
+    d = math.prod(state.x.shape[1:])
+    r = state.sigma * math.sqrt(d)
+    center = state.alpha * state.x0_hat  # [S, *event]
+    n = _sphere_directions(n_directions, state.x, generator)  # [n, S, *event]
+    pts = (center.unsqueeze(0) + r * n).reshape(n_directions * S, *state.x.shape[1:])
+    eps_u, eps_c = guidance_pair(model, pts, state.t, _repeat_cond(state.cond, n_directions, S))
+    return tuple(v.reshape(n_directions, S, -1) for v in (n, eps_u, eps_c))
 
-    The direction-only flux of the guidance-gap field :math:`s_\delta = -\Delta\epsilon/\sigma_t` on a
-    sphere of radius :math:`\sigma_t\sqrt d` around :math:`\alpha_t \hat x_0`:
-    :math:`\kappa_\delta = \frac{d}{r}\frac1n\sum_j \langle \hat s_\delta(\alpha_t\hat x_0 + r n_j), n_j\rangle`,
-    2 evaluations per direction (the batched branches). Where the gap is below ``relative_floor``
+
+def _unit(v: torch.Tensor, scale: torch.Tensor, relative_floor: float) -> torch.Tensor:
+    """``v / |v|`` over the last axis; zero where ``|v|`` is below ``relative_floor * scale`` (no direction
+    above round-off), NaN-free."""
+    norm = v.norm(dim=-1, keepdim=True)
+    defined = norm > relative_floor * scale.unsqueeze(-1)
+    return torch.where(defined, v / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(v))
+
+
+class KappaDeltaTracker:
+    r"""Per-step kappa-delta (Brokman et al., NeurReps 2025): the mean cosine of the guidance-gap field
+    with the outward normal on a sphere around the step's denoised estimate.
+
+    :math:`\kappa_\delta = \frac1n\sum_j \langle \hat s_\delta(\alpha_t\hat x_0 + r n_j), n_j\rangle`
+    with :math:`s_\delta = -\Delta\epsilon/\sigma_t` and :math:`r = \sigma_t\sqrt d`, 2 evaluations per
+    direction (the batched branches). It lies in [-1, 1] at every step: the boundary flux of the unit
+    field is :math:`\frac{d}{r}\kappa_\delta`, whose factor :math:`1/\sigma_t` would make the last steps
+    dominate any average over steps (conventions, section 3). Where the gap is below ``relative_floor``
     (1e-6) times the predictions' norm - the posterior of the condition is saturated and the gap's
-    direction is round-off - it contributes zero flux.
+    direction is round-off - it contributes zero.
     """
 
     def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
@@ -362,22 +386,34 @@ class KappaDeltaTracker:
         self.generator = generator
 
     def __call__(self, model, state: StepState) -> torch.Tensor:
-        S = state.x.shape[0]
-        d = math.prod(state.x.shape[1:])
-        r = state.sigma * math.sqrt(d)
-        center = state.alpha * state.x0_hat  # [S, *event]
-        n = _sphere_directions(self.n_directions, state.x, self.generator)
-        pts = (center.unsqueeze(0) + r * n).reshape(self.n_directions * S, *state.x.shape[1:])
-        eps_u, eps_c = guidance_pair(model, pts, state.t, _repeat_cond(state.cond, self.n_directions, S))
+        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
+        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
         s_delta = -(eps_c - eps_u)  # direction of grad log p_t(c | x); the 1/sigma_t scale drops out
-        shape = (-1, *([1] * (s_delta.dim() - 1)))
-        norm = _norm(s_delta).reshape(shape)
-        scale = torch.maximum(_norm(eps_c), _norm(eps_u)).reshape(shape)
-        # a gap below 1e-6 of the predictions (p_t(c | x) saturated) has no direction above round-off
-        defined = norm > self.relative_floor * scale
-        unit = torch.where(defined, s_delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(s_delta))
-        flux = (unit.reshape(self.n_directions, S, -1) * n.reshape(self.n_directions, S, -1)).sum(-1)
-        return (d / r) * flux.mean(0)
+        return (_unit(s_delta, scale, self.relative_floor) * n).sum(-1).mean(0)
+
+
+class ProbeCosineTracker:
+    r"""What drives kappa-delta, per step: on the same sphere of probes, the mean cosines with the
+    outward normal ``n`` of the conditional prediction, the unconditional prediction and their gap,
+    ``[3, S]`` = (:math:`\cos(\epsilon_c, n)`, :math:`\cos(\epsilon_u, n)`, :math:`\cos(\epsilon_c - \epsilon_u, n)`).
+
+    Around a basin that a branch has learned, its prediction points outwards (the noise it removes),
+    so its cosine is near 1. kappa-delta is minus the gap's cosine: it falls (reads as memorization)
+    when the conditional branch points outwards more than the unconditional one, and rises when the
+    unconditional branch has learned the basin as well (:func:`~memgeo.detect.branch_diagnostic`).
+    """
+
+    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
+        self.n_directions = check_int("n_directions", n_directions, minimum=1)
+        self.relative_floor = relative_floor
+        self.evals_per_step = 2 * self.n_directions
+        self.generator = generator
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
+        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
+        cos = [(_unit(v, scale, self.relative_floor) * n).sum(-1).mean(0) for v in (eps_c, eps_u, eps_c - eps_u)]
+        return torch.stack(cos)
 
 
 class _LatentRecorder:
@@ -422,60 +458,78 @@ def kappa_delta(
     r"""kappa-delta tracked along generation (Brokman et al., NeurReps 2025).
 
     memgeo preset (``geometry="memgeo"``): DDIM with :class:`KappaDeltaTracker` at every step (4
-    directions), around :math:`\alpha_t\hat x_0` at each step's own timestep; the signal is the mean of
-    :math:`\kappa_\delta` over the first ``track_steps`` steps (all by default), or its value at ``step``.
-    Memorized prompts pull trajectories into a basin where the gap field converges: ``score = -value``.
+    directions): the mean cosine of the gap field with the outward normal on a sphere of radius
+    :math:`\sigma_t\sqrt d` around :math:`\alpha_t\hat x_0` at each step's own timestep. The signal is
+    the plain mean of the per-step values over the first ``track_steps`` steps (all by default), each
+    step weighted alike, or the value at ``step``. Memorized prompts pull trajectories into a basin
+    where the gap field converges: ``score = -value``.
 
-    official preset (``geometry="official"``, the released code): for the latent *after* each step
-    i, the mean cosine :math:`\frac1n\sum_j \cos(\Delta\epsilon(c + r n_j), n_j)` of the raw gap field
-    with 16 directions, centre :math:`c = \sqrt{\bar\alpha_{i}}\,x_{after\ i}` and radius
-    :math:`\sqrt{1-\bar\alpha_i}\sqrt d`, where the step *index* i is passed as the timestep (a quirk
-    of the released code, reproduced; it also decodes and re-encodes the latent through the VAE,
-    which a VAE-free model skips). No average over steps: the value is the one at ``step`` (0, the
-    first step, by default); every step is in ``extras["trace"]`` for per-step AUROC. The gap points
-    out of a basin, so ``score = value``.
+    official preset (``geometry="official"``, the released code): the released run (500 steps of SD
+    v1.4's PNDM scheduler) saves the latent after steps ``probe_steps`` = 1, 50, 100, ..., 500 and
+    probes each with the step *index* i passed as the timestep: the mean cosine
+    :math:`\frac1n\sum_j \cos(\Delta\epsilon(c + r n_j), n_j)` of the raw gap field with 16
+    directions, centre :math:`c = \sqrt{\bar\alpha_i}\,x_{after\ i}`, radius :math:`\sqrt{1-\bar\alpha_i}\sqrt d`.
+    memgeo's ``n_steps``-step DDIM run stands in for the 500-step run: released step i is read at
+    the same fraction of the generation, the latent after step ``round((i + 1) n / 501) - 1`` (both
+    samplers integrate the same probability-flow ODE; the probe times t = i are the released ones
+    whatever ``n_steps``). The decode/re-encode through the VAE is skipped on a VAE-free model. No
+    average over steps: the value is the one at released step ``step`` (500 by default, the finished
+    latent); every probed step is in ``extras["trace"]``. The gap points out of a basin, so
+    ``score = value``.
 
-    The per-step curves are in ``extras["trace"]`` (``[n_steps, S]``) with the guidance norm beside them.
+    ``extras``: ``"trace"`` ``[probes, S]`` (every step for memgeo, the probed ones for official),
+    ``"trace_t"`` the timestep each row probed at, ``"trace_step"`` the sampler step each row read,
+    and the guidance norm at every sampler step (``"guidance_norm_trace"``).
     """
     opts = resolve("kappa_delta", preset, n_directions=n_directions, geometry=geometry, step=step)
     n_dir = check_int("n_directions", opts["n_directions"], minimum=1)
+    n_steps = check_int("n_steps", n_steps)
     if opts["geometry"] == "memgeo":
         tracker = KappaDeltaTracker(n_dir, generator=generator)
         res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
                           trackers={"kappa_delta": tracker, "guidance_norm": GuidanceNormTracker()})
         trace, n_evals, sign = res.trace["kappa_delta"], res.n_evals, -1.0
+        rows = list(range(n_steps))
+        trace_t = [int(t) for t in res.timesteps]
     elif opts["geometry"] == "official":
         rec = _LatentRecorder()
         res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
                           trackers={"latent": rec, "guidance_norm": GuidanceNormTracker()})
-        after = rec.latents[1:] + [res.x0]  # the latent after step i
+        after = rec.latents[1:] + [res.x0]  # the latent after step j
+        released = opts["released_steps"]
+        trace_t = [int(i) for i in opts["probe_steps"]]
+        rows = [min(max(round((i + 1) * n_steps / (released + 1)) - 1, 0), n_steps - 1) for i in trace_t]
         d = math.prod(x_T.shape[1:])
         S = x_T.shape[0]
         values = []
         with torch.no_grad():
-            for i, x in enumerate(after):
-                t = i  # the step index passed as a timestep, as the released code does
+            for t, j in zip(trace_t, rows):  # t: the released step index, passed as a timestep
 
                 def gap(z, t=t):
                     eps_u, eps_c = guidance_pair(model, z, t, _repeat_cond(cond, z.shape[0] // S, S))
                     return eps_c - eps_u
 
-                centre = float(model.alpha(t)) * x
+                centre = float(model.alpha(t)) * after[j]
                 values.append(_mean_cosine_flux(gap, centre, float(model.sigma(t)) * math.sqrt(d), n_dir, 1.0,
                                                 generator)[0])
-        trace, n_evals, sign = torch.stack(values), res.n_evals + 2 * n_dir * n_steps, 1.0
+        trace, n_evals, sign = torch.stack(values), res.n_evals + 2 * n_dir * len(trace_t), 1.0
     else:
         raise ValueError(f"geometry must be 'memgeo' or 'official', got {opts['geometry']!r}")
     if opts["step"] is not None:
         i = check_int("step", opts["step"], minimum=0)
-        if i >= trace.shape[0]:
-            raise ValueError(f"step must be < n_steps = {trace.shape[0]}, got {i}")
+        if opts["geometry"] == "official":
+            if i not in trace_t:
+                raise ValueError(f"step must be one of the released probe steps {trace_t}, got {i}")
+            i = trace_t.index(i)
+        elif i >= n_steps:
+            raise ValueError(f"step must be < n_steps = {n_steps}, got {i}")
         v = trace[i]
     else:
-        k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else n_steps
+        k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else len(trace)
         v = trace[:k].mean(0)
     return SignalResult("kappa_delta", sign * v, v, n_evals,
-                        extras={"trace": trace, "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
+                        extras={"trace": trace, "trace_t": trace_t, "trace_step": rows,
+                                "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
 
 
 def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
@@ -490,45 +544,41 @@ def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, gene
         return flipd(field, x_t, sigma, method=method, n_probes=n_probes, generator=generator)
 
 
-def nonce_prompts(n: int, *, seed: int = 0) -> list[str]:
-    """``n`` label-free reference prompts: four random lowercase letter strings each (no caption source,
-    no evaluation prompt); the default reference of :func:`flipd_t0` on text-conditioned models."""
-    import random
-    import string
-
-    rng = random.Random(seed)
-    return [" ".join("".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 8))) for _ in range(4))
-            for _ in range(n)]
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` items, evenly spaced through ``items`` (all of them when there are no more than ``n``)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (n - 1))] for i in range(n)] if n > 1 else [items[0]]
 
 
 def flipd_t0(
     model,
+    reference,
     *,
-    reference=None,
     guidance_scale: float = 7.5,
     n_steps: int = 50,
-    n_reference: int = 8,
+    n_reference: int = 16,
     method: str = "hutchinson_fd",
     n_probes: int = 8,
     quantile: float = 0.9,
     seed: int = 0,
 ) -> int:
-    r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve (no labels, no evaluation prompts).
+    r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve on the prompts being scanned.
 
-    A reference batch is generated as the signal generates (CFG DDIM at ``guidance_scale``), one
-    sample per reference condition: ``reference`` (for example unlabelled ordinary prompts), by
-    default :func:`nonce_prompts` on text-conditioned models and the unconditional model otherwise.
-    Its LIDs are evaluated at the DDIM timesteps of the lower half of the schedule, smallest first.
-    At too small a t the network does not resolve the noise around guided samples and the estimate
-    leaves its valid range (LID > d; on the testbed at t = 1 it is 1.4 d); t0 is the smallest
-    timestep at which the ``quantile`` of the reference LIDs is at most the ambient dimension d.
-    Cached on the model per setting; its evaluations are not part of any signal's per-sample cost.
+    ``reference``: the conditions to be scored (the scanned prompts; no labels are read), or unlabelled
+    prompts of the same kind. They must come from the model's own caption distribution: text outside
+    it (random letters, say) generates samples of another kind, whose curve says nothing about the
+    scanned ones (on the testbed such prompts chose t = 1, where the scanned samples' LID exceeds d).
+    Up to ``n_reference`` of them, evenly spaced, are generated once each as the signal generates
+    (CFG DDIM at ``guidance_scale``); their LIDs are evaluated at the DDIM timesteps of the lower half
+    of the schedule, smallest first. At too small a t the network does not resolve the noise around
+    guided samples and the estimate leaves its valid range (LID > d); t0 is the smallest timestep
+    at which the ``quantile`` of the reference LIDs is at most the ambient dimension d. Cached on the
+    model per setting; its evaluations are not part of any signal's per-sample cost.
     """
     from .sampling import initial_noise
 
-    if reference is None:
-        reference = nonce_prompts(n_reference, seed=seed) if hasattr(model, "encode_prompt") else [None] * n_reference
-    reference = list(reference)
+    reference = _spread(list(reference), check_int("n_reference", n_reference))
     if not reference:
         raise ValueError("reference must hold at least one condition (it is empty)")
     key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed)
@@ -561,6 +611,7 @@ def flipd_signal(
     n_steps: int = 50,
     guidance_scale: float = 7.5,
     t=None,
+    reference=None,
     n_probes: int | None = None,
     method: str | None = None,
     x0: torch.Tensor | None = None,
@@ -572,11 +623,13 @@ def flipd_signal(
     :math:`p_t` at the generated sample scaled to :math:`\alpha_t \hat x_0` without added noise (at a
     sample of :math:`p_t` itself the expectation is d for every law, since
     :math:`E[\Delta\log p + |\nabla\log p|^2] = 0`). ``t="auto"`` (both presets) takes the probe time
-    from the model's own LID-versus-t curve (:func:`flipd_t0`); an integer fixes it. The trace by
-    ``method``: central-difference Hutchinson with ``n_probes`` probes (memgeo preset), or the exact
-    trace for d <= 3500 and JVP-Hutchinson above (``"exact_up_to_3500"``, official).
-    Memorized samples have low LID, so ``score = -LID``. An LID above d is outside the estimator's
-    valid range: it is flagged in ``extras["above_ambient"]`` and warned about.
+    from the model's own LID-versus-t curve on ``reference`` (:func:`flipd_t0`): pass the whole set of
+    prompts being compared, so that all are probed at one t; by default the condition of this call.
+    An integer fixes it. The trace by ``method``: central-difference Hutchinson with ``n_probes``
+    probes (memgeo preset), or the exact trace for d <= 3500 and JVP-Hutchinson above
+    (``"exact_up_to_3500"``, official). Memorized samples have low LID, so ``score = -LID``. An LID
+    above d is outside the estimator's valid range: it is flagged in ``extras["above_ambient"]`` and
+    warned about.
     """
     opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method)
     cost = 0
@@ -584,7 +637,9 @@ def flipd_signal(
         x0, cost = _generate(model, cond, x_T, n_steps, guidance_scale)
     t = opts["t"]
     if t == "auto":
-        t = flipd_t0(model, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])
+        if reference is None:
+            reference = list(cond) if isinstance(cond, (list, tuple)) else [cond]
+        t = flipd_t0(model, reference, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = int(t)

@@ -61,7 +61,7 @@ def test_reported_evaluations_match_counted(scenario, name):
     m = CountingModel(scenario)
     kw = {} if name in ("guidance_norm", "anisotropy", "sharpness") else {"n_steps": 6, "generator": torch.Generator().manual_seed(0)}
     if name == "flipd":  # its probe time is chosen once per model (cached), outside the per-sample cost
-        flipd_t0(m, n_steps=6, guidance_scale=7.5, method="hutchinson_fd")
+        flipd_t0(m, [12], n_steps=6, guidance_scale=7.5, method="hutchinson_fd")
         m.rows = 0
     res = SIGNALS[name](m, 12, initial_noise(scenario, S), **kw)
     assert m.rows == S * (res.n_evals + 2 * res.n_jvps)  # a JVP through the batched branches passes both rows
@@ -180,3 +180,71 @@ def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
         assert flipd_t0(scenario, n_steps=10, guidance_scale=7.5, reference=[0, 1, 12, 13]) == t0 and not calls
     finally:
         del scenario.eps
+
+
+def _step_state(mix, cond, x, t):
+    from memgeo.detect import StepState
+    from memgeo.parameterization import eps_to_x0
+
+    a, s = float(mix.alpha(t)), float(mix.sigma(t))
+    eps_u, eps_c = mix.eps(x, t, None), mix.eps(x, t, cond)
+    eps = eps_u + 7.5 * (eps_c - eps_u)
+    return StepState(0, t, x, eps_u, eps_c, eps, eps_to_x0(eps, x, a, s), a, s, 7.5, cond)
+
+
+@pytest.mark.parametrize("t", [21, 401, 961])
+def test_kappa_delta_tracker_is_the_mean_cosine_of_the_analytic_gap_score(scenario, t):
+    """At every noise level the per-step value is the mean cosine of the closed-form
+    grad log p_t(c | x) = s_c - s_u with the outward normal, on the sphere of radius sigma_t sqrt(d)
+    around alpha_t x0_hat: bounded by 1, with no 1/sigma_t factor."""
+    x = initial_noise(scenario, [3, 4, 5])
+    state = _step_state(scenario, 2, x, t)
+    got = KappaDeltaTracker(6, generator=torch.Generator().manual_seed(5))(scenario, state)
+    N = torch.randn((6, 3, 8), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    N = N / N.norm(dim=-1, keepdim=True)
+    pts = state.alpha * state.x0_hat + state.sigma * math.sqrt(8) * N  # [6, 3, 8]
+    gap = scenario.score(pts.reshape(18, 8), t, 2) - scenario.score(pts.reshape(18, 8), t, None)
+    want = torch.nn.functional.cosine_similarity(gap.reshape(6, 3, 8), N, dim=-1).mean(0)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert bool((got.abs() <= 1).all())
+
+
+def test_kappa_delta_weights_every_step_alike(scenario):
+    """The combined value is the plain mean of the per-step values, each in [-1, 1]: no step can move it
+    by more than 2/n, whatever its sigma_t (the boundary flux (d/r) kappa would weight the last of 50
+    steps about 24 times the first on Stable Diffusion's schedule)."""
+    x = initial_noise(scenario, 4)
+    res = SIGNALS["kappa_delta"](scenario, 0, x, n_steps=12, generator=torch.Generator().manual_seed(0))
+    trace = res.extras["trace"]
+    assert trace.shape == (12, 4) and bool((trace.abs() <= 1).all())
+    torch.testing.assert_close(res.value, trace.mean(0))
+    torch.testing.assert_close(res.score, -trace.mean(0))
+    assert res.extras["trace_t"] == [int(t) for t in scenario.timesteps(12)]
+    five = SIGNALS["kappa_delta"](scenario, 0, x, n_steps=12, track_steps=5, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(five.value, trace[:5].mean(0))
+
+
+def test_branch_diagnostic_is_kappa_delta_and_the_analytic_branch_cosines(scenario):
+    from memgeo.detect import branch_diagnostic
+
+    conds, S, n = [0, 15], 3, 8
+    diag = branch_diagnostic(scenario, conds, seeds=S, n_steps=n, n_directions=5, seed=40)
+    assert all(diag[k].shape == (n, len(conds) * S) for k in ("cos_c", "cos_u", "cos_gap", "gap_norm"))
+    x_T = initial_noise(scenario, S)
+    for i, c in enumerate(conds):
+        cols = slice(i * S, (i + 1) * S)
+        res = ddim_sample(scenario, c, x_T, n_steps=n, trackers={
+            "kappa": KappaDeltaTracker(5, generator=torch.Generator().manual_seed(40 + i)), "norm": GuidanceNormTracker()})
+        torch.testing.assert_close(diag["cos_gap"][:, cols], -res.trace["kappa"])  # kappa-delta is minus the gap's cosine
+        torch.testing.assert_close(diag["gap_norm"][:, cols], res.trace["norm"])
+    # one step by hand: each branch's cosine from the closed-form eps of the mixture
+    state = _step_state(scenario, 15, x_T, int(scenario.timesteps(n)[0]))
+    from memgeo.detect import ProbeCosineTracker
+
+    got = ProbeCosineTracker(5, generator=torch.Generator().manual_seed(1))(scenario, state)
+    N = torch.randn((5, S, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    N = N / N.norm(dim=-1, keepdim=True)
+    pts = (state.alpha * state.x0_hat + state.sigma * math.sqrt(8) * N).reshape(5 * S, 8)
+    for k, cond in enumerate((15, None)):
+        e = scenario.eps(pts, state.t, cond).reshape(5, S, 8)
+        torch.testing.assert_close(got[k], torch.nn.functional.cosine_similarity(e, N, dim=-1).mean(0))

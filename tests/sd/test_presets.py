@@ -136,30 +136,62 @@ def test_p_laplace_official_as_released(pair):
     assert torch.equal(got.score, got.value) and got.extras["t"] == 10
 
 
+def test_kappa_delta_official_probe_steps_are_the_released_callbacks(tiny_pipelines):
+    """The released generate.py saves the latent in the pipeline's legacy callback when
+    ``step < 2 or step % 50 == 0``, over 500 steps of SD v1.4's scheduler (PNDM, ``skip_prk_steps``)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    folder = tiny_pipelines["epsilon"]
+    with float32_default():
+        pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False)
+    pipe.scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    pipe.set_progress_bar_config(disable=True)
+    saved = []
+
+    def callback(step, timestep, latents):
+        if step < 2 or step % 50 == 0:
+            saved.append(step)
+
+    with warnings.catch_warnings(), float32_default():
+        warnings.simplefilter("ignore")  # the legacy callback is deprecated, as it was when released
+        pipe(PROMPT, num_inference_steps=500, callback=callback, callback_steps=1, output_type="latent",
+             generator=torch.Generator().manual_seed(0))
+    official = PRESETS["kappa_delta"]["official"]
+    assert tuple(official["probe_steps"]) == tuple(saved) and official["released_steps"] == 500
+    assert official["step"] in saved and official["step"] != 0 and official["n_directions"] == 16
+
+
 def test_kappa_delta_official_as_released(pair):
     raw, model = pair
     x_T = initial_noise(model, [7])
-    n_steps, n_dir = 6, 5
+    n_steps, n_dir = 6, 3
     got = kappa_delta(model, PROMPT, x_T, preset="official", n_steps=n_steps, n_directions=n_dir,
                       generator=torch.Generator().manual_seed(9))
     _, after = raw.cfg_trajectory(x_T, PROMPT, n_steps=n_steps)
+    probes = [1, 50, 100, 150, 200, 250, 300, 350, 400, 450, 500]
+    # released step i of 501 read at the same fraction of a 6-step run: after step round((i+1) 6/501) - 1
+    read = [0, 0, 0, 1, 1, 2, 3, 3, 4, 4, 5]
     gen = torch.Generator().manual_seed(9)
     d = x_T[0].numel()
     ref = []
-    for i, lat in enumerate(after):  # the step index i is passed as the timestep, as released
-        N = torch.randn((n_dir, *lat.shape), generator=gen, dtype=torch.float64)
+    for i, j in zip(probes, read):  # the step index i is passed as the timestep, as released
+        N = torch.randn((n_dir, *after[j].shape), generator=gen, dtype=torch.float64)
         N = N / N.flatten(2).norm(dim=-1)[..., None, None, None]
-        centre = math.sqrt(raw.abar[i]) * lat
+        centre = math.sqrt(raw.abar[i]) * after[j]
         cos = []
-        for j in range(n_dir):
-            pts = centre + math.sqrt(1 - raw.abar[i]) * math.sqrt(d) * N[j]
+        for k in range(n_dir):
+            pts = centre + math.sqrt(1 - raw.abar[i]) * math.sqrt(d) * N[k]
             u, c = raw.out(pts, i, PROMPT)
             gap = raw.eps(c, pts, i) - raw.eps(u, pts, i)
-            cos.append(torch.nn.functional.cosine_similarity(gap.flatten(1), N[j].flatten(1), dim=1))
+            cos.append(torch.nn.functional.cosine_similarity(gap.flatten(1), N[k].flatten(1), dim=1))
         ref.append(torch.stack(cos).mean(0))
     torch.testing.assert_close(got.extras["trace"], torch.stack(ref), rtol=1e-3, atol=1e-4)
-    torch.testing.assert_close(got.value, got.extras["trace"][0])
+    assert got.extras["trace_t"] == probes and got.extras["trace_step"] == read
+    torch.testing.assert_close(got.value, got.extras["trace"][-1])  # released step 500: the finished latent
     assert torch.equal(got.score, got.value)
+    assert got.n_evals == 2 * n_steps + 2 * n_dir * len(probes)
 
 
 def test_flipd_official_is_the_exact_trace_formula(pair):

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memgeo.bench import explanation_hit_rate, localization_auroc
-from memgeo.sd.testbed import load_testbed, testbed_data, testbed_metadata
+from memgeo.experiments import explanation_hit_rate, localization_auroc
+from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 
 
 def _mean_ci(values, n_boot: int = 2000, seed: int = 0) -> str:

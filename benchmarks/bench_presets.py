@@ -10,9 +10,8 @@ from pathlib import Path
 
 import torch
 
-from memgeo.bench import format_preset_comparison, preset_comparison, testbed_labels
-from memgeo.sd.testbed import load_testbed, testbed_metadata
-
+from memgeo.experiments import format_preset_comparison, preset_comparison
+from memgeo.testbed import load_testbed, testbed_labels, testbed_metadata
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "3", "--max-prompts", "2", "--signals", "guidance_norm", "kappa_delta", "--out", "{tmp}/presets.md"]

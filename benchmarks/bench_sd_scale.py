@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sd_scale.py [--sample-size 64] [--out benchmarks/results/sd_scale.md]
 
-The model has SD v1.4's architecture with random weights (``memgeo.sd.architectures``; no
+The model has SD v1.4's architecture with random weights (``memgeo.models.architectures``; no
 download). On CUDA it runs at the real size (4x64x64 latents) in fp16 weights; on CPU in float32
 at a reduced latent size. Each signal runs at its published settings (``preset="official"``, 50
 DDIM steps, one generation per prompt) and at memgeo's defaults. The signals without random draws
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memgeo.detect import SIGNALS, initial_noise
-from memgeo.sd.architectures import sd_v1_random_model
+from memgeo.detect import SIGNALS
+from memgeo.models.architectures import sd_v1_random_model
+from memgeo.sampling import initial_noise
 
 # Asthana & Belagiannis 2026, SD v1.4, seconds per 10 prompts. Their Wen time (0.4 s, against 1.1 s for the
 # 4 evaluations of anisotropy) is the first-step guidance norm: memgeo's default variant.

@@ -16,9 +16,10 @@ import time
 
 import torch
 
-from memgeo.detect import SIGNALS, evaluate_signals, format_leaderboard, initial_noise
-from memgeo.detect.signals import GENERATION_SIGNALS
+from memgeo.detect import SIGNALS
+from memgeo.experiments import evaluate_signals, format_leaderboard
 from memgeo.gmm import ConditionalGaussianMixture
+from memgeo.sampling import initial_noise
 
 
 def mixture_table(n_conditions: int, seeds: int, n_steps: int, dim: int) -> str:
@@ -29,7 +30,7 @@ def mixture_table(n_conditions: int, seeds: int, n_steps: int, dim: int) -> str:
 
 
 def pipeline_costs(n_prompts: int, seeds: int, n_steps: int) -> str:
-    from memgeo.sd import DiffusersScoreModel, build_tiny_pipeline
+    from memgeo.models import DiffusersScoreModel, build_tiny_pipeline
 
     prompts = [f"a small test prompt number {i}" for i in range(n_prompts)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -39,7 +40,7 @@ def pipeline_costs(n_prompts: int, seeds: int, n_steps: int) -> str:
     rows = []
     for name, fn in SIGNALS.items():
         kw = {"n_steps": n_steps}
-        if name in GENERATION_SIGNALS:
+        if SIGNALS[name].generates:
             kw["generator"] = torch.Generator().manual_seed(0)
         t0 = time.perf_counter()
         before = model.n_unet_rows

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-__all__ = ["draw_branch_diagnostic", "save_figure"]
+if TYPE_CHECKING:
+    from .explain import Localization, TokenAttribution
+
+__all__ = ["save_figure", "draw_branch_diagnostic", "plot_duplication_curve", "draw_trajectory_auroc", "plot_trajectory_auroc",
+           "plot_tradeoff", "plot_token_attribution", "plot_localization", "plot_roc", "plot_score_histogram", "save_image_grid"]
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
@@ -39,3 +45,214 @@ def draw_branch_diagnostic(axes, diag: dict, labels, *, names=("memorized", "ord
         ax.set_title(titles[key], fontsize=9)
         ax.set_xlabel("DDIM step (1 = pure noise)")
         ax.legend(fontsize=7)
+
+
+def plot_duplication_curve(rows: list[dict], path) -> None:
+    """Mean memorization rate against duplication count (log axis), one line per kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        rs = [r for r in rows if r["kind"] == kind]
+        ax.plot([r["duplication"] for r in rs], [r["mean_rate"] for r in rs], "o-", label=kind)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("copies in training")
+    ax.set_ylabel("memorization rate (generations copying)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_title("memorization against duplication, testbed")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+def draw_trajectory_auroc(ax, curves: dict):
+    """Draw per-step AUROC curves (from :func:`per_step_auroc`) on a matplotlib axis."""
+    for name, v in curves.items():
+        ax.plot(np.arange(1, len(v) + 1), v, label=name)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("DDIM step (1 = pure noise)")
+    ax.set_ylabel("AUROC (memorized vs ordinary)")
+    ax.set_ylim(0.0, 1.02)
+    ax.legend(fontsize=8)
+
+def plot_trajectory_auroc(curves: dict, path, *, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    draw_trajectory_auroc(ax, curves)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+def plot_tradeoff(rows, path, front=(), ax=None):
+    """Memorization rate against memorized-prompt fidelity, a line per method, the Pareto front dashed
+    (into ``ax`` when given, else saved to ``path``)."""
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "o-", label=method, ms=4)
+    if front:
+        ax.plot([r["memorization_rate"] for r in front], [r["fidelity_memorized"] for r in front], "k--", lw=0.8,
+                label="Pareto front")
+    ax.set_xlabel("memorization rate (copies of the training canvases, memorized prompts)")
+    ax.set_ylabel("fidelity: cells showing the captioned digit")
+    ax.set_title("fidelity-memorization trade-off, testbed")
+    ax.legend(fontsize=7)
+    if own:
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+
+
+def plot_token_attribution(att: TokenAttribution, path, *, title: str = "", ax=None):
+    """Bar plot of the token attributions (gradient and, when computed, leave-one-out, each scaled to its maximum)."""
+    import matplotlib
+
+    if ax is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(att.tokens) + 1.5), 2.6))
+    x = torch.arange(len(att.tokens)).numpy()
+    series = [(n, v) for n, v in (("gradient", att.gradient), ("leave-one-out", att.leave_one_out)) if v is not None]
+    width = 0.8 / len(series)
+    for j, (name, vals) in enumerate(series):
+        v = torch.tensor(vals, dtype=torch.float64)
+        scale = float(v.abs().max()) or 1.0
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, (v / scale).numpy(), width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(att.tokens, rotation=60, fontsize=7)
+    ax.set_ylabel("attribution / max")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    if own:
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return Path(path) if path is not None else None
+
+def plot_localization(model, loc: Localization, path, *, cross_attention=None, mask=None, title: str = "", axes=None):
+    """The mean generated image, the memorization map over it (mask outlined when given) and the
+    cross-attention baseline."""
+    import matplotlib
+
+    if axes is None:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    own = axes is None
+    n = 2 + (cross_attention is not None)
+    if own:
+        fig, axes = plt.subplots(1, n, figsize=(2.3 * n, 2.6))
+    from .explain.localization import image_map
+
+    img = image_map(model, loc.samples.float().mean(0)) if getattr(model, "to_image", None) is not None else None
+    panels = [("mean sample" if img is not None else "mean latent (channel 0)",
+               img if img is not None else loc.samples.float().mean(0)[0], "gray_r")]
+    panels.append((f"map, step {loc.step}", loc.map, "magma"))
+    if cross_attention is not None:
+        panels.append(("cross-attention (end token)", cross_attention, "magma"))
+    for ax, (name, m, cmap) in zip(axes, panels):
+        ax.imshow(torch.as_tensor(m).numpy(), cmap=cmap)
+        if mask is not None and torch.as_tensor(mask).shape == torch.as_tensor(m).shape:
+            ax.contour(torch.as_tensor(mask).numpy(), levels=[0.5], colors="c", linewidths=1.0)
+        ax.set_title(name, fontsize=7)
+        ax.axis("off")
+    if own:
+        if title:
+            fig.suptitle(title, fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return Path(path) if path is not None else None
+
+
+def plot_roc(metrics: dict, path: str | Path, *, title: str = "ROC, per prompt") -> Path:
+    """ROC curves of every signal with labels, saved as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .detect import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, m in metrics.items():
+        f, t, _ = roc_curve(m["labels"], m["scores"])
+        ax.plot(f, t, label=f"{name} (AUROC {m['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_score_histogram(scores, path: str | Path, *, signal: str, calibration=None) -> Path:
+    """Histogram of the scanned prompts' scores beside the reference's, with the threshold of ``calibration``
+    (a :class:`~memgeo.scan.Calibration`, or None)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s = np.asarray(scores, dtype=float)
+    s = s[np.isfinite(s)]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ref = calibration.reference if calibration is not None else np.array([])
+    both = np.concatenate([s, ref])
+    bins = np.histogram_bin_edges(both, bins=30) if both.size else 10
+    ax.hist(s, bins=bins, alpha=0.6, label=f"scanned ({s.size})")
+    if calibration is not None:
+        ax.hist(ref, bins=bins, alpha=0.6, label=f"reference ({ref.size})")
+        ax.axvline(calibration.threshold, color="k", ls="--", lw=1, label=f"threshold (FPR {calibration.fpr:g})")
+    ax.set_xlabel(f"{signal} score (mean over seeds)")
+    ax.set_ylabel("prompts")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def save_image_grid(imgs, path, *, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = imgs.shape[0]
+    cols = min(n, 8)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i in range(n):
+        axes.flat[i].imshow(imgs[i].numpy(), cmap="gray_r" if imgs.shape[-1] == 8 else "viridis")
+    fig.suptitle(title, fontsize=8)
+    save_figure(fig, path, dpi=100)

@@ -32,11 +32,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from memgeo.detect import guidance_alignment, guidance_norm, guidance_pair, initial_noise
+from memgeo.detect import guidance_norm
 from memgeo.geometry import anisotropy_index, jacobian
 from memgeo.gmm import ConditionalGaussianMixture
-from memgeo.bench import testbed_labels
-from memgeo.sd.testbed import load_testbed, testbed_metadata
+from memgeo.guidance import guidance_alignment, guidance_pair
+from memgeo.sampling import initial_noise
+from memgeo.testbed import load_testbed, testbed_labels, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
@@ -126,7 +127,7 @@ fig.savefig(f"{FIG}/fig2_alignment_and_testbed.png", dpi=110)
 
 # %%
 # anisotropy index of the testbed's learned Hessian (exact Jacobian, 256 JVPs) at its generated samples
-from memgeo.detect import ddim_sample
+from memgeo.sampling import ddim_sample
 
 k = 1 if FAST else 6
 index_ts = model.timesteps(5 if FAST else 10)  # one full Jacobian (256 JVPs) per point and timestep

@@ -32,11 +32,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from memgeo.bench import draw_trajectory_auroc, per_step_auroc, testbed_labels, trajectory_traces
 from memgeo.detect import branch_diagnostic
-from memgeo.plotting import draw_branch_diagnostic, save_figure
+from memgeo.experiments import per_step_auroc, trajectory_traces
 from memgeo.gmm import ConditionalGaussianMixture
-from memgeo.sd.testbed import load_testbed, testbed_metadata
+from memgeo.plotting import draw_branch_diagnostic, draw_trajectory_auroc, save_figure
+from memgeo.testbed import load_testbed, testbed_labels, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")

@@ -35,10 +35,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from memgeo.bench import duplication_curve, plot_duplication_curve, testbed_kinds, testbed_labels
-from memgeo.detect import caption_baseline_row, evaluate_signals, format_breakdown, format_leaderboard, roc_curve
-from memgeo.sd.canvas import KINDS
-from memgeo.sd.testbed import load_testbed, testbed_metadata
+from memgeo.detect import roc_curve
+from memgeo.experiments import caption_baseline_row, evaluate_signals, format_breakdown, format_leaderboard
+from memgeo.plotting import plot_duplication_curve
+from memgeo.testbed import KINDS, duplication_curve, load_testbed, testbed_kinds, testbed_labels, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")

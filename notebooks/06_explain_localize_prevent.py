@@ -41,9 +41,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from memgeo.bench import plot_tradeoff, memorization_rate
-from memgeo.explain import cross_attention_map, localize, pixel_auroc, plot_localization, plot_token_attribution, token_attribution
-from memgeo.sd.testbed import load_testbed, testbed_metadata
+from memgeo.explain import cross_attention_map, localize, pixel_auroc, token_attribution
+from memgeo.plotting import plot_localization, plot_token_attribution, plot_tradeoff
+from memgeo.testbed import load_testbed, memorization_rate, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")

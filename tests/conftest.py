@@ -37,3 +37,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipelines(tmp_path_factory):
+    """Tiny SD v1-style (epsilon) and v2-style (v-prediction) pipelines, built offline and saved."""
+    from memgeo.models import build_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("pipelines")
+    return {pt: build_tiny_pipeline(root / pt, pt) for pt in ("epsilon", "v_prediction")}

@@ -1,7 +1,7 @@
 import math
 
 from memgeo.cli import main
-from memgeo.demo import foundation_demo
+from memgeo.experiments.demo import foundation_demo
 
 
 def test_demo_rows_agree_with_closed_forms():

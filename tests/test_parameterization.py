@@ -5,7 +5,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from memgeo.parameterization import PREDICTION_TYPES, eps_to_score, eps_to_x0, from_eps, score_to_eps, to_eps
+from memgeo.guidance import from_eps
+from memgeo.parameterization import PREDICTION_TYPES, eps_to_score, eps_to_x0, score_to_eps, to_eps
 
 vp = st.floats(0.01, 0.999).map(lambda a: (a, (1 - a * a) ** 0.5))  # alpha^2 + sigma^2 = 1
 general = st.tuples(st.floats(0.05, 3.0), st.floats(0.05, 3.0))

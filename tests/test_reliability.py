@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from memgeo.cli import main
-from memgeo.io import read_prompts
-from memgeo.scan import ScanConfig, run_scan, summarize
+from memgeo.scan import ScanConfig, read_prompts, run_scan, summarize
 
 
 # ---------------------------------------------------------------------------------------------- readers
@@ -58,14 +57,14 @@ def test_binary_files_and_directories_are_named(tmp_path):
 # ---------------------------------------------------------------------------------------------- scans
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from memgeo.sd import build_tiny_pipeline
+    from memgeo.models import build_tiny_pipeline
 
     return build_tiny_pipeline(tmp_path_factory.mktemp("rel") / "eps", "epsilon")
 
 
 @pytest.fixture(scope="module")
 def model(tiny):
-    from memgeo.sd import DiffusersScoreModel
+    from memgeo.models import DiffusersScoreModel
 
     return DiffusersScoreModel.from_pretrained(tiny)
 
@@ -144,7 +143,7 @@ def test_a_prompt_over_the_token_limit_is_warned_about(model):
 
 
 def test_the_same_store_refuses_another_model(tmp_path, tiny, model):
-    from memgeo.sd import DiffusersScoreModel, build_tiny_pipeline
+    from memgeo.models import DiffusersScoreModel, build_tiny_pipeline
 
     recs = records_of(tmp_path, "p.txt", ["a dog"])
     cfg = ScanConfig(signals=("guidance_norm",), n_steps=5)
@@ -168,7 +167,7 @@ def test_cli_scan_refuses_a_prompt_file_as_out_and_leaves_it_as_it_was(tmp_path,
 
 
 def test_cli_ctrl_c_says_in_one_line_what_is_saved_and_how_to_resume(tmp_path, tiny, capsys, monkeypatch):
-    import memgeo.scan as scan
+    import memgeo.scan.run as scan
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("a dog\nthe sea\nan apple\n")
@@ -191,7 +190,7 @@ def test_cli_ctrl_c_says_in_one_line_what_is_saved_and_how_to_resume(tmp_path, t
 
 
 def test_testbed_truth_never_rewrites_the_installed_package(tmp_path, capsys):
-    from memgeo.sd.testbed import TESTBED_DIR
+    from memgeo.testbed import TESTBED_DIR
 
     before = (TESTBED_DIR / "testbed.json").read_bytes()
     assert main(["testbed", "truth", "--no-progress"]) == 2
@@ -246,8 +245,8 @@ def test_jvp_and_vjp_methods_refuse_a_field_without_autograd(call):
 
 
 def test_empty_inputs_name_the_argument():
-    from memgeo.bench import trajectory_traces
-    from memgeo.detect import detection_metrics, evaluate_signals
+    from memgeo.detect import detection_metrics
+    from memgeo.experiments import evaluate_signals, trajectory_traces
     from memgeo.geometry import divergence
     from memgeo.gmm import ConditionalGaussianMixture
     from memgeo.mitigate import calibrate_steering

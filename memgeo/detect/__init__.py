@@ -1,44 +1,28 @@
-"""Memorization signals and detection metrics, written once against the score-model interface."""
+"""Memorization signals, one module each, written once against the score-model interface.
 
-from .metrics import CONVENTIONS, auroc, bootstrap_metrics, detection_metrics, roc_curve, tpr_at_fpr
-from .sampling import SampleResult, StepState, ddim_sample, guidance_pair, initial_noise
-from .leaderboard import (
-    LeaderboardRow,
-    caption_baseline_row,
-    evaluate_signals,
-    format_breakdown,
-    format_leaderboard,
-    rate_correlation,
-    regroup,
-)
-from .presets import PRESET_NAMES, PRESETS
+Each signal is a plain function ``signal(model, cond, x_T, *, preset=..., ...) -> SignalResult``;
+:data:`SIGNALS` is the registry (what each signal needs, whether it generates, whether it
+batches, its presets), :data:`PRESETS` the settings of every published method as data, and
+:mod:`~memgeo.detect.metrics` the detection metrics.
+"""
+
+from .anisotropy import anisotropy
+from .common import SignalResult
+from .confound import caption_baseline, uppercase_fraction
 from .diagnostics import BRANCH_CURVES, branch_diagnostic
-from .signals import (
-    ANISOTROPY_WEIGHTS,
-    GENERATION_SIGNALS,
-    GUIDED_SIGNALS,
-    SIGNALS,
-    GuidanceNormTracker,
-    KappaDeltaTracker,
-    SignalResult,
-    anisotropy,
-    combined_score,
-    flipd_signal,
-    flipd_t0,
-    ProbeCosineTracker,
-    guidance_alignment,
-    guidance_norm,
-    kappa_delta,
-    p_laplace_flux,
-    sharpness,
-)
+from .flipd import flipd_signal, flipd_t0
+from .guidance_norm import guidance_norm
+from .kappa_delta import kappa_delta, kappa_delta_released
+from .metrics import CONVENTIONS, auroc, bootstrap_metrics, detection_metrics, roc_curve, tpr_at_fpr
+from .p_laplace import p_laplace_flux, p_laplace_released
+from .presets import PRESET_NAMES, PRESETS, resolve
+from .registry import SIGNALS, SignalSpec
+from .sharpness import sharpness
 
 __all__ = [
+    "SIGNALS", "SignalSpec", "SignalResult", "PRESETS", "PRESET_NAMES", "resolve",
+    "guidance_norm", "anisotropy", "sharpness", "p_laplace_flux", "p_laplace_released", "kappa_delta",
+    "kappa_delta_released", "flipd_signal", "flipd_t0",
+    "branch_diagnostic", "BRANCH_CURVES", "caption_baseline", "uppercase_fraction",
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
-    "ddim_sample", "guidance_pair", "initial_noise", "StepState", "SampleResult",
-    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
-    "format_breakdown", "GENERATION_SIGNALS", "GUIDED_SIGNALS",
-    "SignalResult", "SIGNALS", "ANISOTROPY_WEIGHTS", "guidance_norm", "guidance_alignment", "anisotropy", "sharpness",
-    "p_laplace_flux", "kappa_delta", "flipd_signal", "flipd_t0", "combined_score", "PRESETS", "PRESET_NAMES", "KappaDeltaTracker", "ProbeCosineTracker", "GuidanceNormTracker",
-    "branch_diagnostic", "BRANCH_CURVES",
 ]

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_int
-from .sampling import ddim_sample, initial_noise
-from .signals import GuidanceNormTracker, ProbeCosineTracker
+from ..sampling import GuidanceNormTracker, ProbeCosineTracker, ddim_sample, initial_noise
 
 __all__ = ["branch_diagnostic", "BRANCH_CURVES"]
 

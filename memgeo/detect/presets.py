@@ -8,13 +8,9 @@ docs/conventions.md, section 4.
 
 from __future__ import annotations
 
-__all__ = ["PRESETS", "PRESET_NAMES", "ANISOTROPY_WEIGHTS", "resolve", "anisotropy_weights"]
+__all__ = ["PRESETS", "PRESET_NAMES", "resolve"]
 
 PRESET_NAMES = ("memgeo", "official")
-
-# (g_norm, g_cos, d_ref): the weights published for a model family and the latent size they were tuned at
-# (SD v1: 4x64x64; SD v2: 4x96x96).
-ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0, 4 * 64 * 64), "sd2": (1.0, 0.1, 4 * 96 * 96)}
 
 PRESETS: dict[str, dict[str, dict]] = {
     # Wen et al., ICLR 2024 (YuxinWenRick/diffusion_memorization)
@@ -82,20 +78,3 @@ def resolve(name: str, preset: str, **given) -> dict:
     out = dict(PRESETS[name][preset])
     out.update({k: v for k, v in given.items() if v is not None})
     return out
-
-
-def anisotropy_weights(weights, model) -> tuple[float, float, int | None]:
-    """``(g_norm, g_cos, d_ref)`` from ``"auto"`` (by the model's prediction type: epsilon -> ``"sd1"``,
-    v-prediction -> ``"sd2"``), a family name, or explicit ``(g_norm, g_cos)`` (no reference size)."""
-    if isinstance(weights, str):
-        if weights == "auto":
-            weights = "sd2" if getattr(model, "prediction_type", "epsilon") == "v_prediction" else "sd1"
-        if weights not in ANISOTROPY_WEIGHTS:
-            raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), got {weights!r}")
-        return ANISOTROPY_WEIGHTS[weights]
-    try:
-        g_norm, g_cos = (float(w) for w in weights)
-    except (TypeError, ValueError):
-        raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), "
-                         f"got {weights!r}") from None
-    return g_norm, g_cos, None

@@ -85,7 +85,7 @@ def test_bootstrap_resamples_whole_groups():
 def test_rate_correlation_is_spearman_of_the_per_prompt_mean():
     from scipy.stats import spearmanr
 
-    from memgeo.detect import LeaderboardRow, rate_correlation
+    from memgeo.experiments import LeaderboardRow, rate_correlation
 
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(12, 3))  # 12 prompts x 3 seeds, flattened prompt-major as the leaderboard stores them

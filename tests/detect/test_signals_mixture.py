@@ -5,17 +5,10 @@ import math
 import pytest
 import torch
 
-from memgeo.detect import (
-    SIGNALS,
-    GuidanceNormTracker,
-    KappaDeltaTracker,
-    auroc,
-    combined_score,
-    ddim_sample,
-    flipd_t0,
-    initial_noise,
-)
+from memgeo.detect import SIGNALS, auroc, flipd_t0
 from memgeo.gmm import ConditionalGaussianMixture
+from memgeo.guidance import combined_score
+from memgeo.sampling import GuidanceNormTracker, KappaDeltaTracker, ddim_sample, initial_noise
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +106,8 @@ def test_trackers_and_combined_detector(scenario):
 
 
 def test_guidance_alignment_matches_the_geometry_cosines():
-    from memgeo.detect import guidance_alignment
-    from memgeo.geometry.exact import alignment_cosine, alignment_cosine_per_position
+    from memgeo.geometry import alignment_cosine, alignment_cosine_per_position
+    from memgeo.guidance import guidance_alignment
 
     g = torch.Generator().manual_seed(3)
     eu, gap = torch.randn(5, 4, 3, 3, generator=g), torch.randn(5, 4, 3, 3, generator=g)
@@ -143,7 +136,7 @@ class Repelling:
         return self.schedule.sigma(t)
 
     def timesteps(self, n):
-        from memgeo.gmm.schedules import ddim_timesteps
+        from memgeo.gmm import ddim_timesteps
 
         return ddim_timesteps(n, 1000, steps_offset=1)
 
@@ -162,7 +155,7 @@ def test_flipd_never_reports_lid_above_d_silently(scenario):
 
 
 def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
-    from memgeo.detect.signals import _lid
+    from memgeo.detect.flipd import _lid
 
     t0 = flipd_t0(scenario, n_steps=10, guidance_scale=7.5, reference=[0, 1, 12, 13])
     ts = sorted(int(t) for t in scenario.timesteps(10) if int(t) <= 500)
@@ -183,8 +176,8 @@ def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
 
 
 def _step_state(mix, cond, x, t):
-    from memgeo.detect import StepState
     from memgeo.parameterization import eps_to_x0
+    from memgeo.sampling import StepState
 
     a, s = float(mix.alpha(t)), float(mix.sigma(t))
     eps_u, eps_c = mix.eps(x, t, None), mix.eps(x, t, cond)
@@ -239,7 +232,7 @@ def test_branch_diagnostic_is_kappa_delta_and_the_analytic_branch_cosines(scenar
         torch.testing.assert_close(diag["gap_norm"][:, cols], res.trace["norm"])
     # one step by hand: each branch's cosine from the closed-form eps of the mixture
     state = _step_state(scenario, 15, x_T, int(scenario.timesteps(n)[0]))
-    from memgeo.detect import ProbeCosineTracker
+    from memgeo.sampling import ProbeCosineTracker
 
     got = ProbeCosineTracker(5, generator=torch.Generator().manual_seed(1))(scenario, state)
     N = torch.randn((5, S, 8), generator=torch.Generator().manual_seed(1), dtype=torch.float64)

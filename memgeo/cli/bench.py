@@ -1,0 +1,49 @@
+"""The ``bench`` command: the detector leaderboard, or the mitigation trade-off."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..testbed import testbed_metadata
+from .common import finite_float, no_loading_bars, positive_int
+
+
+def _bench(args) -> int:
+    from ..experiments.leaderboard import run_leaderboards
+    from ..experiments.tradeoff import mitigation_tradeoff
+
+    if args.no_progress:
+        no_loading_bars()
+    if args.mitigation:
+        trained = {}
+        for folder in args.trained or []:
+            mit = testbed_metadata(folder).get("mitigation")
+            label = f"training (filter {mit['threshold']:g})" if mit else f"training ({Path(folder).name})"
+            trained[label] = folder
+        mitigation_tradeoff(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
+                            guidance_scale=args.guidance, max_prompts=args.max_prompts, progress=not args.no_progress,
+                            trained=trained)
+        return 0
+    run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
+                     guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions,
+                     progress=not args.no_progress)
+    return 0
+
+
+
+
+def register(sub) -> None:
+    bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
+    bench.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    bench.add_argument("--seeds", type=positive_int, default=4)
+    bench.add_argument("--steps", type=positive_int, default=50)
+    bench.add_argument("--guidance", type=finite_float, default=7.5)
+    bench.add_argument("--mixture-conditions", type=positive_int, default=20, help="memorized and generalizing mixture conditions each")
+    bench.add_argument("--trained", action="append", metavar="FOLDER",
+                       help="with --mitigation: a testbed trained with mitigation (testbed train --mitigate-threshold), "
+                            "generated from plainly beside the inference-time methods (repeatable)")
+    bench.add_argument("--max-prompts", type=positive_int, help="evaluate at most this many testbed prompts (half memorized)")
+    bench.add_argument("--out", default="bench_results", help="folder for tables and plots")
+    bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
+    bench.add_argument("--no-progress", action="store_true")
+    bench.set_defaults(func=_bench)

@@ -1,0 +1,67 @@
+"""The ``generate`` command: images for a prompt, with or without a mitigation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..plotting import save_image_grid
+from .common import finite_float, load_model, nonempty_text, positive_int
+
+
+def _generate(args) -> int:
+    import json
+
+    import torch
+
+    from ..mitigate import calibrate_steering, generate
+    from ..sampling import initial_noise
+    from ..testbed import testbed_folder, testbed_metadata
+
+    model, path = load_model(args)
+    x_T = initial_noise(model, args.seeds)
+    reference = None
+    if args.mitigate == "steer":
+        if testbed_folder(model) is not None:
+            calib = [p["text"] for p in testbed_metadata(testbed_folder(model))["prompts"] if p["kind"] == "ordinary"][::8]
+        elif args.reference_prompts:
+            from ..scan.readers import read_prompts
+
+            calib = [r.text for r in read_prompts(args.reference_prompts)]
+        else:
+            raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
+        reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance,
+                                       progress=not args.no_progress)
+    g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
+                 guidance_scale=args.guidance, reference=reference, preset=args.preset, progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if getattr(model, "to_image", None) is not None:  # latents that are images (the testbed)
+        imgs = torch.stack([model.to_image(s) for s in g.samples.float()]).clamp(-1, 1)
+    else:  # no VAE is loaded: show the first latent channel
+        imgs = g.samples.float()[:, 0]
+    save_image_grid(imgs, out / "samples.png", title=f"{args.prompt!r} ({args.mitigate})")
+    info = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in g.info.items()}
+    (out / "signals.json").write_text(json.dumps({"prompt": args.prompt, "mitigate": args.mitigate,
+                                                  "preset": args.preset, "strength": args.strength,
+                                                  "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info}, indent=1))
+    print(f"wrote {out / 'samples.png'} and {out / 'signals.json'} ({g.n_evals} UNet evaluations per sample)")
+    return 0
+
+
+
+
+def register(sub) -> None:
+    gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
+    gen.add_argument("--prompt", required=True, type=nonempty_text)
+    gen.add_argument("--model", help="model folder (default: the embedded testbed)")
+    gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
+    gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
+    gen.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+                     help="settings of the embedding and noise mitigations: memgeo or official (the released code)")
+    gen.add_argument("--seeds", type=positive_int, default=8)
+    gen.add_argument("--steps", type=positive_int, default=50)
+    gen.add_argument("--guidance", type=finite_float, default=7.5)
+    gen.add_argument("--reference-prompts", help="ordinary prompts to calibrate steering on (non-testbed models)")
+    gen.add_argument("--out", default="generations", help="folder for samples.png and signals.json")
+    gen.add_argument("--no-progress", action="store_true")
+    gen.set_defaults(func=_generate)

@@ -1,0 +1,131 @@
+"""The ``scan`` command: memorization signals for prompt files on a checkpoint, resumable."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..detect import SIGNALS
+from ..testbed import TESTBED_DIR, load_model_folder
+from .common import LABELS, finite_float, no_loading_bars, positive_int, probability
+
+
+def _scan(args) -> int:
+    import torch
+
+    from ..scan.readers import read_prompts
+    from ..scan.run import ScanConfig, ScanInterrupted, resolve_flipd_t, run_scan
+
+    if args.labels and len(args.labels) != len(args.prompts):
+        raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
+    records = []
+    for i, path in enumerate(args.prompts):
+        recs = read_prompts(path)[: args.limit] if args.limit else read_prompts(path)
+        if args.labels:
+            lab = args.labels[i].lower()
+            if lab not in LABELS:
+                raise ValueError(f"--labels entries must be one of {sorted(LABELS)}, got {args.labels[i]!r}")
+            if LABELS[lab] is not None:
+                for r in recs:
+                    r.label = LABELS[lab]
+        records += recs
+    cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
+                     guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions,
+                     preset=args.preset)
+    if args.rank_by is not None and args.rank_by not in cfg.signals:
+        raise ValueError(f"--rank-by must be one of the scanned --signals {list(cfg.signals)}, got {args.rank_by!r}")
+    ref_records = [r for path in args.reference for r in read_prompts(path)] if args.reference else None
+    if args.no_progress:
+        no_loading_bars()
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
+    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
+    if ref_records:  # FLIPD's probe time from the reference prompts, the same for both scans
+        cfg = resolve_flipd_t(model, cfg, [r.text for r in ref_records])
+    try:
+        result = run_scan(model, records, args.out, cfg, progress=not args.no_progress, batch_size=args.batch_size)
+        reference = None
+        if ref_records:
+            reference = run_scan(model, ref_records, args.out, cfg, progress=not args.no_progress,
+                                 batch_size=args.batch_size, desc="reference")
+    except ScanInterrupted as stop:
+        print(f"memgeo scan: interrupted; {stop.saved} of the {stop.asked} results this run had to compute are saved "
+              f"in {stop.path}; run the same command again to resume", file=sys.stderr)
+        return 130
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # under accelerate launch the main process reports
+    _scan_report(args, result, reference, cfg)
+    return 0
+
+
+def _scan_report(args, result, reference, cfg) -> None:
+    """The summary, the ranked and flagged report, the histogram and (with labels) the ROC plot."""
+    from ..plotting import plot_roc, plot_score_histogram
+    from ..scan.report import calibrate, format_report, report_rows, write_report
+    from ..scan.run import prompt_scores, summarize
+
+    table, metrics = summarize(result)
+    print(table)
+    out = Path(args.out)
+    signal = args.rank_by or cfg.signals[0]
+    calibration = None
+    if reference is not None:
+        print(f"\nthresholds from {len(reference.prompts)} reference prompts at FPR {args.fpr:g}:")
+        for name in cfg.signals:
+            _, ref_scores, _ = prompt_scores(reference, name)
+            cal = calibrate(ref_scores, fpr=args.fpr, signal=name)
+            _, scores, _ = prompt_scores(result, name)
+            print(f"  {name:<14} threshold {cal.threshold:.4g}: {int(cal.flags(scores).sum())} of "
+                  f"{len(result.prompts)} prompts flagged")
+            if name == signal:
+                calibration = cal
+    rows = report_rows(result, signal, calibration)
+    print("\n" + format_report(rows, signal=signal, top=20, calibration=calibration))
+    path = write_report(rows, Path(args.report) if args.report else out.with_name(out.stem + ".report.md"),
+                        signal=signal, calibration=calibration)
+    _, scores, _ = prompt_scores(result, signal)
+    png = plot_score_histogram(scores, out.with_name(out.stem + ".hist.png"), signal=signal, calibration=calibration)
+    print(f"\nreport: {path}; histogram: {png}")
+    if metrics:
+        roc = plot_roc(metrics, out.with_suffix(".roc.png"))
+        print(f"ROC plot: {roc}")
+
+
+
+
+def register(sub) -> None:
+
+    scan = sub.add_parser("scan", help="compute memorization signals for prompt files on a checkpoint (resumable)")
+    scan.add_argument("--model", help="Stable Diffusion folder (or hub id with --allow-download); default: the embedded testbed")
+    scan.add_argument("--prompts", nargs="+", required=True, help="prompt files: .jsonl (caption), .txt, .csv (Caption)")
+    scan.add_argument("--labels", nargs="+", help="one label per prompt file: mem|1, nmem|0, or auto (from the file)")
+    scan.add_argument("--signals", nargs="+", default=["guidance_norm", "anisotropy", "sharpness"], choices=sorted(SIGNALS),
+                      metavar="SIGNAL", help=f"signals to compute (default: guidance_norm anisotropy sharpness; all: {' '.join(SIGNALS)})")
+    scan.add_argument("--seeds", type=positive_int, default=4, help="initial-noise seeds per prompt (default 4)")
+    scan.add_argument("--out", required=True, help="results file (JSON lines; an existing one is resumed)")
+    scan.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (default 50)")
+    scan.add_argument("--guidance", type=finite_float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    scan.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+                      help="signal settings: memgeo (defaults that hold on any model) or official (each paper's "
+                           "released code); see docs/conventions.md")
+    scan.add_argument("--weights", choices=["auto", "sd1", "sd2"], default="auto",
+                      help="anisotropy weights (default auto: sd1 for epsilon models, sd2 for v-prediction)")
+    scan.add_argument("--directions", type=positive_int, help="kappa-delta directions per step, and 4x as many p-Laplace "
+                                                     "directions (default: the preset's, 4 and 16 under memgeo)")
+    scan.add_argument("--limit", type=positive_int, help="take at most this many prompts from each file")
+    scan.add_argument("--reference", nargs="+", metavar="FILE",
+                      help="unlabelled ordinary prompts: each signal's threshold is their (1 - fpr) quantile, and "
+                           "scanned prompts above it are flagged (scanned and cached like any prompts)")
+    scan.add_argument("--fpr", type=probability, default=0.01, help="false-positive rate for --reference (default 0.01)")
+    scan.add_argument("--rank-by", metavar="SIGNAL", help="signal that ranks the report (default: the first --signals)")
+    scan.add_argument("--report", help="report file of every prompt, ranked: .csv, or markdown otherwise "
+                                       "(default: beside --out, OUT.report.md)")
+    scan.add_argument("--batch-size", type=positive_int, default=8,
+                      help="prompts (all their seeds) per model call for guidance_norm, anisotropy and sharpness "
+                           "(default 8; results equal those of 1)")
+    scan.add_argument("--device", default="cpu")
+    scan.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the estimator math")
+    scan.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (off by default)")
+    scan.add_argument("--no-progress", action="store_true")
+    scan.set_defaults(func=_scan)

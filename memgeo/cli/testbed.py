@@ -1,0 +1,102 @@
+"""The ``testbed`` commands: train the testbed, and measure its ground truth by generation."""
+
+from __future__ import annotations
+
+from .._util import atomic_write_text
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import finite_float, no_loading_bars, positive_int
+
+
+def _testbed_train(args) -> int:
+    from ..testbed import train_testbed
+
+    out = train_testbed(args.out, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                        batch_size=args.batch_size, progress=not args.no_progress,
+                        mitigate_threshold=args.mitigate_threshold)
+    print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
+    return 0
+
+
+def _testbed_truth(args) -> int:
+    import json
+
+    from ..testbed import (
+        TESTBED_DIR,
+        load_testbed,
+        memorization_ground_truth,
+        testbed_metadata,
+    )
+
+    path = Path(args.model) if args.model else TESTBED_DIR
+    out = Path(args.out) if args.out else None
+    package = TESTBED_DIR.resolve()
+    if out is None:
+        if path.resolve() == package:
+            raise ValueError("--out is required for the embedded testbed: its testbed.json is part of the installed "
+                             "package (give a file path such as truth.json)")
+        out = path / "testbed.json"
+    if out.resolve() == package or package in out.resolve().parents:
+        raise ValueError(f"--out {str(out)!r} lies inside the installed package ({package}); give a path outside it")
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {str(out)!r} is a directory; give a file path such as truth.json")
+    if args.no_progress:
+        no_loading_bars()
+    model = load_testbed(path)
+    meta = testbed_metadata(path)
+    rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,
+                                     guidance_scale=args.guidance, progress=not args.no_progress)
+    meta["prompts"] = rows
+    meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
+                            "threshold": rows[0]["threshold"]}
+    atomic_write_text(out, json.dumps(meta, indent=1))
+    print(f"wrote {out}")
+    from ..testbed.labels import (
+        duplication_curve,
+        format_duplication_curve,
+        memorization_rate,
+    )
+
+    print(f"copy threshold per 8x8 cell (1% quantile of the training digits' nearest-neighbour distances): "
+          f"{rows[0]['threshold']:.3f}")
+    print(f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'rate in (0.1, 0.9)':>18}")
+    for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
+        rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
+        rates = [memorization_rate(r) for r in rs]
+        print(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r['copy_rate'] for r in rs]):9.3f} "
+              f"{sum(0.1 < x < 0.9 for x in rates):18d}")
+    mem = [memorization_rate(r) for r in rows if r["kind"] == "memorized"]
+    print(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
+          f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
+    print(format_duplication_curve(duplication_curve(meta)))
+    return 0
+
+
+
+
+def register(sub) -> None:
+    tb = sub.add_parser("testbed", help="the memorization testbed: train it, or measure which prompts it memorized")
+    tb_sub = tb.add_subparsers(dest="testbed_command", required=True)
+    train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
+    train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
+    train.add_argument("--steps", type=positive_int, default=10000)
+    train.add_argument("--batch-size", type=positive_int, default=64)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=positive_int, default=500)
+    train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
+                       help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
+                            "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=_testbed_train)
+    truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
+    truth.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    truth.add_argument("--out", help="where to write the testbed.json with the measured rates (default: the --model "
+                                     "folder's testbed.json; required for the embedded testbed, which is never rewritten)")
+    truth.add_argument("--seeds", type=positive_int, default=16)
+    truth.add_argument("--steps", type=positive_int, default=50)
+    truth.add_argument("--guidance", type=finite_float, default=7.5)
+    truth.add_argument("--no-progress", action="store_true")
+    truth.set_defaults(func=_testbed_truth)

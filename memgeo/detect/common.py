@@ -1,0 +1,69 @@
+"""What every signal shares: its result, its first timestep, generating a sample, the released mean-cosine estimate."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..sampling import ddim_sample, sphere_directions
+
+__all__ = ['SignalResult', 'first_timestep', 'renoise', 'generate_sample', 'mean_cosine_on_sphere']
+
+
+@dataclass
+class SignalResult:
+    """One signal on ``S`` samples.
+
+    Attributes:
+        name: the signal's name.
+        score: detection score ``[S]``, larger = more likely memorized.
+        value: the raw quantity ``[S]`` (e.g. a p-Laplacian, whose sign is flipped in ``score``).
+        n_evals: model (UNet) evaluations per sample.
+        n_jvps: Jacobian-vector products per sample.
+        extras: further per-sample quantities (components, per-step traces).
+    """
+
+    name: str
+    score: torch.Tensor
+    value: torch.Tensor
+    n_evals: int
+    n_jvps: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+def first_timestep(model, t, n_steps):
+    return int(model.timesteps(n_steps)[0]) if t is None else int(t)
+
+
+def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0.dtype).to(x0.device)
+    return float(model.alpha(t)) * x0 + float(model.sigma(t)) * noise
+
+
+def generate_sample(model, cond, x_T, n_steps, guidance_scale):
+    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+    return res.denoised, res.n_evals
+
+
+def mean_cosine_on_sphere(field, center: torch.Tensor, radius: float, n_dir: int, p: float, generator, *,
+                      chunk: int = 32):
+    r"""The released p-Laplace/kappa-delta estimate: :math:`\frac1n\sum_j \cos(F(c + r n_j), n_j)\,|F|^{p-2}`.
+
+    (For p = 1 the direction-only flux without its d/r factor; for p != 1 the released code scales the
+    cosine, not ``F`` itself, by :math:`|F|^{p-2}`.) Returns the mean and its standard error per row.
+    """
+    S = center.shape[0]
+    N = sphere_directions(n_dir, center, generator)  # [n, S, *event]
+    terms = []
+    for a in range(0, n_dir, chunk):
+        Nc = N[a:a + chunk]
+        m = Nc.shape[0]
+        F = field((center.unsqueeze(0) + radius * Nc).reshape(m * S, *center.shape[1:])).reshape(m, S, -1)
+        nf = Nc.reshape(m, S, -1)
+        norm = F.norm(dim=-1)
+        cos = (F * nf).sum(-1) / (norm * nf.norm(dim=-1)).clamp_min(1e-8)
+        terms.append(cos if p == 1 else cos * norm ** (p - 2))
+    terms = torch.cat(terms)  # [n, S]
+    return terms.mean(0), terms.std(0) / math.sqrt(n_dir)

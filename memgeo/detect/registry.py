@@ -1,0 +1,84 @@
+"""The signal registry: one entry per published signal, saying what it needs and how it runs.
+
+The scan, the leaderboards and the command line read these entries instead of keeping their own
+lists: whether a signal generates a sample first (and so draws random directions, one (prompt,
+seed) at a time), whether it takes the guidance scale, whether many prompts can go through the
+model in one call, whether its probe time comes from the set of prompts scored, and how the
+command line's ``--directions`` sets its directions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .anisotropy import anisotropy
+from .flipd import flipd_signal
+from .guidance_norm import guidance_norm
+from .kappa_delta import kappa_delta
+from .p_laplace import p_laplace_flux
+from .presets import PRESETS
+from .sharpness import sharpness
+
+__all__ = ["SignalSpec", "SIGNALS"]
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """A published signal and what it needs.
+
+    Attributes:
+        name: the signal's name (its key in :data:`SIGNALS` and in :data:`~memgeo.detect.PRESETS`).
+        fn: ``fn(model, cond, x_T, **options) -> SignalResult``.
+        source: the paper it implements.
+        generates: it generates a sample (CFG DDIM) before measuring and draws random directions:
+            it runs one (prompt, seed) at a time with its own ``generator``.
+        guided: it takes ``guidance_scale``.
+        batched: no random draws: several prompts (a list ``cond``) go through the model in one call.
+        reference: its probe time is chosen from the set of prompts scored (``reference=``).
+        directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
+    """
+
+    name: str
+    fn: Callable
+    source: str
+    generates: bool = False
+    guided: bool = False
+    batched: bool = False
+    reference: bool = False
+    directions: int | None = None
+
+    def __call__(self, model, cond, x_T, **options):
+        return self.fn(model, cond, x_T, **options)
+
+    @property
+    def presets(self) -> dict:
+        """The signal's preset table (``{"memgeo": {...}, "official": {...}}``)."""
+        return PRESETS[self.name]
+
+    def options(self, *, n_steps: int, preset: str = "memgeo", guidance_scale: float | None = None,
+                n_directions: int | None = None, generator: torch.Generator | None = None, reference=None) -> dict:
+        """The keyword arguments of one call: only those the signal takes, from what a caller offers."""
+        kw: dict = {"n_steps": n_steps, "preset": preset}
+        if self.guided and guidance_scale is not None:
+            kw["guidance_scale"] = guidance_scale
+        if self.directions is not None and n_directions is not None:
+            kw["n_directions"] = self.directions * n_directions
+        if self.generates and generator is not None:
+            kw["generator"] = generator
+        if self.reference and reference is not None:
+            kw["reference"] = list(reference)
+        return kw
+
+
+SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
+    SignalSpec("guidance_norm", guidance_norm, "Wen et al., ICLR 2024", guided=True, batched=True),
+    SignalSpec("anisotropy", anisotropy, "Asthana & Belagiannis, ICLR 2026", batched=True),
+    SignalSpec("sharpness", sharpness, "Jeon et al., ICML 2025", batched=True),
+    SignalSpec("p_laplace", p_laplace_flux, "Brokman et al., SSVM 2025", generates=True, guided=True, directions=4),
+    SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, directions=1),
+    SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
+               reference=True),
+)}

@@ -1,0 +1,32 @@
+"""Evaluations that ``memgeo bench`` and the benchmarks run: leaderboards, presets, trade-offs, explanation.
+
+* :mod:`~memgeo.experiments.leaderboard` - every signal's detection metrics and cost, per kind;
+* :mod:`~memgeo.experiments.trajectory` - per-step curves of trajectory tracking;
+* :mod:`~memgeo.experiments.presets` - every signal under both presets;
+* :mod:`~memgeo.experiments.tradeoff` - mitigation: memorization against fidelity, Pareto front;
+* :mod:`~memgeo.experiments.explanation` - token attribution and localization against the testbed's truth;
+* :mod:`~memgeo.experiments.demo` - closed-form geometry beside every estimator.
+"""
+
+from .explanation import explanation_hit_rate, localization_auroc, nearest_unmemorized_captions
+from .leaderboard import (
+    LeaderboardRow,
+    caption_baseline_row,
+    evaluate_signals,
+    format_breakdown,
+    format_leaderboard,
+    rate_correlation,
+    regroup,
+    run_leaderboards,
+)
+from .presets import format_preset_comparison, preset_comparison
+from .tradeoff import TRADEOFF_CONFIGS, caption_fidelity, digit_classifier, mitigation_tradeoff, pareto_front, write_tradeoff
+from .trajectory import per_step_auroc, trajectory_auroc, trajectory_traces
+
+__all__ = [
+    "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
+    "format_breakdown", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
+    "preset_comparison", "format_preset_comparison", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff",
+    "write_tradeoff", "digit_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
+    "localization_auroc",
+]

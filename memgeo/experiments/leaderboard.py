@@ -1,0 +1,309 @@
+"""Leaderboards: every signal's detection metrics and cost on a labelled set of conditions.
+
+:func:`evaluate_signals` runs each signal of :data:`~memgeo.detect.SIGNALS` on every
+(condition, seed), and reports per signal the AUROC, TPR@1%FPR and TPR@3%FPR (strict
+convention, named in the output), model evaluations and JVPs per sample, and wall time per
+condition. Detection is per generation (one score per (condition, seed)).
+
+Times are measured as a benchmark, apart from the scoring pass: on one condition, each signal
+runs once to warm up, then ``timing_repeats`` times, and the median is reported, all in one
+process. Ratios to the guidance norm then do not depend on which signal ran first.
+"""
+
+from __future__ import annotations
+
+from ..plotting import plot_duplication_curve, plot_trajectory_auroc
+from ..testbed.labels import duplication_curve, format_duplication_curve, memorization_rates, testbed_kinds, testbed_labels
+from .trajectory import trajectory_auroc
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._checks import check_int
+from .._util import spread
+from ..detect import SIGNALS, bootstrap_metrics, detection_metrics
+from ..sampling import initial_noise
+
+__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup", "format_breakdown", "run_leaderboards"]
+
+
+CAPTION_BASELINE = "caption-only baseline"
+
+@dataclass
+class LeaderboardRow:
+    signal: str
+    auroc: float
+    tpr1: float
+    tpr3: float
+    n_evals: int
+    n_jvps: int
+    seconds: float  # wall time per condition (all its seeds): median of warmed-up repeats
+    convention: str
+    scores: np.ndarray
+    labels: np.ndarray
+    intervals: dict | None = None  # 95% bootstrap intervals over prompts: {"auroc": (lo, hi), "tpr@1%fpr": ...}
+    spearman: float | None = None  # rank correlation of the per-prompt score with the memorization rate
+
+def rate_correlation(row: LeaderboardRow, rates, *, seeds: int) -> float:
+    """Spearman correlation of a row's per-prompt score (mean over its ``seeds``) with per-prompt
+    memorization rates (the fraction of a prompt's generations that copy; graded ground truth)."""
+    from scipy.stats import spearmanr
+
+    per_prompt = np.asarray(row.scores, dtype=float).reshape(-1, seeds).mean(1)
+    rates = np.asarray(rates, dtype=float).reshape(-1)
+    if per_prompt.size != rates.size:
+        raise ValueError(f"rates must hold one rate per prompt ({per_prompt.size}), got {rates.size}")
+    return float(spearmanr(per_prompt, rates).statistic)
+
+def evaluate_signals(
+    model,
+    conds: list,
+    labels: list[int],
+    *,
+    signals=tuple(SIGNALS),
+    seeds: int = 8,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    options: dict | None = None,
+    convention: str = "strict",
+    timing_repeats: int = 3,
+    progress: bool = False,
+) -> list[LeaderboardRow]:
+    """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments.
+
+    ``seconds`` per condition is the median of ``timing_repeats`` warmed-up runs on the first condition.
+    """
+    from tqdm.auto import tqdm
+
+    if len(conds) == 0:
+        raise ValueError("conds must hold at least one condition (it is empty)")
+    if len(conds) != len(labels):
+        raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
+    options = options or {}
+    x_T = initial_noise(model, seeds)
+    unknown = [name for name in signals if name not in SIGNALS]
+    if unknown:
+        raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+    check_int("timing_repeats", timing_repeats)
+    rows = []
+    bar = tqdm(total=len(signals) * len(conds), desc="signals", disable=not progress)
+    for name in signals:
+        scores, y, res = [], [], None
+
+        def kwargs(i):  # FLIPD: one probe time for every condition, from the conditions themselves
+            return {**SIGNALS[name].options(n_steps=n_steps, guidance_scale=guidance_scale, reference=conds,
+                                            generator=torch.Generator().manual_seed(i)), **options.get(name, {})}
+
+        for i, (c, lab) in enumerate(zip(conds, labels)):
+            res = SIGNALS[name](model, c, x_T, **kwargs(i))
+            scores.append(res.score.detach().double().cpu().numpy())
+            y += [int(lab)] * seeds
+            bar.update(1)
+        times = []
+        for _ in range(timing_repeats + 1):  # the first run warms up and is not counted
+            t0 = time.perf_counter()
+            SIGNALS[name](model, conds[0], x_T, **kwargs(0))
+            times.append(time.perf_counter() - t0)
+        s = np.concatenate(scores)
+        y = np.array(y)
+        m = detection_metrics(y, s, convention=convention)
+        ci = bootstrap_metrics(y, s, groups=np.repeat(np.arange(len(conds)), seeds), convention=convention)
+        rows.append(LeaderboardRow(name, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], res.n_evals, res.n_jvps,
+                                   float(np.median(times[1:])), convention, s, y, ci))
+    bar.close()
+    return rows
+
+def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "strict") -> LeaderboardRow:
+    """The caption-only classifier (:func:`memgeo.confound.caption_baseline`) as a leaderboard row.
+
+    Its out-of-fold score of each prompt stands for every one of its ``seeds`` generations; it uses
+    no model (0 evaluations).
+    """
+    from ..detect.confound import caption_baseline
+
+    t0 = time.perf_counter()
+    res = caption_baseline(texts, labels)
+    seconds = (time.perf_counter() - t0) / len(texts)
+    s = np.repeat(res["scores"], seeds)
+    y = np.repeat(np.asarray(labels, dtype=int), seeds)
+    m = detection_metrics(y, s, convention=convention)
+    ci = bootstrap_metrics(y, s, groups=np.repeat(np.arange(len(texts)), seeds), convention=convention)
+    return LeaderboardRow(CAPTION_BASELINE, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], 0, 0, seconds, convention, s, y, ci)
+
+def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
+    """A markdown table of the rows (with 95% bootstrap intervals over prompts where computed), and
+    cost ratios to the guidance norm where it is present."""
+    base = next((r for r in rows if r.signal == "guidance_norm"), None)
+    conv = rows[0].convention if rows else "strict"
+    head = f"| signal | AUROC | TPR@1%FPR ({conv}) | TPR@3%FPR ({conv}) | evals/sample | JVPs/sample | s/condition |"
+    if base:
+        head += " time / guidance norm |"
+    graded = any(r.spearman is not None for r in rows)
+    if graded:
+        head += " Spearman with memorization rate |"
+    lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def cell(r, key, value):
+        if r.intervals is None:
+            return f"{value:.3f}"
+        lo, hi = r.intervals[key]
+        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+
+    for r in rows:
+        line = (f"| {r.signal} | {cell(r, 'auroc', r.auroc)} | {cell(r, 'tpr@1%fpr', r.tpr1)} | "
+                f"{cell(r, 'tpr@3%fpr', r.tpr3)} | {r.n_evals} | {r.n_jvps} | {r.seconds:.3f} |")
+        if base:
+            line += f" {r.seconds / base.seconds:.1f} |"
+        if graded:
+            line += f" {'' if r.spearman is None else f'{r.spearman:.3f}'} |"
+        lines.append(line)
+    if any(r.intervals is not None for r in rows):
+        lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]
+    return "\n".join(lines)
+
+def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = False, n_boot: int = 1000) -> LeaderboardRow:
+    """The row's metrics recomputed on a subset of its prompts (``keep``: a boolean mask or indices
+    over prompts) and/or per prompt (``per_prompt``: each prompt scored by the mean over its seeds).
+
+    Rows hold one score per (prompt, seed), prompt-major, as :func:`evaluate_signals` makes them.
+    """
+    s = np.asarray(row.scores, dtype=float)
+    if s.size % seeds:
+        raise ValueError(f"the row holds {s.size} scores, not a multiple of seeds={seeds}")
+    s = s.reshape(-1, seeds)
+    y = np.asarray(row.labels).reshape(-1, seeds)[:, 0]
+    if keep is not None:
+        s, y = s[np.asarray(keep)], y[np.asarray(keep)]
+    if per_prompt:
+        scores, labels, groups = s.mean(1), y, np.arange(len(y))
+    else:
+        scores, labels, groups = s.reshape(-1), np.repeat(y, seeds), np.repeat(np.arange(len(y)), seeds)
+    m = detection_metrics(labels, scores, convention=row.convention)
+    ci = bootstrap_metrics(labels, scores, groups=groups, convention=row.convention, n_boot=n_boot)
+    return dataclasses.replace(row, auroc=m["auroc"], tpr1=m["tpr@1%fpr"], tpr3=m["tpr@3%fpr"], scores=scores,
+                               labels=labels, intervals=ci)
+
+def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, title: str = "") -> str:
+    """Per-prompt metrics of every row, overall and on subsets of the positives.
+
+    ``groups`` maps a column name (a kind of memorization, say) to a boolean mask over prompts
+    selecting that subset's positives; every negative is kept in each column. Cells are per-prompt
+    AUROC with its 95% bootstrap interval; the first two columns are per-prompt AUROC and
+    TPR@1%FPR over every prompt.
+    """
+    conv = rows[0].convention if rows else "strict"
+    names = list(groups)
+    head = (f"| signal | AUROC per prompt | TPR@1%FPR per prompt ({conv}) | "
+            + " | ".join(f"AUROC: {n}" for n in names) + " |")
+    lines = ([f"**{title}**", ""] if title else []) + [head, "|" + "---|" * (head.count("|") - 1)]
+
+    def ci(r, key, value):
+        lo, hi = r.intervals[key]
+        return f"{value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+    for r in rows:
+        p = regroup(r, seeds=seeds, per_prompt=True)
+        cells = [ci(p, "auroc", p.auroc), ci(p, "tpr@1%fpr", p.tpr1)]
+        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
+        for n in names:
+            keep = (y == 0) | np.asarray(groups[n], dtype=bool)
+            if keep[y == 1].sum() == 0:
+                cells.append("-")
+                continue
+            k = regroup(r, seeds=seeds, keep=keep, per_prompt=True)
+            cells.append(ci(k, "auroc", k.auroc))
+        lines.append(f"| {r.signal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def run_leaderboards(
+    *,
+    testbed_path=None,
+    out_dir="bench_results",
+    seeds: int = 4,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    mixture_conditions: int = 20,
+    max_prompts: int | None = None,
+    signals=None,
+    print_fn=print,
+    progress: bool = True,
+) -> dict:
+    """Run both leaderboards, print them, and save tables and plots under ``out_dir``."""
+    from ..gmm import ConditionalGaussianMixture
+    from ..plotting import plot_roc
+    from ..testbed import load_testbed, testbed_metadata
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    signals = tuple(signals or SIGNALS)
+    results = {}
+
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=mixture_conditions,
+                                                           n_generalizing=mixture_conditions, seed=0)
+    conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
+    rows = evaluate_signals(mix, conds, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                            progress=progress)
+    table = format_leaderboard(rows, title=f"(a) canonical memorization mixture: {mixture_conditions} memorized + "
+                                           f"{mixture_conditions} generalizing conditions, {seeds} seeds")
+    print_fn(table + "\n")
+    curves = trajectory_auroc(mix, conds, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                              progress=progress)
+    plot_trajectory_auroc(curves, out / "trajectory_auroc_mixture.png", title="per-step AUROC, mixture")
+    results["mixture"] = {"table": table, "rows": rows, "curves": curves}
+
+    model = load_testbed(testbed_path)
+    meta = testbed_metadata(testbed_path)
+    texts, labels, counts = testbed_labels(meta)
+    if max_prompts is not None:  # keep both classes in a reduced run, spread over every kind
+        pos = spread([i for i, lab in enumerate(labels) if lab == 1], max_prompts // 2)
+        neg = spread([i for i, lab in enumerate(labels) if lab == 0], max_prompts - len(pos))
+        keep = sorted(pos + neg)
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
+    rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                            progress=progress)
+    rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the text alone gives away
+    rates = memorization_rates(meta, texts)
+    for r in rows:
+        r.spearman = rate_correlation(r, rates, seeds=seeds)
+    kinds = testbed_kinds(meta, texts)
+    head = (f"(b) testbed, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
+            f"prompts (labels by generation), {seeds} seeds; prompts: {_format_counts(counts)}")
+    table = format_leaderboard(rows, title=head)
+    from ..testbed.canvas import KINDS
+
+    groups = {k: [kd == k for kd in kinds] for k in KINDS if any(kd == k and y for kd, y in zip(kinds, labels))}
+    breakdown = format_breakdown(rows, seeds=seeds, groups=groups,
+                                 title="(b) testbed, per prompt (mean score over seeds), and per kind of memorization "
+                                       "(that kind's memorized prompts against every non-memorized prompt)")
+    curve = duplication_curve(meta)
+    plot_duplication_curve(curve, out / "rate_vs_duplication.png")
+    curve_table = format_duplication_curve(curve)
+    print_fn(table + "\n\n" + breakdown + "\n")
+    curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                              progress=progress)
+    plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
+    plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
+             out / "roc_testbed.png", title="ROC, testbed (per generation)")
+    results["testbed"] = {"table": table, "breakdown": breakdown, "rows": rows, "curves": curves, "counts": counts,
+                          "duplication_curve": curve}
+    (out / "leaderboard.md").write_text("\n\n".join([
+        results["mixture"]["table"], table, breakdown,
+        "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
+    ]) + "\n")
+    print_fn(f"tables and plots in {out}/ (leaderboard.md, trajectory_auroc_*.png, roc_testbed.png, "
+             "rate_vs_duplication.png)")
+    return results
+
+def _format_counts(counts: dict) -> str:
+    parts = []
+    for label in ("memorized", "not memorized"):
+        inner = ", ".join(f"{k} {v}" for k, v in counts[label].items())
+        parts.append(f"{label}: {inner or 'none'}")
+    parts.append(f"left out (rate between): {counts['left out (rate in between)']}")
+    return "; ".join(parts)

@@ -1,0 +1,196 @@
+"""The mitigation trade-off on the testbed: memorization rate against caption fidelity, and its Pareto front."""
+
+from __future__ import annotations
+
+from ..plotting import plot_tradeoff
+from ..testbed.labels import memorization_rate
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._util import spread
+from ..sampling import initial_noise
+
+__all__ = ["digit_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
+
+
+def digit_classifier(images: torch.Tensor, targets):
+    """A logistic-regression digit classifier on the scikit-learn digits (the fidelity stand-in for CLIP score)."""
+    from sklearn.linear_model import LogisticRegression
+
+    clf = LogisticRegression(max_iter=3000, C=1.0)
+    clf.fit(images.reshape(len(images), -1).numpy(), np.asarray(targets))
+    return clf
+
+def caption_fidelity(clf, canvases: torch.Tensor, text: str) -> np.ndarray:
+    """Per generated canvas, the fraction of its four cells whose digit (by ``clf``) is the one the
+    caption names at that position."""
+    from ..testbed.canvas import canvas_cells, parse_caption
+
+    want = np.array([d for d, _ in parse_caption(text)])
+    cells = canvas_cells(canvases.float().clamp(-1, 1))
+    pred = clf.predict(cells.reshape(-1, 64).numpy()).reshape(len(canvases), 4)
+    return (pred == want[None]).mean(1)
+
+#: The trade-off's configurations: (label, method, preset, strengths). ``"steer (flags given)"`` applies
+#: the memgeo steering action to every memorized prompt's samples and to no ordinary one: the action
+#: alone, as if the detector were perfect.
+TRADEOFF_CONFIGS = (
+    ("none", "none", "memgeo", (None,)),
+    ("guidance", "guidance", "memgeo", (5.0, 3.0, 1.0)),
+    ("embedding", "embedding", "memgeo", (0.7, 0.5, 0.3)),
+    ("embedding (official)", "embedding", "official", (None,)),
+    ("noise", "noise", "memgeo", (5, 10, 20)),
+    ("noise (official SAIL)", "noise", "official", (None,)),
+    ("steer", "steer", "memgeo", (4.0, 3.0, 2.0, 1.0)),
+    ("steer (official)", "steer", "official", (4.0, 3.0, 2.0)),
+    ("steer (flags given)", "steer_given", "memgeo", (None,)),
+)
+
+def pareto_front(rows: list[dict]) -> list[dict]:
+    """The rows no other row beats on both axes: lower memorization rate and higher memorized-prompt
+    fidelity (ordinary-prompt fidelity is reported beside, not traded)."""
+    front = []
+    for r in rows:
+        beaten = any(o is not r and o["memorization_rate"] <= r["memorization_rate"]
+                     and o["fidelity_memorized"] >= r["fidelity_memorized"]
+                     and (o["memorization_rate"] < r["memorization_rate"] or o["fidelity_memorized"] > r["fidelity_memorized"])
+                     for o in rows)
+        if not beaten:
+            front.append(r)
+    return sorted(front, key=lambda r: r["memorization_rate"])
+
+def mitigation_tradeoff(
+    *,
+    testbed_path=None,
+    out_dir="bench_results",
+    seeds: int = 4,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    max_prompts: int | None = None,
+    configs=None,
+    strengths: dict | None = None,
+    trained: dict | None = None,
+    print_fn=print,
+    progress: bool = True,
+) -> dict:
+    """Memorization rate against caption fidelity for every mitigation across strengths, on the testbed.
+
+    Memorization rate: fraction of generations of (generation-verified) memorized prompts that copy
+    their training canvases, as the ground truth counts copies. Fidelity: the fraction of canvas
+    cells whose digit (by a digit classifier) is the one the caption names there, for memorized and
+    ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
+    ``configs`` (default :data:`TRADEOFF_CONFIGS`) lists ``(label, method, preset, strengths)``;
+    ``strengths`` ``{method: [values]}`` is a shorthand for memgeo-preset configurations.
+    ``trained`` ``{label: testbed folder}`` adds training-time mitigation: each folder's model is
+    generated from plainly, on the same prompts, seeds and classifier. Writes ``mitigation.md``
+    (table and Pareto front), ``mitigation.json`` (the rows) and ``mitigation_tradeoff.png``.
+    """
+    from tqdm.auto import tqdm
+
+    from ..mitigate import calibrate_steering, generate
+    from ..testbed import generation_copies, load_testbed, testbed_data, testbed_metadata, to_images
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_testbed(testbed_path)
+    meta = testbed_metadata(testbed_path)
+    thr = meta["ground_truth"]["threshold"]
+    data = testbed_data(testbed_path)
+    clf = digit_classifier(data.digits, data.labels)
+    mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p) >= 0.5]
+    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized" and memorization_rate(p) <= 0.1]
+    if max_prompts is not None:
+        mem = spread(mem, max_prompts // 2)
+        ordinary = spread(ordinary, max_prompts - len(mem))
+    x_T = initial_noise(model, seeds)
+    calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # calibration set for steering
+    reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+    if configs is None:
+        configs = TRADEOFF_CONFIGS if strengths is None else tuple(
+            (m, m, "memgeo", tuple(v)) for m, v in strengths.items())
+    runs = [(label, model, method, preset, value) for label, method, preset, values in configs for value in values]
+    for label, folder in (trained or {}).items():
+        other = load_testbed(folder)
+        if other.event_shape != model.event_shape:
+            raise ValueError(f"trained[{label!r}] is not a testbed of the same shape ({other.event_shape})")
+        runs.append((label, other, "none", "memgeo", None))
+
+    def sample(mdl, method, preset, value, p, i, memorized):
+        if method == "steer_given":  # the memgeo action on memorized prompts only: a perfect detector
+            from ..sampling import ddim_sample
+            from ..detect.presets import resolve
+
+            opts = resolve("steer", preset)
+            act = int(round(float(opts["act_from"]) * n_steps))
+            policy = (lambda st, tr: {"guidance_scale": float(opts["low_guidance"])} if st.index >= act else None) if memorized else None
+            res = ddim_sample(mdl, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy)
+            return res.denoised, res.n_evals
+        g = generate(mdl, p["text"], x_T, method=method, strength=value, n_steps=n_steps, preset=preset,
+                     guidance_scale=guidance_scale, reference=reference, seed=i)
+        return g.samples, g.n_evals
+
+    rows = []
+    bar = tqdm(total=len(runs) * (len(mem) + len(ordinary)), desc="mitigation", disable=not progress)
+    for label, mdl, method, preset, value in runs:
+        rate, fid_m, fid_o, cost = [], [], [], []
+        for group, prompts in (("mem", mem), ("ord", ordinary)):
+            for i, p in enumerate(prompts):
+                bar.update(1)
+                samples, n_evals = sample(mdl, method, preset, value, p, i, group == "mem")
+                canvases = to_images(samples.float())
+                correct = caption_fidelity(clf, canvases, p["text"]).tolist()
+                cost.append(n_evals)
+                if group == "mem":
+                    rate += generation_copies(data, p, canvases, thr)["target"].tolist()
+                    fid_m += correct
+                else:
+                    fid_o += correct
+        rows.append({"method": label, "strength": value, "memorization_rate": float(np.mean(rate)),
+                     "fidelity_memorized": float(np.mean(fid_m)), "fidelity_ordinary": float(np.mean(fid_o)),
+                     "evals_per_sample": float(np.mean(cost))})
+    bar.close()
+    settings = {"seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "n_memorized": len(mem),
+                "n_ordinary": len(ordinary), "trained": {k: str(v) for k, v in (trained or {}).items()}}
+    return write_tradeoff(rows, out, settings, print_fn=print_fn)
+
+def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print) -> dict:
+    """The trade-off's table (``mitigation.md``, with the Pareto front and the rows meeting the
+    steering target), ``mitigation.json`` and ``mitigation_tradeoff.png`` from its rows; the row
+    ``"none"`` is the unmitigated reference of the fidelity kept and the ordinary change."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds, n_steps, guidance_scale = settings["seeds"], settings["n_steps"], settings["guidance_scale"]
+    base = next(r for r in rows if r["method"] == "none")
+    for r in rows:
+        r["fidelity_kept"] = r["fidelity_memorized"] / base["fidelity_memorized"] if base["fidelity_memorized"] else float("nan")
+        r["ordinary_change"] = r["fidelity_ordinary"] - base["fidelity_ordinary"]
+    front = pareto_front(rows)
+    head = ("| method | strength | memorization rate | fidelity (memorized) | fidelity kept | fidelity (ordinary) | "
+            "ordinary fidelity change | UNet evals/sample | Pareto |")
+    lines = [f"**mitigation on the testbed: {settings['n_memorized']} memorized and {settings['n_ordinary']} ordinary prompts, {seeds} seeds, "
+             f"guidance {guidance_scale}, {n_steps} DDIM steps**", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(f"| {r['method']} | {_strength(r)} | {r['memorization_rate']:.3f} | {r['fidelity_memorized']:.3f} | "
+                     f"{r['fidelity_kept']:.2f} | {r['fidelity_ordinary']:.3f} | {r['ordinary_change']:+.3f} | "
+                     f"{r['evals_per_sample']:.0f} | {'yes' if any(r is f for f in front) else ''} |")
+    target = [r for r in rows if r["memorization_rate"] < 0.1 and r["fidelity_kept"] >= 0.8 and abs(r["ordinary_change"]) <= 0.02]
+    lines += ["", "Fidelity kept: memorized-prompt fidelity over the unmitigated one. Pareto: no other row has both a "
+                  "lower memorization rate and a higher memorized-prompt fidelity.",
+              "Rows meeting memorization rate < 0.1, fidelity kept >= 0.8 and ordinary change within 0.02: "
+              + (", ".join(f"{r['method']} {_strength(r)}" for r in target) or "none")]
+    table = "\n".join(lines)
+    print_fn(table)
+    (out / "mitigation.md").write_text(table + "\n")
+    (out / "mitigation.json").write_text(json.dumps({"settings": settings, "rows": rows,
+                                                      "pareto": [rows.index(f) for f in front]}, indent=1))
+    plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
+    print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
+    return {"rows": rows, "table": table, "pareto": front}
+
+def _strength(row: dict) -> str:
+    return "-" if row["strength"] is None else f"{row['strength']:g}"

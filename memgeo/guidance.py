@@ -1,0 +1,138 @@
+"""The guidance gap and the quantities built on it, written once.
+
+Classifier-free guidance mixes two predictions, ``eps_cfg = eps_u + w (eps_c - eps_u)``; the gap
+``d_eps = eps_c - eps_u`` is ``-sigma_t`` times the score of ``p_t(c | x)`` (docs/conventions.md,
+section 2). Detection (guidance norm, anisotropy, sharpness, kappa-delta), mitigation (embedding
+adaptation, noise optimization, steering) and explanation (token attribution) all read it through
+the functions here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .geometry import jvp
+from .parameterization import from_eps
+
+__all__ = ['ANISOTROPY_WEIGHTS', 'sample_norm', 'guidance_pair', 'guidance_gap', 'gap_norm', 'gap_sharpness', 'raw_prediction', 'guidance_alignment', 'anisotropy_weights', 'anisotropy_terms', 'combined_score']
+
+
+#: (g_norm, g_cos, d_ref): the anisotropy weights published for a model family and the latent size they
+#: were tuned at (SD v1: 4x64x64; SD v2: 4x96x96).
+ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0, 4 * 64 * 64), "sd2": (1.0, 0.1, 4 * 96 * 96)}
+
+
+def sample_norm(v: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each row of a batch ``[S, ...] -> [S]``."""
+    return v.flatten(1).norm(dim=-1)
+
+
+def guidance_pair(model, x: torch.Tensor, t, cond):
+    """``(eps_u, eps_c)``: one batched call where the model offers ``eps_pair``, else two calls."""
+    if hasattr(model, "eps_pair"):
+        return model.eps_pair(x, t, cond)
+    return model.eps(x, t, None), model.eps(x, t, cond)
+
+
+def guidance_gap(model, x: torch.Tensor, t, cond) -> torch.Tensor:
+    """The guidance gap ``d_eps = eps_c - eps_u`` at ``x``, ``t`` ``[S, *event]`` (one batched call where possible)."""
+    eps_u, eps_c = guidance_pair(model, x, t, cond)
+    return eps_c - eps_u
+
+
+def gap_norm(model, x: torch.Tensor, t, cond) -> torch.Tensor:
+    """``|eps_c - eps_u|`` per sample ``[S]`` (Wen et al., ICLR 2024): differentiable in ``x`` and ``cond``."""
+    return sample_norm(guidance_gap(model, x, t, cond))
+
+
+def gap_sharpness(model, x: torch.Tensor, t, cond) -> torch.Tensor:
+    r"""Sharpness (Jeon et al., ICML 2025): :math:`\|(H_c - H_u)\, s_\delta\| = \|J_{\Delta\epsilon}\Delta\epsilon\| / \sigma_t^2`
+    per sample ``[S]``, with :math:`s_\delta = -\Delta\epsilon/\sigma_t`: the gap, and one JVP through the
+    batched branches. Differentiable in ``x``."""
+    sigma = float(model.sigma(t))
+
+    def gap(z):
+        return guidance_gap(model, z, t, cond)
+
+    d = gap(x)
+    _, Jd = jvp(gap, x, d)
+    return sample_norm(Jd) / sigma**2
+
+
+def raw_prediction(model, eps: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+    """The model's own output (eps, v or x0) recovered from its eps prediction at ``x``, ``t``."""
+    kind = getattr(model, "prediction_type", "epsilon")
+    return eps if kind == "epsilon" else from_eps(eps, x, float(model.alpha(t)), float(model.sigma(t)), kind)
+
+
+def guidance_alignment(eps_u: torch.Tensor, d_eps: torch.Tensor, *, relative_floor: float = 1e-6) -> torch.Tensor:
+    """Alignment of the guidance gap with the unconditional prediction (Asthana & Belagiannis, ICLR 2026).
+
+    cos(d_eps, eps_u) = cos(s_delta, s_u), per position over channels for latents [S, C, H, W]
+    (mean over positions), else over the whole event; shape [S]. The low-noise term of
+    :func:`anisotropy`. Where the gap is below ``relative_floor`` times ``|eps_u|`` (the
+    condition's posterior is saturated) it has no direction and the cosine counts as 0; the
+    computation stays NaN-free for gradients.
+    """
+    dim = 1 if eps_u.dim() >= 4 else tuple(range(1, eps_u.dim()))
+    dot = (d_eps * eps_u).sum(dim)
+    nd, nu = d_eps.norm(dim=dim), eps_u.norm(dim=dim)
+    ok = (nd > relative_floor * nu) & (nu > 0)
+    cos = torch.where(ok, dot / torch.where(ok, nd * nu, torch.ones_like(nd)), torch.zeros_like(nd))
+    return cos.flatten(1).mean(-1) if cos.dim() > 1 else cos
+
+
+def anisotropy_weights(weights, model) -> tuple[float, float, int | None]:
+    """``(g_norm, g_cos, d_ref)`` from ``"auto"`` (by the model's prediction type: epsilon -> ``"sd1"``,
+    v-prediction -> ``"sd2"``), a family name, or explicit ``(g_norm, g_cos)`` (no reference size)."""
+    if isinstance(weights, str):
+        if weights == "auto":
+            weights = "sd2" if getattr(model, "prediction_type", "epsilon") == "v_prediction" else "sd1"
+        if weights not in ANISOTROPY_WEIGHTS:
+            raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), got {weights!r}")
+        return ANISOTROPY_WEIGHTS[weights]
+    try:
+        g_norm, g_cos = (float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"weights must be 'auto', one of {sorted(ANISOTROPY_WEIGHTS)} or (g_norm, g_cos), "
+                         f"got {weights!r}") from None
+    return g_norm, g_cos, None
+
+
+def anisotropy_terms(model, x_T: torch.Tensor, cond, t_hi: int, t_lo: int, opts: dict):
+    """The anisotropy combination and its terms ``(value, norm, cos, (g_norm, g_cos))`` under ``opts``
+    (``weights``, ``norm``, ``space``: see :func:`anisotropy`), differentiable in ``x_T`` and ``cond``."""
+    g_norm, g_cos, d_ref = anisotropy_weights(opts["weights"], model)
+    if opts["norm"] not in ("reference_size", "raw", "released") or opts["space"] not in ("eps", "prediction"):
+        raise ValueError(f"norm must be 'reference_size', 'raw' or 'released' and space 'eps' or 'prediction', "
+                         f"got {opts['norm']!r} and {opts['space']!r}")
+    eu_hi, ec_hi = guidance_pair(model, x_T, t_hi, cond)
+    eu_lo, ec_lo = guidance_pair(model, x_T, t_lo, cond)
+    norm_term = sample_norm(ec_hi - eu_hi)
+    d = math.prod(x_T.shape[1:])
+    if opts["norm"] == "reference_size" and d_ref is not None:
+        norm_term = norm_term * math.sqrt(d_ref / d)
+    elif opts["norm"] == "released" and getattr(model, "prediction_type", "epsilon") == "v_prediction":
+        norm_term = norm_term / float(model.sigma(t_hi)) ** 2  # the released code's score of a v model
+    if opts["space"] == "prediction":
+        eu_lo, ec_lo = raw_prediction(model, eu_lo, x_T, t_lo), raw_prediction(model, ec_lo, x_T, t_lo)
+    cos_term = guidance_alignment(eu_lo, ec_lo - eu_lo)
+    return g_norm * norm_term + g_cos * cos_term, norm_term, cos_term, (g_norm, g_cos)
+
+
+def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, reference=None, weights=(1.0, 1.0)) -> torch.Tensor:
+    r"""Mid-generation detector combining direction and magnitude (Brokman et al., NeurReps 2025).
+
+    :math:`w_1 z(-\kappa_\delta) + w_2 z(\|\Delta\epsilon\|)`, each standardized by the mean and
+    standard deviation of ``reference = (direction_ref, magnitude_ref)`` (for example ordinary
+    prompts), or of the inputs themselves when no reference is given. Works per step on traces.
+    """
+    ref_d, ref_m = reference if reference is not None else (direction, magnitude)
+
+    def z(v, ref):
+        sd = ref.std()
+        return (v - ref.mean()) / (sd if float(sd) > 0 else 1.0)
+
+    return weights[0] * z(-direction, -ref_d) + weights[1] * z(magnitude, ref_m)

@@ -1,0 +1,30 @@
+"""Mitigation: generate without copying training data, over the score-model interface.
+
+Three published families, each runnable on a conditional mixture, the testbed or Stable Diffusion:
+
+* :func:`adapt_embedding` - prompt-embedding adaptation (Wen et al., ICLR 2024; Asthana &
+  Belagiannis, ICLR 2026): gradient descent on the condition's embedding to reduce a
+  differentiable memorization signal (the guidance norm, or the anisotropy signal), stopping at a
+  target; generation then uses the adapted embedding.
+* :func:`optimize_noise` - initial-noise optimization (Jeon et al., ICML 2025, SAIL): gradient
+  descent on ``x_T`` to reduce the sharpness proxy (or the guidance norm) with a penalty that keeps
+  ``|x_T|^2`` at its initial value (its Gaussian likelihood level), accepting each latent once its
+  proxy falls under a threshold.
+* :class:`SteeringPolicy` - mid-generation steering (Brokman et al., NeurReps 2025): a sampler
+  policy that watches the direction (kappa-delta) and magnitude (guidance norm) of the guidance
+  gap and, once their combined criterion crosses a threshold, lowers the guidance scale (or
+  switches to an adapted embedding) for that sample, leaving ordinary prompts untouched.
+
+A model's condition embedding is ``model.condition_embedding(cond)``: prompt embeddings ``[L, D]``
+for a diffusers model, logits over conditions ``[C]`` for a mixture (a soft condition).
+"""
+
+from .embedding import AdaptedEmbedding, adapt_embedding, condition_embedding, memorization_objective
+from .generate import METHODS, Generation, generate
+from .noise import NoiseOptimization, optimize_noise
+from .steering import SteeringPolicy, SteeringReference, calibrate_steering
+
+__all__ = [
+    "condition_embedding", "memorization_objective", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
+    "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "Generation", "generate",
+]

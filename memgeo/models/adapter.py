@@ -1,0 +1,309 @@
+r"""A diffusers text-to-image checkpoint exposed through the score-model interface.
+
+``DiffusersScoreModel`` wraps a ``UNet2DConditionModel`` (or any module with its call signature),
+the noise schedule of its scheduler and a prompt encoder. It offers ``eps(x, t, cond)``,
+``score(x, t, cond)``, ``eps_pair(x, t, cond)`` (unconditional and conditional predictions from one
+batched call), ``alpha(t)``, ``sigma(t)`` and ``timesteps(n_steps)``, so every memgeo estimator
+and signal runs on it unchanged. Weights may be fp16/bf16; the estimator math runs in ``dtype``
+(float32 by default, float64 allowed): inputs are cast to the weights' dtype for the UNet call
+and its output back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .._checks import check_finite, check_tensor
+from ..gmm.schedules import NoiseSchedule, ddim_timesteps
+from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps
+
+__all__ = ["DiffusersScoreModel", "schedule_from_config"]
+
+
+def schedule_from_config(config) -> NoiseSchedule:
+    """The float64 VP schedule of a diffusers scheduler config (betas recomputed in float64)."""
+    T = int(config["num_train_timesteps"])
+    kind = config.get("beta_schedule", "linear")
+    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+    if config.get("trained_betas") is not None:
+        betas = torch.as_tensor(config["trained_betas"], dtype=torch.float64)
+    elif kind == "scaled_linear":
+        betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2
+    elif kind == "linear":
+        betas = torch.linspace(b0, b1, T, dtype=torch.float64)
+    elif kind == "squaredcos_cap_v2":
+        import math
+
+        f = lambda i: math.cos((i / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+        betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
+    else:
+        raise ValueError(f"unsupported beta_schedule {kind!r} in the scheduler config")
+    return NoiseSchedule.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)))
+
+
+class DiffusersScoreModel:
+    """A conditional diffusion model (UNet + schedule + prompt encoder) as a score model.
+
+    Args:
+        unet: a ``UNet2DConditionModel`` or a module with its call signature
+            ``unet(sample, timestep, encoder_hidden_states=...) -> output with .sample``.
+        schedule: the model's noise schedule (see :func:`schedule_from_config`).
+        encode_prompt: ``list[str] -> [N, L, D]`` prompt embeddings (``""`` is the unconditional prompt).
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"``.
+        event_shape: shape of one latent, e.g. ``(4, 64, 64)``.
+        dtype: dtype of the estimator math (float32 or float64).
+        device: where the UNet runs.
+
+    ``cond`` may be ``None`` (unconditional), a prompt, a list of ``B`` prompts (one per row), or
+    prompt embeddings ``[L, D]`` (all rows) or ``[B, L, D]`` (per row).
+    """
+
+    def __init__(
+        self,
+        unet,
+        schedule: NoiseSchedule,
+        encode_prompt: Callable[[list[str]], torch.Tensor],
+        *,
+        prediction_type: str,
+        event_shape: Sequence[int],
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ):
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype (the estimator math) must be torch.float32 or torch.float64, got {dtype}")
+        self.unet = unet
+        self.schedule = schedule
+        self.encode_prompt = encode_prompt
+        self.prediction_type = prediction_type
+        self.event_shape = tuple(int(n) for n in event_shape)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.unet_dtype = next(iter(unet.parameters()), torch.empty(0, dtype=dtype)).dtype
+        self._cache: dict[str, torch.Tensor] = {}
+        self.n_unet_rows = 0  # latents passed through the UNet so far (a JVP pass counts once)
+        self.name = type(unet).__name__  # the class of its network; a folder or hub id once loaded
+        self.folder: Path | None = None  # the local folder it was loaded from (None: built in memory, or a hub id)
+        self.vae_scale_factor = 8  # pixels per latent position along each side (Stable Diffusion's VAE)
+        self._modules_to_fingerprint = (unet,)
+        self._tokenizer_size = None
+        self._identity = None
+        self.tokenizer = None  # set by from_pretrained: token-level tools (memgeo.explain) need them
+        self.text_encoder = None
+
+    @property
+    def identity(self) -> dict:
+        """``{"name", "fingerprint"}``: the fingerprint digests every weight tensor's name, shape, dtype
+        and a strided sample of its values, the schedule and the prediction type, so two checkpoints
+        of one architecture differ (result stores refuse to mix them)."""
+        if self._identity is None:
+            h = hashlib.sha256()
+            h.update(repr((self.prediction_type, self.event_shape, self._tokenizer_size)).encode())
+            h.update(self.schedule.alphas_cumprod.double().numpy().tobytes())
+            for module in self._modules_to_fingerprint:
+                for name, p in module.state_dict().items():
+                    flat = p.detach().reshape(-1)
+                    sample = flat[:: max(1, flat.numel() // 256)].double().cpu().numpy()
+                    h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+                    h.update(sample.tobytes())
+            self._identity = {"name": str(self.name), "fingerprint": h.hexdigest()[:16]}
+        return self._identity
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str | os.PathLike,
+        *,
+        weights_dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        allow_download: bool = False,
+        variant: str | None = None,
+    ) -> "DiffusersScoreModel":
+        """Load a Stable Diffusion v1.x (epsilon) or v2.x (v-prediction) folder or hub id.
+
+        ``weights_dtype`` is the dtype the weights are loaded in (float32 unless asked: float16 and
+        bfloat16 halve the memory). Only safetensors weights are read. Nothing is downloaded unless ``allow_download=True``
+        and ``HF_HUB_OFFLINE`` is unset; otherwise a hub id must already be in the local cache.
+        A folder needs ``unet/``, ``scheduler/``, ``text_encoder/`` and ``tokenizer/``; a VAE is
+        not needed (memgeo works on latents).
+        """
+        from diffusers import DDIMScheduler, UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        path = str(path_or_id)
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        local = Path(path).expanduser()
+        if local.exists():
+            if not local.is_dir() or not (local / "unet").is_dir():
+                raise FileNotFoundError(f"model folder {path!r} has no unet/ subfolder (expected a Stable Diffusion layout)")
+        elif not allow_download or offline:
+            looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1] or path.count("/") != 1
+            if looks_local:
+                raise FileNotFoundError(f"model folder {path!r} does not exist")
+        kwargs = dict(local_files_only=(not allow_download) or offline)
+        if variant is not None:
+            kwargs["variant"] = variant
+        try:
+            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=weights_dtype, **kwargs)
+            scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
+            text_encoder = CLIPTextModel.from_pretrained(
+                path, subfolder="text_encoder", use_safetensors=True, torch_dtype=weights_dtype, **kwargs
+            )
+            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)
+        except OSError as err:
+            raise OSError(
+                f"could not load the model {path!r} from local files (safetensors weights in unet/, text_encoder/; "
+                f"scheduler/ and tokenizer/ configs); nothing is downloaded unless allow_download=True and "
+                f"HF_HUB_OFFLINE is unset. Cause: {err}"
+            ) from err
+        if tokenizer.model_max_length > 1024:
+            tokenizer.model_max_length = 77
+        unet.to(device).eval().requires_grad_(False)
+        text_encoder.to(device).eval().requires_grad_(False)
+
+        @torch.no_grad()
+        def encode(prompts: list[str]) -> torch.Tensor:
+            limit = tokenizer.model_max_length
+            for p in prompts:
+                n = len(tokenizer.tokenize(p)) + 2  # with the start and end tokens
+                if n > limit:
+                    short = p if len(p) <= 60 else p[:57] + "..."
+                    warnings.warn(f"prompt {short!r} is {n} tokens long; the text encoder keeps the first {limit} "
+                                  f"(start and end tokens included) and cuts the rest", stacklevel=3)
+            ids = tokenizer(list(prompts), padding="max_length", max_length=limit,
+                            truncation=True, return_tensors="pt").input_ids.to(device)
+            return text_encoder(ids)[0]
+
+        cfg = unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
+        model = cls(
+            unet, schedule_from_config(scheduler.config), encode,
+            prediction_type=scheduler.config.get("prediction_type", "epsilon"),
+            event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
+        )
+        model.name = path
+        model.folder = local.resolve() if local.is_dir() else None
+        vae = local / "vae" / "config.json"
+        if vae.is_file():  # pixels per latent position along each side: 2^(VAE levels - 1)
+            model.vae_scale_factor = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0] * 4)) - 1)
+        model._modules_to_fingerprint = (unet, text_encoder)
+        model._tokenizer_size = len(tokenizer)
+        model.tokenizer, model.text_encoder = tokenizer, text_encoder
+        return model
+
+    # ------------------------------------------------------------------ schedule
+    def alpha(self, t) -> torch.Tensor:
+        return self.schedule.alpha(t)
+
+    def sigma(self, t) -> torch.Tensor:
+        return self.schedule.sigma(t)
+
+    def timesteps(self, n_steps: int) -> torch.Tensor:
+        return ddim_timesteps(n_steps, self.schedule.num_train_timesteps, steps_offset=self.schedule.steps_offset)
+
+    # ------------------------------------------------------------------ conditioning
+    def embed(self, cond, batch: int) -> torch.Tensor:
+        """Prompt embeddings ``[batch, L, D]`` for ``cond`` (see the class docstring)."""
+        if cond is None or isinstance(cond, str):
+            text = "" if cond is None else cond
+            if text not in self._cache:
+                self._cache[text] = self.encode_prompt([text])[0]
+            return self._cache[text].expand(batch, *self._cache[text].shape)
+        if isinstance(cond, torch.Tensor):
+            if cond.dim() == 2:
+                return cond.to(self.device).expand(batch, *cond.shape)
+            if cond.dim() == 3 and cond.shape[0] == batch:
+                return cond.to(self.device)
+            raise ValueError(f"cond embeddings must have shape [L, D] or [B, L, D] with B = {batch}, got {tuple(cond.shape)}")
+        if isinstance(cond, (list, tuple)) and all(isinstance(c, str) or c is None for c in cond):
+            if len(cond) != batch:
+                raise ValueError(f"cond must hold one prompt per row: {batch} expected, got {len(cond)}")
+            return torch.stack([self.embed(c, 1)[0] for c in cond])
+        raise ValueError(f"cond must be None, a prompt, a list of prompts or an embedding tensor; got {type(cond).__name__}")
+
+    def _need_tokenizer(self):
+        if self.tokenizer is None or self.text_encoder is None:
+            raise ValueError("this model was built without its tokenizer and text encoder; load it with "
+                             "DiffusersScoreModel.from_pretrained for token-level tools")
+
+    def prompt_ids(self, prompt: str) -> torch.Tensor:
+        """The token ids of ``prompt`` as the text encoder sees them: start, tokens, end, padding ``[L]``."""
+        self._need_tokenizer()
+        if not isinstance(prompt, str):
+            raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
+        return self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids[0]
+
+    def prompt_tokens(self, prompt: str) -> list[str]:
+        """The prompt's own tokens, as text (start, end and padding excluded); token ``i`` is row ``i + 1``
+        of the prompt embedding."""
+        self._need_tokenizer()
+        ids = self.tokenizer(prompt, truncation=True, max_length=self.tokenizer.model_max_length).input_ids[1:-1]
+        return [self.tokenizer.decode([i]).strip() for i in ids]
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings ``[B, L, D]`` of token ids ``[B, L]`` (padded to the encoder's length), in ``dtype``."""
+        self._need_tokenizer()
+        with torch.no_grad():
+            return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
+
+    def condition_embedding(self, cond) -> torch.Tensor:
+        """The prompt embedding ``[L, D]`` of ``cond`` (a prompt), to adapt and pass back as ``cond``."""
+        if not isinstance(cond, str):
+            raise ValueError(f"cond must be a prompt string, got {type(cond).__name__}")
+        return self.embed(cond, 1)[0].detach().clone()
+
+    # ------------------------------------------------------------------ predictions
+    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor("x", x, min_dim=1, dtype=self.dtype)
+        if tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"x must have shape [B, {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
+        return check_finite("x", x)
+
+    def _coef(self, t, x: torch.Tensor):
+        a = self.alpha(t).to(x.dtype).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+        s = self.sigma(t).to(x.dtype).to(x.device).reshape(-1, *([1] * (x.dim() - 1)))
+        return a, s
+
+    def _unet_eps(self, x: torch.Tensor, t, emb: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        tt = torch.as_tensor(t, device=self.device).reshape(-1)
+        tt = tt.expand(B) if tt.numel() == 1 else tt
+        out = self.unet(x.to(self.device, self.unet_dtype), tt, encoder_hidden_states=emb.to(self.unet_dtype)).sample
+        self.n_unet_rows += B
+        a, s = self._coef(tt.cpu(), x)
+        return to_eps(out.to(x.dtype).to(x.device), x, a, s, self.prediction_type)
+
+    def eps(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        """Noise prediction ``eps_hat(x, t | cond)``, shape ``[B, *event]``."""
+        x = self._check_x(x)
+        return self._unet_eps(x, t, self.embed(cond, x.shape[0]))
+
+    def eps_pair(self, x: torch.Tensor, t, cond):
+        """``(eps_u, eps_c)`` from one UNet call on the doubled batch (2 evaluations per row)."""
+        x = self._check_x(x)
+        B = x.shape[0]
+        emb = torch.cat([self.embed(None, B), self.embed(cond, B)])
+        tt = torch.as_tensor(t).reshape(-1)
+        tt = tt.repeat(2) if tt.numel() == B and B > 1 else tt
+        out = self._unet_eps(torch.cat([x, x]), tt, emb)
+        return out[:B], out[B:]
+
+    def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
+        r"""Score :math:`\nabla \log p_t(x \mid cond) = -\hat\epsilon / \sigma_t`."""
+        _, s = self._coef(t, x)
+        return eps_to_score(self.eps(x, t, cond), s)
+
+    def __repr__(self) -> str:
+        return (f"DiffusersScoreModel(event_shape={self.event_shape}, prediction_type={self.prediction_type!r}, "
+                f"unet_dtype={self.unet_dtype}, dtype={self.dtype}, device={self.device})")

@@ -1,0 +1,285 @@
+"""DDIM sampling with classifier-free guidance over the score-model interface, with trackers.
+
+``ddim_sample`` runs deterministic DDIM (eta = 0) with
+``eps = eps_u + w (eps_c - eps_u)`` (docs/conventions.md, section 2) on any score model (a conditional
+mixture, the testbed or Stable Diffusion) and records, at every step, the signals its trackers
+compute from the step's state: the per-step curves of trajectory tracking (Brokman et al.,
+NeurReps 2025). A policy may act at each step (mitigation); it sees the state and the record so far.
+
+The trackers that run inside the sampler live here too: the guidance norm, kappa-delta on its
+sphere of probes, the branch cosines of the same probes, and a latent recorder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+
+from ._checks import check_int
+from .guidance import guidance_pair, raw_prediction, sample_norm
+from .parameterization import eps_to_x0
+
+__all__ = ['StepState', 'SampleResult', 'Tracker', 'ddim_sample', 'initial_noise', 'sphere_directions', 'repeat_cond', 'GuidanceNormTracker', 'KappaDeltaTracker', 'ProbeCosineTracker', 'LatentRecorder', 'trajectory_trackers']
+
+
+def initial_noise(model, seeds) -> torch.Tensor:
+    """Pure-noise latents ``x_T`` ``[S, *event]``, one independent generator per seed (reproducible per seed)."""
+    if isinstance(seeds, int):
+        seeds = list(range(check_int("seeds", seeds)))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed")
+    return torch.stack([
+        torch.randn(model.event_shape, generator=torch.Generator().manual_seed(s), dtype=torch.float64).to(model.dtype)
+        for s in seeds
+    ])
+
+@dataclass
+class StepState:
+    """What a tracker or policy sees at one sampler step.
+
+    Attributes:
+        index: step index ``i`` (0 = first, at ``t = T``-ish).
+        t: the integer timestep.
+        x: current latents ``x_t`` ``[S, *event]``.
+        eps_u, eps_c: unconditional and conditional noise predictions.
+        eps: the guided prediction ``eps_u + w (eps_c - eps_u)``.
+        x0_hat: Tweedie's denoised estimate ``(x_t - sigma_t eps) / alpha_t``.
+        alpha, sigma: ``alpha_t``, ``sigma_t`` (floats).
+        guidance_scale: ``w`` used at this step.
+        cond: the condition used at this step.
+    """
+
+    index: int
+    t: int
+    x: torch.Tensor
+    eps_u: torch.Tensor
+    eps_c: torch.Tensor
+    eps: torch.Tensor
+    x0_hat: torch.Tensor
+    alpha: float
+    sigma: float
+    guidance_scale: float
+    cond: object
+
+class Tracker(Protocol):
+    """``tracker(model, state) -> Tensor [S]``; ``evals_per_step`` model evaluations per sample."""
+
+    evals_per_step: int
+
+    def __call__(self, model, state: StepState) -> torch.Tensor: ...
+
+@dataclass
+class SampleResult:
+    """Output of :func:`ddim_sample`.
+
+    Attributes:
+        x0: final latents ``[S, *event]`` (diffusers' last ``prev_sample``; it keeps ``sigma_0 eps`` of noise).
+        denoised: the last step's denoised estimate ``x0_hat`` ``[S, *event]`` (noise-free).
+        trace: tracker name -> values ``[n_steps, S]``.
+        timesteps: the timesteps used ``[n_steps]``.
+        n_evals: model evaluations per sample (sampling and trackers).
+        actions: per step, what the policy changed (empty dicts where it did nothing).
+    """
+
+    x0: torch.Tensor
+    denoised: torch.Tensor
+    trace: dict[str, torch.Tensor]
+    timesteps: torch.Tensor
+    n_evals: int
+    actions: list[dict] = field(default_factory=list)
+
+def ddim_sample(
+    model,
+    cond,
+    x_T: torch.Tensor,
+    *,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    trackers: dict[str, Callable] | None = None,
+    policy: Callable | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> SampleResult:
+    """DDIM (Song et al. 2021) with classifier-free guidance and per-step trackers.
+
+    With ``eta = 0`` (default) the update is deterministic, ``x_prev = alpha_prev x0_hat + sigma_prev eps``;
+    ``eta = 1`` is ancestral (DDPM-like) sampling with fresh noise from ``generator``. After the
+    last step ``alpha_prev`` is ``alpha_0`` (diffusers' ``set_alpha_to_one=False``), as Stable
+    Diffusion pipelines use. ``policy(state, trace) -> dict | None`` may return
+    ``{"guidance_scale": w}`` (a float, or a tensor ``[S]``: one scale per sample) and/or
+    ``{"cond": c}`` to change this step's update. ``progress`` shows a tqdm bar over the steps.
+    """
+    from tqdm.auto import tqdm
+
+    n_steps = check_int("n_steps", n_steps)
+    if not math.isfinite(guidance_scale):
+        raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1], got {eta}")
+    trackers = dict(trackers or {})
+    ts = model.timesteps(n_steps)
+    x = x_T
+    record = {name: [] for name in trackers}
+    actions: list[dict] = []
+    n_evals = 0
+    with torch.no_grad():
+        for i, t in enumerate(tqdm(ts.tolist(), desc="sampling", disable=not progress, leave=False)):
+            a, s = float(model.alpha(t)), float(model.sigma(t))
+            eps_u, eps_c = guidance_pair(model, x, t, cond)
+            n_evals += 2
+            w, c = guidance_scale, cond
+            eps = eps_u + w * (eps_c - eps_u)
+            state = StepState(i, t, x, eps_u, eps_c, eps, eps_to_x0(eps, x, a, s), a, s, w, c)
+            for name, tracker in trackers.items():
+                record[name].append(tracker(model, state).detach())
+                n_evals += getattr(tracker, "evals_per_step", 0)
+            act = policy(state, {k: torch.stack(v) for k, v in record.items() if v}) if policy else None
+            act = dict(act or {})
+            if "cond" in act and act["cond"] is not c:
+                c = act["cond"]
+                eps_u, eps_c = guidance_pair(model, x, t, c)
+                n_evals += 2
+            if act:
+                w = act.get("guidance_scale", w)
+                if isinstance(w, torch.Tensor):  # one scale per sample
+                    w = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
+                eps = eps_u + w * (eps_c - eps_u)
+            actions.append(act)
+            x0_hat = eps_to_x0(eps, x, a, s)
+            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
+            a_prev, s_prev = float(model.alpha(t_prev)), float(model.sigma(t_prev))
+            if eta > 0:  # sigma_eta^2 = eta^2 (s_prev^2 / s^2) (1 - a^2 / a_prev^2), as in DDIM
+                s_eta = eta * (s_prev / s) * math.sqrt(max(0.0, 1.0 - (a / a_prev) ** 2))
+                z = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype).to(x.device)
+                x = a_prev * x0_hat + math.sqrt(max(0.0, s_prev**2 - s_eta**2)) * eps + s_eta * z
+            else:
+                x = a_prev * x0_hat + s_prev * eps
+    trace = {k: torch.stack(v) for k, v in record.items()}
+    return SampleResult(x, x0_hat, trace, ts, n_evals, actions)
+
+
+def sphere_directions(n: int, like: torch.Tensor, generator) -> torch.Tensor:
+    """``n`` uniform unit directions per row of ``like``: ``[n, S, *event]``."""
+    N = torch.randn((n, *like.shape), generator=generator, dtype=torch.float64)
+    N = N / N.flatten(2).norm(dim=-1).reshape(n, like.shape[0], *([1] * (like.dim() - 1)))
+    return N.to(like.dtype).to(like.device)
+
+
+def repeat_cond(cond, m: int, S: int):
+    """A condition for ``m`` stacked copies of an ``S``-row batch (per-row conditions are repeated)."""
+    per_row = isinstance(cond, (list, tuple)) or (
+        isinstance(cond, torch.Tensor) and ((not cond.is_floating_point() and cond.dim() == 1) or cond.dim() == 3)
+    )  # lists, per-row indices [S] and per-row embeddings [S, L, D]; logits [C] and embeddings [L, D] are shared
+    if not per_row:
+        return cond
+    if isinstance(cond, torch.Tensor):
+        return cond.repeat(m, *([1] * (cond.dim() - 1)))
+    return list(cond) * m
+
+
+class GuidanceNormTracker:
+    """Per-step guidance norm ``|eps_c - eps_u|`` (Wen et al. 2024, averaged over steps); free.
+
+    ``space="prediction"``: the gap of the model's raw outputs (v on v-prediction models)."""
+
+    evals_per_step = 0
+
+    def __init__(self, space: str = "eps"):
+        self.space = space
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        if self.space == "prediction":
+            return sample_norm(raw_prediction(model, state.eps_c, state.x, state.t)
+                         - raw_prediction(model, state.eps_u, state.x, state.t))
+        return sample_norm(state.eps_c - state.eps_u)
+
+def _probe_sphere(model, state: StepState, n_directions: int, generator):
+    r"""Both branches on the kappa-delta sphere of a step: radius :math:`\sigma_t\sqrt d` around
+    :math:`\alpha_t\hat x_0`. Returns ``(n, eps_u, eps_c)`` with the unit directions ``n`` and the
+    predictions at ``centre + r n``, each ``[n_directions, S, d]``."""
+    S = state.x.shape[0]
+    d = math.prod(state.x.shape[1:])
+    r = state.sigma * math.sqrt(d)
+    center = state.alpha * state.x0_hat  # [S, *event]
+    n = sphere_directions(n_directions, state.x, generator)  # [n, S, *event]
+    pts = (center.unsqueeze(0) + r * n).reshape(n_directions * S, *state.x.shape[1:])
+    eps_u, eps_c = guidance_pair(model, pts, state.t, repeat_cond(state.cond, n_directions, S))
+    return tuple(v.reshape(n_directions, S, -1) for v in (n, eps_u, eps_c))
+
+def _unit(v: torch.Tensor, scale: torch.Tensor, relative_floor: float) -> torch.Tensor:
+    """``v / |v|`` over the last axis; zero where ``|v|`` is below ``relative_floor * scale`` (no direction
+    above round-off), NaN-free."""
+    norm = v.norm(dim=-1, keepdim=True)
+    defined = norm > relative_floor * scale.unsqueeze(-1)
+    return torch.where(defined, v / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(v))
+
+class KappaDeltaTracker:
+    r"""Per-step kappa-delta (Brokman et al., NeurReps 2025): the mean cosine of the guidance-gap field
+    with the outward normal on a sphere around the step's denoised estimate.
+
+    :math:`\kappa_\delta = \frac1n\sum_j \langle \hat s_\delta(\alpha_t\hat x_0 + r n_j), n_j\rangle`
+    with :math:`s_\delta = -\Delta\epsilon/\sigma_t` and :math:`r = \sigma_t\sqrt d`, 2 evaluations per
+    direction (the batched branches). It lies in [-1, 1] at every step: the boundary flux of the unit
+    field is :math:`\frac{d}{r}\kappa_\delta`, whose factor :math:`1/\sigma_t` would make the last steps
+    dominate any average over steps (conventions, section 3). Where the gap is below ``relative_floor``
+    (1e-6) times the predictions' norm - the posterior of the condition is saturated and the gap's
+    direction is round-off - it contributes zero.
+    """
+
+    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
+        self.n_directions = check_int("n_directions", n_directions, minimum=1)
+        self.relative_floor = relative_floor
+        self.evals_per_step = 2 * self.n_directions
+        self.generator = generator
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
+        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
+        s_delta = -(eps_c - eps_u)  # direction of grad log p_t(c | x); the 1/sigma_t scale drops out
+        return (_unit(s_delta, scale, self.relative_floor) * n).sum(-1).mean(0)
+
+class ProbeCosineTracker:
+    r"""What drives kappa-delta, per step: on the same sphere of probes, the mean cosines with the
+    outward normal ``n`` of the conditional prediction, the unconditional prediction and their gap,
+    ``[3, S]`` = (:math:`\cos(\epsilon_c, n)`, :math:`\cos(\epsilon_u, n)`, :math:`\cos(\epsilon_c - \epsilon_u, n)`).
+
+    Around a basin that a branch has learned, its prediction points outwards (the noise it removes),
+    so its cosine is near 1. kappa-delta is minus the gap's cosine: it falls (reads as memorization)
+    when the conditional branch points outwards more than the unconditional one, and rises when the
+    unconditional branch has learned the basin as well (:func:`~memgeo.detect.branch_diagnostic`).
+    """
+
+    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
+        self.n_directions = check_int("n_directions", n_directions, minimum=1)
+        self.relative_floor = relative_floor
+        self.evals_per_step = 2 * self.n_directions
+        self.generator = generator
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
+        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
+        cos = [(_unit(v, scale, self.relative_floor) * n).sum(-1).mean(0) for v in (eps_c, eps_u, eps_c - eps_u)]
+        return torch.stack(cos)
+
+class LatentRecorder:
+    """Records ``x_t`` at every step (no evaluations); returns zeros."""
+
+    evals_per_step = 0
+
+    def __init__(self):
+        self.latents: list[torch.Tensor] = []
+
+    def __call__(self, model, state: StepState) -> torch.Tensor:
+        self.latents.append(state.x)
+        return torch.zeros(state.x.shape[0], dtype=state.x.dtype)
+
+
+def trajectory_trackers(n_directions: int = 4, *, generator: torch.Generator | None = None) -> dict:
+    """The direction and magnitude of the guidance gap at every step: ``{"kappa_delta": ..., "guidance_norm": ...}``,
+    the pair that trajectory tracking, the mid-generation criterion and steering read."""
+    return {"kappa_delta": KappaDeltaTracker(n_directions, generator=generator), "guidance_norm": GuidanceNormTracker()}

@@ -1,0 +1,28 @@
+"""Scanning prompt sets on a checkpoint: prompt readers, the result store, the scan, its report.
+
+* :mod:`~memgeo.scan.readers` - prompt files (JSON lines, text, CSV) into prompt records;
+* :mod:`~memgeo.scan.store` - the result store (one row per prompt, seed, signal and settings);
+* :mod:`~memgeo.scan.run` - :func:`run_scan` and its summary;
+* :mod:`~memgeo.scan.report` - thresholds from reference prompts, ranked reports.
+"""
+
+from .readers import PromptRecord, parse_bool, read_prompts
+from .report import Calibration, calibrate, format_report, report_rows, write_report
+from .run import (
+    ScanConfig,
+    ScanInterrupted,
+    ScanResult,
+    model_identity,
+    prompt_scores,
+    resolve_flipd_t,
+    run_scan,
+    summarize,
+    unique_prompts,
+)
+from .store import STORE_FORMAT, STORE_VERSION, ResultStore, settings_digest
+
+__all__ = [
+    "PromptRecord", "parse_bool", "read_prompts", "ResultStore", "settings_digest", "STORE_FORMAT", "STORE_VERSION",
+    "ScanConfig", "ScanInterrupted", "ScanResult", "run_scan", "resolve_flipd_t", "unique_prompts", "model_identity",
+    "summarize", "prompt_scores", "Calibration", "calibrate", "report_rows", "format_report", "write_report",
+]

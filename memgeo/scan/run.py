@@ -1,0 +1,306 @@
+"""Scan prompt sets on a score model: every requested signal per (prompt, seed), resumable.
+
+Results go to a :class:`~memgeo.io.ResultStore`: one row per (prompt text, seed, signal, settings
+digest), appended as it is computed. A killed or interrupted scan resumes where it stopped; an
+edited prompt file, another signal or other settings compute exactly what is missing; two scans on
+one file never compute a row twice (the second waits for the first, then does what is left). Under
+``accelerate launch`` each process takes the (prompt, signal) units that hash to its rank, writes
+its own shard, and the main process merges the shards into the one output when all are done.
+
+Every row is reproducible on its own: ``x_T`` comes from the seed, and the random directions of
+the generation signals from a generator seeded by (prompt text, seed), so a value does not depend
+on the order of the prompt file nor on which other seeds were computed beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._checks import check_int
+from ..detect import PRESET_NAMES, SIGNALS, detection_metrics, flipd_t0
+from ..detect.presets import resolve
+from ..sampling import initial_noise
+from .readers import PromptRecord
+from .store import ResultStore, settings_digest
+
+__all__ = ["ScanConfig", "resolve_flipd_t", "ScanInterrupted", "ScanResult", "model_identity", "unique_prompts", "run_scan", "prompt_scores", "summarize"]
+
+
+@dataclass
+class ScanConfig:
+    """Options of a scan: signal names, seeds, sampler steps, guidance scale and signal options.
+
+    ``preset``: ``"memgeo"`` (defaults that hold on any model) or ``"official"`` (each paper's
+    released settings). ``anisotropy_weights``: ``"auto"`` follows the model's prediction type.
+    ``n_directions``: None takes the preset's; a number sets kappa-delta's directions per step and
+    four times as many p-Laplace directions. ``flipd_t``: FLIPD's probe time; None under a preset
+    whose ``t`` is ``"auto"`` lets :func:`run_scan` choose it from the scanned prompts (:func:`resolve_flipd_t`).
+    """
+
+    signals: tuple[str, ...] = ("guidance_norm", "anisotropy", "sharpness")
+    seeds: tuple[int, ...] = (0,)
+    n_steps: int = 50
+    guidance_scale: float = 7.5
+    anisotropy_weights: str = "auto"
+    n_directions: int | None = None
+    preset: str = "memgeo"
+    flipd_t: int | None = None
+
+    def __post_init__(self):
+        self.signals, self.seeds = tuple(self.signals), tuple(int(s) for s in self.seeds)
+        if not self.signals:
+            raise ValueError("signals must name at least one signal")
+        unknown = [s for s in self.signals if s not in SIGNALS]
+        if unknown:
+            raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
+        if not self.seeds:
+            raise ValueError("seeds must hold at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must not repeat, got {self.seeds}")
+        if self.preset not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {PRESET_NAMES}, got {self.preset!r}")
+
+    def signal_kwargs(self, name: str) -> dict:
+        """Keyword arguments of ``SIGNALS[name]`` (without the random generator)."""
+        kw = SIGNALS[name].options(n_steps=self.n_steps, preset=self.preset, guidance_scale=self.guidance_scale,
+                                   n_directions=self.n_directions)
+        if name == "anisotropy":
+            kw["weights"] = self.anisotropy_weights
+        if name == "flipd" and self.flipd_t is not None:
+            kw["t"] = int(self.flipd_t)
+        return kw
+
+    def settings(self, name: str, model) -> dict:
+        """Everything that changes the value of ``name``: its keyword arguments, the math dtype and,
+        for the generation signals, how their random directions are seeded."""
+        out = {"signal": name, **self.signal_kwargs(name), "dtype": str(getattr(model, "dtype", ""))}
+        if SIGNALS[name].generates:
+            out["directions"] = "seeded by crc32(seed:prompt)"
+        return out
+
+
+def resolve_flipd_t(model, cfg: ScanConfig, texts) -> ScanConfig:
+    """``cfg`` with FLIPD's probe time fixed, where it scans FLIPD with ``t="auto"``: chosen once from
+    ``texts`` (the scanned prompts, or unlabelled reference prompts) by :func:`~memgeo.detect.flipd_t0`,
+    so that every row is probed at one t and the t is part of each row's settings digest."""
+    if "flipd" not in cfg.signals or cfg.flipd_t is not None or resolve("flipd", cfg.preset)["t"] != "auto":
+        return cfg
+    t0 = flipd_t0(model, list(texts), guidance_scale=cfg.guidance_scale, n_steps=cfg.n_steps,
+                  method=resolve("flipd", cfg.preset)["method"])
+    return dataclasses.replace(cfg, flipd_t=t0)
+
+class ScanInterrupted(KeyboardInterrupt):
+    """A scan stopped by Ctrl-C; every row finished before it is saved."""
+
+    def __init__(self, saved: int, asked: int, path: Path):
+        super().__init__(f"{saved} of {asked} results are saved in {path}")
+        self.saved, self.asked, self.path = saved, asked, path
+
+@dataclass
+class ScanResult:
+    """What a scan asked for and the store holding it: :meth:`rows` and :meth:`scores` return
+    exactly the requested (prompt, seed, signal, settings), whatever else the file holds."""
+
+    store: ResultStore
+    prompts: list[PromptRecord]
+    config: ScanConfig
+    digests: dict[str, str]
+
+    def rows(self, signal: str) -> list[dict | None]:
+        """Rows of ``signal`` in (prompt, seed) order; None where a row is missing."""
+        dg = self.digests[signal]
+        return [self.store.get(p.text, s, signal, dg) for p in self.prompts for s in self.config.seeds]
+
+    def scores(self, signal: str) -> np.ndarray:
+        """Scores ``[prompts, seeds]`` (NaN where missing or undefined)."""
+        vals = [np.nan if r is None or r["score"] is None else float(r["score"]) for r in self.rows(signal)]
+        return np.array(vals, dtype=float).reshape(len(self.prompts), len(self.config.seeds))
+
+def model_identity(model) -> dict:
+    """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one)."""
+    ident = getattr(model, "identity", None)
+    if isinstance(ident, dict):
+        return ident
+    return {"name": type(model).__name__, "fingerprint": None}
+
+def unique_prompts(records: list[PromptRecord]) -> list[PromptRecord]:
+    """One record per prompt text (first occurrence kept, with a warning when any repeats).
+
+    A text labelled memorized in one place and ordinary in another is an error naming both places.
+    """
+    seen: dict[str, PromptRecord] = {}
+    for r in records:
+        first = seen.get(r.text)
+        if first is None:
+            seen[r.text] = r
+            continue
+        if r.label is not None and first.label is not None and r.label != first.label:
+            raise ValueError(f"the prompt {r.text!r} is labelled {first.label} at {first.key} and {r.label} at {r.key}; "
+                             f"a prompt can have one label only")
+        if first.label is None and r.label is not None:
+            seen[r.text] = PromptRecord(first.text, r.label, first.source, first.index, first.meta)
+    if len(seen) < len(records):
+        warnings.warn(f"{len(records) - len(seen)} prompt(s) appear more than once; each prompt is scanned and "
+                      f"counted once", stacklevel=3)
+    return list(seen.values())
+
+def _row_generator(prompt: str, seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{prompt}".encode()))  # stable across processes
+
+
+def _compute_rows(model, batch: list[tuple[str, list[int]]], name: str, cfg: ScanConfig, digest: str):
+    """Rows of one signal for ``batch``, a list of (prompt, seeds).
+
+    Signals without random draws (``SIGNALS[name].batched``) evaluate the whole batch in one call, one row per (prompt, seed) with
+    per-row prompts. The generation signals draw random directions: they run one (prompt, seed) at
+    a time, each with its own generator, so that a row never depends on its neighbours.
+    """
+    kw = cfg.signal_kwargs(name)
+    if SIGNALS[name].batched:
+        groups = [[(p, s) for p, seeds in batch for s in seeds]]
+    else:
+        groups = [[(p, s)] for p, seeds in batch for s in seeds]
+    for group in groups:
+        if SIGNALS[name].generates:
+            kw["generator"] = _row_generator(*group[0])
+        x_T = torch.cat([initial_noise(model, [s]) for _, s in group])
+        cond = group[0][0] if len(group) == 1 else [p for p, _ in group]
+        t0 = time.perf_counter()
+        res = SIGNALS[name](model, cond, x_T, **kw)
+        sec = (time.perf_counter() - t0) / len(group)
+        per_sample = {k: v for k, v in res.extras.items()
+                      if isinstance(v, torch.Tensor) and v.dim() == 1 and v.shape[0] == len(group)}
+        for i, (prompt, seed) in enumerate(group):
+            yield {
+                "prompt": prompt, "seed": int(seed), "signal": name, "digest": digest,
+                "score": float(res.score[i]), "value": float(res.value[i]),
+                "extras": {k: float(v[i]) for k, v in per_sample.items()},
+                "n_evals": int(res.n_evals), "n_jvps": int(res.n_jvps), "seconds": sec,
+            }
+
+def _process_state():
+    """(rank, world size, barrier) under ``accelerate launch``; (0, 1, no-op) otherwise."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1, lambda: None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.wait_for_everyone
+
+def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True,
+             timeout: float | None = None, batch_size: int = 8, desc: str = "scan") -> ScanResult:
+    """Compute ``cfg.signals`` for every (prompt, seed) not yet in the store ``out``.
+
+    ``batch_size`` prompts (all their missing seeds) go through the model in one call for the
+    batched signals (``SIGNALS[name].batched``); the values equal those of ``batch_size=1`` (to round-off).
+    Raises :class:`ScanInterrupted` (a ``KeyboardInterrupt``) on Ctrl-C, after which the same call
+    resumes. ``timeout``: how long to wait for another process writing ``out`` (None: as long as it takes).
+    """
+    batch_size = check_int("batch_size", batch_size)
+    from tqdm.auto import tqdm
+
+    if not records:
+        raise ValueError("records is empty: there are no prompts to scan")
+    prompts = unique_prompts(records)
+    cfg = resolve_flipd_t(model, cfg, [p.text for p in prompts])
+    rank, world, barrier = _process_state()
+    ident = model_identity(model)
+    digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}
+    out = Path(out)
+    with ResultStore(out, model=ident, rank=rank if world > 1 else None, timeout=timeout) as store:
+        units = []
+        for rec in prompts:
+            for name in cfg.signals:
+                if world > 1 and zlib.crc32(f"{name}:{rec.text}".encode()) % world != rank:
+                    continue  # another process's unit
+                missing = [s for s in cfg.seeds if not store.done(rec.text, s, name, digests[name])]
+                if missing:
+                    units.append((rec.text, name, missing))
+        asked = sum(len(m) for *_, m in units)
+        written = 0
+        batches = []  # (signal, [(prompt, seeds), ...]): up to batch_size prompts of one signal
+        for name in cfg.signals:
+            mine = [(text, seeds) for text, n, seeds in units if n == name]
+            step = batch_size if SIGNALS[name].batched else 1
+            batches += [(name, mine[i:i + step]) for i in range(0, len(mine), step)]
+        bar = tqdm(total=asked, desc=f"{desc}[{rank}]" if world > 1 else desc, disable=not progress, unit="row")
+        try:
+            for name, batch in batches:
+                for row in _compute_rows(model, batch, name, cfg, digests[name]):
+                    written += store.append(row)
+                    bar.update(1)
+        except KeyboardInterrupt:
+            raise ScanInterrupted(written, asked, store.write_path) from None
+        finally:
+            bar.close()
+    barrier()
+    if world > 1 and rank == 0:
+        with ResultStore(out, model=ident) as main:
+            main.merge_shards()
+    barrier()
+    return ScanResult(ResultStore.read(out, model=ident), prompts, cfg, digests)
+
+def prompt_scores(result: ScanResult, signal: str):
+    """Per prompt: (labels, mean score over its seeds, texts)."""
+    s = result.scores(signal)
+    return [p.label for p in result.prompts], np.nanmean(s, axis=1) if s.size else s, [p.text for p in result.prompts]
+
+def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, dict]:
+    """A summary table of exactly what the scan asked for (and, with both labels present, AUROC /
+    TPR@1%FPR / TPR@3%FPR per signal, metrics per prompt)."""
+    cfg = result.config
+    n_p, n_s = len(result.prompts), len(cfg.seeds)
+    lines = [f"{n_p} prompts x {n_s} seeds (metrics per prompt, score averaged over its seeds, and AUROC per "
+             f"generation; TPR convention: {convention})", ""]
+    head = f"{'signal':<14} {'mean score':>11} {'UNet evals':>10} {'JVPs':>5} {'s/gen':>8}"
+    labels = [p.label for p in result.prompts]
+    labelled = all(lab is not None for lab in labels) and len(set(labels)) == 2
+    if labelled:
+        head += f" {'mean (mem)':>11} {'mean (ord)':>11} {'AUROC':>7} {'TPR@1%':>7} {'TPR@3%':>7} {'AUROC/gen':>9}"
+    lines += [head, "-" * len(head)]
+    metrics = {}
+    for name in cfg.signals:
+        rows = [r for r in result.rows(name) if r is not None]
+        if not rows:
+            continue
+        line = (f"{name:<14} {np.nanmean([_num(r['score']) for r in rows]):11.4g} {rows[0]['n_evals']:10d} "
+                f"{rows[0]['n_jvps']:5d} {np.mean([r['seconds'] for r in rows]):8.3f}")
+        y, s, _ = prompt_scores(result, name)
+        y = np.array(y, dtype=float)
+        ok = np.isfinite(s)
+        if labelled and ok.sum() and len(set(y[ok])) == 2:
+            m = detection_metrics(y[ok].astype(int), s[ok], convention=convention)
+            per_gen = result.scores(name)
+            yg = np.repeat(y, per_gen.shape[1])
+            okg = np.isfinite(per_gen.ravel())
+            mg = detection_metrics(yg[okg].astype(int), per_gen.ravel()[okg], convention=convention)
+            metrics[name] = {**m, "labels": y[ok].astype(int), "scores": s[ok], "per_generation": mg}
+            line += (f" {s[ok & (y == 1)].mean():11.4g} {s[ok & (y == 0)].mean():11.4g} {m['auroc']:7.3f} "
+                     f"{m['tpr@1%fpr']:7.3f} {m['tpr@3%fpr']:7.3f} {mg['auroc']:9.3f}")
+        if len(rows) < n_p * n_s or not ok.all():
+            line += f"  ({n_p * n_s - len(rows)} rows missing, {int((~ok).sum())} prompts undefined)"
+        lines.append(line)
+    if labelled and min(labels.count(0), labels.count(1)) >= 2:
+        from ..detect.confound import caption_baseline
+
+        base = caption_baseline([p.text for p in result.prompts], labels)
+        metrics_note = (f"caption-only baseline (character 2-4-gram TF-IDF + logistic regression, {base['folds']}-fold "
+                        f"cross-validated, no model): AUROC {base['auroc']:.3f} per prompt")
+        lines += ["", metrics_note]
+        if base["auroc"] >= 0.9:
+            lines.append("  the prompt sets can be told apart by their text alone: a signal's AUROC on them does not "
+                         "show that it measures memorization")
+    return "\n".join(lines), metrics
+
+def _num(v) -> float:
+    return np.nan if v is None else float(v)

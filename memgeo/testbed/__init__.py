@@ -1,0 +1,45 @@
+"""The memorization testbed: a small text-to-image diffusion model trained here, with known memorized prompts.
+
+Data (:mod:`memgeo.testbed.canvas`): 16x16 canvases of four scikit-learn digits, folded
+space-to-depth into ``4 x 8 x 8`` latents (256 numbers) so that, as in Stable Diffusion, each
+position has a 4-channel vector. Every caption comes from one grammar (``"thin seven, thick two,
+regular one, thin zero"``), memorized or not, so the text alone says nothing about memorization.
+Duplication is graded (1 to 32 copies) and of three kinds: matching verbatim, template verbatim
+and local (one region duplicated).
+
+Model: a diffusers ``UNet2DConditionModel`` conditioned through a small ``CLIPTextModel`` (trained
+jointly) on a ``CLIPTokenizer`` whose vocabulary has the grammar's words as single tokens and every
+byte as a fallback; 10% prompt dropout for classifier-free guidance; Stable Diffusion's
+scaled-linear schedule with epsilon prediction. It is saved in the Stable Diffusion folder layout
+(no VAE: the latents are the images) and loaded by
+:meth:`~memgeo.models.DiffusersScoreModel.from_pretrained`, exactly as SD is.
+
+Ground truth is measured by generation (:func:`memorization_ground_truth`): a generation copies a
+training canvas when each of its four 8x8 cells is nearest to, and within the copy threshold of,
+that canvas's digit image at the same position.
+
+Rooms: :mod:`~memgeo.testbed.canvas` (data), :mod:`~memgeo.testbed.train` (training),
+:mod:`~memgeo.testbed.truth` (ground truth by generation), :mod:`~memgeo.testbed.labels` (labels
+and rates from it), :mod:`~memgeo.testbed.folder` (the weights and loading). The testbed knows
+models, not signals.
+"""
+
+from .canvas import KINDS, CanvasData, build_canvas_data, to_images, to_latents
+from .folder import TESTBED_DIR, load_model_folder, load_testbed, testbed_data, testbed_folder, testbed_metadata
+from .labels import (
+    duplication_curve,
+    format_duplication_curve,
+    memorization_rate,
+    memorization_rates,
+    testbed_kinds,
+    testbed_labels,
+)
+from .train import train_testbed
+from .truth import copied_cells, generation_copies, mask_position, memorization_ground_truth, nearest_neighbour_threshold
+
+__all__ = [
+    "TESTBED_DIR", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
+    "testbed_folder", "load_model_folder", "testbed_metadata", "train_testbed", "memorization_ground_truth", "generation_copies", "copied_cells",
+    "mask_position", "nearest_neighbour_threshold", "memorization_rate", "memorization_rates", "testbed_labels",
+    "testbed_kinds", "duplication_curve", "format_duplication_curve",
+]

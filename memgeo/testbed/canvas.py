@@ -1,0 +1,204 @@
+"""Data for a memorization testbed whose captions say nothing about memorization: 2x2 digit canvases.
+
+Each image is a 16x16 canvas of four 8x8 scikit-learn digits (positions: top left, top right,
+bottom left, bottom right), folded space-to-depth into ``4 x 8 x 8`` latents (256 numbers).
+Every caption, memorized or not, comes from one grammar: ``"<thickness> <digit>, ..."`` for the
+four positions, the thickness being the digit's ink tercile. Which canvases are duplicated is
+drawn at random, independently of their content, so nothing in the text tells the classes apart.
+
+Memorization comes from duplication, graded: each duplicated prompt gets a count from a
+log-uniform ladder over ``1..32``. Three kinds, as in Stable Diffusion's memorized prompts:
+
+* ``"matching"``: one canvas duplicated under its caption (matching verbatim);
+* ``"template"``: one caption over several canvases that all fit it (template verbatim);
+* ``"local"``: one position keeps the same digit image in every copy, the rest varies within
+  the caption; the prompt's ``"mask"`` marks the duplicated 8x8 region of the 16x16 canvas.
+
+Ordinary evaluation prompts are captions of canvases seen once in training; held-out prompts are
+compositions that never appear in training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+__all__ = ["CanvasData", "build_canvas_data", "canvas_caption", "parse_caption", "canvas_cells", "to_latents", "to_images",
+           "POSITIONS", "KINDS", "DUPLICATION_LADDER"]
+
+DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+THICKNESS = ("thin", "regular", "thick")
+POSITIONS = ("top left", "top right", "bottom left", "bottom right")
+KINDS = ("matching", "template", "local")
+DUPLICATION_LADDER = (1, 2, 4, 8, 16, 32)
+
+
+def to_latents(images: torch.Tensor) -> torch.Tensor:
+    """``[N, H, W]`` images -> ``[N, 4, H/2, W/2]`` latents (space-to-depth, a coordinate permutation)."""
+    return torch.nn.functional.pixel_unshuffle(images.reshape(len(images), 1, *images.shape[-2:]), 2)
+
+
+def to_images(latents: torch.Tensor) -> torch.Tensor:
+    """``[N, 4, h, w]`` latents -> ``[N, 2h, 2w]`` images (the inverse of :func:`to_latents`)."""
+    return torch.nn.functional.pixel_shuffle(latents, 2)[:, 0]
+
+
+def canvas_caption(cells) -> str:
+    """The one caption grammar: ``cells`` = four (digit, thickness) pairs in position order."""
+    return ", ".join(f"{THICKNESS[k]} {DIGITS[d]}" for d, k in cells)
+
+
+def parse_caption(text: str) -> list[tuple[int, int]]:
+    """The inverse of :func:`canvas_caption`: four (digit, thickness) pairs; ``ValueError`` for
+    text outside the grammar."""
+    parts = text.split(", ")
+    cells = []
+    for part in parts:
+        words = part.split(" ")
+        if len(words) != 2 or words[0] not in THICKNESS or words[1] not in DIGITS:
+            cells = None
+            break
+        cells.append((DIGITS.index(words[1]), THICKNESS.index(words[0])))
+    if cells is None or len(cells) != len(POSITIONS):
+        raise ValueError(f"text {text!r} is not a canvas caption (four '<thickness> <digit>' items joined by ', ')")
+    return cells
+
+
+def canvas_cells(canvases: torch.Tensor) -> torch.Tensor:
+    """``[N, 16, 16]`` canvases -> ``[N, 4, 8, 8]`` cells in position order (top left, top right,
+    bottom left, bottom right)."""
+    n = len(canvases)
+    return canvases.reshape(n, 2, 8, 2, 8).permute(0, 1, 3, 2, 4).reshape(n, 4, 8, 8)
+
+
+def _place(images: torch.Tensor, idx) -> torch.Tensor:
+    """A 16x16 canvas from four 8x8 digit images (indices in position order)."""
+    top = torch.cat([images[idx[0]], images[idx[1]]], dim=1)
+    bottom = torch.cat([images[idx[2]], images[idx[3]]], dim=1)
+    return torch.cat([top, bottom], dim=0)
+
+
+def _mask(position: int) -> list[list[int]]:
+    m = np.zeros((16, 16), dtype=int)
+    r, c = divmod(position, 2)
+    m[8 * r:8 * r + 8, 8 * c:8 * c + 8] = 1
+    return m.tolist()
+
+
+@dataclass
+class CanvasData:
+    """Training set and prompt sets of the canvas testbed.
+
+    Attributes:
+        digits: the 8x8 digit images ``[M, 8, 8]`` in [-1, 1] (the building blocks).
+        canvases: the distinct training canvases ``[N, 16, 16]``.
+        layout: the digit image of each position of each canvas ``[N, 4]`` (indices into ``digits``).
+        labels: the digit class of each image of ``digits`` ``[M]``.
+        items: training items ``(canvas index, caption)``, duplicates included.
+        prompts: evaluation prompts ``{"text", "kind" ("memorized" | "ordinary" | "heldout"),
+            "memorization" (a kind of :data:`KINDS`, memorized only), "duplication", "targets"
+            (canvas indices a copy may match), "mask" (local only)}``.
+        settings: the arguments of :func:`build_canvas_data` that rebuild exactly this data.
+    """
+
+    digits: torch.Tensor
+    canvases: torch.Tensor
+    layout: torch.Tensor
+    labels: torch.Tensor
+    items: list[tuple[int, str]]
+    prompts: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The distinct training images (the canvases)."""
+        return self.canvases
+
+
+def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary: int = 60, n_heldout: int = 30,
+                      n_variants: int = 4, seed: int = 0) -> CanvasData:
+    """Canvases, captions and duplicates (deterministic for a seed).
+
+    ``n_single`` canvases appear once each; ``n_per_kind`` duplicated prompts of each kind get a
+    count from :data:`DUPLICATION_LADDER` (cycled, shuffled), template prompts spread it over
+    ``n_variants`` canvases; ``n_ordinary`` captions of single canvases and ``n_heldout``
+    never-seen compositions are evaluated beside them.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    raw, target = digits.images.astype(np.float64), digits.target
+    images = torch.tensor(raw / 8.0 - 1.0, dtype=torch.float32)  # [0, 16] -> [-1, 1]
+    ink = raw.reshape(len(raw), -1).sum(1)
+    thick = np.zeros(len(raw), int)
+    for dgt in range(10):  # ink terciles within each digit
+        m = target == dgt
+        thick[m] = np.digitize(ink[m], np.quantile(ink[m], [1 / 3, 2 / 3]))
+    pools = {(d, k): np.flatnonzero((target == d) & (thick == k)) for d in range(10) for k in range(3)}
+    rng = np.random.default_rng(seed)
+
+    def random_cells():
+        return [(int(rng.integers(10)), int(rng.integers(3))) for _ in range(4)]
+
+    def fill(cells, fixed=None):
+        """Image indices fitting the cells; ``fixed`` = (position, image index) kept as given."""
+        idx = [int(rng.choice(pools[c])) for c in cells]
+        if fixed is not None:
+            idx[fixed[0]] = fixed[1]
+        return idx
+
+    canvases, layout, items, prompts, used = [], [], [], [], set()
+
+    def new_caption():
+        while True:
+            cells = random_cells()
+            text = canvas_caption(cells)
+            if text not in used:
+                used.add(text)
+                return cells, text
+
+    def add_canvas(idx) -> int:
+        canvases.append(_place(images, idx))
+        layout.append(idx)
+        return len(canvases) - 1
+
+    singles = []
+    for _ in range(n_single):
+        cells, text = new_caption()
+        i = add_canvas(fill(cells))
+        items.append((i, text))
+        singles.append((i, text))
+    ladder = list(DUPLICATION_LADDER) * math.ceil(n_per_kind / len(DUPLICATION_LADDER))
+    for kind in KINDS:
+        counts = rng.permutation(ladder[:n_per_kind])
+        for k in counts.tolist():
+            cells, text = new_caption()
+            row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
+            if kind == "matching":
+                i = add_canvas(fill(cells))
+                items += [(i, text)] * k
+                row["targets"] = [i]
+            elif kind == "template":
+                variants = [add_canvas(fill(cells)) for _ in range(min(n_variants, k))]
+                items += [(variants[j % len(variants)], text) for j in range(k)]
+                row["targets"] = variants
+            else:
+                pos = int(rng.integers(4))
+                kept = int(rng.choice(pools[cells[pos]]))
+                copies = [add_canvas(fill(cells, fixed=(pos, kept))) for _ in range(k)]
+                items += [(i, text) for i in copies]
+                row["targets"] = copies
+                row["mask"] = _mask(pos)
+            prompts.append(row)
+    for j in rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
+        i, text = singles[j]
+        prompts.append({"text": text, "kind": "ordinary", "duplication": 1, "targets": [i]})
+    for _ in range(n_heldout):
+        _, text = new_caption()
+        prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
+    settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
+                "n_variants": n_variants, "seed": seed}
+    return CanvasData(images, torch.stack(canvases), torch.tensor(layout), torch.tensor(target), items, prompts, settings)

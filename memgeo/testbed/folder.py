@@ -1,0 +1,70 @@
+"""The testbed's folder: the embedded weights, loading, its recorded settings, and knowing a model is a testbed."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .canvas import CanvasData, build_canvas_data, to_images
+
+__all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_data"]
+
+
+TESTBED_DIR = Path(__file__).resolve().parent / "weights"
+
+
+def testbed_folder(model) -> Path | None:
+    """The testbed folder ``model`` was loaded from (its training set is then known), or None.
+
+    The one place that decides whether a model is a testbed: a model loaded from a local folder
+    records it (``model.folder``); a testbed folder holds ``testbed.json``.
+    """
+    folder = getattr(model, "folder", None)
+    return Path(folder) if folder is not None and _is_testbed(folder) else None
+
+
+def _is_testbed(path) -> bool:
+    return (Path(path) / "testbed.json").is_file()
+
+
+def load_model_folder(path, **kwargs):
+    """A model folder as a score model: :func:`load_testbed` where it is a testbed (so the model knows
+    its image layout and training set), else :meth:`~memgeo.models.DiffusersScoreModel.from_pretrained`."""
+    from ..models.adapter import DiffusersScoreModel
+
+    if _is_testbed(path):
+        return load_testbed(path, **kwargs)
+    return DiffusersScoreModel.from_pretrained(path, **kwargs)
+
+
+def load_testbed(path: str | os.PathLike | None = None, **kwargs):
+    """The testbed as a :class:`~memgeo.models.DiffusersScoreModel` (the shipped weights by default).
+
+    Its latents are its images, folded space-to-depth: the model's ``to_image`` unfolds a latent map
+    ``[C, h, w]`` into the image ``[2h, 2w]``, and :func:`testbed_folder` knows its training set.
+    """
+    from ..models.adapter import DiffusersScoreModel
+
+    path = Path(path) if path is not None else TESTBED_DIR
+    if not _is_testbed(path):
+        raise FileNotFoundError(f"{str(path)!r} holds no testbed (testbed.json missing); train one with `memgeo testbed train`")
+    model = DiffusersScoreModel.from_pretrained(path, **kwargs)
+    model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
+    return model
+
+
+def testbed_metadata(path: str | os.PathLike | None = None) -> dict:
+    """The testbed's prompts and training settings (``testbed.json``)."""
+    path = Path(path) if path is not None else TESTBED_DIR
+    return json.loads((path / "testbed.json").read_text())
+
+
+def testbed_data(path: str | os.PathLike | None = None) -> CanvasData:
+    """Rebuild the training set a testbed was trained on, from the settings in its ``testbed.json``."""
+    path = Path(path) if path is not None else TESTBED_DIR
+    spec = testbed_metadata(path).get("data")
+    if not isinstance(spec, dict) or spec.get("builder") != "canvas":
+        raise ValueError(f"the testbed in {str(path)!r} records no canvas data (an older testbed format?); "
+                         "retrain it with `memgeo testbed train`, or pass data= explicitly")
+    return build_canvas_data(**{k: v for k, v in spec.items() if k != "builder"})

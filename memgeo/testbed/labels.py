@@ -1,0 +1,70 @@
+"""Labels from the ground truth: memorization rates per prompt, labels by generation, kinds, rate against duplication."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve", "format_duplication_curve"]
+
+
+def memorization_rate(p: dict) -> float:
+    """A prompt's memorization rate from the testbed's ground truth: ``target_rate`` where the prompt
+    has targets (its own training canvases), else ``copy_rate`` (copies of any training canvas)."""
+    rate = p.get("target_rate", p.get("copy_rate"))
+    if rate is None:
+        raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
+    return float(rate)
+
+def memorization_rates(meta: dict, texts) -> list[float]:
+    """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``)."""
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    return [memorization_rate(by_text[t]) for t in texts]
+
+def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1) -> tuple[list[str], list[int], dict]:
+    """Evaluation prompts and labels of the testbed, by generation.
+
+    A prompt is memorized (1) when at least ``min_rate`` of its generations copy its training
+    canvases, not memorized (0) when at most ``max_rate`` do, whatever its construction; prompts in
+    between are left out and counted. The counts also say how each class was built.
+    """
+    if not 0 <= max_rate < min_rate <= 1:
+        raise ValueError(f"need 0 <= max_rate < min_rate <= 1, got max_rate={max_rate}, min_rate={min_rate}")
+    texts, labels = [], []
+    counts = {"memorized": {}, "not memorized": {}, "left out (rate in between)": 0}
+    for p in meta["prompts"]:
+        rate = memorization_rate(p)
+        kind = p.get("memorization") or p["kind"]
+        if min_rate <= rate:
+            label = "memorized"
+        elif rate <= max_rate:
+            label = "not memorized"
+        else:
+            counts["left out (rate in between)"] += 1
+            continue
+        counts[label][kind] = counts[label].get(kind, 0) + 1
+        texts.append(p["text"])
+        labels.append(int(label == "memorized"))
+    return texts, labels, counts
+
+def testbed_kinds(meta: dict, texts) -> list[str]:
+    """Per prompt, its construction: ``"matching"``, ``"template"``, ``"local"``, ``"ordinary"`` or ``"heldout"``."""
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    return [by_text[t].get("memorization") or by_text[t]["kind"] for t in texts]
+
+def duplication_curve(meta: dict) -> list[dict]:
+    """Memorization rate against duplication count, per kind: one row per (kind, count) with the
+    number of prompts, their mean rate, and how many have a rate strictly between 0.1 and 0.9."""
+    rows = {}
+    for p in meta["prompts"]:
+        if not p.get("targets"):
+            continue
+        key = (p.get("memorization") or p["kind"], int(p["duplication"]))
+        rows.setdefault(key, []).append(memorization_rate(p))
+    return [{"kind": k, "duplication": d, "prompts": len(r), "mean_rate": float(np.mean(r)),
+             "graded": int(sum(0.1 < x < 0.9 for x in r))} for (k, d), r in sorted(rows.items())]
+
+def format_duplication_curve(rows: list[dict]) -> str:
+    head = "| kind | duplication | prompts | mean memorization rate | rate in (0.1, 0.9) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    lines += [f"| {r['kind']} | {r['duplication']} | {r['prompts']} | {r['mean_rate']:.3f} | {r['graded']} |" for r in rows]
+    return "\n".join(lines)

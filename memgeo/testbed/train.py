@@ -1,0 +1,204 @@
+"""Training the testbed: seeded, resumable from safetensors checkpoints, saved in the Stable Diffusion layout."""
+
+from __future__ import annotations
+
+from .._util import atomic_replace, atomic_write_text
+
+from ..models.tiny import build_text_encoder, build_tokenizer, build_unet, float32_default, sd_scheduler
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .canvas import build_canvas_data, DIGITS, THICKNESS, CanvasData, to_latents
+
+__all__ = ["ARCHITECTURE", "train_testbed"]
+
+
+#: Architecture of the testbed's networks (recorded in ``testbed.json``).
+ARCHITECTURE = {"unet_channels": (64, 128), "text_dim": 64, "text_layers": 2, "max_length": 32}
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{i}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+    return out
+
+def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    state: dict = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+def _components(tokenizer_len: int, seed: int, arch: dict):
+
+    with float32_default():
+        text_encoder = build_text_encoder(tokenizer_len, hidden_size=arch["text_dim"], layers=arch["text_layers"], seed=seed)
+        unet = build_unet(in_channels=4, sample_size=arch["sample_size"], cross_attention_dim=arch["text_dim"],
+                          block_out_channels=arch["unet_channels"], seed=seed)
+    return unet, text_encoder
+
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None) -> None:
+    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {
+        "unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
+        "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
+        "optimizer": _flatten_optimizer(opt),
+        "rng": {"generator": gen.get_state()},
+    }
+    for name, t in tensors.items():
+        atomic_replace(lambda tmp, t=t: save_file(t, tmp), ckpt / f"{name}.safetensors")
+    atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+
+def train_testbed(
+    out_dir: str | os.PathLike,
+    *,
+    steps: int = 10000,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    dropout: float = 0.1,
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+    data: CanvasData | None = None,
+    mitigate_threshold: float | None = None,
+) -> Path:
+    """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
+
+    Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles);
+    a run that is stopped resumes at its last checkpoint and continues bit for bit. ``data``
+    defaults to :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed``; its settings are recorded in
+    ``testbed.json`` so that :func:`testbed_data` rebuilds it.
+
+    ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
+    unconditional prediction of the batch is computed as well (one more forward pass, no
+    gradient), and a sample whose guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|``
+    (L2 over the latent) is at least the threshold is left out of the loss. The batches drawn are
+    the same as without mitigation (same seed, same generator), so the two runs differ only by
+    the samples left out; how many were left out, of duplicated and of single captions, is
+    recorded in ``testbed.json`` under ``"mitigation"``.
+    """
+    if mitigate_threshold is not None:
+        mitigate_threshold = float(mitigate_threshold)
+        if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
+            raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
+    from safetensors.torch import load_file
+    from tqdm.auto import tqdm
+
+
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    ckpt.mkdir(parents=True, exist_ok=True)
+    data = data if data is not None else build_canvas_data(seed=seed)
+    latents = to_latents(data.images)
+    arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
+    tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
+    tokenizer.model_max_length = arch["max_length"]
+    unet, text_encoder = _components(len(tokenizer), seed, arch)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    schedule = sd_scheduler("epsilon")
+    abar = schedule.alphas_cumprod.float()
+
+    captions = sorted({c for _, c in data.items} | {""})
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids
+    cap_index = {c: i for i, c in enumerate(captions)}
+    item_img = torch.tensor([i for i, _ in data.items])
+    item_cap = torch.tensor([cap_index[c] for _, c in data.items])
+    empty = cap_index[""]
+
+    from collections import Counter
+
+    copies = Counter(c for _, c in data.items)
+    item_dup = torch.tensor([copies[c] > 1 for _, c in data.items])
+    dropped = {"duplicated": 0, "single": 0, "unconditional": 0}
+
+    gen = torch.Generator().manual_seed(seed)
+    start, loss_avg = 0, float("nan")
+    if (ckpt / "state.json").exists():
+        meta = json.loads((ckpt / "state.json").read_text())
+        if meta.get("mitigate_threshold") != mitigate_threshold:
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
+                             f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
+                             "setting, or train into another folder")
+        start, loss_avg = int(meta["step"]), float(meta["loss"])
+        dropped.update(meta.get("dropped", {}))
+        unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
+        text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors"))
+        _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors"))
+        gen.set_state(load_file(ckpt / "rng.safetensors")["generator"])
+    unet.train()
+    text_encoder.train()
+    bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
+    losses = []
+    for step in range(start, steps):
+        j = torch.randint(len(item_img), (batch_size,), generator=gen)
+        x0 = latents[item_img[j]]
+        cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < dropout, empty, item_cap[j])
+        t = torch.randint(0, len(abar), (batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
+        a = abar[t].reshape(-1, 1, 1, 1)
+        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap])[0]).sample
+        if mitigate_threshold is not None:
+            with torch.no_grad():
+                uncond = unet(x_t, t, encoder_hidden_states=text_encoder(ids[[empty]])[0].expand(batch_size, -1, -1)).sample
+                keep = (pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold
+            left = ~keep
+            dropped["unconditional"] += int((left & (cap == empty)).sum())
+            dropped["duplicated"] += int((left & (cap != empty) & item_dup[j]).sum())
+            dropped["single"] += int((left & (cap != empty) & ~item_dup[j]).sum())
+            pred, target = pred[keep], noise[keep]
+        else:
+            target = noise
+        opt.zero_grad(set_to_none=True)
+        if len(pred):
+            loss = torch.nn.functional.mse_loss(pred, target)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        bar.update(1)
+        if (step + 1) % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            loss_avg = float(np.mean(losses[-50:]))
+            _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
+                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped})
+    bar.close()
+    state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
+    mitigation = None
+    if mitigate_threshold is not None:
+        mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
+                      "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
+
+    unet.eval()
+    text_encoder.eval()
+    unet.save_pretrained(out / "unet", safe_serialization=True)
+    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(out / "tokenizer")
+    schedule.save_pretrained(out / "scheduler")
+    (out / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+        "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
+    }, indent=2))
+    (out / "testbed.json").write_text(json.dumps({
+        "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
+        "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
+        "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr, "dropout": dropout,
+        "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
+        **({"mitigation": mitigation} if mitigation else {}),
+    }, indent=1))
+    return out

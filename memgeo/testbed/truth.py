@@ -1,0 +1,108 @@
+"""Ground truth by generation: which generated canvases copy training images, per prompt."""
+
+from __future__ import annotations
+
+from ..sampling import ddim_sample, initial_noise
+
+import math
+
+import torch
+
+from .canvas import CanvasData, canvas_cells, to_images
+from .folder import testbed_data, testbed_folder
+
+__all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position"]
+
+
+def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01) -> float:
+    """A copy threshold from the training set's own geometry: the ``quantile`` of the distances
+    from each distinct image to its nearest other training image."""
+    flat = images.reshape(len(images), -1).double()
+    d = torch.cdist(flat, flat)
+    d.fill_diagonal_(math.inf)
+    return float(torch.quantile(d.min(1).values, quantile))
+
+def copied_cells(canvases: torch.Tensor, digits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which training digit each 8x8 cell of each canvas copies.
+
+    Returns ``(copied, distance)``, both ``[N, 4]`` in position order: the index of the nearest
+    training digit image where it is within ``threshold`` (L2 over the cell's 64 pixels), else -1;
+    and the distance to that nearest digit.
+    """
+    n = len(canvases)
+    cells = canvas_cells(canvases).reshape(n * 4, 64).double()
+    d = torch.cdist(cells, digits.reshape(len(digits), -1).double())
+    dist, nn = d.min(1)
+    copied = torch.where(dist < threshold, nn, torch.full_like(nn, -1))
+    return copied.reshape(n, 4), dist.reshape(n, 4)
+
+def memorization_ground_truth(
+    model,
+    prompts: list[dict] | None = None,
+    *,
+    seeds: int = 8,
+    n_steps: int = 50,
+    guidance_scale: float = 7.5,
+    data: CanvasData | None = None,
+    threshold: float | None = None,
+    progress: bool = False,
+) -> list[dict]:
+    """For each prompt, the fraction of its generations that copy training images.
+
+    A cell (one 8x8 quarter of a generated canvas) copies training digit i when i is its nearest
+    training digit image (L2) within ``threshold`` (default: the 1% quantile of the training digits'
+    own nearest-neighbour distances); a generation copies a training canvas when all four cells copy
+    that canvas's digits at their positions. Per prompt: ``copy_rate`` (copies of any training
+    canvas), ``cell_copy_rate`` (cells copying any training digit) and, for prompts with
+    ``targets``, ``target_rate``: copies of one of its target canvases, or, for ``"local"``
+    prompts, generations whose masked cell copies the duplicated digit.
+
+    ``prompts`` and ``data`` default to the testbed the model was loaded from.
+    """
+    from tqdm.auto import tqdm
+
+
+    if data is None:
+        data = testbed_data(testbed_folder(model))
+    if prompts is None:
+        prompts = data.prompts
+    thr = nearest_neighbour_threshold(data.digits) if threshold is None else float(threshold)
+    x_T = initial_noise(model, seeds)
+    out = []
+    for p in tqdm(prompts, desc="ground truth", disable=not progress):
+        gen = ddim_sample(model, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale).denoised
+        c = generation_copies(data, p, to_images(gen.float()), thr)
+        row = {**p, "copy_rate": float(c["canvas"].double().mean()), "cell_copy_rate": float(c["cells"].double().mean()),
+               "median_cell_distance": float(c["distance"].median()), "threshold": thr}
+        if "target" in c:
+            row["target_rate"] = float(c["target"].double().mean())
+        out.append(row)
+    return out
+
+def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, threshold: float) -> dict:
+    """What each generated canvas ``[N, 16, 16]`` copies (see :func:`memorization_ground_truth`).
+
+    Returns boolean tensors ``"canvas"`` ``[N]`` (copies some training canvas), ``"cells"``
+    ``[N, 4]`` (each cell copies some training digit) and, when the prompt has targets,
+    ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt); plus
+    ``"distance"`` ``[N, 4]``, each cell's distance to its nearest training digit.
+    """
+    copied, dist = copied_cells(canvases.clamp(-1, 1), data.digits, threshold)
+    layout = data.layout
+    out = {"canvas": (copied[:, None, :] == layout[None]).all(-1).any(1), "cells": copied >= 0, "distance": dist}
+    targets = prompt.get("targets") or []
+    if targets:
+        if prompt.get("memorization") == "local":
+            pos = mask_position(prompt["mask"])
+            out["target"] = copied[:, pos] == layout[targets[0], pos]
+        else:
+            out["target"] = (copied[:, None, :] == layout[torch.tensor(targets)][None]).all(-1).any(1)
+    return out
+
+def mask_position(mask) -> int:
+    """The position (0..3) of the 8x8 cell a 16x16 mask covers."""
+    m = torch.as_tensor(mask)
+    if m.shape != (16, 16):
+        raise ValueError(f"mask must be a 16x16 list of 0/1 pixel rows, got shape {tuple(m.shape)}")
+    cells = m.reshape(2, 8, 2, 8).permute(0, 2, 1, 3).reshape(4, 64).sum(1)
+    return int(cells.argmax())

@@ -1,0 +1,135 @@
+"""Per-step trajectory detection: traces from one generation pass, AUROCs from those traces."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from memgeo.experiments import per_step_auroc, trajectory_auroc, trajectory_traces
+from memgeo.gmm import ConditionalGaussianMixture
+from memgeo.guidance import combined_score
+
+
+def test_per_step_auroc_from_traces():
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=4, n_memorized=3, n_generalizing=3, seed=0)
+    conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
+    kw = dict(seeds=3, n_steps=6, guidance_scale=7.5, n_directions=2)
+    kap, mag, y = trajectory_traces(mix, conds, labels, **kw)
+    assert kap.shape == mag.shape == (6, 18) and list(y) == [lab for lab in labels for _ in range(3)]
+    curves = per_step_auroc(kap, mag, y)
+    neg = torch.as_tensor(y == 0)
+    for s in range(6):  # memorized trajectories converge: low kappa-delta, high guidance norm
+        assert curves["direction (kappa-delta)"][s] == roc_auc_score(y, -kap[s].numpy())
+        assert curves["magnitude (guidance norm)"][s] == roc_auc_score(y, mag[s].numpy())
+        comb = combined_score(kap[s], mag[s], reference=(kap[s][neg], mag[s][neg]))
+        assert curves["combined"][s] == roc_auc_score(y, comb.numpy())
+    same = trajectory_auroc(mix, conds, labels, **kw)  # seeded: the same generations again
+    for name, v in curves.items():
+        np.testing.assert_array_equal(same[name], v)
+
+
+def test_testbed_labels_come_from_generation_rates():
+    from memgeo.testbed import duplication_curve, memorization_rates, testbed_kinds, testbed_labels
+
+    prompts = [
+        {"text": "a", "kind": "memorized", "memorization": "matching", "duplication": 32, "targets": [0], "target_rate": 0.9, "copy_rate": 0.9},
+        {"text": "b", "kind": "memorized", "memorization": "local", "duplication": 2, "targets": [1], "target_rate": 0.0, "copy_rate": 0.0},
+        {"text": "c", "kind": "memorized", "memorization": "template", "duplication": 8, "targets": [2], "target_rate": 0.3, "copy_rate": 0.3},
+        {"text": "d", "kind": "ordinary", "duplication": 1, "targets": [3], "target_rate": 0.75, "copy_rate": 0.75},
+        {"text": "e", "kind": "heldout", "duplication": 0, "targets": [], "copy_rate": 0.0},
+    ]
+    texts, labels, counts = testbed_labels({"prompts": prompts})
+    assert texts == ["a", "b", "d", "e"] and labels == [1, 0, 1, 0]  # c (0.3) lies in between
+    assert counts["memorized"] == {"matching": 1, "ordinary": 1} and counts["left out (rate in between)"] == 1
+    assert memorization_rates({"prompts": prompts}, ["e", "c"]) == [0.0, 0.3]
+    assert testbed_kinds({"prompts": prompts}, ["a", "d"]) == ["matching", "ordinary"]
+    curve = duplication_curve({"prompts": prompts})
+    assert [(r["kind"], r["duplication"], r["graded"]) for r in curve] == [
+        ("local", 2, 0), ("matching", 32, 0), ("ordinary", 1, 1), ("template", 8, 1)]
+    with pytest.raises(ValueError, match="max_rate"):
+        testbed_labels({"prompts": prompts}, min_rate=0.1, max_rate=0.5)
+    with pytest.raises(ValueError, match="no ground truth"):
+        testbed_labels({"prompts": [{"text": "x", "kind": "ordinary"}]})
+
+
+def test_regroup_per_prompt_and_on_subsets():
+    from memgeo.experiments import LeaderboardRow, format_breakdown, regroup
+
+    rng = np.random.default_rng(0)
+    seeds, y = 3, np.array([1, 1, 0, 0, 0, 1])
+    s = rng.normal(size=(6, seeds)) + y[:, None]
+    row = LeaderboardRow("x", 0, 0, 0, 1, 0, 0.1, "strict", s.reshape(-1), np.repeat(y, seeds))
+    p = regroup(row, seeds=seeds, per_prompt=True, n_boot=50)
+    assert p.auroc == roc_auc_score(y, s.mean(1)) and p.labels.tolist() == y.tolist()
+    keep = np.array([True, False, True, True, True, False])
+    k = regroup(row, seeds=seeds, keep=keep, n_boot=50)
+    assert k.auroc == roc_auc_score(np.repeat(y[keep], seeds), s[keep].reshape(-1))
+    text = format_breakdown([row], seeds=seeds, groups={"first": [True] + [False] * 5, "none": [False] * 6})
+    first = regroup(row, seeds=seeds, keep=[True, False, True, True, True, False], per_prompt=True)
+    assert f"{first.auroc:.3f}" in text.splitlines()[-1] and text.splitlines()[-1].endswith("| - |")
+    with pytest.raises(ValueError, match="multiple of seeds"):
+        regroup(row, seeds=4)
+
+
+def test_caption_fidelity_counts_cells_showing_the_captioned_digit():
+    from memgeo.experiments import caption_fidelity
+
+    class Stub:  # "classifies" a cell by its mean value: cell value v -> digit round(v * 10) mod 10
+        def predict(self, x):
+            return np.rint(x.mean(1) * 10).astype(int) % 10
+
+    canvases = torch.zeros(2, 16, 16)
+    canvases[0, :8, :8], canvases[0, :8, 8:], canvases[0, 8:, :8], canvases[0, 8:, 8:] = 0.1, 0.2, 0.3, 0.4
+    canvases[1, :8, :8] = 0.1  # one cell right, three show zeros
+    got = caption_fidelity(Stub(), canvases, "thin one, thick two, regular three, thin four")
+    assert got.tolist() == [1.0, 0.25]
+    with pytest.raises(ValueError, match="not a canvas caption"):
+        caption_fidelity(Stub(), canvases, "a dog")
+
+
+def test_nearest_unmemorized_captions_counts_differing_words():
+    from memgeo.experiments import nearest_unmemorized_captions
+
+    text = "thin six, regular seven, thick eight, thick seven"
+    others = ["thin six, regular seven, thick eight, thick seven",  # itself: distance 0, skipped
+              "thick six, regular seven, thick eight, thin two",  # words 0, 6, 7 differ
+              "thin six, regular one, thick eight, thick nine",  # words 3, 7
+              "thin six, thin seven, thick eight, regular seven",  # words 2, 6
+              "regular zero, thin one, thin two, thin three"]
+    assert nearest_unmemorized_captions(text, others) == (2, [[3, 7], [2, 6]])
+
+
+def test_explanation_hit_rate_scores_the_top_token_of_each_attribution():
+    from memgeo.experiments import explanation_hit_rate, nearest_unmemorized_captions
+    from memgeo.explain import token_attribution
+    from memgeo.testbed import load_testbed, testbed_data
+
+    model, data = load_testbed(), testbed_data()
+    prompts = [next(p for p in data.prompts if p.get("memorization") == k) for k in ("matching", "local")]
+    res = explanation_hit_rate(model, data, prompts, seeds=2, n_steps=5)
+    singles = [c for c in {c for _, c in data.items} if sum(1 for _, d in data.items if d == c) == 1]
+    for p, row in zip(prompts, res["rows"]):
+        att = token_attribution(model, p["text"], space="input", seeds=2, n_steps=5)
+        words = [i for i, t in enumerate(att.tokens) if t != ","]
+        _, diffs = nearest_unmemorized_captions(p["text"], singles)
+        top = max(range(len(att.tokens)), key=lambda i: att.gradient[i])
+        assert row["gradient_input"] == pytest.approx(sum(top in {words[i] for i in d} for d in diffs) / len(diffs))
+        assert row["chance"] == pytest.approx(sum(len(d) for d in diffs) / len(diffs) / len(att.tokens))
+    assert res["local_chance"] == pytest.approx(2 / 11) and 0 <= res["gradient_input_local"] <= 1
+    assert res["n_prompts"] == 2 and -1 <= res["spearman_input"] <= 1
+
+
+def test_localization_auroc_rows_score_the_maps_against_the_masks():
+    from memgeo.experiments import localization_auroc
+    from memgeo.explain import cross_attention_map, localize, pixel_auroc
+    from memgeo.testbed import load_testbed, testbed_metadata
+
+    model = load_testbed()
+    p = next(q for q in testbed_metadata()["prompts"] if q.get("memorization") == "local")
+    (row,) = localization_auroc(model, [p], seeds=2, n_steps=5)
+    loc = localize(model, p["text"], seeds=2, n_steps=5)
+    assert row["map"] == pytest.approx(pixel_auroc(loc.map, p["mask"]))
+    assert row["cross_attention"] == pytest.approx(pixel_auroc(cross_attention_map(model, p["text"], seeds=2, n_steps=5), p["mask"]))
+    assert len(row["per_step"]) == 5 and row["per_step"][loc.step] == pytest.approx(row["map"])
+    with pytest.raises(ValueError, match="no mask"):
+        localization_auroc(model, [{"text": "thin six, thin one, thin two, thin three"}], seeds=2, n_steps=2)

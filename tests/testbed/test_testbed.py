@@ -1,0 +1,189 @@
+"""The memorization testbed: its data, resumable training, the shipped weights and the leaderboard."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+import memgeo.testbed as tb
+from memgeo.sampling import ddim_sample, initial_noise
+from memgeo.testbed import (
+    TESTBED_DIR,
+    build_canvas_data,
+    copied_cells,
+    generation_copies,
+    load_testbed,
+    memorization_ground_truth,
+    nearest_neighbour_threshold,
+    to_images,
+    to_latents,
+    train_testbed,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return build_canvas_data()
+
+
+def test_the_testbed_is_built_on_canvas_data(data):
+    assert data.images.shape[1:] == (16, 16) and len(data.images) == len(data.layout)
+    assert float(data.images.min()) == -1.0 and float(data.images.max()) == 1.0
+    kinds = Counter(p.get("memorization") or p["kind"] for p in data.prompts)
+    assert all(kinds[k] >= 10 for k in ("matching", "template", "local", "ordinary", "heldout"))
+    assert build_canvas_data(**data.settings).items == data.items  # the recorded settings rebuild it
+
+
+def test_latents_are_a_permutation_of_pixels(data):
+    lat = to_latents(data.images[:5])
+    assert lat.shape == (5, 4, 8, 8)
+    torch.testing.assert_close(to_images(lat), data.images[:5])
+    torch.testing.assert_close(lat.flatten(1).norm(dim=-1), data.images[:5].flatten(1).norm(dim=-1))
+
+
+def test_nearest_neighbour_threshold():
+    imgs = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 4.5], [10.0, 0.0]]).reshape(4, 2, 1)
+    # nearest-neighbour distances: 5, 0.5, 0.5, sqrt(49 + 16); the minimum is the 0-quantile
+    assert nearest_neighbour_threshold(imgs, 0.0) == pytest.approx(0.5)
+
+
+def test_copies_are_counted_cell_by_cell(data):
+    thr = nearest_neighbour_threshold(data.digits)
+    copied, dist = copied_cells(data.canvases[:6], data.digits, thr)
+    assert torch.equal(copied, data.layout[:6]) and float(dist.max()) == 0.0  # training canvases copy themselves
+    by_kind = {p["memorization"]: p for p in data.prompts if p.get("memorization")}
+    gen = torch.Generator().manual_seed(0)
+    for kind, p in by_kind.items():
+        exact = data.canvases[p["targets"][-1]][None]
+        noisy = (exact + 0.9 * torch.randn(exact.shape, generator=gen)).clamp(-1, 1)
+        c = generation_copies(data, p, torch.cat([exact, noisy]), thr)
+        assert c["target"].tolist() == [True, False] and c["canvas"].tolist() == [True, False]
+    local = by_kind["local"]
+    keep = torch.tensor(local["mask"], dtype=torch.bool)
+    part = torch.where(keep, data.canvases[local["targets"][0]], torch.zeros(16, 16))[None]  # only the duplicated cell
+    c = generation_copies(data, local, part, thr)
+    assert c["target"].tolist() == [True] and c["canvas"].tolist() == [False]
+    assert int(c["cells"].sum()) == 1
+    template = by_kind["template"]
+    for i in template["targets"]:  # any variant counts for a template prompt
+        assert generation_copies(data, template, data.canvases[i][None], thr)["target"].item()
+    other = next(i for i in range(len(data.canvases)) if i not in template["targets"])
+    assert not generation_copies(data, template, data.canvases[other][None], thr)["target"].item()
+
+
+def test_mask_positions():
+    from memgeo.testbed.canvas import _mask
+
+    assert [tb.mask_position(_mask(q)) for q in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="16x16"):
+        tb.mask_position([[1] * 8] * 8)
+
+
+def test_training_resumes_bit_for_bit(tmp_path):
+    small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    train_testbed(tmp_path / "a", steps=4, batch_size=8, checkpoint_every=2, progress=False, data=small)
+    train_testbed(tmp_path / "b", steps=2, batch_size=8, checkpoint_every=2, progress=False, data=small)
+    train_testbed(tmp_path / "b", steps=4, batch_size=8, checkpoint_every=2, progress=False, data=small)  # resumes at 2
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "a/unet/diffusion_pytorch_model.safetensors")
+    b = load_file(tmp_path / "b/unet/diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "b/testbed.json").read_text())
+    assert meta["steps"] == 4 and meta["data"] == {"builder": "canvas", **small.settings}
+    assert tb.testbed_data(tmp_path / "b").items == small.items  # the data is rebuilt from testbed.json
+    model = load_testbed(tmp_path / "b")  # the trained folder loads through the SD path
+    assert model.event_shape == (4, 8, 8)
+    rows = memorization_ground_truth(model, seeds=2, n_steps=3)  # data and prompts come from the folder
+    assert len(rows) == len(small.prompts) and all(0 <= r["copy_rate"] <= 1 for r in rows)
+    assert all("target_rate" in r for r in rows if r["targets"])
+
+
+def test_grammar_words_are_single_tokens(tmp_path):
+    from memgeo.models.tiny import build_tokenizer
+    from memgeo.testbed.canvas import DIGITS, THICKNESS
+
+    tok = build_tokenizer(tmp_path, words=DIGITS + THICKNESS)
+    ids = tok("regular three, thick seven, thin eight, regular zero").input_ids
+    assert len(ids) == 2 + 4 * 2 + 3  # start, 8 words, 3 commas, end
+    text = "thinner sevens, café"  # anything else still tokenizes, byte by byte
+    assert tok.decode(tok(text).input_ids, skip_special_tokens=True).replace(" ,", ",") == text
+
+
+def test_shipped_weights_load_through_the_sd_path():
+    assert (TESTBED_DIR / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    size = sum(f.stat().st_size for f in TESTBED_DIR.rglob("*") if f.is_file())
+    assert size <= 20 * 2**20
+    model = load_testbed()
+    assert model.event_shape == (4, 8, 8) and model.prediction_type == "epsilon"
+    meta = tb.testbed_metadata()
+    for p in meta["prompts"]:
+        assert "copy_rate" in p and ("target_rate" in p) == bool(p["targets"])
+        if p["kind"] == "memorized":
+            assert p["memorization"] in ("matching", "template", "local")
+            assert ("mask" in p) == (p["memorization"] == "local")
+
+
+def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
+    model = load_testbed()
+    meta = tb.testbed_metadata()
+    thr = meta["ground_truth"]["threshold"]
+    mem = sorted((p for p in meta["prompts"] if p["kind"] == "memorized"), key=lambda p: -p["target_rate"])[:3]
+    ordinary = [p for p in meta["prompts"] if p["kind"] == "ordinary" and p["target_rate"] == 0][:3]
+    assert mem[-1]["target_rate"] >= 0.875 and len(ordinary) == 3
+    x_T = initial_noise(model, [100, 101, 102, 103])  # seeds unseen by the stored ground truth
+    for p in mem + ordinary:
+        gen = ddim_sample(model, p["text"], x_T, n_steps=50).denoised
+        hits = int(generation_copies(data, p, to_images(gen.float()), thr)["target"].sum())
+        if p["kind"] == "memorized":
+            assert hits >= 2, (p["text"], hits)
+        else:
+            assert hits == 0, (p["text"], hits)
+
+
+# guided samples of the exact mixture do have LID > d at t = 1: the warning is right, and expected here
+@pytest.mark.filterwarnings("ignore:FLIPD at t = 1 is above the ambient dimension")
+def test_leaderboard_end_to_end_reduced(tmp_path):
+    from memgeo.experiments import run_leaderboards
+
+    lines = []
+    res = run_leaderboards(out_dir=tmp_path, seeds=2, n_steps=6, mixture_conditions=3, max_prompts=6, print_fn=lines.append)
+    text = "\n".join(lines)
+    for name in ("guidance_norm", "anisotropy", "sharpness", "p_laplace", "kappa_delta", "flipd"):
+        assert f"| {name} |" in res["testbed"]["table"] and f"| {name} |" in res["mixture"]["table"]
+    assert "strict" in text and (tmp_path / "leaderboard.md").exists()
+    assert "AUROC per prompt" in res["testbed"]["breakdown"] and "TPR@1%FPR per prompt" in res["testbed"]["breakdown"]
+    assert "| caption-only baseline |" in res["testbed"]["table"]
+    assert {r["kind"] for r in res["testbed"]["duplication_curve"]} >= {"matching", "template", "local"}
+    for png in ("trajectory_auroc_mixture.png", "trajectory_auroc_testbed.png", "roc_testbed.png", "rate_vs_duplication.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+    assert len(res["testbed"]["curves"]["combined"]) == 6
+
+
+def test_training_time_mitigation_leaves_out_samples_over_the_threshold(tmp_path):
+    from safetensors.torch import load_file
+
+    small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    kw = dict(steps=3, batch_size=8, checkpoint_every=3, progress=False, data=small)
+    train_testbed(tmp_path / "plain", **kw)
+    train_testbed(tmp_path / "huge", mitigate_threshold=1e9, **kw)  # leaves nothing out: the plain run, bit for bit
+    # without prompt dropout (an unconditional sample's gap is exactly 0, so it is always kept), a tiny
+    # threshold leaves every sample out: no update at all
+    train_testbed(tmp_path / "tiny", mitigate_threshold=1e-9, **{**kw, "dropout": 0.0})
+    train_testbed(tmp_path / "init", **{**kw, "steps": 0})
+    names = ("plain", "huge", "tiny", "init")
+    w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in names}
+    assert all(torch.equal(w["plain"][n], w["huge"][n]) for n in w["plain"])
+    assert not all(torch.equal(w["plain"][n], w["tiny"][n]) for n in w["plain"])
+    assert all(torch.equal(w["init"][n], w["tiny"][n]) for n in w["init"])
+    meta = {k: json.loads((tmp_path / k / "testbed.json").read_text()) for k in ("plain", "huge", "tiny")}
+    assert "mitigation" not in meta["plain"]
+    assert sum(meta["huge"]["mitigation"]["samples_left_out"].values()) == 0
+    left = meta["tiny"]["mitigation"]["samples_left_out"]
+    assert left["unconditional"] == 0 and left["duplicated"] + left["single"] == 3 * 8 == meta["tiny"]["mitigation"]["samples_drawn"]
+    assert left["duplicated"] > 0 and left["single"] > 0
+    with pytest.raises(ValueError, match="mitigate_threshold"):  # a checkpoint is never resumed under another setting
+        train_testbed(tmp_path / "tiny", mitigate_threshold=2.0, **{**kw, "steps": 6, "dropout": 0.0})
+    with pytest.raises(ValueError, match="positive"):
+        train_testbed(tmp_path / "bad", mitigate_threshold=-1.0, **kw)

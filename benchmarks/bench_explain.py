@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from memgeo.experiments import explanation_hit_rate, localization_auroc
+from memgeo.plotting import save_figure
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 
 
@@ -96,8 +97,7 @@ def main(argv=None) -> None:
     ax.set_xlabel("DDIM step")
     ax.set_ylabel("pixel AUROC against the mask")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "localization_auroc_by_step.png", dpi=120)
+    save_figure(fig, out / "localization_auroc_by_step.png", dpi=120)
     print(f"wrote {out / 'explain.md'}, {out / 'explain.json'} and {out / 'localization_auroc_by_step.png'}")
 
 

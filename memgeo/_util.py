@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ['spread', 'atomic_write_text', 'atomic_replace']
+__all__ = ["spread", "atomic_write_text", "atomic_replace"]
 
 
 def spread(items: list, n: int) -> list:

@@ -16,7 +16,8 @@ import torch
 from .geometry import jvp
 from .parameterization import from_eps
 
-__all__ = ['ANISOTROPY_WEIGHTS', 'sample_norm', 'guidance_pair', 'guidance_gap', 'gap_norm', 'gap_sharpness', 'raw_prediction', 'guidance_alignment', 'anisotropy_weights', 'anisotropy_terms', 'combined_score']
+__all__ = ["ANISOTROPY_WEIGHTS", "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness",
+    "raw_prediction", "guidance_alignment", "anisotropy_weights", "anisotropy_terms", "combined_score"]
 
 
 #: (g_norm, g_cos, d_ref): the anisotropy weights published for a model family and the latent size they
@@ -126,13 +127,16 @@ def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, referenc
     r"""Mid-generation detector combining direction and magnitude (Brokman et al., NeurReps 2025).
 
     :math:`w_1 z(-\kappa_\delta) + w_2 z(\|\Delta\epsilon\|)`, each standardized by the mean and
-    standard deviation of ``reference = (direction_ref, magnitude_ref)`` (for example ordinary
-    prompts), or of the inputs themselves when no reference is given. Works per step on traces.
+    standard deviation of ``reference``: ``(direction_ref, magnitude_ref)`` values (for example
+    ordinary prompts), or their statistics ``((mean, std), (mean, std))``; of the inputs themselves
+    when no reference is given. A zero standard deviation leaves the deviation in raw units. Works
+    per step on traces; the steering policy's criterion is this score.
     """
     ref_d, ref_m = reference if reference is not None else (direction, magnitude)
 
-    def z(v, ref):
-        sd = ref.std()
-        return (v - ref.mean()) / (sd if float(sd) > 0 else 1.0)
+    def z(v, ref, sign):
+        mean, sd = ref if isinstance(ref, tuple) else (ref.mean(), ref.std())
+        sd = torch.as_tensor(sd)
+        return sign * (v - mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
 
-    return weights[0] * z(-direction, -ref_d) + weights[1] * z(magnitude, ref_m)
+    return weights[0] * z(direction, ref_d, -1.0) + weights[1] * z(magnitude, ref_m, 1.0)

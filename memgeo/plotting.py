@@ -64,9 +64,8 @@ def plot_duplication_curve(rows: list[dict], path) -> None:
     ax.set_ylim(-0.03, 1.03)
     ax.set_title("memorization against duplication, testbed")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
+
 
 def draw_trajectory_auroc(ax, curves: dict):
     """Draw per-step AUROC curves (from :func:`per_step_auroc`) on a matplotlib axis."""
@@ -78,6 +77,7 @@ def draw_trajectory_auroc(ax, curves: dict):
     ax.set_ylim(0.0, 1.02)
     ax.legend(fontsize=8)
 
+
 def plot_trajectory_auroc(curves: dict, path, *, title: str):
     import matplotlib
 
@@ -87,10 +87,8 @@ def plot_trajectory_auroc(curves: dict, path, *, title: str):
     fig, ax = plt.subplots(figsize=(6, 4))
     draw_trajectory_auroc(ax, curves)
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=120)
+
 
 def plot_tradeoff(rows, path, front=(), ax=None):
     """Memorization rate against memorized-prompt fidelity, a line per method, the Pareto front dashed
@@ -115,9 +113,7 @@ def plot_tradeoff(rows, path, front=(), ax=None):
     ax.set_title("fidelity-memorization trade-off, testbed")
     ax.legend(fontsize=7)
     if own:
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        save_figure(fig, path, dpi=120)
 
 
 def plot_token_attribution(att: TokenAttribution, path, *, title: str = "", ax=None):
@@ -146,10 +142,9 @@ def plot_token_attribution(att: TokenAttribution, path, *, title: str = "", ax=N
     if title:
         ax.set_title(title, fontsize=8)
     if own:
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
     return Path(path) if path is not None else None
+
 
 def plot_localization(model, loc: Localization, path, *, cross_attention=None, mask=None, title: str = "", axes=None):
     """The mean generated image, the memorization map over it (mask outlined when given) and the
@@ -181,9 +176,7 @@ def plot_localization(model, loc: Localization, path, *, cross_attention=None, m
     if own:
         if title:
             fig.suptitle(title, fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        save_figure(fig, path, dpi=110)
     return Path(path) if path is not None else None
 
 
@@ -205,11 +198,7 @@ def plot_roc(metrics: dict, path: str | Path, *, title: str = "ROC, per prompt")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_score_histogram(scores, path: str | Path, *, signal: str, calibration=None) -> Path:
@@ -233,11 +222,7 @@ def plot_score_histogram(scores, path: str | Path, *, signal: str, calibration=N
     ax.set_xlabel(f"{signal} score (mean over seeds)")
     ax.set_ylabel("prompts")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def save_image_grid(imgs, path, *, title: str) -> None:

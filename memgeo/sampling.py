@@ -22,7 +22,9 @@ from ._checks import check_int
 from .guidance import guidance_pair, raw_prediction, sample_norm
 from .parameterization import eps_to_x0
 
-__all__ = ['StepState', 'SampleResult', 'Tracker', 'ddim_sample', 'initial_noise', 'sphere_directions', 'repeat_cond', 'GuidanceNormTracker', 'KappaDeltaTracker', 'ProbeCosineTracker', 'LatentRecorder', 'trajectory_trackers']
+__all__ = ["StepState", "SampleResult", "Tracker", "ddim_sample", "initial_noise", "sphere_directions",
+    "repeat_cond", "GuidanceNormTracker", "KappaDeltaTracker", "ProbeCosineTracker", "LatentRecorder",
+    "trajectory_trackers"]
 
 
 def initial_noise(model, seeds) -> torch.Tensor:
@@ -36,6 +38,7 @@ def initial_noise(model, seeds) -> torch.Tensor:
         torch.randn(model.event_shape, generator=torch.Generator().manual_seed(s), dtype=torch.float64).to(model.dtype)
         for s in seeds
     ])
+
 
 @dataclass
 class StepState:
@@ -65,12 +68,14 @@ class StepState:
     guidance_scale: float
     cond: object
 
+
 class Tracker(Protocol):
     """``tracker(model, state) -> Tensor [S]``; ``evals_per_step`` model evaluations per sample."""
 
     evals_per_step: int
 
     def __call__(self, model, state: StepState) -> torch.Tensor: ...
+
 
 @dataclass
 class SampleResult:
@@ -91,6 +96,7 @@ class SampleResult:
     timesteps: torch.Tensor
     n_evals: int
     actions: list[dict] = field(default_factory=list)
+
 
 def ddim_sample(
     model,
@@ -198,27 +204,38 @@ class GuidanceNormTracker:
                          - raw_prediction(model, state.eps_u, state.x, state.t))
         return sample_norm(state.eps_c - state.eps_u)
 
-def _probe_sphere(model, state: StepState, n_directions: int, generator):
+
+class _SphereTracker:
     r"""Both branches on the kappa-delta sphere of a step: radius :math:`\sigma_t\sqrt d` around
-    :math:`\alpha_t\hat x_0`. Returns ``(n, eps_u, eps_c)`` with the unit directions ``n`` and the
-    predictions at ``centre + r n``, each ``[n_directions, S, d]``."""
-    S = state.x.shape[0]
-    d = math.prod(state.x.shape[1:])
-    r = state.sigma * math.sqrt(d)
-    center = state.alpha * state.x0_hat  # [S, *event]
-    n = sphere_directions(n_directions, state.x, generator)  # [n, S, *event]
-    pts = (center.unsqueeze(0) + r * n).reshape(n_directions * S, *state.x.shape[1:])
-    eps_u, eps_c = guidance_pair(model, pts, state.t, repeat_cond(state.cond, n_directions, S))
-    return tuple(v.reshape(n_directions, S, -1) for v in (n, eps_u, eps_c))
+    :math:`\alpha_t\hat x_0`, ``n_directions`` directions, 2 evaluations each (the batched branches)."""
 
-def _unit(v: torch.Tensor, scale: torch.Tensor, relative_floor: float) -> torch.Tensor:
-    """``v / |v|`` over the last axis; zero where ``|v|`` is below ``relative_floor * scale`` (no direction
-    above round-off), NaN-free."""
-    norm = v.norm(dim=-1, keepdim=True)
-    defined = norm > relative_floor * scale.unsqueeze(-1)
-    return torch.where(defined, v / norm.clamp_min(torch.finfo(norm.dtype).tiny), torch.zeros_like(v))
+    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
+        self.n_directions = check_int("n_directions", n_directions, minimum=1)
+        self.relative_floor = relative_floor
+        self.evals_per_step = 2 * self.n_directions
+        self.generator = generator
 
-class KappaDeltaTracker:
+    def cosines(self, model, state: StepState, fields) -> list[torch.Tensor]:
+        """For each ``fields(eps_u, eps_c)`` entry (``[n, S, d]`` each), its mean cosine with the outward
+        normal ``[S]``. Where a field is below ``relative_floor`` times the predictions' norm (no direction
+        above round-off, e.g. the gap where the condition's posterior is saturated) it counts as 0."""
+        S, m = state.x.shape[0], self.n_directions
+        r = state.sigma * math.sqrt(math.prod(state.x.shape[1:]))
+        n = sphere_directions(m, state.x, self.generator)  # [n, S, *event]
+        pts = (state.alpha * state.x0_hat.unsqueeze(0) + r * n).reshape(m * S, *state.x.shape[1:])
+        eps_u, eps_c = (v.reshape(m, S, -1) for v in guidance_pair(model, pts, state.t, repeat_cond(state.cond, m, S)))
+        n = n.reshape(m, S, -1)
+        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1)).unsqueeze(-1)
+        out = []
+        for v in fields(eps_u, eps_c):
+            norm = v.norm(dim=-1, keepdim=True)
+            unit = torch.where(norm > self.relative_floor * scale, v / norm.clamp_min(torch.finfo(norm.dtype).tiny),
+                               torch.zeros_like(v))
+            out.append((unit * n).sum(-1).mean(0))
+        return out
+
+
+class KappaDeltaTracker(_SphereTracker):
     r"""Per-step kappa-delta (Brokman et al., NeurReps 2025): the mean cosine of the guidance-gap field
     with the outward normal on a sphere around the step's denoised estimate.
 
@@ -231,19 +248,12 @@ class KappaDeltaTracker:
     direction is round-off - it contributes zero.
     """
 
-    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
-        self.n_directions = check_int("n_directions", n_directions, minimum=1)
-        self.relative_floor = relative_floor
-        self.evals_per_step = 2 * self.n_directions
-        self.generator = generator
-
     def __call__(self, model, state: StepState) -> torch.Tensor:
-        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
-        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
-        s_delta = -(eps_c - eps_u)  # direction of grad log p_t(c | x); the 1/sigma_t scale drops out
-        return (_unit(s_delta, scale, self.relative_floor) * n).sum(-1).mean(0)
+        # s_delta = -(eps_c - eps_u) / sigma_t: the direction of grad log p_t(c | x)
+        return self.cosines(model, state, lambda eps_u, eps_c: [eps_u - eps_c])[0]
 
-class ProbeCosineTracker:
+
+class ProbeCosineTracker(_SphereTracker):
     r"""What drives kappa-delta, per step: on the same sphere of probes, the mean cosines with the
     outward normal ``n`` of the conditional prediction, the unconditional prediction and their gap,
     ``[3, S]`` = (:math:`\cos(\epsilon_c, n)`, :math:`\cos(\epsilon_u, n)`, :math:`\cos(\epsilon_c - \epsilon_u, n)`).
@@ -254,17 +264,9 @@ class ProbeCosineTracker:
     unconditional branch has learned the basin as well (:func:`~memgeo.detect.branch_diagnostic`).
     """
 
-    def __init__(self, n_directions: int = 4, *, generator: torch.Generator | None = None, relative_floor: float = 1e-6):
-        self.n_directions = check_int("n_directions", n_directions, minimum=1)
-        self.relative_floor = relative_floor
-        self.evals_per_step = 2 * self.n_directions
-        self.generator = generator
-
     def __call__(self, model, state: StepState) -> torch.Tensor:
-        n, eps_u, eps_c = _probe_sphere(model, state, self.n_directions, self.generator)
-        scale = torch.maximum(eps_c.norm(dim=-1), eps_u.norm(dim=-1))
-        cos = [(_unit(v, scale, self.relative_floor) * n).sum(-1).mean(0) for v in (eps_c, eps_u, eps_c - eps_u)]
-        return torch.stack(cos)
+        return torch.stack(self.cosines(model, state, lambda eps_u, eps_c: [eps_c, eps_u, eps_c - eps_u]))
+
 
 class LatentRecorder:
     """Records ``x_t`` at every step (no evaluations); returns zeros."""

@@ -30,8 +30,6 @@ def _bench(args) -> int:
     return 0
 
 
-
-
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
     bench.add_argument("--model", help="testbed folder (default: the embedded testbed)")

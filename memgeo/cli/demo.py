@@ -14,8 +14,6 @@ def _demo(args) -> int:
     return 0
 
 
-
-
 def register(sub) -> None:
     demo = sub.add_parser("demo", help="closed-form values beside every estimator on a few mixtures")
     demo.add_argument("--probes", type=positive_int, default=256, help="probes per stochastic estimate (default 256)")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from .._util import atomic_write_text
-
 from pathlib import Path
 
+from .._util import atomic_write_text
 from ..testbed import testbed_folder, testbed_metadata
 from .common import (
     explain_target,
@@ -64,8 +63,6 @@ def _localize(args) -> int:
               f"cross-attention {result['pixel_auroc']['cross_attention']:.3f}")
     print(f"wrote {path} and {png}")
     return 0
-
-
 
 
 def register(sub) -> None:

@@ -48,8 +48,6 @@ def _generate(args) -> int:
     return 0
 
 
-
-
 def register(sub) -> None:
     gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
     gen.add_argument("--prompt", required=True, type=nonempty_text)

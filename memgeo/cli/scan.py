@@ -92,8 +92,6 @@ def _scan_report(args, result, reference, cfg) -> None:
         print(f"ROC plot: {roc}")
 
 
-
-
 def register(sub) -> None:
 
     scan = sub.add_parser("scan", help="compute memorization signals for prompt files on a checkpoint (resumable)")

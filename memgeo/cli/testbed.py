@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from .._util import atomic_write_text
-
 from pathlib import Path
 
 import numpy as np
 
+from .._util import atomic_write_text
 from .common import finite_float, no_loading_bars, positive_int
 
 
@@ -73,8 +72,6 @@ def _testbed_truth(args) -> int:
           f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
     print(format_duplication_curve(duplication_curve(meta)))
     return 0
-
-
 
 
 def register(sub) -> None:

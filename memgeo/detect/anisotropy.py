@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from ..guidance import anisotropy_terms
 from .common import SignalResult
 from .presets import resolve
 
-__all__ = ['anisotropy']
+__all__ = ["anisotropy"]
 
 
 def anisotropy(

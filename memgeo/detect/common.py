@@ -9,7 +9,7 @@ import torch
 
 from ..sampling import ddim_sample, sphere_directions
 
-__all__ = ['SignalResult', 'first_timestep', 'renoise', 'generate_sample', 'mean_cosine_on_sphere']
+__all__ = ["SignalResult", "first_timestep", "renoise", "generate_sample", "mean_cosine_on_sphere"]
 
 
 @dataclass

@@ -8,15 +8,14 @@ import warnings
 import torch
 
 from .._checks import check_int
+from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
 from ..sampling import ddim_sample
 from .common import SignalResult, generate_sample
 from .presets import resolve
 
-from .._util import spread
-
-__all__ = ['flipd_t0', 'flipd_signal']
+__all__ = ["flipd_t0", "flipd_signal"]
 
 
 def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
@@ -29,6 +28,7 @@ def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, gene
         method = "exact" if d <= 3500 else "hutchinson"
     with torch.no_grad() if method not in ("hutchinson", "exact") else torch.enable_grad():
         return flipd(field, x_t, sigma, method=method, n_probes=n_probes, generator=generator)
+
 
 def flipd_t0(
     model,
@@ -79,6 +79,7 @@ def flipd_t0(
             break
     cache[key] = chosen
     return chosen
+
 
 def flipd_signal(
     model,

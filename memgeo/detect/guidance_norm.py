@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from ..guidance import guidance_pair, raw_prediction, sample_norm
@@ -10,7 +9,7 @@ from ..sampling import GuidanceNormTracker, ddim_sample
 from .common import SignalResult, first_timestep
 from .presets import resolve
 
-__all__ = ['guidance_norm']
+__all__ = ["guidance_norm"]
 
 
 def guidance_norm(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", steps: str | None = None,

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 import torch
 
 from ..guidance import gap_sharpness
-
 from .common import SignalResult, first_timestep
 from .presets import resolve
 
-__all__ = ['sharpness']
+__all__ = ["sharpness"]
 
 
 def sharpness(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", t: int | None = None,

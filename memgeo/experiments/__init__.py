@@ -20,7 +20,14 @@ from .leaderboard import (
     run_leaderboards,
 )
 from .presets import format_preset_comparison, preset_comparison
-from .tradeoff import TRADEOFF_CONFIGS, caption_fidelity, digit_classifier, mitigation_tradeoff, pareto_front, write_tradeoff
+from .tradeoff import (
+    TRADEOFF_CONFIGS,
+    caption_fidelity,
+    digit_classifier,
+    mitigation_tradeoff,
+    pareto_front,
+    write_tradeoff,
+)
 from .trajectory import per_step_auroc, trajectory_auroc, trajectory_traces
 
 __all__ = [

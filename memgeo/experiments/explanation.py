@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from ..testbed.labels import memorization_rate
-from ..testbed.truth import mask_position
-
-
 import numpy as np
 
+from ..testbed.labels import memorization_rate
+from ..testbed.truth import mask_position
 
 __all__ = ["nearest_unmemorized_captions", "explanation_hit_rate", "localization_auroc"]
 
@@ -27,6 +25,7 @@ def nearest_unmemorized_captions(text: str, captions) -> tuple[int, list[list[in
         elif len(d) == best:
             diffs.append(d)
     return best, diffs
+
 
 def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seeds: int = 4, n_steps: int = 50,
                          signal: str = "guidance_norm", progress: bool = False) -> dict:
@@ -86,6 +85,7 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
     for name in ("input", "output"):
         summary["spearman_" + name] = float(np.nanmean([r["spearman_" + name] for r in rows]))
     return summary
+
 
 def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: int = 50, guidance_scale: float = 7.5,
                        progress: bool = False) -> list[dict]:

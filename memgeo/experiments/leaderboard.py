@@ -12,10 +12,6 @@ process. Ratios to the guidance norm then do not depend on which signal ran firs
 
 from __future__ import annotations
 
-from ..plotting import plot_duplication_curve, plot_trajectory_auroc
-from ..testbed.labels import duplication_curve, format_duplication_curve, memorization_rates, testbed_kinds, testbed_labels
-from .trajectory import trajectory_auroc
-
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -27,12 +23,22 @@ import torch
 from .._checks import check_int
 from .._util import spread
 from ..detect import SIGNALS, bootstrap_metrics, detection_metrics
+from ..plotting import plot_duplication_curve, plot_trajectory_auroc
 from ..sampling import initial_noise
+from ..testbed.labels import (
+    duplication_curve,
+    format_duplication_curve,
+    memorization_rates,
+    testbed_kinds,
+    testbed_labels,
+)
+from .trajectory import trajectory_auroc
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup", "format_breakdown", "run_leaderboards"]
 
 
 CAPTION_BASELINE = "caption-only baseline"
+
 
 @dataclass
 class LeaderboardRow:
@@ -49,6 +55,7 @@ class LeaderboardRow:
     intervals: dict | None = None  # 95% bootstrap intervals over prompts: {"auroc": (lo, hi), "tpr@1%fpr": ...}
     spearman: float | None = None  # rank correlation of the per-prompt score with the memorization rate
 
+
 def rate_correlation(row: LeaderboardRow, rates, *, seeds: int) -> float:
     """Spearman correlation of a row's per-prompt score (mean over its ``seeds``) with per-prompt
     memorization rates (the fraction of a prompt's generations that copy; graded ground truth)."""
@@ -59,6 +66,7 @@ def rate_correlation(row: LeaderboardRow, rates, *, seeds: int) -> float:
     if per_prompt.size != rates.size:
         raise ValueError(f"rates must hold one rate per prompt ({per_prompt.size}), got {rates.size}")
     return float(spearmanr(per_prompt, rates).statistic)
+
 
 def evaluate_signals(
     model,
@@ -118,6 +126,7 @@ def evaluate_signals(
     bar.close()
     return rows
 
+
 def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "strict") -> LeaderboardRow:
     """The caption-only classifier (:func:`memgeo.confound.caption_baseline`) as a leaderboard row.
 
@@ -134,6 +143,7 @@ def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "st
     m = detection_metrics(y, s, convention=convention)
     ci = bootstrap_metrics(y, s, groups=np.repeat(np.arange(len(texts)), seeds), convention=convention)
     return LeaderboardRow(CAPTION_BASELINE, m["auroc"], m["tpr@1%fpr"], m["tpr@3%fpr"], 0, 0, seconds, convention, s, y, ci)
+
 
 def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
     """A markdown table of the rows (with 95% bootstrap intervals over prompts where computed), and
@@ -166,6 +176,7 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
         lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]
     return "\n".join(lines)
 
+
 def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = False, n_boot: int = 1000) -> LeaderboardRow:
     """The row's metrics recomputed on a subset of its prompts (``keep``: a boolean mask or indices
     over prompts) and/or per prompt (``per_prompt``: each prompt scored by the mean over its seeds).
@@ -187,6 +198,7 @@ def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = Fa
     ci = bootstrap_metrics(labels, scores, groups=groups, convention=row.convention, n_boot=n_boot)
     return dataclasses.replace(row, auroc=m["auroc"], tpr1=m["tpr@1%fpr"], tpr3=m["tpr@3%fpr"], scores=scores,
                                labels=labels, intervals=ci)
+
 
 def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, title: str = "") -> str:
     """Per-prompt metrics of every row, overall and on subsets of the positives.
@@ -299,6 +311,7 @@ def run_leaderboards(
     print_fn(f"tables and plots in {out}/ (leaderboard.md, trajectory_auroc_*.png, roc_testbed.png, "
              "rate_vs_duplication.png)")
     return results
+
 
 def _format_counts(counts: dict) -> str:
     parts = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -55,6 +54,7 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
                              "n_evals": n_evals if label == name else None, "undefined": int((~ok).sum())})
     bar.close()
     return rows
+
 
 def format_preset_comparison(rows: list[dict], *, title: str = "") -> str:
     """A markdown table of :func:`preset_comparison` rows."""

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from ..plotting import plot_tradeoff
-from ..testbed.labels import memorization_rate
-
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._util import spread
+from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
+from ..testbed.labels import memorization_rate
 
 __all__ = ["digit_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
@@ -24,6 +23,7 @@ def digit_classifier(images: torch.Tensor, targets):
     clf.fit(images.reshape(len(images), -1).numpy(), np.asarray(targets))
     return clf
 
+
 def caption_fidelity(clf, canvases: torch.Tensor, text: str) -> np.ndarray:
     """Per generated canvas, the fraction of its four cells whose digit (by ``clf``) is the one the
     caption names at that position."""
@@ -33,6 +33,7 @@ def caption_fidelity(clf, canvases: torch.Tensor, text: str) -> np.ndarray:
     cells = canvas_cells(canvases.float().clamp(-1, 1))
     pred = clf.predict(cells.reshape(-1, 64).numpy()).reshape(len(canvases), 4)
     return (pred == want[None]).mean(1)
+
 
 #: The trade-off's configurations: (label, method, preset, strengths). ``"steer (flags given)"`` applies
 #: the memgeo steering action to every memorized prompt's samples and to no ordinary one: the action
@@ -49,6 +50,7 @@ TRADEOFF_CONFIGS = (
     ("steer (flags given)", "steer_given", "memgeo", (None,)),
 )
 
+
 def pareto_front(rows: list[dict]) -> list[dict]:
     """The rows no other row beats on both axes: lower memorization rate and higher memorized-prompt
     fidelity (ordinary-prompt fidelity is reported beside, not traded)."""
@@ -61,6 +63,7 @@ def pareto_front(rows: list[dict]) -> list[dict]:
         if not beaten:
             front.append(r)
     return sorted(front, key=lambda r: r["memorization_rate"])
+
 
 def mitigation_tradeoff(
     *,
@@ -120,12 +123,10 @@ def mitigation_tradeoff(
 
     def sample(mdl, method, preset, value, p, i, memorized):
         if method == "steer_given":  # the memgeo action on memorized prompts only: a perfect detector
+            from ..mitigate import SteeringPolicy
             from ..sampling import ddim_sample
-            from ..detect.presets import resolve
 
-            opts = resolve("steer", preset)
-            act = int(round(float(opts["act_from"]) * n_steps))
-            policy = (lambda st, tr: {"guidance_scale": float(opts["low_guidance"])} if st.index >= act else None) if memorized else None
+            policy = SteeringPolicy.from_preset(None, preset, n_steps, flags=torch.tensor(memorized))
             res = ddim_sample(mdl, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy)
             return res.denoised, res.n_evals
         g = generate(mdl, p["text"], x_T, method=method, strength=value, n_steps=n_steps, preset=preset,
@@ -155,6 +156,7 @@ def mitigation_tradeoff(
     settings = {"seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "n_memorized": len(mem),
                 "n_ordinary": len(ordinary), "trained": {k: str(v) for k, v in (trained or {}).items()}}
     return write_tradeoff(rows, out, settings, print_fn=print_fn)
+
 
 def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print) -> dict:
     """The trade-off's table (``mitigation.md``, with the Pareto front and the rows meeting the
@@ -191,6 +193,7 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
     plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
     print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
     return {"rows": rows, "table": table, "pareto": front}
+
 
 def _strength(row: dict) -> str:
     return "-" if row["strength"] is None else f"{row['strength']:g}"

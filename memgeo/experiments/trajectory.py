@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
@@ -35,6 +34,7 @@ def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidanc
         y += [lab] * seeds
     return torch.cat(kap, 1), torch.cat(mag, 1), np.array(y)
 
+
 def per_step_auroc(kap: torch.Tensor, mag: torch.Tensor, y) -> dict[str, np.ndarray]:
     """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined
     detectors, from :func:`trajectory_traces`."""
@@ -47,6 +47,7 @@ def per_step_auroc(kap: torch.Tensor, mag: torch.Tensor, y) -> dict[str, np.ndar
         curves["magnitude (guidance norm)"].append(auroc(y, mag[s].numpy()))
         curves["combined"].append(auroc(y, comb.numpy()))
     return {k: np.array(v) for k, v in curves.items()}
+
 
 def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
                      progress: bool = False):

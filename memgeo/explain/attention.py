@@ -8,7 +8,6 @@ import torch
 
 from .._checks import check_int
 from ..sampling import initial_noise
-
 from .localization import image_map, last_guided_state
 
 __all__ = ["cross_attention_map"]
@@ -31,6 +30,7 @@ class _AttentionCapture:
             B = hidden_states.shape[0]
             self.store.append(probs.reshape(B, attn.heads, *probs.shape[1:])[..., self.token].mean(1).detach())
         return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+
 
 def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guidance_scale: float = 7.5,
                         token: str | int = "end", x_last: torch.Tensor | None = None,

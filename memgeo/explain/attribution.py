@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from ..mitigate.embedding import memorization_objective
-
 from dataclasses import dataclass, field
 
 import torch
 
 from .._checks import check_int
+from ..mitigate.embedding import memorization_objective
 from ..sampling import initial_noise
 
 __all__ = ["TokenAttribution", "token_attribution"]
@@ -45,9 +44,11 @@ class TokenAttribution:
                 "leave_one_out": self.leave_one_out, "value": self.value, "spearman": self.spearman,
                 "settings": self.settings}
 
+
 def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: int) -> torch.Tensor:
 
     return memorization_objective(model, emb, x_T, signal, n_steps, "auto")
+
 
 def _encode_from_token_embeddings(model, ids: torch.Tensor):
     """``(leaf, prompt_embedding)``: the input token embeddings ``[1, L, E]`` as a leaf that requires
@@ -61,6 +62,7 @@ def _encode_from_token_embeddings(model, ids: torch.Tensor):
     finally:
         hook.remove()
     return leaf, out.to(model.dtype)
+
 
 def token_attribution(
     model,

@@ -42,6 +42,7 @@ def default_localization_step(model, n_steps: int) -> int:
     snr = [float(model.alpha(int(t))) ** 2 / float(model.sigma(int(t))) ** 2 for t in ts]
     return next((i for i, v in enumerate(snr) if v >= 1.0), len(ts) - 1)
 
+
 @dataclass
 class Localization:
     """Output of :func:`localize`.
@@ -66,6 +67,7 @@ class Localization:
     x_last: torch.Tensor | None = None
     settings: dict = field(default_factory=dict)
 
+
 class _VarianceTracker:
     """Records, per step, the across-seed variance of the conditional denoised estimate, and the
     last state's ``x`` (no model evaluations)."""
@@ -81,6 +83,7 @@ class _VarianceTracker:
         self.x = state.x
         return torch.zeros(state.x.shape[0])
 
+
 def smooth(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """A Gaussian blur of a ``[H, W]`` map (standard deviation ``sigma`` pixels, edges replicated)."""
     if sigma <= 0:
@@ -92,6 +95,7 @@ def smooth(image: torch.Tensor, sigma: float) -> torch.Tensor:
     im = torch.nn.functional.pad(image.float()[None, None], (r, r, r, r), mode="replicate")
     im = torch.nn.functional.conv2d(im, k.reshape(1, 1, 1, -1))
     return torch.nn.functional.conv2d(im, k.reshape(1, 1, -1, 1))[0, 0]
+
 
 def localize(
     model,
@@ -125,10 +129,12 @@ def localize(
                         res.denoised, cond.x,
                         {"seeds": int(x_T.shape[0]), "n_steps": n_steps, "guidance_scale": guidance_scale})
 
+
 def pixel_map(model, latent_map: torch.Tensor) -> torch.Tensor:
     """:func:`image_map`, smoothed by a Gaussian whose width is one latent position in pixels."""
     img = image_map(model, latent_map)
     return smooth(img, img.shape[-1] / latent_map.shape[-1])
+
 
 def last_guided_state(model, prompt, x_T, n_steps: int, guidance_scale: float, progress: bool = False) -> torch.Tensor:
     """``x_t`` at the last DDIM step (the input of its UNet call)."""
@@ -141,6 +147,7 @@ def last_guided_state(model, prompt, x_T, n_steps: int, guidance_scale: float, p
 
     ddim_sample(model, prompt, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=grab, progress=progress)
     return keep["x"]
+
 
 def pixel_auroc(score_map: torch.Tensor, mask) -> float:
     """AUROC of a per-pixel map against a 0/1 mask of the same shape (the memorized region)."""

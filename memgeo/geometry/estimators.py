@@ -24,7 +24,8 @@ Methods of :func:`divergence` (docs/conventions.md, section 2):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 
 import torch
 

@@ -21,6 +21,7 @@ def condition_embedding(model, cond) -> torch.Tensor:
         return model.embed(cond, 1)[0].detach().clone()
     raise ValueError(f"{type(model).__name__} offers no condition embedding (needs condition_embedding or embed)")
 
+
 def memorization_objective(model, emb, x_T, name: str, n_steps: int, weights):
     ts = model.timesteps(n_steps)
     if name == "guidance_norm":
@@ -30,6 +31,7 @@ def memorization_objective(model, emb, x_T, name: str, n_steps: int, weights):
         opts = {"weights": weights, "norm": "raw", "space": "eps"}
         return anisotropy_terms(model, x_T, emb, int(ts[0]), int(ts[-3]), opts)[0]
     raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
+
 
 @dataclass
 class AdaptedEmbedding:
@@ -46,6 +48,7 @@ class AdaptedEmbedding:
     losses: list[float] = field(default_factory=list)
     converged: bool = False
     n_evals: int = 0
+
 
 def adapt_embedding(
     model,

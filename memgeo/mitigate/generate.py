@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ..sampling import ddim_sample, trajectory_trackers
-
 from dataclasses import dataclass, field
 
 import torch
 
-from ..detect.presets import resolve
-
+from ..sampling import ddim_sample, trajectory_trackers
 from .embedding import adapt_embedding
 from .noise import optimize_noise
 from .steering import SteeringPolicy, SteeringReference
@@ -19,6 +16,7 @@ __all__ = ["METHODS", "Generation", "generate"]
 
 METHODS = ("none", "guidance", "embedding", "noise", "steer")
 
+
 @dataclass
 class Generation:
     """Output of :func:`generate`: final denoised samples, model evaluations per sample, details."""
@@ -26,6 +24,7 @@ class Generation:
     samples: torch.Tensor
     n_evals: int
     info: dict = field(default_factory=dict)
+
 
 def generate(
     model,
@@ -79,9 +78,7 @@ def generate(
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
     if reference is None:
         raise ValueError("method='steer' needs reference= (from calibrate_steering on ordinary conditions)")
-    opts = resolve("steer", preset, threshold=None if strength is None else float(strength))
-    policy = SteeringPolicy(reference, threshold=float(opts["threshold"]), low_guidance=float(opts["low_guidance"]),
-                            act_from=int(round(float(opts["act_from"]) * n_steps)))
+    policy = SteeringPolicy.from_preset(reference, preset, n_steps, threshold=None if strength is None else float(strength))
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy, progress=progress,
                       trackers=trajectory_trackers(n_directions, generator=torch.Generator().manual_seed(seed)))
     return Generation(res.denoised, res.n_evals, {"flagged": policy.flagged.tolist(), "flag_step": policy.flag_step.tolist(),

@@ -7,10 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..geometry import jvp
-
 from .._checks import check_int
 from ..detect.presets import resolve
+from ..geometry import jvp
 from ..guidance import guidance_pair, sample_norm
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
@@ -27,6 +26,7 @@ class NoiseOptimization:
     n_evals: int
     threshold: float | None = None
 
+
 def _proxy(model, cond, x, t: int, kind: str):
     sigma = float(model.sigma(t))
 
@@ -41,6 +41,7 @@ def _proxy(model, cond, x, t: int, kind: str):
         _, Jd = jvp(gap, x, d)
         return sample_norm(Jd) / sigma**2
     raise ValueError(f"objective must be 'sharpness' or 'guidance_norm', got {kind!r}")
+
 
 def optimize_noise(
     model,
@@ -103,6 +104,7 @@ def optimize_noise(
             x.grad[accepted] = 0.0
         opt.step()
     return NoiseOptimization(x.detach(), proxy.detach(), accepted, it, n_evals)
+
 
 def _sail(model, cond, x_T: torch.Tensor, opts: dict, n_steps: int, generator) -> NoiseOptimization:
     """The released SAIL loop (Jeon et al. 2025, as released with Asthana & Belagiannis 2026).

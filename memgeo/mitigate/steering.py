@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from ..sampling import ddim_sample, trajectory_trackers
-
 from dataclasses import dataclass
 
 import torch
 
 from .._checks import check_int
-from ..sampling import StepState
+from ..detect.presets import resolve
+from ..guidance import combined_score
+from ..sampling import StepState, ddim_sample, trajectory_trackers
 
 __all__ = ["SteeringReference", "calibrate_steering", "SteeringPolicy"]
 
@@ -24,16 +24,16 @@ class SteeringReference:
     norm_std: torch.Tensor
 
     def criterion(self, step: int, kappa: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-        """Combined z-score ``z(-kappa) + z(norm)`` at ``step`` (larger = more memorization-like)."""
-        zk = (self.kappa_mean[step] - kappa) / self.kappa_std[step].clamp_min(1e-12)
-        zn = (norm - self.norm_mean[step]) / self.norm_std[step].clamp_min(1e-12)
-        return zk + zn
+        """Combined z-score ``z(-kappa) + z(norm)`` at ``step`` (larger = more memorization-like):
+        :func:`~memgeo.guidance.combined_score` against this reference's statistics."""
+        return combined_score(kappa, norm, reference=((self.kappa_mean[step], self.kappa_std[step]),
+                                                      (self.norm_mean[step], self.norm_std[step])))
+
 
 def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: float = 7.5,
                        n_directions: int = 4, seed: int = 0, progress: bool = False) -> SteeringReference:
     """Reference statistics per step from ordinary conditions (trajectories with trackers)."""
     from tqdm.auto import tqdm
-
 
     if len(conds) == 0:
         raise ValueError("conds must hold at least one ordinary condition to calibrate on (it is empty)")
@@ -46,6 +46,7 @@ def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: 
     k, n = torch.cat(ks, 1), torch.cat(ns, 1)  # [n_steps, N]
     return SteeringReference(k.mean(1), k.std(1), n.mean(1), n.std(1))
 
+
 class SteeringPolicy:
     """Mid-generation steering (Brokman et al., NeurReps 2025), a policy for :func:`~memgeo.detect.ddim_sample`.
 
@@ -56,10 +57,13 @@ class SteeringPolicy:
     generated with ``low_guidance`` (action ``"guidance"``; a negative value repels from the
     prompt's conditional prediction) or with the adapted ``embedding`` (action ``"embedding"``,
     the whole batch switches once any sample is flagged). Samples never flagged are left untouched.
+    ``flags`` (a bool per sample, or one for all) replaces the detection by given flags: the action
+    alone, as with a perfect detector; no reference or trackers are needed then.
     """
 
-    def __init__(self, reference: SteeringReference, *, threshold: float = 3.0, action: str = "guidance",
-                 low_guidance: float = 0.0, embedding=None, start_step: int = 0, act_from: int = 0):
+    def __init__(self, reference: SteeringReference | None, *, threshold: float = 3.0, action: str = "guidance",
+                 low_guidance: float = 0.0, embedding=None, start_step: int = 0, act_from: int = 0,
+                 flags: torch.Tensor | None = None):
         if action not in ("guidance", "embedding"):
             raise ValueError(f"action must be 'guidance' or 'embedding', got {action!r}")
         if action == "embedding" and embedding is None:
@@ -67,13 +71,29 @@ class SteeringPolicy:
         self.reference, self.threshold, self.action = reference, threshold, action
         self.low_guidance, self.embedding, self.start_step = low_guidance, embedding, start_step
         self.act_from = check_int("act_from", act_from, minimum=0)
+        if reference is None and flags is None:
+            raise ValueError("SteeringPolicy needs reference= (to flag samples) or flags= (the flags given)")
+        self.flags = None if flags is None else torch.as_tensor(flags, dtype=torch.bool)
         self.flagged: torch.Tensor | None = None
         self.flag_step: torch.Tensor | None = None
 
+    @classmethod
+    def from_preset(cls, reference: SteeringReference | None, preset: str, n_steps: int, *,
+                    threshold: float | None = None, flags: torch.Tensor | None = None) -> "SteeringPolicy":
+        """The ``steer`` preset's action for an ``n_steps`` run: its threshold (or ``threshold``), its
+        ``low_guidance``, and its ``act_from`` (a fraction of the steps) as a step index."""
+        opts = resolve("steer", preset, threshold=threshold)
+        return cls(reference, threshold=float(opts["threshold"]), low_guidance=float(opts["low_guidance"]),
+                   act_from=int(round(float(opts["act_from"]) * n_steps)), flags=flags)
+
     def __call__(self, state: StepState, trace: dict):
+        S = state.x.shape[0]
+        if self.flags is not None:  # the flags given (a perfect detector): act on them only
+            self.flagged = self.flags.expand(S).clone()
+            self.flag_step = torch.where(self.flagged, 0, -1)
+            return self._act(state)
         if "kappa_delta" not in trace or "guidance_norm" not in trace:
             raise ValueError("SteeringPolicy needs the sampler trackers 'kappa_delta' and 'guidance_norm'")
-        S = state.x.shape[0]
         if self.flagged is None or state.index == 0:
             self.flagged = torch.zeros(S, dtype=torch.bool)
             self.flag_step = torch.full((S,), -1)
@@ -85,6 +105,10 @@ class SteeringPolicy:
             new = (self._sum / self._count > self.threshold) & ~self.flagged
             self.flag_step[new] = state.index
             self.flagged |= new
+        return self._act(state)
+
+    def _act(self, state: StepState):
+        """The action on the flagged samples from step ``act_from`` on."""
         if not bool(self.flagged.any()) or state.index < self.act_from:
             return None
         if self.action == "embedding":

@@ -16,6 +16,7 @@ _TRUE, _FALSE = {"1", "true", "yes"}, {"0", "false", "no"}
 
 _TEXT_KEYS = ("caption", "Caption", "prompt", "Prompt", "text")
 
+
 @dataclass
 class PromptRecord:
     """One prompt: its text, its ground-truth label if the file gives one (1 = memorized),
@@ -31,6 +32,7 @@ class PromptRecord:
     def key(self) -> str:
         return f"{self.source}:{self.index}"
 
+
 def parse_bool(value, *, where: str) -> int:
     """``1/0``, ``true/false``, ``yes/no`` (any case, JSON booleans too) as 1 or 0; anything else is an error."""
     if isinstance(value, bool):
@@ -41,12 +43,14 @@ def parse_bool(value, *, where: str) -> int:
         return int(value.strip().lower() in _TRUE)
     raise ValueError(f"{where}: 'memorized' must be one of 1/0/true/false/yes/no, got {value!r}")
 
+
 def _label_from(obj: dict, where: str) -> int | None:
     if obj.get("memorized") not in (None, ""):
         return parse_bool(obj["memorized"], where=where)
     if obj.get("overfit_type") not in (None, ""):
         return 1
     return None
+
 
 def _read_text(path: Path) -> str:
     """The file's text (UTF-8, byte-order mark stripped); a clear error for binary or undecodable files."""
@@ -57,6 +61,7 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise ValueError(f"prompt file {str(path)!r} is not UTF-8 text (undecodable byte at offset {err.start})") from None
+
 
 def _read_jsonl(path: Path, text: str) -> list[PromptRecord]:
     out = []
@@ -76,6 +81,7 @@ def _read_jsonl(path: Path, text: str) -> list[PromptRecord]:
         out.append(PromptRecord(obj[key], _label_from(obj, f"{path}: line {lineno}"), str(path), len(out), meta))
     return out
 
+
 def _read_csv(path: Path, text: str) -> list[PromptRecord]:
     first = text.splitlines()[0] if text.strip() else ""
     delimiter = ";" if first.count(";") > first.count(",") else ","
@@ -91,6 +97,7 @@ def _read_csv(path: Path, text: str) -> list[PromptRecord]:
             out.append(PromptRecord(row[key], _label_from(row, f"{path}: row {reader.line_num}"), str(path), len(out),
                                     {k: v for k, v in row.items() if k != key and k is not None}))
     return out
+
 
 def read_prompts(path: str | os.PathLike) -> list[PromptRecord]:
     """Read a prompt file (format from its suffix: ``.jsonl``/``.json``, ``.csv``, else plain text)."""

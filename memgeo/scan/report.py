@@ -50,6 +50,7 @@ class Calibration:
         n = len(self.reference)
         return np.where(np.isfinite(s), (n - np.searchsorted(self.reference, s, side="left")) / n, np.nan)
 
+
 def calibrate(reference_scores, *, fpr: float = 0.01, signal: str = "") -> Calibration:
     """Threshold at the ``(1 - fpr)`` quantile of unlabelled ordinary prompts' scores.
 
@@ -70,6 +71,7 @@ def calibrate(reference_scores, *, fpr: float = 0.01, signal: str = "") -> Calib
     threshold = float(np.quantile(ref, 1.0 - fpr, method="higher"))
     return Calibration(signal, fpr, threshold, ref)
 
+
 def report_rows(result, signal: str, calibration: Calibration | None = None) -> list[dict]:
     """One row per scanned prompt, ranked by ``signal`` (highest first): mean and spread over its
     seeds, and with a calibration, the flag and the FPR it was flagged at."""
@@ -87,6 +89,7 @@ def report_rows(result, signal: str, calibration: Calibration | None = None) -> 
         rows.append(row)
     order = sorted(range(len(rows)), key=lambda i: (-rows[i]["mean"] if math.isfinite(rows[i]["mean"]) else math.inf, i))
     return [dict(rank=r + 1, **rows[i]) for r, i in enumerate(order)]
+
 
 def format_report(rows: list[dict], *, signal: str, top: int = 20, calibration: Calibration | None = None) -> str:
     """A markdown table of the ``top`` rows."""
@@ -107,6 +110,7 @@ def format_report(rows: list[dict], *, signal: str, top: int = 20, calibration: 
     if len(rows) > top:
         lines.append(f"\n({len(rows) - top} more in the report file)")
     return "\n".join(lines)
+
 
 def write_report(rows: list[dict], path: str | Path, *, signal: str, calibration: Calibration | None = None) -> Path:
     """Every row, as CSV (``.csv``) or a markdown table (anything else)."""

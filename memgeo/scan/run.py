@@ -97,12 +97,14 @@ def resolve_flipd_t(model, cfg: ScanConfig, texts) -> ScanConfig:
                   method=resolve("flipd", cfg.preset)["method"])
     return dataclasses.replace(cfg, flipd_t=t0)
 
+
 class ScanInterrupted(KeyboardInterrupt):
     """A scan stopped by Ctrl-C; every row finished before it is saved."""
 
     def __init__(self, saved: int, asked: int, path: Path):
         super().__init__(f"{saved} of {asked} results are saved in {path}")
         self.saved, self.asked, self.path = saved, asked, path
+
 
 @dataclass
 class ScanResult:
@@ -124,12 +126,14 @@ class ScanResult:
         vals = [np.nan if r is None or r["score"] is None else float(r["score"]) for r in self.rows(signal)]
         return np.array(vals, dtype=float).reshape(len(self.prompts), len(self.config.seeds))
 
+
 def model_identity(model) -> dict:
     """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one)."""
     ident = getattr(model, "identity", None)
     if isinstance(ident, dict):
         return ident
     return {"name": type(model).__name__, "fingerprint": None}
+
 
 def unique_prompts(records: list[PromptRecord]) -> list[PromptRecord]:
     """One record per prompt text (first occurrence kept, with a warning when any repeats).
@@ -151,6 +155,7 @@ def unique_prompts(records: list[PromptRecord]) -> list[PromptRecord]:
         warnings.warn(f"{len(records) - len(seen)} prompt(s) appear more than once; each prompt is scanned and "
                       f"counted once", stacklevel=3)
     return list(seen.values())
+
 
 def _row_generator(prompt: str, seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{prompt}".encode()))  # stable across processes
@@ -186,6 +191,7 @@ def _compute_rows(model, batch: list[tuple[str, list[int]]], name: str, cfg: Sca
                 "n_evals": int(res.n_evals), "n_jvps": int(res.n_jvps), "seconds": sec,
             }
 
+
 def _process_state():
     """(rank, world size, barrier) under ``accelerate launch``; (0, 1, no-op) otherwise."""
     import os
@@ -196,6 +202,7 @@ def _process_state():
 
     state = PartialState(cpu=not torch.cuda.is_available())
     return state.process_index, state.num_processes, state.wait_for_everyone
+
 
 def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True,
              timeout: float | None = None, batch_size: int = 8, desc: str = "scan") -> ScanResult:
@@ -250,10 +257,12 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
     barrier()
     return ScanResult(ResultStore.read(out, model=ident), prompts, cfg, digests)
 
+
 def prompt_scores(result: ScanResult, signal: str):
     """Per prompt: (labels, mean score over its seeds, texts)."""
     s = result.scores(signal)
     return [p.label for p in result.prompts], np.nanmean(s, axis=1) if s.size else s, [p.text for p in result.prompts]
+
 
 def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, dict]:
     """A summary table of exactly what the scan asked for (and, with both labels present, AUROC /
@@ -301,6 +310,7 @@ def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, d
             lines.append("  the prompt sets can be told apart by their text alone: a signal's AUROC on them does not "
                          "show that it measures memorization")
     return "\n".join(lines), metrics
+
 
 def _num(v) -> float:
     return np.nan if v is None else float(v)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .._util import atomic_write_text
-
 import hashlib
 import json
 import os
 import sys
 from pathlib import Path
+
+from .._util import atomic_write_text
 
 __all__ = ["STORE_FORMAT", "STORE_VERSION", "settings_digest", "ResultStore"]
 
@@ -17,12 +17,15 @@ STORE_FORMAT = "memgeo-results"
 
 STORE_VERSION = 2
 
+
 def settings_digest(settings: dict) -> str:
     """A short digest of the settings that change a result's value (order of keys does not matter)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
+
 def _row_key(row: dict) -> tuple[str, int, str, str]:
     return row["prompt"], int(row["seed"]), row["signal"], row["digest"]
+
 
 def _check_row(row, where: str) -> dict:
     if not isinstance(row, dict):
@@ -31,6 +34,7 @@ def _check_row(row, where: str) -> dict:
         if not isinstance(row.get(k), kind) or isinstance(row.get(k), bool):
             raise ValueError(f"{where} is not a result row (its {k!r} field is missing or not a {kind.__name__})")
     return row
+
 
 class ResultStore:
     """A JSON-lines result file that is safe by construction.
@@ -212,8 +216,10 @@ class ResultStore:
             shard.unlink()
             Path(str(shard) + ".lock").unlink(missing_ok=True)
 
+
 def _is_empty(path: Path) -> bool:
     return not path.exists() or path.stat().st_size == 0
+
 
 def _model_differs(a: dict, b: dict) -> bool:
     fa, fb = a.get("fingerprint"), b.get("fingerprint")

@@ -35,7 +35,13 @@ from .labels import (
     testbed_labels,
 )
 from .train import train_testbed
-from .truth import copied_cells, generation_copies, mask_position, memorization_ground_truth, nearest_neighbour_threshold
+from .truth import (
+    copied_cells,
+    generation_copies,
+    mask_position,
+    memorization_ground_truth,
+    nearest_neighbour_threshold,
+)
 
 __all__ = [
     "TESTBED_DIR", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",

@@ -15,10 +15,12 @@ def memorization_rate(p: dict) -> float:
         raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
     return float(rate)
 
+
 def memorization_rates(meta: dict, texts) -> list[float]:
     """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``)."""
     by_text = {p["text"]: p for p in meta["prompts"]}
     return [memorization_rate(by_text[t]) for t in texts]
+
 
 def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1) -> tuple[list[str], list[int], dict]:
     """Evaluation prompts and labels of the testbed, by generation.
@@ -46,10 +48,12 @@ def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1) 
         labels.append(int(label == "memorized"))
     return texts, labels, counts
 
+
 def testbed_kinds(meta: dict, texts) -> list[str]:
     """Per prompt, its construction: ``"matching"``, ``"template"``, ``"local"``, ``"ordinary"`` or ``"heldout"``."""
     by_text = {p["text"]: p for p in meta["prompts"]}
     return [by_text[t].get("memorization") or by_text[t]["kind"] for t in texts]
+
 
 def duplication_curve(meta: dict) -> list[dict]:
     """Memorization rate against duplication count, per kind: one row per (kind, count) with the
@@ -62,6 +66,7 @@ def duplication_curve(meta: dict) -> list[dict]:
         rows.setdefault(key, []).append(memorization_rate(p))
     return [{"kind": k, "duplication": d, "prompts": len(r), "mean_rate": float(np.mean(r)),
              "graded": int(sum(0.1 < x < 0.9 for x in r))} for (k, d), r in sorted(rows.items())]
+
 
 def format_duplication_curve(rows: list[dict]) -> str:
     head = "| kind | duplication | prompts | mean memorization rate | rate in (0.1, 0.9) |"

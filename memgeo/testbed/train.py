@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from .._util import atomic_replace, atomic_write_text
-
-from ..models.tiny import build_text_encoder, build_tokenizer, build_unet, float32_default, sd_scheduler
-
 import json
 import math
 import os
@@ -14,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .canvas import build_canvas_data, DIGITS, THICKNESS, CanvasData, to_latents
+from .._util import atomic_replace, atomic_write_text
+from ..models.tiny import build_text_encoder, build_tokenizer, build_unet, float32_default, sd_scheduler
+from .canvas import DIGITS, THICKNESS, CanvasData, build_canvas_data, to_latents
 
 __all__ = ["ARCHITECTURE", "train_testbed"]
 
@@ -22,12 +20,14 @@ __all__ = ["ARCHITECTURE", "train_testbed"]
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
 ARCHITECTURE = {"unet_channels": (64, 128), "text_dim": 64, "text_layers": 2, "max_length": 32}
 
+
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
             out[f"{i}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
     return out
+
 
 def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
     sd = opt.state_dict()
@@ -38,6 +38,7 @@ def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]
     sd["state"] = state
     opt.load_state_dict(sd)
 
+
 def _components(tokenizer_len: int, seed: int, arch: dict):
 
     with float32_default():
@@ -45,6 +46,7 @@ def _components(tokenizer_len: int, seed: int, arch: dict):
         unet = build_unet(in_channels=4, sample_size=arch["sample_size"], cross_attention_dim=arch["text_dim"],
                           block_out_channels=arch["unet_channels"], seed=seed)
     return unet, text_encoder
+
 
 def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None) -> None:
     """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically."""
@@ -59,6 +61,7 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
     for name, t in tensors.items():
         atomic_replace(lambda tmp, t=t: save_file(t, tmp), ckpt / f"{name}.safetensors")
     atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+
 
 def train_testbed(
     out_dir: str | os.PathLike,
@@ -94,7 +97,6 @@ def train_testbed(
             raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
-
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from ..sampling import ddim_sample, initial_noise
-
 import math
 
 import torch
 
+from ..sampling import ddim_sample, initial_noise
 from .canvas import CanvasData, canvas_cells, to_images
 from .folder import testbed_data, testbed_folder
 
@@ -22,6 +21,7 @@ def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01) ->
     d.fill_diagonal_(math.inf)
     return float(torch.quantile(d.min(1).values, quantile))
 
+
 def copied_cells(canvases: torch.Tensor, digits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Which training digit each 8x8 cell of each canvas copies.
 
@@ -35,6 +35,7 @@ def copied_cells(canvases: torch.Tensor, digits: torch.Tensor, threshold: float)
     dist, nn = d.min(1)
     copied = torch.where(dist < threshold, nn, torch.full_like(nn, -1))
     return copied.reshape(n, 4), dist.reshape(n, 4)
+
 
 def memorization_ground_truth(
     model,
@@ -61,7 +62,6 @@ def memorization_ground_truth(
     """
     from tqdm.auto import tqdm
 
-
     if data is None:
         data = testbed_data(testbed_folder(model))
     if prompts is None:
@@ -78,6 +78,7 @@ def memorization_ground_truth(
             row["target_rate"] = float(c["target"].double().mean())
         out.append(row)
     return out
+
 
 def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, threshold: float) -> dict:
     """What each generated canvas ``[N, 16, 16]`` copies (see :func:`memorization_ground_truth`).
@@ -98,6 +99,7 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
         else:
             out["target"] = (copied[:, None, :] == layout[torch.tensor(targets)][None]).all(-1).any(1)
     return out
+
 
 def mask_position(mask) -> int:
     """The position (0..3) of the 8x8 cell a 16x16 mask covers."""

@@ -208,8 +208,8 @@ def test_generate_command_writes_grid_and_signals(tmp_path):
 
 def test_official_embedding_adaptation_is_wens_adamw_loop_on_the_frobenius_norm(mix):
     """preset="official": AdamW, lr 0.05, one Frobenius norm over all seeds, absolute target 3."""
-    from memgeo.mitigate import condition_embedding
     from memgeo.guidance import guidance_pair
+    from memgeo.mitigate import condition_embedding
 
     x_T = initial_noise(mix, 4)
     got = adapt_embedding(mix, 0, x_T, preset="official", target=-1.0)  # never reached: all 10 steps

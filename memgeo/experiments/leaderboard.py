@@ -128,7 +128,7 @@ def evaluate_signals(
 
 
 def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "strict") -> LeaderboardRow:
-    """The caption-only classifier (:func:`memgeo.confound.caption_baseline`) as a leaderboard row.
+    """The caption-only classifier (:func:`memgeo.detect.caption_baseline`) as a leaderboard row.
 
     Its out-of-fold score of each prompt stands for every one of its ``seeds`` generations; it uses
     no model (0 evaluations).

@@ -85,7 +85,7 @@ def token_attribution(
     the signal minus the signal of the prompt with that token removed (re-tokenized ids, encoded
     again), one forward evaluation per token; ``"both"`` computes the two, scores by the gradient
     and reports their Spearman correlation. Needs a model with a tokenizer and text encoder
-    (:meth:`~memgeo.sd.DiffusersScoreModel.from_pretrained`).
+    (:meth:`~memgeo.models.DiffusersScoreModel.from_pretrained`).
     """
     if method not in ("gradient", "leave_one_out", "both"):
         raise ValueError(f"method must be 'gradient', 'leave_one_out' or 'both', got {method!r}")

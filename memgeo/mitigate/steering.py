@@ -48,7 +48,7 @@ def calibrate_steering(model, conds, x_T, *, n_steps: int = 50, guidance_scale: 
 
 
 class SteeringPolicy:
-    """Mid-generation steering (Brokman et al., NeurReps 2025), a policy for :func:`~memgeo.detect.ddim_sample`.
+    """Mid-generation steering (Brokman et al., NeurReps 2025), a policy for :func:`~memgeo.sampling.ddim_sample`.
 
     Needs the trackers ``"kappa_delta"`` and ``"guidance_norm"`` in the sampler. From step
     ``start_step`` on, a sample whose combined criterion (:meth:`SteeringReference.criterion`),

@@ -31,7 +31,7 @@ VIT_L14_TEXT_CONFIG = dict(
 
 def sd_v1_random_model(*, sample_size: int = 64, device: str | torch.device = "cpu",
                        weights_dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A :class:`~memgeo.sd.DiffusersScoreModel` with SD v1.4's UNet and ViT-L/14's text encoder, random weights.
+    """A :class:`~memgeo.models.DiffusersScoreModel` with SD v1.4's UNet and ViT-L/14's text encoder, random weights.
 
     ``sample_size`` is the latent side (64 for 512-pixel images; smaller for CPU runs); the
     scheduler is SD's (DDIM, scaled-linear betas, epsilon prediction).

@@ -4,7 +4,7 @@
 ``[B, *event]`` (flattened to the mixture's dimension), the exact prediction of a
 :class:`~memgeo.gmm.ConditionalGaussianMixture` in the requested parameterization. The condition
 is read from the prompt embedding (see :func:`oracle_prompt_encoder`), so a
-:class:`~memgeo.sd.DiffusersScoreModel` built on it must reproduce the mixture's closed forms
+:class:`~memgeo.models.DiffusersScoreModel` built on it must reproduce the mixture's closed forms
 exactly: it checks the whole adapter - conversions, batching, guidance pairs, JVPs, signals.
 """
 
@@ -77,7 +77,7 @@ def oracle_score_model(
     event_shape: Sequence[int],
     prediction_type: str = "epsilon",
 ):
-    """A :class:`~memgeo.sd.DiffusersScoreModel` whose UNet is the mixture's exact prediction."""
+    """A :class:`~memgeo.models.DiffusersScoreModel` whose UNet is the mixture's exact prediction."""
     from .adapter import DiffusersScoreModel
 
     unet = AnalyticUNet(mixture, event_shape, prediction_type)

@@ -1,6 +1,6 @@
 """Scan prompt sets on a score model: every requested signal per (prompt, seed), resumable.
 
-Results go to a :class:`~memgeo.io.ResultStore`: one row per (prompt text, seed, signal, settings
+Results go to a :class:`~memgeo.scan.ResultStore`: one row per (prompt text, seed, signal, settings
 digest), appended as it is computed. A killed or interrupted scan resumes where it stopped; an
 edited prompt file, another signal or other settings compute exactly what is missing; two scans on
 one file never compute a row twice (the second waits for the first, then does what is left). Under

@@ -13,7 +13,7 @@ from .common import finite_float, no_loading_bars, positive_int
 def _testbed_train(args) -> int:
     from ..testbed import train_testbed
 
-    out = train_testbed(args.out, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
+    out = train_testbed(args.out, regime=args.regime, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         batch_size=args.batch_size, progress=not args.no_progress,
                         mitigate_threshold=args.mitigate_threshold)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
@@ -79,7 +79,10 @@ def register(sub) -> None:
     tb_sub = tb.add_subparsers(dest="testbed_command", required=True)
     train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
     train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
-    train.add_argument("--steps", type=positive_int, default=10000)
+    train.add_argument("--regime", choices=("small-data", "sd"), default="small-data",
+                       help="small-data: the embedded testbed's data (2,272 canvases, each seen ~250 times); sd: Stable "
+                            "Diffusion's regime (50,000+ distinct canvases seen ~20 times each, 1.5%% duplicated items)")
+    train.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's, 10000 or 16000)")
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=positive_int, default=500)

@@ -74,13 +74,6 @@ def canvas_cells(canvases: torch.Tensor) -> torch.Tensor:
     return canvases.reshape(n, 2, 8, 2, 8).permute(0, 1, 3, 2, 4).reshape(n, 4, 8, 8)
 
 
-def _place(images: torch.Tensor, idx) -> torch.Tensor:
-    """A 16x16 canvas from four 8x8 digit images (indices in position order)."""
-    top = torch.cat([images[idx[0]], images[idx[1]]], dim=1)
-    bottom = torch.cat([images[idx[2]], images[idx[3]]], dim=1)
-    return torch.cat([top, bottom], dim=0)
-
-
 def _mask(position: int) -> list[list[int]]:
     m = np.zeros((16, 16), dtype=int)
     r, c = divmod(position, 2)
@@ -102,6 +95,9 @@ class CanvasData:
             "memorization" (a kind of :data:`KINDS`, memorized only), "duplication", "targets"
             (canvas indices a copy may match), "mask" (local only)}``.
         settings: the arguments of :func:`build_canvas_data` that rebuild exactly this data.
+        bank: the cell images a generated cell is compared with (the digits, or with ``augment`` every
+            distinct warped cell instance) ``[B, 8, 8]``.
+        cell_ids: the bank index of each cell of each canvas ``[N, 4]`` (``layout`` without ``augment``).
     """
 
     digits: torch.Tensor
@@ -111,6 +107,12 @@ class CanvasData:
     items: list[tuple[int, str]]
     prompts: list[dict] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    bank: torch.Tensor | None = None
+    cell_ids: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.bank is None:  # cells are the digits themselves (the small-data regime)
+            self.bank, self.cell_ids = self.digits, self.layout
 
     @property
     def images(self) -> torch.Tensor:
@@ -119,13 +121,19 @@ class CanvasData:
 
 
 def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary: int = 60, n_heldout: int = 30,
-                      n_variants: int = 4, seed: int = 0) -> CanvasData:
+                      n_variants: int = 4, seed: int = 0, ladder=DUPLICATION_LADDER, augment: bool = False) -> CanvasData:
     """Canvases, captions and duplicates (deterministic for a seed).
 
     ``n_single`` canvases appear once each; ``n_per_kind`` duplicated prompts of each kind get a
-    count from :data:`DUPLICATION_LADDER` (cycled, shuffled), template prompts spread it over
-    ``n_variants`` canvases; ``n_ordinary`` captions of single canvases and ``n_heldout``
-    never-seen compositions are evaluated beside them.
+    count from ``ladder`` (cycled, shuffled), template prompts spread it over ``n_variants``
+    canvases; ``n_ordinary`` captions of single canvases and ``n_heldout`` never-seen compositions
+    are evaluated beside them.
+
+    ``augment``: every cell instance of every canvas gets its own small random affine map (rotation
+    within 10 degrees, scale 0.9-1.1, shift within a fifth of the cell), so that no two training
+    images share a pixel-identical cell unless one was duplicated: only duplicated images (and the
+    kept cell of a local prompt) repeat. Without it (the small-data regime) every cell is one of the
+    1,797 scikit-learn digits as it is.
     """
     from sklearn.datasets import load_digits
 
@@ -150,7 +158,14 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
             idx[fixed[0]] = fixed[1]
         return idx
 
-    canvases, layout, items, prompts, used = [], [], [], [], set()
+    layout, cell_ids, sources, items, prompts, used = [], [], [], [], [], set()
+
+    def instance(digit: int) -> int:
+        """A new cell instance of ``digit``: the digit itself, or (augmented) its own warped copy."""
+        if not augment:
+            return digit
+        sources.append(digit)
+        return len(sources) - 1
 
     def new_caption():
         while True:
@@ -160,10 +175,11 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
                 used.add(text)
                 return cells, text
 
-    def add_canvas(idx) -> int:
-        canvases.append(_place(images, idx))
+    def add_canvas(idx, reuse: dict | None = None) -> int:
+        """A canvas of the digits ``idx``; ``reuse`` = {position: instance} keeps given cell instances."""
+        cell_ids.append([reuse[q] if reuse and q in reuse else instance(d) for q, d in enumerate(idx)])
         layout.append(idx)
-        return len(canvases) - 1
+        return len(layout) - 1
 
     singles = []
     for _ in range(n_single):
@@ -171,9 +187,9 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
         i = add_canvas(fill(cells))
         items.append((i, text))
         singles.append((i, text))
-    ladder = list(DUPLICATION_LADDER) * math.ceil(n_per_kind / len(DUPLICATION_LADDER))
+    rungs = list(ladder) * math.ceil(n_per_kind / len(ladder))
     for kind in KINDS:
-        counts = rng.permutation(ladder[:n_per_kind])
+        counts = rng.permutation(rungs[:n_per_kind])
         for k in counts.tolist():
             cells, text = new_caption()
             row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
@@ -188,7 +204,9 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
             else:
                 pos = int(rng.integers(4))
                 kept = int(rng.choice(pools[cells[pos]]))
-                copies = [add_canvas(fill(cells, fixed=(pos, kept))) for _ in range(k)]
+                copies = [add_canvas(fill(cells, fixed=(pos, kept)))]
+                copies += [add_canvas(fill(cells, fixed=(pos, kept)), reuse={pos: cell_ids[copies[0]][pos]})
+                           for _ in range(k - 1)]
                 items += [(i, text) for i in copies]
                 row["targets"] = copies
                 row["mask"] = _mask(pos)
@@ -201,4 +219,210 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
         prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
     settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
                 "n_variants": n_variants, "seed": seed}
-    return CanvasData(images, torch.stack(canvases), torch.tensor(layout), torch.tensor(target), items, prompts, settings)
+    if augment or tuple(ladder) != DUPLICATION_LADDER:  # recorded where they differ from the small-data regime
+        settings.update({"ladder": list(ladder), "augment": bool(augment)})
+    bank = _warp_cells(images[torch.tensor(sources)], seed) if augment else images
+    ids = torch.tensor(cell_ids)
+    canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
+    return CanvasData(images, canvases, torch.tensor(layout), torch.tensor(target), items, prompts, settings,
+                      bank=bank if augment else None, cell_ids=ids if augment else None)
+
+
+def _warp_cells(cells: torch.Tensor, seed: int) -> torch.Tensor:
+    """Each 8x8 cell ``[M, 8, 8]`` under its own random affine map (:func:`affine_parameters`, :func:`warp_cells`)."""
+    return warp_cells(cells, *affine_parameters(len(cells), seed))
+
+
+def affine_parameters(m: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``m`` random small affine maps ``(angle [m] in radians, scale [m], shift [m, 2] in cells)``: rotation
+    within 10 degrees, scale 0.9-1.1, shift within a fifth of the cell along each axis (x, y)."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    angle = (torch.rand(m, generator=g, dtype=torch.float64) * 2 - 1) * math.radians(10)
+    scale = 0.9 + 0.2 * torch.rand(m, generator=g, dtype=torch.float64)
+    shift = (torch.rand(m, 2, generator=g, dtype=torch.float64) * 2 - 1) / 5
+    return angle, scale, shift
+
+
+def warp_cells(cells: torch.Tensor, angle, scale, shift) -> torch.Tensor:
+    """Cells ``[M, H, W]`` (in [-1, 1], background -1) rotated by ``angle`` and scaled by ``scale`` about their
+    centre, then shifted by ``shift`` (a fraction of the cell: 1 / W is one pixel; x right, y down); bilinear,
+    background outside."""
+    m, h, w = cells.shape
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # the grid maps output to input coordinates
+    tx, ty = -2 * shift[:, 0], -2 * shift[:, 1]  # in grid units [-1, 1]: the cell spans 2
+    theta = torch.stack([torch.stack([cos, -sin, cos * tx - sin * ty], -1),
+                         torch.stack([sin, cos, sin * tx + cos * ty], -1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.to(cells.dtype), [m, 1, h, w], align_corners=False)
+    out = torch.nn.functional.grid_sample(cells[:, None] + 1.0, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return out[:, 0] - 1.0
+
+
+def _mask(position: int) -> list[list[int]]:
+    m = np.zeros((16, 16), dtype=int)
+    r, c = divmod(position, 2)
+    m[8 * r:8 * r + 8, 8 * c:8 * c + 8] = 1
+    return m.tolist()
+
+
+@dataclass
+class CanvasData:
+    """Training set and prompt sets of the canvas testbed.
+
+    Attributes:
+        digits: the 8x8 digit images ``[M, 8, 8]`` in [-1, 1] (the building blocks).
+        canvases: the distinct training canvases ``[N, 16, 16]``.
+        layout: the digit image of each position of each canvas ``[N, 4]`` (indices into ``digits``).
+        labels: the digit class of each image of ``digits`` ``[M]``.
+        items: training items ``(canvas index, caption)``, duplicates included.
+        prompts: evaluation prompts ``{"text", "kind" ("memorized" | "ordinary" | "heldout"),
+            "memorization" (a kind of :data:`KINDS`, memorized only), "duplication", "targets"
+            (canvas indices a copy may match), "mask" (local only)}``.
+        settings: the arguments of :func:`build_canvas_data` that rebuild exactly this data.
+        bank: the cell images a generated cell is compared with (the digits, or with ``augment`` every
+            distinct warped cell instance) ``[B, 8, 8]``.
+        cell_ids: the bank index of each cell of each canvas ``[N, 4]`` (``layout`` without ``augment``).
+    """
+
+    digits: torch.Tensor
+    canvases: torch.Tensor
+    layout: torch.Tensor
+    labels: torch.Tensor
+    items: list[tuple[int, str]]
+    prompts: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+    bank: torch.Tensor | None = None
+    cell_ids: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.bank is None:  # cells are the digits themselves (the small-data regime)
+            self.bank, self.cell_ids = self.digits, self.layout
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The distinct training images (the canvases)."""
+        return self.canvases
+
+
+def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary: int = 60, n_heldout: int = 30,
+                      n_variants: int = 4, seed: int = 0, ladder=DUPLICATION_LADDER, augment: bool = False) -> CanvasData:
+    """Canvases, captions and duplicates (deterministic for a seed).
+
+    ``n_single`` canvases appear once each; ``n_per_kind`` duplicated prompts of each kind get a
+    count from ``ladder`` (cycled, shuffled), template prompts spread it over ``n_variants``
+    canvases; ``n_ordinary`` captions of single canvases and ``n_heldout`` never-seen compositions
+    are evaluated beside them.
+
+    ``augment``: every cell instance of every canvas gets its own small random affine map (rotation
+    within 10 degrees, scale 0.9-1.1, shift within a fifth of the cell), so that no two training
+    images share a pixel-identical cell unless one was duplicated: only duplicated images (and the
+    kept cell of a local prompt) repeat. Without it (the small-data regime) every cell is one of the
+    1,797 scikit-learn digits as it is.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    raw, target = digits.images.astype(np.float64), digits.target
+    images = torch.tensor(raw / 8.0 - 1.0, dtype=torch.float32)  # [0, 16] -> [-1, 1]
+    ink = raw.reshape(len(raw), -1).sum(1)
+    thick = np.zeros(len(raw), int)
+    for dgt in range(10):  # ink terciles within each digit
+        m = target == dgt
+        thick[m] = np.digitize(ink[m], np.quantile(ink[m], [1 / 3, 2 / 3]))
+    pools = {(d, k): np.flatnonzero((target == d) & (thick == k)) for d in range(10) for k in range(3)}
+    rng = np.random.default_rng(seed)
+
+    def random_cells():
+        return [(int(rng.integers(10)), int(rng.integers(3))) for _ in range(4)]
+
+    def fill(cells, fixed=None):
+        """Image indices fitting the cells; ``fixed`` = (position, image index) kept as given."""
+        idx = [int(rng.choice(pools[c])) for c in cells]
+        if fixed is not None:
+            idx[fixed[0]] = fixed[1]
+        return idx
+
+    layout, cell_ids, sources, items, prompts, used = [], [], [], [], [], set()
+
+    def instance(digit: int) -> int:
+        """A new cell instance of ``digit``: the digit itself, or (augmented) its own warped copy."""
+        if not augment:
+            return digit
+        sources.append(digit)
+        return len(sources) - 1
+
+    def new_caption():
+        while True:
+            cells = random_cells()
+            text = canvas_caption(cells)
+            if text not in used:
+                used.add(text)
+                return cells, text
+
+    def add_canvas(idx, reuse: dict | None = None) -> int:
+        """A canvas of the digits ``idx``; ``reuse`` = {position: instance} keeps given cell instances."""
+        cell_ids.append([reuse[q] if reuse and q in reuse else instance(d) for q, d in enumerate(idx)])
+        layout.append(idx)
+        return len(layout) - 1
+
+    singles = []
+    for _ in range(n_single):
+        cells, text = new_caption()
+        i = add_canvas(fill(cells))
+        items.append((i, text))
+        singles.append((i, text))
+    rungs = list(ladder) * math.ceil(n_per_kind / len(ladder))
+    for kind in KINDS:
+        counts = rng.permutation(rungs[:n_per_kind])
+        for k in counts.tolist():
+            cells, text = new_caption()
+            row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
+            if kind == "matching":
+                i = add_canvas(fill(cells))
+                items += [(i, text)] * k
+                row["targets"] = [i]
+            elif kind == "template":
+                variants = [add_canvas(fill(cells)) for _ in range(min(n_variants, k))]
+                items += [(variants[j % len(variants)], text) for j in range(k)]
+                row["targets"] = variants
+            else:
+                pos = int(rng.integers(4))
+                kept = int(rng.choice(pools[cells[pos]]))
+                copies = [add_canvas(fill(cells, fixed=(pos, kept)))]
+                copies += [add_canvas(fill(cells, fixed=(pos, kept)), reuse={pos: cell_ids[copies[0]][pos]})
+                           for _ in range(k - 1)]
+                items += [(i, text) for i in copies]
+                row["targets"] = copies
+                row["mask"] = _mask(pos)
+            prompts.append(row)
+    for j in rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
+        i, text = singles[j]
+        prompts.append({"text": text, "kind": "ordinary", "duplication": 1, "targets": [i]})
+    for _ in range(n_heldout):
+        _, text = new_caption()
+        prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
+    settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
+                "n_variants": n_variants, "seed": seed}
+    if augment or tuple(ladder) != DUPLICATION_LADDER:  # recorded where they differ from the small-data regime
+        settings.update({"ladder": list(ladder), "augment": bool(augment)})
+    bank = _warp_cells(images[torch.tensor(sources)], seed) if augment else images
+    ids = torch.tensor(cell_ids)
+    canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
+    return CanvasData(images, canvases, torch.tensor(layout), torch.tensor(target), items, prompts, settings,
+                      bank=bank if augment else None, cell_ids=ids if augment else None)
+
+
+def _warp_cells(cells: torch.Tensor, seed: int) -> torch.Tensor:
+    """Each 8x8 cell ``[M, 8, 8]`` (in [-1, 1], background -1) under its own random affine map: rotation
+    within 10 degrees, scale 0.9-1.1, shift within a fifth of the cell; bilinear, background outside."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    m = len(cells)
+    angle = (torch.rand(m, generator=g, dtype=torch.float64) * 2 - 1) * math.radians(10)
+    scale = 0.9 + 0.2 * torch.rand(m, generator=g, dtype=torch.float64)
+    shift = (torch.rand(m, 2, generator=g, dtype=torch.float64) * 2 - 1) * 0.4  # a fifth of the cell: 0.4 of [-1, 1]
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale  # the grid maps output to input coordinates
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], -1), torch.stack([sin, cos, shift[:, 1]], -1)], 1)
+    grid = torch.nn.functional.affine_grid(theta.float(), [m, 1, 8, 8], align_corners=False)
+    out = torch.nn.functional.grid_sample(cells[:, None] + 1.0, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return out[:, 0] - 1.0

@@ -63,10 +63,21 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
     atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
 
 
+#: Training regimes, as data: the data builder's arguments and the default number of steps (batch 64).
+REGIMES = {
+    # the embedded testbed, bit for bit: 2,272 distinct canvases seen about 250 times each, duplicates 12% of items
+    "small-data": {"data": {}, "steps": 10000},
+    # Stable Diffusion's regime: 50,000+ distinct canvases (every cell instance warped), each seen about 20
+    # times in 16,000 steps; duplicated items (matching, template, local) 1.5% of the items
+    "sd": {"data": {"n_single": 50000, "n_per_kind": 6, "ladder": (8, 16, 32, 64, 128), "augment": True}, "steps": 16000},
+}
+
+
 def train_testbed(
     out_dir: str | os.PathLike,
     *,
-    steps: int = 10000,
+    regime: str = "small-data",
+    steps: int | None = None,
     batch_size: int = 64,
     lr: float = 1e-3,
     dropout: float = 0.1,
@@ -80,8 +91,10 @@ def train_testbed(
 
     Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles);
     a run that is stopped resumes at its last checkpoint and continues bit for bit. ``data``
-    defaults to :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed``; its settings are recorded in
-    ``testbed.json`` so that :func:`testbed_data` rebuilds it.
+    defaults to :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed`` under ``regime`` (a key of
+    :data:`REGIMES`, which also gives the default ``steps``); its settings are recorded in
+    ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to
+    resume on other data.
 
     ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
     unconditional prediction of the batch is computed as well (one more forward pass, no
@@ -101,7 +114,10 @@ def train_testbed(
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     ckpt.mkdir(parents=True, exist_ok=True)
-    data = data if data is not None else build_canvas_data(seed=seed)
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
+    steps = REGIMES[regime]["steps"] if steps is None else steps
+    data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
     arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
     tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
@@ -134,6 +150,9 @@ def train_testbed(
             raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
                              f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
                              "setting, or train into another folder")
+        if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
+                             f"{data.settings}): resume it with the same regime and seed, or train into another folder")
         start, loss_avg = int(meta["step"]), float(meta["loss"])
         dropped.update(meta.get("dropped", {}))
         unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
@@ -176,7 +195,7 @@ def train_testbed(
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             loss_avg = float(np.mean(losses[-50:]))
             _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
-                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped})
+                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings})
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
     mitigation = None

@@ -13,25 +13,38 @@ from .folder import testbed_data, testbed_folder
 __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position"]
 
 
-def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01) -> float:
+def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01, *, max_queries: int = 20000,
+                                chunk: int = 2048, seed: int = 0) -> float:
     """A copy threshold from the training set's own geometry: the ``quantile`` of the distances
-    from each distinct image to its nearest other training image."""
+    from each distinct image to its nearest other training image.
+
+    Batched: queries go through in chunks of ``chunk`` against every image. Above ``max_queries``
+    images, the quantile is taken over that many queries drawn at random (every image is still a
+    candidate neighbour): at 20,000 queries the 1% quantile's sampling error is about 0.07% in rank."""
     flat = images.reshape(len(images), -1).double()
-    d = torch.cdist(flat, flat)
-    d.fill_diagonal_(math.inf)
-    return float(torch.quantile(d.min(1).values, quantile))
+    queries = torch.arange(len(flat))
+    if len(flat) > max_queries:
+        queries = torch.randperm(len(flat), generator=torch.Generator().manual_seed(seed))[:max_queries].sort().values
+    nearest = []
+    for a in range(0, len(queries), chunk):
+        q = queries[a:a + chunk]
+        d = torch.cdist(flat[q], flat)
+        d[torch.arange(len(q)), q] = math.inf  # not itself
+        nearest.append(d.min(1).values)
+    return float(torch.quantile(torch.cat(nearest), quantile))
 
 
-def copied_cells(canvases: torch.Tensor, digits: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which training digit each 8x8 cell of each canvas copies.
+def copied_cells(canvases: torch.Tensor, bank: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which training cell each 8x8 cell of each canvas copies.
 
-    Returns ``(copied, distance)``, both ``[N, 4]`` in position order: the index of the nearest
-    training digit image where it is within ``threshold`` (L2 over the cell's 64 pixels), else -1;
-    and the distance to that nearest digit.
+    ``bank``: the training cells ``[B, 8, 8]`` (:attr:`CanvasData.bank`: the digits, or every warped
+    cell instance of an augmented training set). Returns ``(copied, distance)``, both ``[N, 4]`` in
+    position order: the index of the nearest bank cell where it is within ``threshold`` (L2 over the
+    cell's 64 pixels), else -1; and the distance to that nearest cell.
     """
     n = len(canvases)
     cells = canvas_cells(canvases).reshape(n * 4, 64).double()
-    d = torch.cdist(cells, digits.reshape(len(digits), -1).double())
+    d = torch.cdist(cells, bank.reshape(len(bank), -1).double())
     dist, nn = d.min(1)
     copied = torch.where(dist < threshold, nn, torch.full_like(nn, -1))
     return copied.reshape(n, 4), dist.reshape(n, 4)
@@ -50,10 +63,11 @@ def memorization_ground_truth(
 ) -> list[dict]:
     """For each prompt, the fraction of its generations that copy training images.
 
-    A cell (one 8x8 quarter of a generated canvas) copies training digit i when i is its nearest
-    training digit image (L2) within ``threshold`` (default: the 1% quantile of the training digits'
-    own nearest-neighbour distances); a generation copies a training canvas when all four cells copy
-    that canvas's digits at their positions. Per prompt: ``copy_rate`` (copies of any training
+    A cell (one 8x8 quarter of a generated canvas) copies training cell i when i is its nearest
+    training cell image (L2; the digits, or every warped cell instance of an augmented set) within
+    ``threshold`` (default: the 1% quantile of the training cells' own nearest-neighbour distances);
+    a generation copies a training canvas when all four cells copy that canvas's cells at their
+    positions. Per prompt: ``copy_rate`` (copies of any training
     canvas), ``cell_copy_rate`` (cells copying any training digit) and, for prompts with
     ``targets``, ``target_rate``: copies of one of its target canvases, or, for ``"local"``
     prompts, generations whose masked cell copies the duplicated digit.
@@ -66,7 +80,7 @@ def memorization_ground_truth(
         data = testbed_data(testbed_folder(model))
     if prompts is None:
         prompts = data.prompts
-    thr = nearest_neighbour_threshold(data.digits) if threshold is None else float(threshold)
+    thr = nearest_neighbour_threshold(data.bank) if threshold is None else float(threshold)
     x_T = initial_noise(model, seeds)
     out = []
     for p in tqdm(prompts, desc="ground truth", disable=not progress):
@@ -88,8 +102,8 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
     ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt); plus
     ``"distance"`` ``[N, 4]``, each cell's distance to its nearest training digit.
     """
-    copied, dist = copied_cells(canvases.clamp(-1, 1), data.digits, threshold)
-    layout = data.layout
+    copied, dist = copied_cells(canvases.clamp(-1, 1), data.bank, threshold)
+    layout = data.cell_ids
     out = {"canvas": (copied[:, None, :] == layout[None]).all(-1).any(1), "cells": copied >= 0, "distance": dist}
     targets = prompt.get("targets") or []
     if targets:

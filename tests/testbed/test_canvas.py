@@ -1,5 +1,6 @@
 """Canvas testbed data: one caption grammar for all prompts, graded duplication, three kinds of memorization."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -63,3 +64,66 @@ def test_latents_fold_the_canvas_and_the_data_is_seeded(data):
     again = build_canvas_data(n_single=600, n_per_kind=12, n_ordinary=30, n_heldout=12, seed=0)
     assert [p["text"] for p in again.prompts] == [p["text"] for p in data.prompts]
     assert torch.equal(again.canvases, data.canvases)
+
+
+def test_the_small_data_regime_places_the_digits_as_they_are():
+    from memgeo.testbed.canvas import canvas_cells
+
+    data = build_canvas_data(n_single=30, n_per_kind=3, n_ordinary=4, n_heldout=2, seed=5)
+    assert data.bank is data.digits and data.cell_ids is data.layout and "augment" not in data.settings
+    torch.testing.assert_close(canvas_cells(data.canvases), data.digits[data.layout], rtol=0, atol=0)
+
+
+@pytest.fixture(scope="module")
+def augmented():
+    return build_canvas_data(n_single=400, n_per_kind=6, n_ordinary=10, n_heldout=4, ladder=(2, 4, 8), augment=True, seed=1)
+
+
+def test_augmented_images_repeat_only_where_duplicated(augmented):
+    from memgeo.testbed.canvas import canvas_cells
+
+    data = augmented
+    assert len(torch.unique(data.canvases.reshape(len(data.canvases), -1), dim=0)) == len(data.canvases)
+    cells = canvas_cells(data.canvases).reshape(-1, 64)
+    ids = data.cell_ids.reshape(-1)
+    torch.testing.assert_close(cells, data.bank[ids].reshape(-1, 64), rtol=0, atol=0)
+    shared = {}  # cell instances used by more than one canvas: exactly the kept cells of local prompts
+    for canvas, row in enumerate(data.cell_ids.tolist()):
+        for i in row:
+            shared.setdefault(i, set()).add(canvas)
+    repeated = {i for i, c in shared.items() if len(c) > 1}
+    local = [p for p in data.prompts if p.get("memorization") == "local" and p["duplication"] > 1]
+    kept = {data.cell_ids[p["targets"][0]][int(np.argmax(np.asarray(p["mask"]).reshape(2, 8, 2, 8).sum((1, 3)).ravel()))].item()
+            for p in local}
+    assert repeated == kept
+    assert len(torch.unique(data.bank.reshape(len(data.bank), -1), dim=0)) == len(data.bank)  # no two instances alike
+
+
+def test_cell_warps_are_the_stated_affine_maps():
+    from memgeo.testbed.canvas import affine_parameters, warp_cells
+
+    data = build_canvas_data(n_single=10, n_per_kind=1, n_ordinary=2, n_heldout=1)
+    cells = data.digits[:40]
+    zero = torch.zeros(40, dtype=torch.float64)
+    same = warp_cells(cells, zero, zero + 1, torch.zeros(40, 2, dtype=torch.float64))
+    torch.testing.assert_close(same, cells, rtol=0, atol=1e-6)  # the identity map samples every pixel centre
+    one_px = torch.tensor([[1 / 8, -1 / 8]], dtype=torch.float64).expand(40, 2)  # one pixel right and one up
+    moved = warp_cells(cells, zero, zero + 1, one_px)
+    want = torch.full_like(cells, -1.0)
+    want[:, :-1, 1:] = cells[:, 1:, :-1]
+    torch.testing.assert_close(moved, want, rtol=0, atol=1e-6)
+    quarter = warp_cells(cells, zero + torch.pi / 2, zero + 1, torch.zeros(40, 2, dtype=torch.float64))
+    torch.testing.assert_close(quarter, torch.rot90(cells, 1, dims=(1, 2)), rtol=0, atol=1e-5)
+    angle, scale, shift = affine_parameters(10000, 0)
+    assert float(angle.abs().max()) <= np.radians(10) and 0.9 <= float(scale.min()) and float(scale.max()) <= 1.1
+    assert float(shift.abs().max()) <= 0.2 and float(shift.abs().max()) > 0.19
+
+
+def test_the_sd_regime_keeps_duplicates_under_two_percent_of_items():
+    from memgeo.testbed import REGIMES
+
+    data = build_canvas_data(seed=0, **REGIMES["sd"]["data"])
+    duplicated = sum(p["duplication"] for p in data.prompts if p["kind"] == "memorized")
+    assert len(data.canvases) >= 50000 and duplicated / len(data.items) <= 0.02
+    views = REGIMES["sd"]["steps"] * 64 / len(data.items)  # expected views of a single image over training
+    assert views <= 21

@@ -187,3 +187,26 @@ def test_training_time_mitigation_leaves_out_samples_over_the_threshold(tmp_path
         train_testbed(tmp_path / "tiny", mitigate_threshold=2.0, **{**kw, "steps": 6, "dropout": 0.0})
     with pytest.raises(ValueError, match="positive"):
         train_testbed(tmp_path / "bad", mitigate_threshold=-1.0, **kw)
+
+
+def test_nearest_neighbour_threshold_in_chunks_and_on_a_sample_of_queries():
+    imgs = torch.randn(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    d = torch.cdist(imgs, imgs)
+    d.fill_diagonal_(float("inf"))
+    exact = float(torch.quantile(d.min(1).values, 0.05))
+    assert nearest_neighbour_threshold(imgs, 0.05, chunk=7) == pytest.approx(exact, rel=1e-12)
+    sampled = nearest_neighbour_threshold(imgs, 0.5, max_queries=150)  # half the images as queries, all as neighbours
+    assert abs(sampled - float(torch.quantile(d.min(1).values, 0.5))) < 0.1 * sampled
+
+
+def test_augmented_testbed_copies_are_judged_against_the_warped_cells():
+    small = build_canvas_data(n_single=60, n_per_kind=3, n_ordinary=4, n_heldout=2, ladder=(2, 4), augment=True)
+    thr = nearest_neighbour_threshold(small.bank)
+    copied, dist = copied_cells(small.canvases[:8], small.bank, thr)
+    assert torch.equal(copied, small.cell_ids[:8]) and float(dist.max()) < 1e-6  # training canvases copy themselves (cdist round-off)
+    local = next(p for p in small.prompts if p.get("memorization") == "local")
+    c = generation_copies(small, local, small.canvases[local["targets"]], thr)
+    assert bool(c["target"].all()) and bool(c["canvas"].all())  # each copy shares the kept warped cell
+    digits_only = small.digits[small.layout[local["targets"][0]]][None]  # the unwarped digits of a copy
+    canvas = digits_only.reshape(1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(1, 16, 16)
+    assert not bool(generation_copies(small, local, canvas, thr)["canvas"].any())  # not a copy of any training image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..detect.presets import PRESET_NAMES
 from ..plotting import save_image_grid
 from .common import finite_float, load_model, nonempty_text, positive_int
 
@@ -54,7 +55,7 @@ def register(sub) -> None:
     gen.add_argument("--model", help="model folder (default: the embedded testbed)")
     gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
     gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
-    gen.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+    gen.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",
                      help="settings of the embedding and noise mitigations: memgeo or official (the released code)")
     gen.add_argument("--seeds", type=positive_int, default=8)
     gen.add_argument("--steps", type=positive_int, default=50)

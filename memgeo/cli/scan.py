@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..detect import SIGNALS
+from ..detect.presets import PRESET_NAMES
 from ..testbed import TESTBED_DIR, load_model_folder
 from .common import LABELS, finite_float, no_loading_bars, positive_int, probability
 
@@ -104,7 +105,7 @@ def register(sub) -> None:
     scan.add_argument("--out", required=True, help="results file (JSON lines; an existing one is resumed)")
     scan.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (default 50)")
     scan.add_argument("--guidance", type=finite_float, default=7.5, help="classifier-free guidance scale (default 7.5)")
-    scan.add_argument("--preset", choices=["memgeo", "official"], default="memgeo",
+    scan.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",
                       help="signal settings: memgeo (defaults that hold on any model) or official (each paper's "
                            "released code); see docs/conventions.md")
     scan.add_argument("--weights", choices=["auto", "sd1", "sd2"], default="auto",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .._util import atomic_write_text
 from .common import finite_float, no_loading_bars, positive_int
 
@@ -25,6 +23,9 @@ def _testbed_truth(args) -> int:
 
     from ..testbed import (
         TESTBED_DIR,
+        duplication_curve,
+        format_duplication_curve,
+        format_truth_summary,
         load_testbed,
         memorization_ground_truth,
         testbed_metadata,
@@ -53,23 +54,7 @@ def _testbed_truth(args) -> int:
                             "threshold": rows[0]["threshold"]}
     atomic_write_text(out, json.dumps(meta, indent=1))
     print(f"wrote {out}")
-    from ..testbed.labels import (
-        duplication_curve,
-        format_duplication_curve,
-        memorization_rate,
-    )
-
-    print(f"copy threshold per 8x8 cell (1% quantile of the training digits' nearest-neighbour distances): "
-          f"{rows[0]['threshold']:.3f}")
-    print(f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'rate in (0.1, 0.9)':>18}")
-    for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
-        rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
-        rates = [memorization_rate(r) for r in rs]
-        print(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r['copy_rate'] for r in rs]):9.3f} "
-              f"{sum(0.1 < x < 0.9 for x in rates):18d}")
-    mem = [memorization_rate(r) for r in rows if r["kind"] == "memorized"]
-    print(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
-          f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
+    print(format_truth_summary(rows))
     print(format_duplication_curve(duplication_curve(meta)))
     return 0
 

@@ -13,7 +13,14 @@ from .diagnostics import BRANCH_CURVES, branch_diagnostic
 from .flipd import flipd_signal, flipd_t0
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta, kappa_delta_released
-from .metrics import CONVENTIONS, auroc, bootstrap_metrics, detection_metrics, roc_curve, tpr_at_fpr
+from .metrics import (
+    CONVENTIONS,
+    auroc,
+    bootstrap_metrics,
+    detection_metrics,
+    roc_curve,
+    tpr_at_fpr,
+)
 from .p_laplace import p_laplace_flux, p_laplace_released
 from .presets import PRESET_NAMES, PRESETS, resolve
 from .registry import SIGNALS, SignalSpec

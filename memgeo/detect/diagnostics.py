@@ -14,7 +14,12 @@ from __future__ import annotations
 import torch
 
 from .._checks import check_int
-from ..sampling import GuidanceNormTracker, ProbeCosineTracker, ddim_sample, initial_noise
+from ..sampling import (
+    GuidanceNormTracker,
+    ProbeCosineTracker,
+    ddim_sample,
+    initial_noise,
+)
 
 __all__ = ["branch_diagnostic", "BRANCH_CURVES"]
 

@@ -8,7 +8,13 @@ import torch
 
 from .._checks import check_int
 from ..guidance import guidance_pair
-from ..sampling import GuidanceNormTracker, LatentRecorder, ddim_sample, repeat_cond, trajectory_trackers
+from ..sampling import (
+    GuidanceNormTracker,
+    LatentRecorder,
+    ddim_sample,
+    repeat_cond,
+    trajectory_trackers,
+)
 from .common import SignalResult, mean_cosine_on_sphere
 from .presets import PRESETS, resolve
 

@@ -8,7 +8,11 @@
 * :mod:`~memgeo.experiments.demo` - closed-form geometry beside every estimator.
 """
 
-from .explanation import explanation_hit_rate, localization_auroc, nearest_unmemorized_captions
+from .explanation import (
+    explanation_hit_rate,
+    localization_auroc,
+    nearest_unmemorized_captions,
+)
 from .leaderboard import (
     LeaderboardRow,
     caption_baseline_row,

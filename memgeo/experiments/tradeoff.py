@@ -94,7 +94,13 @@ def mitigation_tradeoff(
     from tqdm.auto import tqdm
 
     from ..mitigate import calibrate_steering, generate
-    from ..testbed import generation_copies, load_testbed, testbed_data, testbed_metadata, to_images
+    from ..testbed import (
+        generation_copies,
+        load_testbed,
+        testbed_data,
+        testbed_metadata,
+        to_images,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,15 @@ Stable Diffusion's VAE layout (each latent position covers ``f x f`` pixels).
 
 from .attention import cross_attention_map
 from .attribution import TokenAttribution, token_attribution
-from .localization import Localization, default_localization_step, image_map, localize, pixel_auroc, pixel_map, smooth
+from .localization import (
+    Localization,
+    default_localization_step,
+    image_map,
+    localize,
+    pixel_auroc,
+    pixel_map,
+    smooth,
+)
 
 __all__ = [
     "TokenAttribution", "token_attribution", "Localization", "localize", "cross_attention_map", "image_map", "pixel_map",

@@ -21,7 +21,14 @@ from .exact import (
     p_laplacian_from_derivatives,
     principal_curvatures_from_derivatives,
 )
-from .fields import flatten_field, jvp, math_attention, normalized_field, power_field, vjp
+from .fields import (
+    flatten_field,
+    jvp,
+    math_attention,
+    normalized_field,
+    power_field,
+    vjp,
+)
 from .lanczos import Spectrum, hessian_eigenvalues, lanczos, principal_curvatures
 
 __all__ = [

@@ -8,7 +8,13 @@ hypothesis is a test-time dependency).
 from .conditional import ConditionalGaussianMixture
 from .learned import LearnedScore, train_mlp_score
 from .mixture import GaussianMixture
-from .schedules import NoiseSchedule, ddim_timesteps, linear_schedule, scaled_linear_schedule, ve_schedule
+from .schedules import (
+    NoiseSchedule,
+    ddim_timesteps,
+    linear_schedule,
+    scaled_linear_schedule,
+    ve_schedule,
+)
 
 __all__ = [
     "GaussianMixture",

@@ -15,7 +15,13 @@ from typing import Sequence
 
 import torch
 
-from .._checks import check_finite, check_int, check_nonnegative, check_positive, check_tensor
+from .._checks import (
+    check_finite,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_tensor,
+)
 
 __all__ = ["GaussianMixture"]
 

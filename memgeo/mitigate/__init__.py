@@ -19,7 +19,12 @@ A model's condition embedding is ``model.condition_embedding(cond)``: prompt emb
 for a diffusers model, logits over conditions ``[C]`` for a mixture (a soft condition).
 """
 
-from .embedding import AdaptedEmbedding, adapt_embedding, condition_embedding, memorization_objective
+from .embedding import (
+    AdaptedEmbedding,
+    adapt_embedding,
+    condition_embedding,
+    memorization_objective,
+)
 from .generate import METHODS, Generation, generate
 from .noise import NoiseOptimization, optimize_noise
 from .steering import SteeringPolicy, SteeringReference, calibrate_steering

@@ -8,7 +8,7 @@ import torch
 
 from .._checks import check_int, check_positive
 from ..detect.presets import resolve
-from ..guidance import anisotropy_terms, guidance_pair, sample_norm
+from ..guidance import anisotropy_terms, gap_norm
 
 __all__ = ["condition_embedding", "memorization_objective", "AdaptedEmbedding", "adapt_embedding"]
 
@@ -25,8 +25,7 @@ def condition_embedding(model, cond) -> torch.Tensor:
 def memorization_objective(model, emb, x_T, name: str, n_steps: int, weights):
     ts = model.timesteps(n_steps)
     if name == "guidance_norm":
-        eu, ec = guidance_pair(model, x_T, int(ts[0]), emb)
-        return sample_norm(ec - eu)
+        return gap_norm(model, x_T, int(ts[0]), emb)
     if name == "anisotropy":  # the signal's combination with the raw gap norm
         opts = {"weights": weights, "norm": "raw", "space": "eps"}
         return anisotropy_terms(model, x_T, emb, int(ts[0]), int(ts[-3]), opts)[0]

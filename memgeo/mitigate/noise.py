@@ -9,8 +9,7 @@ import torch
 
 from .._checks import check_int
 from ..detect.presets import resolve
-from ..geometry import jvp
-from ..guidance import guidance_pair, sample_norm
+from ..guidance import gap_norm, gap_sharpness, guidance_pair, sample_norm
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
 
@@ -28,18 +27,10 @@ class NoiseOptimization:
 
 
 def _proxy(model, cond, x, t: int, kind: str):
-    sigma = float(model.sigma(t))
-
-    def gap(z):
-        eu, ec = guidance_pair(model, z, t, cond)
-        return ec - eu
-
     if kind == "guidance_norm":
-        return sample_norm(gap(x))
+        return gap_norm(model, x, t, cond)
     if kind == "sharpness":  # |(H_c - H_u) s_delta| = |J_gap gap| / sigma^2 (Jeon et al.)
-        d = gap(x)
-        _, Jd = jvp(gap, x, d)
-        return sample_norm(Jd) / sigma**2
+        return gap_sharpness(model, x, t, cond)
     raise ValueError(f"objective must be 'sharpness' or 'guidance_norm', got {kind!r}")
 
 

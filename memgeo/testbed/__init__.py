@@ -25,10 +25,18 @@ models, not signals.
 """
 
 from .canvas import KINDS, CanvasData, build_canvas_data, to_images, to_latents
-from .folder import TESTBED_DIR, load_model_folder, load_testbed, testbed_data, testbed_folder, testbed_metadata
+from .folder import (
+    TESTBED_DIR,
+    load_model_folder,
+    load_testbed,
+    testbed_data,
+    testbed_folder,
+    testbed_metadata,
+)
 from .labels import (
     duplication_curve,
     format_duplication_curve,
+    format_truth_summary,
     memorization_rate,
     memorization_rates,
     testbed_kinds,
@@ -47,5 +55,5 @@ __all__ = [
     "TESTBED_DIR", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
     "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "memorization_ground_truth", "generation_copies", "copied_cells",
     "mask_position", "nearest_neighbour_threshold", "memorization_rate", "memorization_rates", "testbed_labels",
-    "testbed_kinds", "duplication_curve", "format_duplication_curve",
+    "testbed_kinds", "duplication_curve", "format_duplication_curve", "format_truth_summary",
 ]

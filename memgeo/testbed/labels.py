@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve", "format_duplication_curve"]
+__all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve",
+           "format_duplication_curve", "format_truth_summary"]
 
 
 def memorization_rate(p: dict) -> float:
@@ -72,4 +73,21 @@ def format_duplication_curve(rows: list[dict]) -> str:
     head = "| kind | duplication | prompts | mean memorization rate | rate in (0.1, 0.9) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     lines += [f"| {r['kind']} | {r['duplication']} | {r['prompts']} | {r['mean_rate']:.3f} | {r['graded']} |" for r in rows]
+    return "\n".join(lines)
+
+
+def format_truth_summary(rows: list[dict]) -> str:
+    """The ground truth per kind of prompt (:func:`~memgeo.testbed.memorization_ground_truth` rows): the copy
+    threshold, each kind's mean memorization and copy rates and how many prompts are graded."""
+    lines = [f"copy threshold per 8x8 cell (1% quantile of the training cells' nearest-neighbour distances): "
+             f"{rows[0]['threshold']:.3f}",
+             f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'rate in (0.1, 0.9)':>18}"]
+    for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
+        rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
+        rates = [memorization_rate(r) for r in rs]
+        lines.append(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r['copy_rate'] for r in rs]):9.3f} "
+                     f"{sum(0.1 < x < 0.9 for x in rates):18d}")
+    mem = [memorization_rate(r) for r in rows if r["kind"] == "memorized"]
+    lines.append(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
+                 f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
     return "\n".join(lines)

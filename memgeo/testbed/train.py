@@ -11,7 +11,13 @@ import numpy as np
 import torch
 
 from .._util import atomic_replace, atomic_write_text
-from ..models.tiny import build_text_encoder, build_tokenizer, build_unet, float32_default, sd_scheduler
+from ..models.tiny import (
+    build_text_encoder,
+    build_tokenizer,
+    build_unet,
+    float32_default,
+    sd_scheduler,
+)
 from .canvas import DIGITS, THICKNESS, CanvasData, build_canvas_data, to_latents
 
 __all__ = ["ARCHITECTURE", "train_testbed"]

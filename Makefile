@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_signals.py
 	$(PY) benchmarks/bench_presets.py --out benchmarks/results/presets.md
+	$(PY) benchmarks/bench_flipd.py --out benchmarks/results/flipd.md
 	$(PY) benchmarks/bench_sd_scale.py
 	$(PY) benchmarks/bench_explain.py --out benchmarks/results
 

@@ -34,21 +34,24 @@ class SignalResult:
 
 
 def first_timestep(model, t, n_steps):
+    """``t``, or the first timestep of the model's ``n_steps``-step sampler when ``t`` is None."""
     return int(model.timesteps(n_steps)[0]) if t is None else int(t)
 
 
 def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``alpha_t x0 + sigma_t eps`` with fresh noise from ``generator`` (drawn in float64, as every seed is)."""
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0.dtype).to(x0.device)
     return float(model.alpha(t)) * x0 + float(model.sigma(t)) * noise
 
 
 def generate_sample(model, cond, x_T, n_steps, guidance_scale):
+    """``(x0_hat, evaluations per sample)``: the CFG DDIM generation a post-generation signal probes around."""
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
     return res.denoised, res.n_evals
 
 
 def mean_cosine_on_sphere(field, center: torch.Tensor, radius: float, n_dir: int, p: float, generator, *,
-                      chunk: int = 32):
+                          chunk: int = 32):
     r"""The released p-Laplace/kappa-delta estimate: :math:`\frac1n\sum_j \cos(F(c + r n_j), n_j)\,|F|^{p-2}`.
 
     (For p = 1 the direction-only flux without its d/r factor; for p != 1 the released code scales the

@@ -165,7 +165,7 @@ def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
     for t in ts[: ts.index(t0) + 1]:  # below t0 the reference leaves LID <= d; at t0 it holds
         lid = torch.cat([_lid(scenario, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(0)).value
                          for c, x in zip([0, 1, 12, 13], x0)])
-        assert (float(torch.quantile(lid, 0.9)) <= 8) == (t == t0)
+        assert (float(lid.max()) <= 8) == (t == t0)  # every reference sample within d
     calls = []
     real = scenario.eps
     scenario.eps = lambda *a, **k: (calls.append(1), real(*a, **k))[1]

@@ -82,16 +82,19 @@ def main(argv=None) -> None:
              "against every non-memorized prompt.", "",
              "| reference of the probe-time rule | t0 | samples with LID <= d | AUROC | matching | template | local |",
              "|---|---|---|---|---|---|---|"]
-    curves = {}
+    curves, measured = {}, {}
     for rule, (reference, n_ref, quantile) in rules.items():
         t0 = flipd_t0(model, reference, guidance_scale=args.guidance, n_steps=args.steps, n_reference=n_ref,
                       quantile=quantile)
-        scores, inside = [], []
-        for i, c in enumerate(texts):
-            res = flipd_signal(model, c, x_T, t=t0, n_steps=args.steps, guidance_scale=args.guidance,
-                               generator=torch.Generator().manual_seed(i))
-            scores.append(res.score.double().numpy())
-            inside.append((res.value <= d).numpy())
+        if t0 not in measured:  # rules that agree on t0 share one measurement
+            scores, inside = [], []
+            for i, c in enumerate(texts):
+                res = flipd_signal(model, c, x_T, t=t0, n_steps=args.steps, guidance_scale=args.guidance,
+                                   generator=torch.Generator().manual_seed(i))
+                scores.append(res.score.double().numpy())
+                inside.append((res.value <= d).numpy())
+            measured[t0] = scores, inside
+        scores, inside = measured[t0]
         s = np.stack(scores).mean(1)
         cells = []
         for kind in (None, "matching", "template", "local"):

@@ -73,9 +73,12 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
 REGIMES = {
     # the embedded testbed, bit for bit: 2,272 distinct canvases seen about 250 times each, duplicates 12% of items
     "small-data": {"data": {}, "steps": 10000},
-    # Stable Diffusion's regime: 50,000+ distinct canvases (every cell instance warped), each seen about 20
-    # times in 16,000 steps; duplicated items (matching, template, local) 1.5% of the items
-    "sd": {"data": {"n_single": 50000, "n_per_kind": 6, "ladder": (8, 16, 32, 64, 128), "augment": True}, "steps": 16000},
+    # Stable Diffusion's regime: 88,000 distinct canvases (every cell instance warped), each seen about 20 times in
+    # 27,500 steps; duplicated items 1.9% of the items. Duplicated items can take at most 2% of the draws, so a
+    # memorized prompt's views are bought from one budget: 10 prompts of each kind, 8 at 64 copies (about 1,250
+    # views, the pilot's copying point) and 2 at 32; template prompts spread over 2 canvases.
+    "sd": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
+                    "augment": True}, "steps": 27500},
 }
 
 

@@ -98,6 +98,37 @@ class SampleResult:
     actions: list[dict] = field(default_factory=list)
 
 
+def timestep_value(t):
+    """A timestep as a Python number: an int where it is integral (VP models), else a float (flow models)."""
+    v = t.item() if isinstance(t, torch.Tensor) else t
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def first_timestep(model, n_steps: int):
+    """The first timestep of the ``n_steps``-step sampler at which the condition can act: the first, unless it is
+    pure noise (``alpha_t = 0``, a flow model's first step, where ``eps_c = eps_u``), then the second."""
+    ts = model.timesteps(n_steps)
+    first = timestep_value(ts[0])
+    return timestep_value(ts[1]) if float(model.alpha(first)) == 0.0 and len(ts) > 1 else first
+
+
+def _pure_noise_pair(model, x: torch.Tensor, t, cond):
+    """``(x0_u, x0_c)`` at ``alpha_t = 0``, where only the raw outputs carry the condition."""
+    if not hasattr(model, "denoised_pair"):
+        raise ValueError(f"{type(model).__name__} has alpha_t = 0 at t = {t} but offers no denoised_pair: "
+                         "the sampler cannot read x0 from eps at pure noise")
+    return model.denoised_pair(x, t, cond)
+
+
+def _guided_x0(eps: torch.Tensor, x: torch.Tensor, a: float, s: float, w, x0_pair) -> torch.Tensor:
+    """The guided denoised estimate: from the guided eps (``alpha_t > 0``), or the guided mix of both branches'
+    x0 (pure noise). For ``alpha_t > 0`` the two agree: x0 is affine in eps with the same offset in both branches."""
+    if x0_pair is None:
+        return eps_to_x0(eps, x, a, s)
+    x0_u, x0_c = x0_pair
+    return x0_u + w * (x0_c - x0_u)
+
+
 def ddim_sample(
     model,
     cond,
@@ -136,11 +167,16 @@ def ddim_sample(
     with torch.no_grad():
         for i, t in enumerate(tqdm(ts.tolist(), desc="sampling", disable=not progress, leave=False)):
             a, s = float(model.alpha(t)), float(model.sigma(t))
-            eps_u, eps_c = guidance_pair(model, x, t, cond)
-            n_evals += 2
             w, c = guidance_scale, cond
-            eps = eps_u + w * (eps_c - eps_u)
-            state = StepState(i, t, x, eps_u, eps_c, eps, eps_to_x0(eps, x, a, s), a, s, w, c)
+            if a > 0:
+                eps_u, eps_c = guidance_pair(model, x, t, cond)
+                eps = eps_u + w * (eps_c - eps_u)
+                x0_pair = None
+            else:  # pure noise (a flow model's first step): eps = x / sigma in both branches, x0 from the raw outputs
+                x0_pair = _pure_noise_pair(model, x, t, cond)
+                eps_u = eps_c = eps = x / s
+            n_evals += 2
+            state = StepState(i, t, x, eps_u, eps_c, eps, _guided_x0(eps, x, a, s, w, x0_pair), a, s, w, c)
             for name, tracker in trackers.items():
                 record[name].append(tracker(model, state).detach())
                 n_evals += getattr(tracker, "evals_per_step", 0)
@@ -148,16 +184,20 @@ def ddim_sample(
             act = dict(act or {})
             if "cond" in act and act["cond"] is not c:
                 c = act["cond"]
-                eps_u, eps_c = guidance_pair(model, x, t, c)
+                if a > 0:
+                    eps_u, eps_c = guidance_pair(model, x, t, c)
+                else:
+                    x0_pair = _pure_noise_pair(model, x, t, c)
                 n_evals += 2
             if act:
                 w = act.get("guidance_scale", w)
                 if isinstance(w, torch.Tensor):  # one scale per sample
                     w = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-                eps = eps_u + w * (eps_c - eps_u)
+                if a > 0:
+                    eps = eps_u + w * (eps_c - eps_u)
             actions.append(act)
-            x0_hat = eps_to_x0(eps, x, a, s)
-            t_prev = int(ts[i + 1]) if i + 1 < len(ts) else 0
+            x0_hat = _guided_x0(eps, x, a, s, w, x0_pair)
+            t_prev = ts[i + 1].item() if i + 1 < len(ts) else 0
             a_prev, s_prev = float(model.alpha(t_prev)), float(model.sigma(t_prev))
             if eta > 0:  # sigma_eta^2 = eta^2 (s_prev^2 / s^2) (1 - a^2 / a_prev^2), as in DDIM
                 s_eta = eta * (s_prev / s) * math.sqrt(max(0.0, 1.0 - (a / a_prev) ** 2))

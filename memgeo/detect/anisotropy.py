@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..guidance import anisotropy_terms
+from ..sampling import first_timestep, timestep_value
 from .common import SignalResult
 from .presets import resolve
 
@@ -52,8 +53,8 @@ def anisotropy(
     ts = model.timesteps(n_steps)
     if len(ts) < 3 and t_lo is None:
         raise ValueError("n_steps must be >= 3 to place t_lo at the third-to-last step")
-    t_hi = int(ts[0]) if t_hi is None else int(t_hi)
-    t_lo = int(ts[-3]) if t_lo is None else int(t_lo)
+    t_hi = first_timestep(model, n_steps) if t_hi is None else timestep_value(t_hi)
+    t_lo = timestep_value(ts[-3]) if t_lo is None else timestep_value(t_lo)
     with torch.no_grad():
         v, norm_term, cos_term, (g_norm, g_cos) = anisotropy_terms(model, x_T, cond, t_hi, t_lo, opts)
     return SignalResult("anisotropy", v, v, 4, extras={"norm": norm_term, "cos": cos_term, "t_hi": t_hi, "t_lo": t_lo,

@@ -34,8 +34,12 @@ class SignalResult:
 
 
 def first_timestep(model, t, n_steps):
-    """``t``, or the first timestep of the model's ``n_steps``-step sampler when ``t`` is None."""
-    return int(model.timesteps(n_steps)[0]) if t is None else int(t)
+    """``t``, or the first timestep of the model's ``n_steps``-step sampler at which the condition acts
+    (:func:`memgeo.sampling.first_timestep`) when ``t`` is None."""
+    from ..sampling import first_timestep as first
+    from ..sampling import timestep_value
+
+    return first(model, n_steps) if t is None else timestep_value(t)
 
 
 def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:

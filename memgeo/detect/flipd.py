@@ -11,7 +11,7 @@ from .._checks import check_int
 from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
-from ..sampling import ddim_sample
+from ..sampling import ddim_sample, timestep_value
 from .common import SignalResult, generate_sample
 from .presets import resolve
 
@@ -73,7 +73,7 @@ def flipd_t0(
                       guidance_scale=guidance_scale).denoised for i, c in enumerate(reference)]
     d = math.prod(x0[0].shape[1:])
     T = model.schedule.num_train_timesteps if hasattr(model, "schedule") else None
-    ts = sorted(int(t) for t in model.timesteps(n_steps))
+    ts = sorted(timestep_value(t) for t in model.timesteps(n_steps))
     ts = [t for t in ts if t <= T // 2] if T else ts[: max(1, len(ts) // 2)]
     chosen = ts[-1]
     for t in ts:
@@ -126,7 +126,7 @@ def flipd_signal(
         t = flipd_t0(model, reference, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
-    t = int(t)
+    t = timestep_value(t)
     est = _lid(model, cond, x0, t, opts["method"], check_int("n_probes", opts["n_probes"], minimum=2), generator)
     d = math.prod(x0.shape[1:])
     above = est.value > d

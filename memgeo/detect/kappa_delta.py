@@ -13,6 +13,7 @@ from ..sampling import (
     LatentRecorder,
     ddim_sample,
     repeat_cond,
+    timestep_value,
     trajectory_trackers,
 )
 from .common import SignalResult, mean_cosine_on_sphere
@@ -73,7 +74,7 @@ def kappa_delta(
         k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else n_steps
         v = trace[:k].mean(0)
     return SignalResult("kappa_delta", -v, v, res.n_evals,
-                        extras={"trace": trace, "trace_t": [int(t) for t in res.timesteps], "trace_step": list(range(n_steps)),
+                        extras={"trace": trace, "trace_t": [timestep_value(t) for t in res.timesteps], "trace_step": list(range(n_steps)),
                                 "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
 
 

@@ -39,7 +39,7 @@ def default_localization_step(model, n_steps: int) -> int:
     SNR 1 the posterior covariance ``Cov[x0 | x_t]`` is halfway between the prior's and zero, so
     a region that the prompt pins to one training image already stands out from the rest."""
     ts = model.timesteps(n_steps)
-    snr = [float(model.alpha(int(t))) ** 2 / float(model.sigma(int(t))) ** 2 for t in ts]
+    snr = [float(model.alpha(t)) ** 2 / float(model.sigma(t)) ** 2 for t in ts.tolist()]
     return next((i for i, v in enumerate(snr) if v >= 1.0), len(ts) - 1)
 
 

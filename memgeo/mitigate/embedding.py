@@ -9,6 +9,7 @@ import torch
 from .._checks import check_int, check_positive
 from ..detect.presets import resolve
 from ..guidance import anisotropy_terms, gap_norm
+from ..sampling import first_timestep, timestep_value
 
 __all__ = ["condition_embedding", "memorization_objective", "AdaptedEmbedding", "adapt_embedding"]
 
@@ -25,10 +26,10 @@ def condition_embedding(model, cond) -> torch.Tensor:
 def memorization_objective(model, emb, x_T, name: str, n_steps: int, weights):
     ts = model.timesteps(n_steps)
     if name == "guidance_norm":
-        return gap_norm(model, x_T, int(ts[0]), emb)
+        return gap_norm(model, x_T, first_timestep(model, n_steps), emb)
     if name == "anisotropy":  # the signal's combination with the raw gap norm
         opts = {"weights": weights, "norm": "raw", "space": "eps"}
-        return anisotropy_terms(model, x_T, emb, int(ts[0]), int(ts[-3]), opts)[0]
+        return anisotropy_terms(model, x_T, emb, first_timestep(model, n_steps), timestep_value(ts[-3]), opts)[0]
     raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
 
 

@@ -10,6 +10,7 @@ import torch
 from .._checks import check_int
 from ..detect.presets import resolve
 from ..guidance import gap_norm, gap_sharpness, guidance_pair, sample_norm
+from ..sampling import first_timestep
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
 
@@ -67,7 +68,7 @@ def optimize_noise(
         return _sail(model, cond, x_T, opts, n_steps, generator)
     objective, threshold, penalty, lr = opts["objective"], opts["threshold"], float(opts["penalty"]), opts["lr"]
     max_iters = check_int("max_iters", opts["max_iters"], minimum=0)
-    t = int(model.timesteps(n_steps)[0])
+    t = first_timestep(model, n_steps)
     d = math.prod(x_T.shape[1:])
     x = x_T.detach().clone().requires_grad_(True)
     r2 = x_T.detach().flatten(1).pow(2).sum(-1)  # |x_T|^2, kept
@@ -110,7 +111,7 @@ def _sail(model, cond, x_T: torch.Tensor, opts: dict, n_steps: int, generator) -
     are reproduced). ``max_rounds`` (30) bounds the loop, which the released code does not; if it
     is reached, the last round's latents fill the missing rows and ``accepted`` says which are kept.
     """
-    t = int(model.timesteps(n_steps)[0])
+    t = first_timestep(model, n_steps)
     S = x_T.shape[0]
     v_model = getattr(model, "prediction_type", "epsilon") == "v_prediction"
     lam = opts["penalty"] if opts["penalty"] != "auto" else (0.01 if v_model else 0.05)

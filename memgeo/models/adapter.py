@@ -22,7 +22,7 @@ import torch
 
 from .._checks import check_finite, check_tensor
 from ..gmm.schedules import NoiseSchedule, ddim_timesteps
-from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps
+from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps, to_x0
 
 __all__ = ["DiffusersScoreModel", "schedule_from_config"]
 
@@ -46,6 +46,85 @@ def schedule_from_config(config) -> NoiseSchedule:
     else:
         raise ValueError(f"unsupported beta_schedule {kind!r} in the scheduler config")
     return NoiseSchedule.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)))
+
+
+def _lora_file(lora) -> Path:
+    """The adapter's safetensors file: ``lora`` itself, or the one ``.safetensors`` file in the folder ``lora``."""
+    p = Path(lora).expanduser()
+    if p.is_dir():
+        found = sorted(p.glob("*.safetensors"))
+        if len(found) != 1:
+            raise ValueError(f"lora folder {str(lora)!r} must hold exactly one .safetensors file, found {len(found)}")
+        return found[0]
+    if not p.is_file() or p.suffix != ".safetensors":
+        raise ValueError(f"lora must be a .safetensors file or a folder holding one, got {str(lora)!r}")
+    return p
+
+
+def _load_components(family: str, path: str, index: dict, weights_dtype: torch.dtype, kwargs: dict) -> dict:
+    """The denoiser, scheduler config, tokenizers and text encoders of a family's folder (no VAE)."""
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    weights = dict(use_safetensors=True, torch_dtype=weights_dtype, **kwargs)
+    scheduler = dict(DDIMScheduler.load_config(path, subfolder="scheduler", **kwargs))  # the config only
+    if family == "sd3":
+        from diffusers import SD3Transformer2DModel
+
+        network = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", **weights)
+    else:
+        from diffusers import UNet2DConditionModel
+
+        network = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights)
+    first = CLIPTextModel if family == "sd" else CLIPTextModelWithProjection if family == "sd3" else CLIPTextModel
+    encoders = [first.from_pretrained(path, subfolder="text_encoder", **weights)]
+    tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)]
+    if family in ("sdxl", "sd3"):
+        encoders.append(CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **weights))
+        tokenizers.append(CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs))
+    if family == "sd3":
+        has_t5 = (index.get("text_encoder_3") or [None])[0] is not None
+        if has_t5:
+            from transformers import AutoTokenizer, T5EncoderModel
+
+            encoders.append(T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", **weights))
+            tokenizers.append(AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", **kwargs))
+        else:
+            encoders.append(None)
+            tokenizers.append(None)
+    return {"network": network, "scheduler": scheduler, "tokenizers": tokenizers, "encoders": encoders}
+
+
+def _load_lora(family: str, parts: dict, lora_file: Path) -> None:
+    """Load a LoRA adapter into the components through the family pipeline's own loader (diffusers + peft)."""
+    import diffusers
+
+    tok, enc = parts["tokenizers"], parts["encoders"]
+    sched = diffusers.DDIMScheduler() if family != "sd3" else diffusers.FlowMatchEulerDiscreteScheduler()
+    if family == "sd":
+        pipe = diffusers.StableDiffusionPipeline(vae=None, text_encoder=enc[0], tokenizer=tok[0], unet=parts["network"],
+                                                 scheduler=sched, safety_checker=None, feature_extractor=None,
+                                                 requires_safety_checker=False)
+    elif family == "sdxl":
+        pipe = diffusers.StableDiffusionXLPipeline(vae=None, text_encoder=enc[0], text_encoder_2=enc[1], tokenizer=tok[0],
+                                                   tokenizer_2=tok[1], unet=parts["network"], scheduler=sched)
+    else:
+        pipe = diffusers.StableDiffusion3Pipeline(transformer=parts["network"], scheduler=sched, vae=None,
+                                                  text_encoder=enc[0], tokenizer=tok[0], text_encoder_2=enc[1],
+                                                  tokenizer_2=tok[1], text_encoder_3=enc[2], tokenizer_3=tok[2])
+    modules = [m for m in (parts["network"], *enc) if m is not None]
+
+    def n_lora():
+        return sum("lora_" in name for m in modules for name, _ in m.named_parameters())
+
+    before = n_lora()
+    try:
+        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise ValueError(f"lora {str(lora_file)!r} does not fit this {family} model: {err}") from err
+    if n_lora() == before:  # diffusers skips keys that name no layer of this model
+        raise ValueError(f"lora {str(lora_file)!r} does not fit this {family} model: none of its weights names a layer "
+                         "of the denoiser or text encoders (an adapter trained for another family?)")
 
 
 class DiffusersScoreModel:
@@ -98,6 +177,12 @@ class DiffusersScoreModel:
         self._identity = None
         self.tokenizer = None  # set by from_pretrained: token-level tools (memgeo.explain) need them
         self.text_encoder = None
+        self.text_encoders: list = []  # every encoder that reads the tokenizer's ids (SDXL and SD3: two)
+        self.family = "sd"  # memgeo.models.families: "sd", "sdxl" or "sd3"
+        self.conditioning = None  # families.TextConditioning, set by from_pretrained
+        self.time_ids = None  # SDXL's added time ids
+        self.lora: Path | None = None
+        self._lora_digest: str | None = None
 
     @property
     def identity(self) -> dict:
@@ -107,6 +192,8 @@ class DiffusersScoreModel:
         if self._identity is None:
             h = hashlib.sha256()
             h.update(repr((self.prediction_type, self.event_shape, self._tokenizer_size)).encode())
+            if self.family != "sd" or self._lora_digest is not None:
+                h.update(repr((self.family, self._lora_digest)).encode())
             h.update(self.schedule.alphas_cumprod.double().numpy().tobytes())
             for module in self._modules_to_fingerprint:
                 for name, p in module.state_dict().items():
@@ -128,48 +215,64 @@ class DiffusersScoreModel:
         device: str | torch.device = "cpu",
         allow_download: bool = False,
         variant: str | None = None,
+        lora: str | os.PathLike | None = None,
     ) -> "DiffusersScoreModel":
-        """Load a Stable Diffusion v1.x (epsilon) or v2.x (v-prediction) folder or hub id.
+        """Load a Stable Diffusion v1.x (epsilon) / v2.x (v-prediction), SDXL or Stable Diffusion 3 folder or hub id.
 
+        The family comes from the folder's ``model_index.json`` (:mod:`memgeo.models.families`); a
+        guidance-distilled model (FLUX.1-dev style) is refused, since it has no unconditional branch.
         ``weights_dtype`` is the dtype the weights are loaded in (float32 unless asked: float16 and
         bfloat16 halve the memory). Only safetensors weights are read. Nothing is downloaded unless ``allow_download=True``
         and ``HF_HUB_OFFLINE`` is unset; otherwise a hub id must already be in the local cache.
-        A folder needs ``unet/``, ``scheduler/``, ``text_encoder/`` and ``tokenizer/``; a VAE is
-        not needed (memgeo works on latents).
+        A folder needs its denoiser (``unet/`` or ``transformer/``), ``scheduler/``, text encoders and
+        tokenizers; a VAE is not needed (memgeo works on latents).
+
+        ``lora``: a LoRA adapter (a ``.safetensors`` file or a folder holding one, as diffusers saves it),
+        loaded through the family pipeline's own ``load_lora_weights``; the adapter's bytes enter the
+        model's fingerprint, so results of the base model and of the fine-tune are never mixed.
         """
-        from diffusers import DDIMScheduler, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTokenizer
+        from . import families
 
         path = str(path_or_id)
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         local = Path(path).expanduser()
         if local.exists():
-            if not local.is_dir() or not (local / "unet").is_dir():
-                raise FileNotFoundError(f"model folder {path!r} has no unet/ subfolder (expected a Stable Diffusion layout)")
+            if not local.is_dir() or not ((local / "unet").is_dir() or (local / "transformer").is_dir()):
+                raise FileNotFoundError(f"model folder {path!r} has no unet/ or transformer/ subfolder "
+                                        "(expected a diffusers pipeline layout)")
         elif not allow_download or offline:
             looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1] or path.count("/") != 1
             if looks_local:
                 raise FileNotFoundError(f"model folder {path!r} does not exist")
+        lora_file = _lora_file(lora) if lora is not None else None
         kwargs = dict(local_files_only=(not allow_download) or offline)
         if variant is not None:
             kwargs["variant"] = variant
+        index = families.read_index(path, local, kwargs)
+        family = families.model_family(index, path)
         try:
-            unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", use_safetensors=True, torch_dtype=weights_dtype, **kwargs)
-            scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler", **kwargs)
-            text_encoder = CLIPTextModel.from_pretrained(
-                path, subfolder="text_encoder", use_safetensors=True, torch_dtype=weights_dtype, **kwargs
-            )
-            tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)
+            parts = _load_components(family, path, index, weights_dtype, kwargs)
         except OSError as err:
             raise OSError(
-                f"could not load the model {path!r} from local files (safetensors weights in unet/, text_encoder/; "
-                f"scheduler/ and tokenizer/ configs); nothing is downloaded unless allow_download=True and "
+                f"could not load the model {path!r} from local files (safetensors weights of the denoiser and text "
+                f"encoders; scheduler and tokenizer configs); nothing is downloaded unless allow_download=True and "
                 f"HF_HUB_OFFLINE is unset. Cause: {err}"
             ) from err
-        if tokenizer.model_max_length > 1024:
-            tokenizer.model_max_length = 77
-        unet.to(device).eval().requires_grad_(False)
-        text_encoder.to(device).eval().requires_grad_(False)
+        network, scheduler_config, tokenizers, encoders = parts["network"], parts["scheduler"], parts["tokenizers"], parts["encoders"]
+        for tok in tokenizers[:2]:
+            if tok.model_max_length > 1024:
+                tok.model_max_length = 77
+        if lora_file is not None:
+            _load_lora(family, parts, lora_file)
+        for module in [network, *encoders]:
+            if module is not None:
+                module.to(device).eval().requires_grad_(False)
+        cfg = network.config
+        conditioning = families.TextConditioning(
+            family, tokenizers, encoders, joint_dim=getattr(cfg, "joint_attention_dim", None),
+            force_zeros=bool(index.get("force_zeros_for_empty_prompt", False)) and family == "sdxl",
+        )
+        tokenizer = tokenizers[0]
 
         @torch.no_grad()
         def encode(prompts: list[str]) -> torch.Tensor:
@@ -180,25 +283,30 @@ class DiffusersScoreModel:
                     short = p if len(p) <= 60 else p[:57] + "..."
                     warnings.warn(f"prompt {short!r} is {n} tokens long; the text encoder keeps the first {limit} "
                                   f"(start and end tokens included) and cuts the rest", stacklevel=3)
-            ids = tokenizer(list(prompts), padding="max_length", max_length=limit,
-                            truncation=True, return_tensors="pt").input_ids.to(device)
-            return text_encoder(ids)[0]
+            return conditioning.encode_ids(conditioning.ids(prompts))
 
-        cfg = unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
+        prediction_type = "flow" if family == "sd3" else scheduler_config.get("prediction_type", "epsilon")
         model = cls(
-            unet, schedule_from_config(scheduler.config), encode,
-            prediction_type=scheduler.config.get("prediction_type", "epsilon"),
-            event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
+            network, families.schedule_for(family, scheduler_config, cfg, vp_schedule=schedule_from_config), encode,
+            prediction_type=prediction_type, event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
         )
-        model.name = path
+        model.family = family
+        model.conditioning = conditioning
+        model.name = path if lora_file is None else f"{path}+{lora_file.name}"
         model.folder = local.resolve() if local.is_dir() else None
         vae = local / "vae" / "config.json"
         if vae.is_file():  # pixels per latent position along each side: 2^(VAE levels - 1)
             model.vae_scale_factor = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0] * 4)) - 1)
-        model._modules_to_fingerprint = (unet, text_encoder)
+        if family == "sdxl":  # original size, crop corner, target size: the default image size, no crop
+            h, w = (n * model.vae_scale_factor for n in size)
+            model.time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
+        model._modules_to_fingerprint = tuple(m for m in (network, *encoders) if m is not None)
         model._tokenizer_size = len(tokenizer)
-        model.tokenizer, model.text_encoder = tokenizer, text_encoder
+        model.lora = lora_file
+        model._lora_digest = hashlib.sha256(lora_file.read_bytes()).hexdigest() if lora_file is not None else None
+        model.tokenizer, model.text_encoder = tokenizer, encoders[0]
+        model.text_encoders = conditioning.clip_encoders
         return model
 
     # ------------------------------------------------------------------ schedule
@@ -209,16 +317,21 @@ class DiffusersScoreModel:
         return self.schedule.sigma(t)
 
     def timesteps(self, n_steps: int) -> torch.Tensor:
+        if getattr(self.schedule, "kind", "vp") == "flow":
+            return self.schedule.timesteps(n_steps)
         return ddim_timesteps(n_steps, self.schedule.num_train_timesteps, steps_offset=self.schedule.steps_offset)
 
     # ------------------------------------------------------------------ conditioning
     def embed(self, cond, batch: int) -> torch.Tensor:
         """Prompt embeddings ``[batch, L, D]`` for ``cond`` (see the class docstring)."""
         if cond is None or isinstance(cond, str):
-            text = "" if cond is None else cond
-            if text not in self._cache:
-                self._cache[text] = self.encode_prompt([text])[0]
-            return self._cache[text].expand(batch, *self._cache[text].shape)
+            key = None if cond is None else cond
+            if key not in self._cache:
+                if key is None and self.conditioning is not None:
+                    self._cache[key] = self.conditioning.unconditional()
+                else:
+                    self._cache[key] = self.encode_prompt(["" if key is None else key])[0]
+            return self._cache[key].expand(batch, *self._cache[key].shape)
         if isinstance(cond, torch.Tensor):
             if cond.dim() == 2:
                 return cond.to(self.device).expand(batch, *cond.shape)
@@ -255,6 +368,8 @@ class DiffusersScoreModel:
         """Prompt embeddings ``[B, L, D]`` of token ids ``[B, L]`` (padded to the encoder's length), in ``dtype``."""
         self._need_tokenizer()
         with torch.no_grad():
+            if self.conditioning is not None:
+                return self.conditioning.encode_ids(ids).to(self.dtype)
             return self.text_encoder(ids.to(self.device))[0].to(self.dtype)
 
     def condition_embedding(self, cond) -> torch.Tensor:
@@ -279,10 +394,18 @@ class DiffusersScoreModel:
         B = x.shape[0]
         tt = torch.as_tensor(t, device=self.device).reshape(-1)
         tt = tt.expand(B) if tt.numel() == 1 else tt
-        out = self.unet(x.to(self.device, self.unet_dtype), tt, encoder_hidden_states=emb.to(self.unet_dtype)).sample
-        self.n_unet_rows += B
+        out = self._raw(x, tt, emb)
         a, s = self._coef(tt.cpu(), x)
-        return to_eps(out.to(x.dtype).to(x.device), x, a, s, self.prediction_type)
+        return to_eps(out, x, a, s, self.prediction_type)
+
+    def _raw(self, x: torch.Tensor, tt: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The network's own output (eps, v or flow velocity) in ``x``'s dtype; ``tt`` ``[B]``."""
+        from .families import call_network
+
+        out = call_network(self.family, self.unet, x.to(self.device, self.unet_dtype), tt.to(self.device),
+                           emb.to(self.device, self.unet_dtype), self.conditioning, self.time_ids)
+        self.n_unet_rows += x.shape[0]
+        return out.to(x.dtype).to(x.device)
 
     def eps(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         """Noise prediction ``eps_hat(x, t | cond)``, shape ``[B, *event]``."""
@@ -297,6 +420,19 @@ class DiffusersScoreModel:
         tt = torch.as_tensor(t).reshape(-1)
         tt = tt.repeat(2) if tt.numel() == B and B > 1 else tt
         out = self._unet_eps(torch.cat([x, x]), tt, emb)
+        return out[:B], out[B:]
+
+    def denoised_pair(self, x: torch.Tensor, t, cond):
+        """``(x0_u, x0_c)``, the denoised estimates of both branches read from the raw outputs (one batched call):
+        defined at pure noise (``alpha_t = 0``, a flow model's first step), where ``eps`` carries nothing."""
+        x = self._check_x(x)
+        B = x.shape[0]
+        emb = torch.cat([self.embed(None, B), self.embed(cond, B)])
+        tt = torch.as_tensor(t, device=self.device).reshape(-1)
+        tt = tt.repeat(2) if tt.numel() == B and B > 1 else tt.expand(2 * B)
+        xx = torch.cat([x, x])
+        a, s = self._coef(tt.cpu(), xx)
+        out = to_x0(self._raw(xx, tt, emb), xx, a, s, self.prediction_type)
         return out[:B], out[B:]
 
     def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["build_tiny_pipeline", "write_byte_vocabulary", "TINY_TEXT_DIM"]
+__all__ = ["build_tiny_pipeline", "build_tiny_sdxl_pipeline", "build_tiny_sd3_pipeline", "build_tiny_lora",
+           "write_byte_vocabulary", "TINY_TEXT_DIM"]
 
 TINY_TEXT_DIM = 32
 
@@ -128,7 +129,7 @@ def build_tiny_pipeline(folder: str | os.PathLike, prediction_type: str = "epsil
 
     ``prediction_type`` is ``"epsilon"`` (the SD v1.x layout) or ``"v_prediction"`` (SD v2.x).
     """
-    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
@@ -138,14 +139,117 @@ def build_tiny_pipeline(folder: str | os.PathLike, prediction_type: str = "epsil
     with float32_default():
         text_encoder = build_text_encoder(len(tokenizer), seed=seed)
         unet = build_unet(seed=seed)
-        torch.manual_seed(seed)
-        vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,), layers_per_block=1,
-            norm_num_groups=8, sample_size=16, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
-        ).eval()
+        vae = _tiny_vae(seed)
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=sd_scheduler(prediction_type),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def build_tiny_sdxl_pipeline(folder: str | os.PathLike, prediction_type: str = "epsilon", *, seed: int = 0,
+                             force_zeros_for_empty_prompt: bool = True) -> Path:
+    """A tiny SDXL pipeline (two CLIP text encoders, pooled embeddings, added time ids), saved to ``folder``."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp)
+    n = len(tokenizer)
+    text = dict(vocab_size=n, hidden_size=TINY_TEXT_DIM, intermediate_size=2 * TINY_TEXT_DIM, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
+                projection_dim=TINY_TEXT_DIM)
+    with float32_default():
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**text)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
+        unet = UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=TINY_TEXT_DIM + 6 * 8, cross_attention_dim=2 * TINY_TEXT_DIM,
+            norm_num_groups=8,
+        ).eval()
+        vae = _tiny_vae(seed)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading", prediction_type=prediction_type)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     force_zeros_for_empty_prompt=force_zeros_for_empty_prompt)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: float = 3.0) -> Path:
+    """A tiny Stable Diffusion 3 pipeline (MMDiT transformer, two CLIP text encoders, no T5, flow matching), saved
+    to ``folder``."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    folder = Path(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp)
+    n = len(tokenizer)
+    text = dict(vocab_size=n, hidden_size=TINY_TEXT_DIM, intermediate_size=2 * TINY_TEXT_DIM, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
+                projection_dim=TINY_TEXT_DIM)
+    with float32_default():
+        torch.manual_seed(seed)
+        text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
+        transformer = SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
+            num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=2 * TINY_TEXT_DIM,
+            pooled_projection_dim=2 * TINY_TEXT_DIM, pos_embed_max_size=16,
+        ).eval()
+        vae = _tiny_vae(seed, latent_channels=4, shift_factor=0.0)
+    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+                                    vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+                                    tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def _tiny_vae(seed: int, latent_channels: int = 4, shift_factor: float | None = None):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    extra = {"shift_factor": shift_factor} if shift_factor is not None else {}
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(32,), layers_per_block=1,
+        norm_num_groups=8, sample_size=16, down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        **extra,
+    ).eval()
+
+
+def build_tiny_lora(base: str | os.PathLike, folder: str | os.PathLike, *, rank: int = 2, scale: float = 0.5,
+                    seed: int = 0) -> Path:
+    """A tiny LoRA adapter for the denoiser of the tiny pipeline in ``base`` (any family), with random nonzero
+    weights, saved by the family pipeline's own ``save_lora_weights`` (the format real adapters use); returns
+    the adapter's ``.safetensors`` file."""
+    import diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    index = json.loads((Path(base) / "model_index.json").read_text())
+    pipe_cls = getattr(diffusers, index["_class_name"])
+    sub = "transformer" if (Path(base) / "transformer").is_dir() else "unet"
+    net_cls = getattr(diffusers, index[sub][1])
+    net = net_cls.from_pretrained(base, subfolder=sub)
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    net.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets, init_lora_weights=False))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn_like(p) * scale / p.shape[-1] ** 0.5)
+    layers = get_peft_model_state_dict(net)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe_cls.save_lora_weights(folder, **{f"{sub}_lora_layers": layers}, safe_serialization=True)
+    return folder / "pytorch_lora_weights.safetensors"

@@ -46,21 +46,24 @@ def _localize(args) -> int:
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = explain_target(Path(args.out), "localize.json", record)
     loc = localize(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance, step=args.step)
-    attn = cross_attention_map(model, args.prompt, n_steps=args.steps, x_last=loc.x_last)
+    has_cross_attention = getattr(model, "family", "sd") != "sd3"  # SD3's transformer attends jointly
+    attn = cross_attention_map(model, args.prompt, n_steps=args.steps, x_last=loc.x_last) if has_cross_attention else None
     mask = None
     if testbed_folder(model) is not None:
         mask = next((p.get("mask") for p in testbed_metadata(testbed_folder(model))["prompts"] if p["text"] == args.prompt), None)
     result = {**record, "map": loc.map.tolist(), "shape": list(loc.map.shape), "step": loc.step, "t": loc.t,
-              "cross_attention": attn.tolist()}
+              "cross_attention": attn.tolist() if attn is not None else None}
     if mask is not None:
         result["mask"] = mask
-        result["pixel_auroc"] = {"map": pixel_auroc(loc.map, mask), "cross_attention": pixel_auroc(attn, mask)}
+        result["pixel_auroc"] = {"map": pixel_auroc(loc.map, mask),
+                                 "cross_attention": pixel_auroc(attn, mask) if attn is not None else None}
     atomic_write_text(path, json.dumps(result))
     png = plot_localization(model, loc, path.with_suffix(".png"), cross_attention=attn, mask=mask, title=args.prompt)
     print(f"memorization map at step {loc.step} (t = {loc.t}), image shape {tuple(loc.map.shape)}")
     if mask is not None:
+        ca = result["pixel_auroc"]["cross_attention"]
         print(f"pixel AUROC against the prompt's mask: map {result['pixel_auroc']['map']:.3f}, "
-              f"cross-attention {result['pixel_auroc']['cross_attention']:.3f}")
+              f"cross-attention {'n/a' if ca is None else format(ca, '.3f')}")
     print(f"wrote {path} and {png}")
     return 0
 
@@ -71,6 +74,7 @@ def register(sub) -> None:
         cmd.add_argument("--prompt", required=True, type=nonempty_text)
         cmd.add_argument("--out", required=True, help=f"folder for {name}.json and {name}.png")
         cmd.add_argument("--model", help="model folder (default: the embedded testbed)")
+        cmd.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
         cmd.add_argument("--seeds", type=positive_int, default=seeds)
         cmd.add_argument("--no-progress", action="store_true")
         cmd.set_defaults(func=func)

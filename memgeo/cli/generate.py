@@ -53,6 +53,7 @@ def register(sub) -> None:
     gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
     gen.add_argument("--prompt", required=True, type=nonempty_text)
     gen.add_argument("--model", help="model folder (default: the embedded testbed)")
+    gen.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
     gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
     gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
     gen.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",

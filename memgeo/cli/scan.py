@@ -41,7 +41,13 @@ def _scan(args) -> int:
         no_loading_bars()
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
-    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download)
+    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download,
+                              **({"lora": args.lora} if args.lora else {}))
+    training = None
+    if args.training_images:  # checked (and encoded) before any signal is computed
+        from ..scan.audit import load_training_images
+
+        training = load_training_images(model, args.training_images, quantile=args.copy_quantile)
     if ref_records:  # FLIPD's probe time from the reference prompts, the same for both scans
         cfg = resolve_flipd_t(model, cfg, [r.text for r in ref_records])
     try:
@@ -57,6 +63,13 @@ def _scan(args) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under accelerate launch the main process reports
     _scan_report(args, result, reference, cfg)
+    if training is not None:
+        from ..scan.audit import audit_copies, format_audit
+
+        texts = list(dict.fromkeys(r.text for r in records))
+        audit = audit_copies(model, texts, training, seeds=cfg.seeds, n_steps=cfg.n_steps, guidance_scale=cfg.guidance_scale,
+                             out=Path(args.out).parent, progress=not args.no_progress)
+        print("\n" + format_audit(audit))
     return 0
 
 
@@ -97,6 +110,14 @@ def register(sub) -> None:
 
     scan = sub.add_parser("scan", help="compute memorization signals for prompt files on a checkpoint (resumable)")
     scan.add_argument("--model", help="Stable Diffusion folder (or hub id with --allow-download); default: the embedded testbed")
+    scan.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
+    scan.add_argument("--training-images", metavar="FOLDER",
+                      help="a fine-tune audit: report which prompts' generations are near copies of these images "
+                           "(nearest neighbour in the model's VAE latent space, threshold from the images' own "
+                           "nearest-neighbour distances; written to copies.json beside --out)")
+    scan.add_argument("--copy-quantile", type=probability, default=0.01,
+                      help="with --training-images: the copy threshold is this quantile of the training images' "
+                           "nearest-neighbour distances (default 0.01)")
     scan.add_argument("--prompts", nargs="+", required=True, help="prompt files: .jsonl (caption), .txt, .csv (Caption)")
     scan.add_argument("--labels", nargs="+", help="one label per prompt file: mem|1, nmem|0, or auto (from the file)")
     scan.add_argument("--signals", nargs="+", default=["guidance_norm", "anisotropy", "sharpness"], choices=sorted(SIGNALS),

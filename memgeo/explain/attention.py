@@ -42,8 +42,9 @@ def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guida
     ``x_last``: the generation's state at its last step when already known (``Localization.x_last``
     of the same prompt, seeds, steps and guidance); otherwise the generation is run here."""
     unet = getattr(model, "unet", None)
-    if unet is None or not hasattr(unet, "attn_processors"):
-        raise ValueError(f"{type(model).__name__} exposes no diffusers UNet attention: the cross-attention map needs one")
+    if unet is None or not hasattr(unet, "attn_processors") or getattr(model, "family", "sd") == "sd3":
+        raise ValueError(f"{type(model).__name__} exposes no diffusers UNet cross-attention (a UNet with attn2 layers; "
+                         "SD3's transformer attends jointly over text and image): the cross-attention map needs one")
     if token == "end":
         ids = model.prompt_ids(prompt).tolist()
         eos = model.tokenizer.eos_token_id

@@ -51,17 +51,24 @@ def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: i
 
 
 def _encode_from_token_embeddings(model, ids: torch.Tensor):
-    """``(leaf, prompt_embedding)``: the input token embeddings ``[1, L, E]`` as a leaf that requires
-    grad, and the text encoder's output computed from them (differentiable)."""
-    layer = model.text_encoder.get_input_embeddings()
+    """``(leaves, prompt_embedding)``: the input token embeddings ``[1, L, E]`` of every text encoder that
+    reads the tokenizer's ids (SDXL and SD3: two), each a leaf that requires grad, and the prompt embedding
+    computed from them (differentiable)."""
+    encoders = list(getattr(model, "text_encoders", None) or [model.text_encoder])
     ids = ids.to(model.device)[None]
-    leaf = layer(ids).detach().requires_grad_(True)  # [1, L, E]
-    hook = layer.register_forward_hook(lambda module, inputs, output: leaf)
+    leaves, hooks = [], []
+    for enc in encoders:
+        layer = enc.get_input_embeddings()
+        leaf = layer(ids).detach().requires_grad_(True)  # [1, L, E]
+        leaves.append(leaf)
+        hooks.append(layer.register_forward_hook(lambda module, inputs, output, leaf=leaf: leaf))
     try:
-        out = model.text_encoder(ids)[0][0]
+        conditioning = getattr(model, "conditioning", None)
+        out = conditioning.encode_ids(ids)[0] if conditioning is not None else model.text_encoder(ids)[0][0]
     finally:
-        hook.remove()
-    return leaf, out.to(model.dtype)
+        for h in hooks:
+            h.remove()
+    return leaves, out.to(model.dtype)
 
 
 def token_attribution(
@@ -79,7 +86,7 @@ def token_attribution(
 
     ``method``: ``"gradient"`` - the norm of the gradient of the signal (mean over seeds) with
     respect to the token's embedding: ``space="input"`` the token's own input embedding, the
-    gradient flowing through the text encoder; ``space="output"`` the token's row of the prompt
+    gradient flowing through the text encoder (SDXL, SD3: the norm over both CLIP encoders' input embeddings); ``space="output"`` the token's row of the prompt
     embedding (the text encoder's output), as Wen et al. 2024's released code (those rows are
     contextual: a comma's row carries its neighbours); ``"leave_one_out"`` -
     the signal minus the signal of the prompt with that token removed (re-tokenized ids, encoded
@@ -106,13 +113,15 @@ def token_attribution(
     grad = loo = None
     with torch.enable_grad():
         if space == "input" and method != "leave_one_out":
-            leaf, e = _encode_from_token_embeddings(model, ids)
+            leaves, e = _encode_from_token_embeddings(model, ids)
         else:
-            leaf = e = model.encode_ids(ids[None])[0].requires_grad_(True)
+            e = model.encode_ids(ids[None])[0].requires_grad_(True)
+            leaves = [e]
         value = _signal(model, e, x_T, signal, n_steps).mean()
-        if method in ("gradient", "both"):
-            (g,) = torch.autograd.grad(value, leaf)
-            grad = g.reshape(-1, g.shape[-1])[1:1 + n].double().norm(dim=-1).tolist()
+        if method in ("gradient", "both"):  # per token: the norm over every encoder's embedding of it
+            gs = torch.autograd.grad(value, leaves)
+            sq = sum(g.reshape(-1, g.shape[-1])[1:1 + n].double().pow(2).sum(-1) for g in gs)
+            grad = sq.sqrt().tolist()
     value = float(value.detach())
     if method in ("leave_one_out", "both"):
         # ids = [start, n tokens, end, padding]: drop one token and pad again to the same length

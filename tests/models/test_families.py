@@ -162,3 +162,94 @@ def test_lora_and_family_errors(family_pipelines, tiny_pipelines, tmp_path):
     (other / "model_index.json").write_text(json.dumps({"_class_name": "KandinskyPipeline"}))
     with pytest.raises(ValueError, match="supports"):
         DiffusersScoreModel.from_pretrained(other)
+
+
+@pytest.mark.parametrize("name", ["sdxl", "sd3", "lora"])
+def test_scan_explain_localize_generate_run_on_each_family(family_pipelines, tiny_pipelines, tmp_path, name, capsys):
+    from memgeo.cli import main
+
+    if name == "lora":
+        model = ["--model", str(tiny_pipelines["epsilon"]),
+                 "--lora", str(build_tiny_lora(tiny_pipelines["epsilon"], tmp_path / "adapter"))]
+    else:
+        model = ["--model", str(family_pipelines[name])]
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red lighthouse\na blue cat\n")
+    common = ["--seeds", "2", "--no-progress"]
+    assert main(["scan", *model, "--prompts", str(prompts), "--out", str(tmp_path / "scan.jsonl"), "--steps", "4",
+                 "--signals", "guidance_norm", "anisotropy", "kappa_delta", *common]) == 0
+    assert main(["explain", *model, "--prompt", "a red lighthouse", "--out", str(tmp_path / "ex"), "--steps", "4", *common]) == 0
+    assert main(["localize", *model, "--prompt", "a red lighthouse", "--out", str(tmp_path / "loc"), "--steps", "4",
+                 *common]) == 0
+    assert main(["generate", *model, "--prompt", "a red lighthouse", "--out", str(tmp_path / "gen"), "--steps", "4",
+                 *common]) == 0
+    assert (tmp_path / "ex" / "explain.json").is_file() and (tmp_path / "loc" / "localize.json").is_file()
+
+
+def test_a_scan_of_the_fine_tune_is_never_mixed_with_the_base(tiny_pipelines, tmp_path, capsys):
+    from memgeo.cli import main
+
+    base = str(tiny_pipelines["epsilon"])
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red lighthouse\n")
+    out = str(tmp_path / "scan.jsonl")
+    args = ["--prompts", str(prompts), "--out", out, "--seeds", "1", "--no-progress", "--signals", "guidance_norm"]
+    assert main(["scan", "--model", base, *args]) == 0
+    before = (tmp_path / "scan.jsonl").read_text()
+    assert main(["scan", "--model", base, "--lora", str(build_tiny_lora(base, tmp_path / "adapter")), *args]) == 2
+    assert "fingerprint" in capsys.readouterr().err
+    assert (tmp_path / "scan.jsonl").read_text() == before
+
+
+def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path):
+    """On the testbed (latents are its images, folded): training images are one generation of a prompt, saved as
+    a PNG, and noise images. The audit must find that prompt's generation, and only it, within the threshold
+    calibrated on the images' own nearest-neighbour distances."""
+    import numpy as np
+    from PIL import Image
+
+    from memgeo.scan.audit import audit_copies, format_audit, load_training_images
+    from memgeo.testbed import load_testbed
+
+    model = load_testbed()
+    prompt = "thick five, thin eight, regular four, regular two"
+    x0 = ddim_sample(model, prompt, initial_noise(model, [0]), n_steps=4).x0
+    imgs = tmp_path / "train"
+    imgs.mkdir()
+    img = model.to_image(x0[0]).clamp(-1, 1).numpy()
+    Image.fromarray(((img + 1) * 127.5).round().astype(np.uint8)).save(imgs / "copied.png")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(imgs / f"other{i}.png")
+    training = load_training_images(model, imgs, quantile=0.5)
+    assert training.latents.shape == (7, *model.event_shape)
+    record = audit_copies(model, [prompt, "thin one, thin one, thin one, thin one"], training, seeds=(0,), n_steps=4,
+                          out=tmp_path)
+    rows = {r["text"]: r for r in record["prompts"]}
+    assert rows[prompt]["nearest"] == ["copied.png"] and rows[prompt]["copy_rate"] == 1.0
+    assert rows[prompt]["distance"][0] < 0.5 * training.threshold  # clipping to [-1, 1] and 8-bit rounding only
+    assert rows["thin one, thin one, thin one, thin one"]["copy_rate"] == 0.0
+    assert json.loads((tmp_path / "copies.json").read_text())["threshold"] == training.threshold
+    assert "1 of 2 prompts copy" in format_audit(record)
+    with pytest.raises(ValueError, match="another model"):
+        audit_copies(model, [prompt], training, seeds=(0, 1), n_steps=4, out=tmp_path)
+    with pytest.raises(ValueError, match="folder of images"):
+        load_training_images(model, tmp_path / "missing")
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "one" / "a.png")
+    with pytest.raises(ValueError, match="at least 2 images"):
+        load_training_images(model, tmp_path / "one")
+
+
+def test_fine_tune_audit_encodes_with_the_folder_vae(tiny_pipelines, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from memgeo.scan.audit import load_training_images
+
+    model = DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
+    rng = np.random.default_rng(0)
+    for i in range(3):  # larger than the model's images, not square: resized and centre-cropped
+        Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.jpg")
+    training = load_training_images(model, tmp_path, quantile=0.0)
+    assert training.latents.shape == (3, 4, 8, 8) and training.threshold > 0 and "VAE" in training.space

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from memgeo.guidance import from_eps
-from memgeo.parameterization import PREDICTION_TYPES, eps_to_score, eps_to_x0, score_to_eps, to_eps
+from memgeo.parameterization import PREDICTION_TYPES, eps_to_score, eps_to_x0, score_to_eps, to_eps, to_x0
 
 vp = st.floats(0.01, 0.999).map(lambda a: (a, (1 - a * a) ** 0.5))  # alpha^2 + sigma^2 = 1
 general = st.tuples(st.floats(0.05, 3.0), st.floats(0.05, 3.0))
@@ -23,8 +23,11 @@ def test_definitions_recover_eps(coefs, seed):
     torch.testing.assert_close(to_eps(x0, x, alpha, sigma, "sample"), eps)
     torch.testing.assert_close(to_eps(eps, x, alpha, sigma, "epsilon"), eps)
     torch.testing.assert_close(eps_to_x0(eps, x, alpha, sigma), x0)
-    for kind, pred in (("v_prediction", v), ("sample", x0), ("epsilon", eps)):
+    flow = eps - x0  # the rectified-flow velocity's definition (any alpha, sigma > 0)
+    torch.testing.assert_close(to_eps(flow, x, alpha, sigma, "flow"), eps)
+    for kind, pred in (("v_prediction", v), ("sample", x0), ("epsilon", eps), ("flow", flow)):
         torch.testing.assert_close(from_eps(eps, x, alpha, sigma, kind), pred)
+        torch.testing.assert_close(to_x0(pred, x, alpha, sigma, kind), x0)
 
 
 @given(vp, st.integers(0, 1000))
@@ -56,5 +59,5 @@ def test_v_prediction_matches_diffusers_ddim():
 
 def test_unknown_prediction_type():
     with pytest.raises(ValueError, match="prediction_type must be one of"):
-        to_eps(torch.zeros(1), torch.zeros(1), 1.0, 1.0, "flow")
-    assert set(PREDICTION_TYPES) == {"epsilon", "v_prediction", "sample"}
+        to_eps(torch.zeros(1), torch.zeros(1), 1.0, 1.0, "rectified")
+    assert set(PREDICTION_TYPES) == {"epsilon", "v_prediction", "sample", "flow"}

@@ -152,21 +152,11 @@ def build_tiny_sdxl_pipeline(folder: str | os.PathLike, prediction_type: str = "
                              force_zeros_for_empty_prompt: bool = True) -> Path:
     """A tiny SDXL pipeline (two CLIP text encoders, pooled embeddings, added time ids), saved to ``folder``."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
     folder = Path(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(tmp)
-    n = len(tokenizer)
-    text = dict(vocab_size=n, hidden_size=TINY_TEXT_DIM, intermediate_size=2 * TINY_TEXT_DIM, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
-                projection_dim=TINY_TEXT_DIM)
+    tokenizer, text_encoder, text_encoder_2 = _tiny_clip_parts(seed, projected_first=False)
     with float32_default():
-        torch.manual_seed(seed)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**text)).eval()
-        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
         unet = UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -189,19 +179,9 @@ def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: 
     """A tiny Stable Diffusion 3 pipeline (MMDiT transformer, two CLIP text encoders, no T5, flow matching), saved
     to ``folder``."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
-
     folder = Path(folder)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer = build_tokenizer(tmp)
-    n = len(tokenizer)
-    text = dict(vocab_size=n, hidden_size=TINY_TEXT_DIM, intermediate_size=2 * TINY_TEXT_DIM, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
-                projection_dim=TINY_TEXT_DIM)
+    tokenizer, text_encoder, text_encoder_2 = _tiny_clip_parts(seed, projected_first=True)
     with float32_default():
-        torch.manual_seed(seed)
-        text_encoder = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
-        text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text)).eval()
         transformer = SD3Transformer2DModel(
             sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=2, attention_head_dim=8,
             num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=2 * TINY_TEXT_DIM,
@@ -213,6 +193,25 @@ def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: 
                                     tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def _tiny_clip_parts(seed: int, *, projected_first: bool):
+    """The byte-level tokenizer and two tiny CLIP text encoders (the second with a projection; the first too for
+    SD3, not for SDXL), seeded: the SDXL and SD3 builders' text side."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = build_tokenizer(tmp)
+    n = len(tokenizer)
+    config = CLIPTextConfig(
+        vocab_size=n, hidden_size=TINY_TEXT_DIM, intermediate_size=2 * TINY_TEXT_DIM, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1,
+        projection_dim=TINY_TEXT_DIM,
+    )
+    with float32_default():
+        torch.manual_seed(seed)
+        first = (CLIPTextModelWithProjection if projected_first else CLIPTextModel)(config).eval()
+        return tokenizer, first, CLIPTextModelWithProjection(config).eval()
 
 
 def _tiny_vae(seed: int, latent_channels: int = 4, shift_factor: float | None = None):

@@ -2,8 +2,8 @@
 
 The distance lives in the model's own latent space: each training image is resized to the model's
 image size (shorter side, then a centre crop), encoded by the folder's VAE (the mean of its posterior,
-shifted and scaled as the pipeline scales latents) and compared with the sampler's final denoised
-latent by L2 distance. The copy threshold comes from the training set's own geometry, as the testbed's
+shifted and scaled as the pipeline scales latents) and compared with the sampler's final latent
+(what the pipeline decodes) by L2 distance. The copy threshold comes from the training set's own geometry, as the testbed's
 does (:func:`memgeo.testbed.nearest_neighbour_threshold`): the ``quantile`` of the distances from each
 training image to its nearest other one. A generation closer than that to a training image is a copy:
 it is nearer to one training image than all but ``quantile`` of the training images are to each other.

@@ -100,6 +100,20 @@ def test_sd3_sampler_is_the_pipeline_with_its_flow_match_euler_scheduler(family_
     assert float((unguided.x0 - ours.x0).abs().max()) > 1e-3  # guidance acts, the first step included
 
 
+def test_sdxl_sampler_is_the_pipeline_with_a_ddim_scheduler(family_pipelines):
+    """On SDXL, memgeo's CFG DDIM sampler equals the SDXL pipeline run with diffusers' DDIMScheduler (SD's settings)."""
+    from diffusers import DDIMScheduler
+
+    folder = family_pipelines["sdxl"]
+    model = DiffusersScoreModel.from_pretrained(folder)
+    pipe = _pipeline(folder)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, clip_sample=False, set_alpha_to_one=False)
+    latents = initial_noise(model, [7])
+    _, out = _denoiser_calls(pipe, latents=latents, num_inference_steps=4, guidance_scale=5.0)
+    ours = ddim_sample(model, PROMPT, latents, n_steps=4, guidance_scale=5.0)
+    torch.testing.assert_close(ours.x0, out.images, rtol=1e-4, atol=1e-4)
+
+
 def test_flow_conversions_against_the_interpolant():
     g = torch.Generator().manual_seed(0)
     x0, eps = torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64), torch.randn(3, 4, 8, 8, generator=g, dtype=torch.float64)

@@ -7,6 +7,7 @@ batches, its presets), :data:`PRESETS` the settings of every published method as
 """
 
 from .anisotropy import anisotropy
+from .bright_ending import bright_ending, bright_ending_mask
 from .common import SignalResult
 from .confound import caption_baseline, uppercase_fraction
 from .diagnostics import BRANCH_CURVES, branch_diagnostic
@@ -29,7 +30,7 @@ from .sharpness import sharpness
 __all__ = [
     "SIGNALS", "SignalSpec", "SignalResult", "PRESETS", "PRESET_NAMES", "resolve",
     "guidance_norm", "anisotropy", "sharpness", "p_laplace_flux", "p_laplace_released", "kappa_delta",
-    "kappa_delta_released", "flipd_signal", "flipd_t0",
+    "kappa_delta_released", "flipd_signal", "flipd_t0", "bright_ending", "bright_ending_mask",
     "branch_diagnostic", "BRANCH_CURVES", "caption_baseline", "uppercase_fraction",
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
 ]

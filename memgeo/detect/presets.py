@@ -45,6 +45,12 @@ PRESETS: dict[str, dict[str, dict]] = {
         "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8},
         "official": {"t": "auto", "method": "exact_up_to_3500", "n_probes": 8},
     },
+    # Chen et al., ICLR 2025 (chenchen-usyd/BE-PRSS): the released code keeps every step's value; memgeo's default
+    # is the same reading
+    "bright_ending": {
+        "memgeo": {"steps": "all", "layers": "down_full"},
+        "official": {"steps": "all", "layers": "down_full"},
+    },
     # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
     "adapt_embedding": {
         "memgeo": {"optimizer": "adam", "lr": 0.05, "max_iters": 30, "target": None, "relative_target": 0.5,

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from .anisotropy import anisotropy
+from .bright_ending import bright_ending
 from .flipd import flipd_signal
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
@@ -39,6 +40,7 @@ class SignalSpec:
         batched: no random draws: several prompts (a list ``cond``) go through the model in one call.
         reference: its probe time is chosen from the set of prompts scored (``reference=``).
         directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
+        cross_attention: it reads a UNet's cross-attention (not defined for a mixture or SD3's transformer).
     """
 
     name: str
@@ -49,6 +51,7 @@ class SignalSpec:
     batched: bool = False
     reference: bool = False
     directions: int | None = None
+    cross_attention: bool = False
 
     def __call__(self, model, cond, x_T, **options):
         return self.fn(model, cond, x_T, **options)
@@ -81,4 +84,6 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
                reference=True),
+    SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
+               cross_attention=True),
 )}

@@ -7,29 +7,11 @@ import math
 import torch
 
 from .._checks import check_int
-from ..sampling import initial_noise
+from ..models.attention import end_token_rows, require_cross_attention, token_attention
+from ..sampling import initial_noise, timestep_value
 from .localization import image_map, last_guided_state
 
 __all__ = ["cross_attention_map"]
-
-
-class _AttentionCapture:
-    """An attention processor that keeps the cross-attention probabilities and then runs the default one."""
-
-    def __init__(self, store: list, token: int):
-        from diffusers.models.attention_processor import AttnProcessor
-
-        self.store, self.token, self.inner = store, token, AttnProcessor()
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        if encoder_hidden_states is not None and hidden_states.dim() == 3:
-            context = attn.norm_encoder_hidden_states(encoder_hidden_states) if attn.norm_cross else encoder_hidden_states
-            q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-            k = attn.head_to_batch_dim(attn.to_k(context))
-            probs = attn.get_attention_scores(q, k, None)  # [B * heads, N, L]
-            B = hidden_states.shape[0]
-            self.store.append(probs.reshape(B, attn.heads, *probs.shape[1:])[..., self.token].mean(1).detach())
-        return self.inner(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guidance_scale: float = 7.5,
@@ -41,27 +23,14 @@ def cross_attention_map(model, prompt: str, *, seeds=8, n_steps: int = 50, guida
     (:func:`image_map`). Needs a diffusers UNet (``model.unet`` with attention processors).
     ``x_last``: the generation's state at its last step when already known (``Localization.x_last``
     of the same prompt, seeds, steps and guidance); otherwise the generation is run here."""
-    unet = getattr(model, "unet", None)
-    if unet is None or not hasattr(unet, "attn_processors") or getattr(model, "family", "sd") == "sd3":
-        raise ValueError(f"{type(model).__name__} exposes no diffusers UNet cross-attention (a UNet with attn2 layers; "
-                         "SD3's transformer attends jointly over text and image): the cross-attention map needs one")
-    if token == "end":
-        ids = model.prompt_ids(prompt).tolist()
-        eos = model.tokenizer.eos_token_id
-        row = ids.index(eos, 1) if eos in ids[1:] else len(ids) - 1
-    else:
-        row = check_int("token", token, minimum=0)
+    require_cross_attention(model, "the cross-attention map")
     n_steps = check_int("n_steps", n_steps)
     if x_last is None:
         x_last = last_guided_state(model, prompt, initial_noise(model, seeds), n_steps, guidance_scale, progress)
-    t_last = int(model.timesteps(n_steps)[-1])
-    store: list = []
-    saved = unet.attn_processors
-    try:
-        unet.set_attn_processor(_AttentionCapture(store, row))
-        model.eps(x_last, t_last, prompt)
-    finally:
-        unet.set_attn_processor(saved)
+    S = x_last.shape[0]
+    rows = end_token_rows(model, prompt, S) if token == "end" else torch.full((S,), check_int("token", token, minimum=0))
+    t_last = timestep_value(model.timesteps(n_steps)[-1])
+    store = list(token_attention(model, prompt, x_last, t_last, rows, "the cross-attention map").values())
     h, w = model.event_shape[-2:]
     maps = []
     for p in store:  # [S, N]

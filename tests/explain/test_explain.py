@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from memgeo.explain import cross_attention_map, default_localization_step, localize, pixel_auroc, token_attribution
-from memgeo.explain.attention import _AttentionCapture
 from memgeo.gmm import NoiseSchedule
 from memgeo.guidance import guidance_pair
 from memgeo.models import DiffusersScoreModel
+from memgeo.models.attention import _Capture
 from memgeo.sampling import initial_noise
 
 
@@ -180,15 +180,15 @@ def test_attention_capture_keeps_probabilities_and_leaves_the_output_unchanged(t
     x = initial_noise(tiny, 2)
     t = int(tiny.timesteps(10)[-1])
     plain = tiny.eps(x, t, "a small red house")
-    store = []
+    store = {}
     saved = tiny.unet.attn_processors
-    tiny.unet.set_attn_processor(_AttentionCapture(store, slice(None)))
+    tiny.unet.set_attn_processor({name: _Capture(store, name) for name in saved})
     try:
         captured = tiny.eps(x, t, "a small red house")
     finally:
         tiny.unet.set_attn_processor(saved)
     assert torch.allclose(plain, captured, atol=1e-6)
-    assert store and all(torch.allclose(p.sum(-1), torch.ones_like(p.sum(-1)), atol=1e-5) for p in store)
+    assert store and all(torch.allclose(p.sum(-1), torch.ones_like(p.sum(-1)), atol=1e-5) for p in store.values())
     m = cross_attention_map(tiny, "a small red house", seeds=2, n_steps=4)
     vae = json.loads((tiny_pipelines["epsilon"] / "vae" / "config.json").read_text())
     f = 2 ** (len(vae["block_out_channels"]) - 1)  # the VAE's downsampling factor

@@ -88,3 +88,16 @@ def test_bad_inputs(tiny_pipelines):
         bright_ending(model, PROMPT, x, n_steps=4, layers="up")
     with pytest.raises(ValueError, match="cond must be a prompt"):
         bright_ending(model, [PROMPT], x, n_steps=4)
+
+
+def test_scan_stores_the_signal_as_computed_directly(tiny_pipelines, tmp_path):
+    from memgeo.scan.run import ScanConfig, prompt_scores, run_scan
+    from memgeo.scan.readers import read_prompts
+
+    model = DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
+    (tmp_path / "p.txt").write_text(f"{PROMPT}\na blue cat\n")
+    cfg = ScanConfig(signals=("bright_ending",), seeds=(0, 1), n_steps=4)
+    result = run_scan(model, read_prompts(tmp_path / "p.txt"), tmp_path / "scan.jsonl", cfg, progress=False)
+    _, scores, texts = prompt_scores(result, "bright_ending")
+    direct = bright_ending(model, PROMPT, initial_noise(model, [0, 1]), n_steps=4).score.mean()
+    assert float(scores[list(texts).index(PROMPT)]) == pytest.approx(float(direct), rel=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import atomic_write_text
+from ..testbed.train import REGIMES
 from .common import finite_float, no_loading_bars, positive_int
 
 
@@ -64,9 +65,11 @@ def register(sub) -> None:
     tb_sub = tb.add_subparsers(dest="testbed_command", required=True)
     train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
     train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
-    train.add_argument("--regime", choices=("small-data", "sd"), default="small-data",
+    train.add_argument("--regime", choices=tuple(REGIMES), default="small-data",
                        help="small-data: the embedded testbed's data (2,272 canvases, each seen ~250 times); sd: Stable "
-                            "Diffusion's regime (88,000 distinct canvases seen ~20 times each, 1.9%% duplicated items)")
+                            "Diffusion's regime (88,000 distinct canvases seen ~20 times each, 1.9%% duplicated items); "
+                            "small-data-cond-only: small-data with no duplicated item's caption ever dropped (the causal "
+                            "test: only the unconditional branch's exposure changes)")
     train.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's, 10000 or 27500)")
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--seed", type=int, default=0)

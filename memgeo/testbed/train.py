@@ -79,6 +79,9 @@ REGIMES = {
     # views, the pilot's copying point) and 2 at 32; template prompts spread over 2 canvases.
     "sd": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
                     "augment": True}, "steps": 27500},
+    # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's
+    # caption is never dropped, so the unconditional branch never sees a duplicated image
+    "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},
 }
 
 
@@ -90,6 +93,7 @@ def train_testbed(
     batch_size: int = 64,
     lr: float = 1e-3,
     dropout: float = 0.1,
+    dropout_duplicated: float | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
     progress: bool = True,
@@ -104,6 +108,12 @@ def train_testbed(
     :data:`REGIMES`, which also gives the default ``steps``); its settings are recorded in
     ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to
     resume on other data.
+
+    ``dropout``: the probability that an item's caption is replaced by the empty one (caption dropout, which
+    trains the unconditional branch); ``dropout_duplicated``: the same for the items of duplicated captions
+    (default: the regime's, else ``dropout``). Both are compared with the same random draw, so runs that
+    differ only there see the same batches, noises and timesteps: only the unconditional branch's exposure to
+    the duplicates changes.
 
     ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
     unconditional prediction of the batch is computed as well (one more forward pass, no
@@ -126,6 +136,11 @@ def train_testbed(
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
     steps = REGIMES[regime]["steps"] if steps is None else steps
+    if dropout_duplicated is None:
+        dropout_duplicated = REGIMES[regime].get("dropout_duplicated", dropout)
+    for name, p in (("dropout", dropout), ("dropout_duplicated", dropout_duplicated)):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {p}")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
     arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
@@ -159,6 +174,10 @@ def train_testbed(
             raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
                              f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
                              "setting, or train into another folder")
+        if meta.get("dropout_duplicated", dropout) != dropout_duplicated:
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
+                             f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
+                             "same regime, or train into another folder")
         if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
             raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
                              f"{data.settings}): resume it with the same regime and seed, or train into another folder")
@@ -175,7 +194,8 @@ def train_testbed(
     for step in range(start, steps):
         j = torch.randint(len(item_img), (batch_size,), generator=gen)
         x0 = latents[item_img[j]]
-        cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < dropout, empty, item_cap[j])
+        p_drop = torch.where(item_dup[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws
+        cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < p_drop, empty, item_cap[j])
         t = torch.randint(0, len(abar), (batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
         a = abar[t].reshape(-1, 1, 1, 1)
@@ -204,7 +224,8 @@ def train_testbed(
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             loss_avg = float(np.mean(losses[-50:]))
             _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
-                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings})
+                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings,
+                              **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {})})
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
     mitigation = None
@@ -228,6 +249,7 @@ def train_testbed(
         "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
         "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr, "dropout": dropout,
+        **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
         "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))

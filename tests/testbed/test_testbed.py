@@ -210,3 +210,26 @@ def test_augmented_testbed_copies_are_judged_against_the_warped_cells():
     digits_only = small.digits[small.layout[local["targets"][0]]][None]  # the unwarped digits of a copy
     canvas = digits_only.reshape(1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(1, 16, 16)
     assert not bool(generation_copies(small, local, canvas, thr)["canvas"].any())  # not a copy of any training image
+
+
+def test_dropout_of_duplicated_captions_changes_only_what_the_unconditional_branch_sees(tmp_path):
+    from safetensors.torch import load_file
+
+    from memgeo.testbed import REGIMES
+
+    small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    kw = dict(steps=3, batch_size=8, checkpoint_every=3, progress=False, data=small)
+    train_testbed(tmp_path / "plain", **kw)
+    train_testbed(tmp_path / "same", dropout_duplicated=0.1, **kw)  # the default, said explicitly: bit for bit
+    train_testbed(tmp_path / "all", **{**kw, "dropout": 1.0})  # every caption dropped
+    train_testbed(tmp_path / "kept", dropout_duplicated=0.0, **{**kw, "dropout": 1.0})  # duplicated ones kept
+    w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in ("plain", "same", "all", "kept")}
+    assert all(torch.equal(w["plain"][n], w["same"][n]) for n in w["plain"])
+    assert not all(torch.equal(w["all"][n], w["kept"][n]) for n in w["all"])
+    assert json.loads((tmp_path / "kept" / "testbed.json").read_text())["dropout_duplicated"] == 0.0
+    assert "dropout_duplicated" not in json.loads((tmp_path / "plain" / "testbed.json").read_text())
+    with pytest.raises(ValueError, match="dropout_duplicated"):  # never resumed under another setting
+        train_testbed(tmp_path / "kept", dropout_duplicated=0.5, **{**kw, "dropout": 1.0, "steps": 6})
+    with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\]"):
+        train_testbed(tmp_path / "bad", dropout=1.5, **kw)
+    assert REGIMES["small-data-cond-only"]["data"] == REGIMES["small-data"]["data"]

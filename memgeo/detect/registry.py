@@ -85,5 +85,5 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
                reference=True),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
-               cross_attention=True),
+               batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
 )}

@@ -101,3 +101,13 @@ def test_scan_stores_the_signal_as_computed_directly(tiny_pipelines, tmp_path):
     _, scores, texts = prompt_scores(result, "bright_ending")
     direct = bright_ending(model, PROMPT, initial_noise(model, [0, 1]), n_steps=4).score.mean()
     assert float(scores[list(texts).index(PROMPT)]) == pytest.approx(float(direct), rel=1e-5)
+
+
+def test_many_rows_in_one_generation_equal_one_at_a_time(tiny_pipelines):
+    model = DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
+    prompts = [PROMPT, "a blue cat", "a much longer prompt about a red house by the sea"]
+    x_T = initial_noise(model, [0, 1, 2])
+    together = bright_ending(model, prompts, x_T, n_steps=4)
+    alone = torch.cat([bright_ending(model, p, x_T[i:i + 1], n_steps=4).score for i, p in enumerate(prompts)])
+    torch.testing.assert_close(together.score, alone, rtol=1e-4, atol=1e-6)
+    assert SIGNALS["bright_ending"].batched

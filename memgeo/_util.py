@@ -7,7 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["spread", "atomic_write_text", "atomic_replace"]
+__all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows"]
+
+
+def draw_rows(draw, generator, rows: int, dim: int):
+    """A random tensor with ``rows`` rows along ``dim``: ``draw(generator, rows)`` from one generator, or, where
+    ``generator`` is a list of one generator per row, ``draw(g_i, 1)`` for each row, concatenated. A row drawn from
+    its own generator is the same whether it is computed alone or in a batch, so batched signals equal their
+    one-row-at-a-time values."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != rows:
+            raise ValueError(f"generator must be one torch.Generator or a list of one per row ({rows}), got {len(generator)}")
+        import torch
+
+        return torch.cat([draw(g, 1) for g in generator], dim=dim)
+    return draw(generator, rows)
 
 
 def spread(items: list, n: int) -> list:

@@ -19,6 +19,7 @@ from typing import Callable, Protocol
 import torch
 
 from ._checks import check_int
+from ._util import draw_rows
 from .guidance import guidance_pair, raw_prediction, sample_norm
 from .parameterization import eps_to_x0
 
@@ -211,7 +212,8 @@ def ddim_sample(
 
 def sphere_directions(n: int, like: torch.Tensor, generator) -> torch.Tensor:
     """``n`` uniform unit directions per row of ``like``: ``[n, S, *event]``."""
-    N = torch.randn((n, *like.shape), generator=generator, dtype=torch.float64)
+    N = draw_rows(lambda g, r: torch.randn((n, r, *like.shape[1:]), generator=g, dtype=torch.float64), generator,
+                  like.shape[0], 1)
     N = N / N.flatten(2).norm(dim=-1).reshape(n, like.shape[0], *([1] * (like.dim() - 1)))
     return N.to(like.dtype).to(like.device)
 

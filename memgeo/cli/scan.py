@@ -142,8 +142,8 @@ def register(sub) -> None:
     scan.add_argument("--report", help="report file of every prompt, ranked: .csv, or markdown otherwise "
                                        "(default: beside --out, OUT.report.md)")
     scan.add_argument("--batch-size", type=positive_int, default=8,
-                      help="prompts (all their seeds) per model call for guidance_norm, anisotropy and sharpness "
-                           "(default 8; results equal those of 1)")
+                      help="prompts (all their seeds) per model call, for every signal (generation signals: each row "
+                           "with its own seeded directions; default 8; results equal those of 1)")
     scan.add_argument("--device", default="cpu")
     scan.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the estimator math")
     scan.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (off by default)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .._util import draw_rows
 from ..sampling import ddim_sample, sphere_directions
 
 __all__ = ["SignalResult", "first_timestep", "renoise", "generate_sample", "mean_cosine_on_sphere"]
@@ -44,7 +45,8 @@ def first_timestep(model, t, n_steps):
 
 def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
     """``alpha_t x0 + sigma_t eps`` with fresh noise from ``generator`` (drawn in float64, as every seed is)."""
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64).to(x0.dtype).to(x0.device)
+    noise = draw_rows(lambda g, r: torch.randn((r, *x0.shape[1:]), generator=g, dtype=torch.float64), generator,
+                      x0.shape[0], 0).to(x0.dtype).to(x0.device)
     return float(model.alpha(t)) * x0 + float(model.sigma(t)) * noise
 
 

@@ -34,10 +34,12 @@ class SignalSpec:
         name: the signal's name (its key in :data:`SIGNALS` and in :data:`~memgeo.detect.PRESETS`).
         fn: ``fn(model, cond, x_T, **options) -> SignalResult``.
         source: the paper it implements.
-        generates: it generates a sample (CFG DDIM) before measuring and draws random directions:
-            it runs one (prompt, seed) at a time with its own ``generator``.
+        generates: it generates a sample (CFG DDIM) before measuring, and may draw random directions from
+            ``generator``: one ``torch.Generator``, or a list of one per row (each row's draws its own, so a
+            row's value is the same alone or in a batch).
         guided: it takes ``guidance_scale``.
-        batched: no random draws: several prompts (a list ``cond``) go through the model in one call.
+        batched: several (prompt, seed) rows (a list ``cond``) go through the model in one call, equal to the
+            rows computed one at a time (a generating signal takes one generator per row).
         reference: its probe time is chosen from the set of prompts scored (``reference=``).
         directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
         cross_attention: it reads a UNet's cross-attention (not defined for a mixture or SD3's transformer).
@@ -80,10 +82,12 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("guidance_norm", guidance_norm, "Wen et al., ICLR 2024", guided=True, batched=True),
     SignalSpec("anisotropy", anisotropy, "Asthana & Belagiannis, ICLR 2026", batched=True),
     SignalSpec("sharpness", sharpness, "Jeon et al., ICML 2025", batched=True),
-    SignalSpec("p_laplace", p_laplace_flux, "Brokman et al., SSVM 2025", generates=True, guided=True, directions=4),
-    SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, directions=1),
+    SignalSpec("p_laplace", p_laplace_flux, "Brokman et al., SSVM 2025", generates=True, guided=True, batched=True,
+               directions=4),
+    SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, batched=True,
+               directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
-               reference=True),
+               batched=True, reference=True),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
 )}

@@ -30,6 +30,7 @@ from dataclasses import field as dc_field
 import torch
 
 from .._checks import check_int, check_p, check_positive
+from .._util import draw_rows
 from .exact import p_laplacian_from_derivatives
 from .fields import Field, check_points, flatten_field, jvp, power_field, vjp
 
@@ -93,9 +94,9 @@ def _mean_estimate(samples: torch.Tensor, method: str, **counts) -> Estimate:
 def _probes(kind: str, n: int, B: int, d: int, like: torch.Tensor, generator) -> torch.Tensor:
     """Probe vectors ``[n, B, d]``: Rademacher, standard Gaussian, or uniform unit directions."""
     if kind == "rademacher":
-        v = torch.randint(0, 2, (n, B, d), generator=generator).to(like.dtype) * 2 - 1
+        v = draw_rows(lambda g, r: torch.randint(0, 2, (n, r, d), generator=g), generator, B, 1).to(like.dtype) * 2 - 1
     elif kind in ("gaussian", "sphere"):
-        v = torch.randn(n, B, d, generator=generator, dtype=like.dtype)
+        v = draw_rows(lambda g, r: torch.randn(n, r, d, generator=g, dtype=like.dtype), generator, B, 1)
         if kind == "sphere":
             v = v / v.norm(dim=-1, keepdim=True)
     else:

@@ -164,9 +164,10 @@ def _row_generator(prompt: str, seed: int) -> torch.Generator:
 def _compute_rows(model, batch: list[tuple[str, list[int]]], name: str, cfg: ScanConfig, digest: str):
     """Rows of one signal for ``batch``, a list of (prompt, seeds).
 
-    Signals without random draws (``SIGNALS[name].batched``) evaluate the whole batch in one call, one row per (prompt, seed) with
-    per-row prompts. The generation signals draw random directions: they run one (prompt, seed) at
-    a time, each with its own generator, so that a row never depends on its neighbours.
+    Batched signals (``SIGNALS[name].batched``) evaluate the whole batch in one call, one row per (prompt, seed)
+    with per-row prompts. The generation signals draw their random directions from one generator per row,
+    seeded by its prompt and seed, so that a row never depends on its neighbours: its value is the one it has
+    alone.
     """
     kw = cfg.signal_kwargs(name)
     if SIGNALS[name].batched:
@@ -175,7 +176,7 @@ def _compute_rows(model, batch: list[tuple[str, list[int]]], name: str, cfg: Sca
         groups = [[(p, s)] for p, seeds in batch for s in seeds]
     for group in groups:
         if SIGNALS[name].generates:
-            kw["generator"] = _row_generator(*group[0])
+            kw["generator"] = [_row_generator(p, s) for p, s in group]
         x_T = torch.cat([initial_noise(model, [s]) for _, s in group])
         cond = group[0][0] if len(group) == 1 else [p for p, _ in group]
         t0 = time.perf_counter()

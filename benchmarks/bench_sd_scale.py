@@ -5,10 +5,10 @@
 The model has SD v1.4's architecture with random weights (``memgeo.models.architectures``; no
 download). On CUDA it runs at the real size (4x64x64 latents) in fp16 weights; on CPU in float32
 at a reduced latent size. Each signal runs at its published settings (``preset="official"``, 50
-DDIM steps, one generation per prompt) and at memgeo's defaults. The signals without random draws
-evaluate the 10 prompts in one batch; the generation signals run prompt by prompt, so on CPU
-their time is measured on ``--generation-prompts`` prompts and multiplied up to 10. Every time is
-the median of warmed-up repeats (one repeat where a run takes over 20 s).
+DDIM steps, one generation per prompt) and at memgeo's defaults. Every signal evaluates the 10
+prompts in one batch (the generation signals: one generation carries the 10 rows, each row drawing
+its directions from its own generator). Every time is the median of warmed-up repeats (one repeat
+where a run takes over 20 s).
 
 The physical floor is the time of the UNet forward passes the signal needs, batched: 10 prompts x
 (evaluations + 2 x JVPs) per prompt, at the per-row time of a batched forward pass measured here.
@@ -32,7 +32,6 @@ from memgeo.sampling import initial_noise
 # Asthana & Belagiannis 2026, SD v1.4, seconds per 10 prompts. Their Wen time (0.4 s, against 1.1 s for the
 # 4 evaluations of anisotropy) is the first-step guidance norm: memgeo's default variant.
 PAPER = {("guidance_norm", "memgeo"): 0.4, ("anisotropy", "official"): 1.1, ("sharpness", "official"): 5.4}
-BATCHED = ("guidance_norm", "anisotropy", "sharpness")
 
 
 class PeakMemory:
@@ -93,8 +92,6 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cuda = torch.cuda.is_available()
     parser.add_argument("--sample-size", type=int, default=64 if cuda else 8, help="latent side (64: SD's 512 px)")
-    parser.add_argument("--generation-prompts", type=int, default=10 if cuda else 1,
-                        help="prompts the generation signals are timed on (scaled to 10)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--signals", nargs="+", default=list(SIGNALS))
@@ -126,17 +123,11 @@ def main(argv=None) -> None:
                 kw["t"] = 41  # the probe-time search runs once per model; it is not part of a prompt's cost
                 if preset == "official":  # d = 16384 at SD scale is above 3500: the official trace is Hutchinson
                     kw["method"] = "hutchinson"
-            if name in BATCHED:
-                x = torch.cat([x1] * 10)
-                fn = lambda name=name, kw=kw, x=x: SIGNALS[name](model, prompts, x, **kw)  # noqa: E731
-                scale, measured = 1, 10
-            else:
-                n = args.generation_prompts
-                x = torch.cat([x1] * n) if n > 1 else x1
-                cond = prompts[:n] if n > 1 else prompts[0]
-                kw["generator"] = torch.Generator().manual_seed(0)
-                fn = lambda name=name, kw=kw, x=x, cond=cond: SIGNALS[name](model, cond, x, **kw)  # noqa: E731
-                scale, measured = 10 / n, n
+            x = torch.cat([x1] * 10)
+            if SIGNALS[name].generates:  # one generator per row, as the scan passes them
+                kw["generator"] = [torch.Generator().manual_seed(i) for i in range(10)]
+            fn = lambda name=name, kw=kw, x=x: SIGNALS[name](model, prompts, x, **kw)  # noqa: E731
+            scale, measured = 1, 10
             with PeakMemory(device) as mem:
                 seconds, res = timed(fn, device)
             per10 = seconds * scale

@@ -259,8 +259,9 @@ def run_leaderboards(
     mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=mixture_conditions,
                                                            n_generalizing=mixture_conditions, seed=0)
     conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
-    rows = evaluate_signals(mix, conds, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
-                            progress=progress)
+    on_mixture = tuple(s for s in signals if not SIGNALS[s].cross_attention)  # a mixture has no cross-attention
+    rows = evaluate_signals(mix, conds, labels, signals=on_mixture, seeds=seeds, n_steps=n_steps,
+                            guidance_scale=guidance_scale, progress=progress)
     table = format_leaderboard(rows, title=f"(a) canonical memorization mixture: {mixture_conditions} memorized + "
                                            f"{mixture_conditions} generalizing conditions, {seeds} seeds")
     print_fn(table + "\n")

@@ -133,7 +133,8 @@ def test_generation_signal_rows_do_not_depend_on_their_neighbours(tmp_path, mode
     cfg = dict(signals=("kappa_delta",), n_steps=3, n_directions=2)
     both = run_scan(model, recs, tmp_path / "a.jsonl", ScanConfig(seeds=(0, 1), **cfg), progress=False)
     alone = run_scan(model, recs[1:], tmp_path / "b.jsonl", ScanConfig(seeds=(1,), **cfg), progress=False)
-    assert both.scores("kappa_delta")[1, 1] == pytest.approx(alone.scores("kappa_delta")[0, 0], rel=1e-5)
+    # equal to float32 round-off of the batched UNet calls (the value is a mean cosine near 0)
+    assert both.scores("kappa_delta")[1, 1] == pytest.approx(alone.scores("kappa_delta")[0, 0], rel=1e-4, abs=1e-6)
 
 
 def test_a_prompt_over_the_token_limit_is_warned_about(model):

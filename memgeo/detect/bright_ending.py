@@ -45,21 +45,28 @@ class _GapRecorder:
         return torch.zeros(state.x.shape[0])
 
 
-def bright_ending_mask(model, cond, x_last: torch.Tensor, t_last, *, layers: str = "down_full") -> torch.Tensor:
+def bright_ending_mask(model, cond, x_last: torch.Tensor, t_last, *, layers: str = "down") -> torch.Tensor:
     """The end token's cross-attention ``[S, 1, h, w]`` at the last step: head-averaged, then averaged over the
-    down-block layers at the latent's full resolution (``layers="down_full"``, as released) or over every
-    cross-attention layer at full resolution (``"all_full"``)."""
-    if layers not in ("down_full", "all_full"):
-        raise ValueError(f"layers must be 'down_full' or 'all_full', got {layers!r}")
+    cross-attention layers of the finest resolution that has any, in the down blocks (``layers="down"``, as
+    released: on SD v1/v2 the latent's full resolution, 64x64 at 512 px) or anywhere (``"all"``). Where that
+    resolution is coarser than the latent (SDXL's first down block has no attention) the map is resized to the
+    latent grid (bilinear)."""
+    if layers not in ("down", "all"):
+        raise ValueError(f"layers must be 'down' or 'all', got {layers!r}")
     S = x_last.shape[0]
     h, w = model.event_shape[-2:]
     maps = token_attention(model, cond, x_last, t_last, end_token_rows(model, cond, S), "bright ending")
-    keep = [m for name, m in maps.items() if m.shape[-1] == h * w and "attn2" in name
-            and (layers == "all_full" or name.startswith("down_blocks"))]
-    if not keep:
-        raise ValueError(f"the UNet has no cross-attention layer at the latent's full resolution {h}x{w} "
-                         f"{'in its down blocks ' if layers == 'down_full' else ''}(bright ending reads those)")
-    return torch.stack(keep).mean(0).reshape(S, 1, h, w).to(x_last.dtype)
+    cross = {name: m for name, m in maps.items() if "attn2" in name and (layers == "all" or name.startswith("down_blocks"))}
+    if not cross:
+        raise ValueError(f"the UNet has no cross-attention layer{' in its down blocks' if layers == 'down' else ''} "
+                         "(bright ending reads those)")
+    finest = max(m.shape[-1] for m in cross.values())
+    mask = torch.stack([m for m in cross.values() if m.shape[-1] == finest]).mean(0)  # [S, N]
+    side_h = int(round((finest * h / w) ** 0.5))
+    mask = mask.reshape(S, 1, side_h, finest // side_h)
+    if (side_h, finest // side_h) != (h, w):
+        mask = torch.nn.functional.interpolate(mask.float(), size=(h, w), mode="bilinear", align_corners=False)
+    return mask.to(x_last.dtype)
 
 
 def bright_ending(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo", steps: str | None = None,

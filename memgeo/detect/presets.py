@@ -48,8 +48,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     # Chen et al., ICLR 2025 (chenchen-usyd/BE-PRSS): the released code keeps every step's value; memgeo's default
     # is the same reading
     "bright_ending": {
-        "memgeo": {"steps": "all", "layers": "down_full"},
-        "official": {"steps": "all", "layers": "down_full"},
+        "memgeo": {"steps": "all", "layers": "down"},
+        "official": {"steps": "all", "layers": "down"},
     },
     # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
     "adapt_embedding": {

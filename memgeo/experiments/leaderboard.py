@@ -73,7 +73,7 @@ def evaluate_signals(
     conds: list,
     labels: list[int],
     *,
-    signals=tuple(SIGNALS),
+    signals=None,
     seeds: int = 8,
     n_steps: int = 50,
     guidance_scale: float = 7.5,
@@ -83,6 +83,9 @@ def evaluate_signals(
     progress: bool = False,
 ) -> list[LeaderboardRow]:
     """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments.
+
+    ``signals``: names of :data:`~memgeo.detect.SIGNALS` (default: every signal the model can run; those that
+    read UNet cross-attention only where it has some).
 
     ``seconds`` per condition is the median of ``timing_repeats`` warmed-up runs on the first condition.
     """
@@ -94,6 +97,10 @@ def evaluate_signals(
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     options = options or {}
     x_T = initial_noise(model, seeds)
+    if signals is None:
+        from ..models.attention import has_cross_attention
+
+        signals = tuple(n for n, s in SIGNALS.items() if not s.cross_attention or has_cross_attention(model))
     unknown = [name for name in signals if name not in SIGNALS]
     if unknown:
         raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")

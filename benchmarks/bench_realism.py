@@ -115,6 +115,14 @@ def format_realism(r: dict, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def append_markdown(path, text: str) -> None:
+    """Append ``text`` (and a blank line) to the markdown file ``path``, creating its folder."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(text + "\n")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
@@ -142,10 +150,7 @@ def main(argv=None) -> None:
     text = format_realism(r, title)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(text + "\n")
+        append_markdown(args.out, text)
     if args.json:
         Path(args.json).write_text(json.dumps({"title": title, **r, "raw": result}, indent=1))
 

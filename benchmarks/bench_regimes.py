@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_realism import measure, realism  # noqa: E402
+from bench_realism import append_markdown, measure, realism  # noqa: E402
 
 from memgeo.detect import auroc, bootstrap_metrics  # noqa: E402
 from memgeo.experiments.leaderboard import evaluate_signals  # noqa: E402
@@ -140,11 +140,8 @@ def main(argv=None) -> None:
     text = f"## {args.title}\n\n" + format_side_by_side(names, results, seeds=args.seeds)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a") as f:
-            f.write(text + "\n")
-        Path(str(out) + ".json").write_text(json.dumps(dict(zip(names, results)), indent=1, default=float))
+        append_markdown(args.out, text)
+        Path(str(args.out) + ".json").write_text(json.dumps(dict(zip(names, results)), indent=1, default=float))
 
 
 if __name__ == "__main__":

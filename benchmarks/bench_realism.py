@@ -51,15 +51,12 @@ def measure(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: f
                      "copy_rate": float(c["canvas"].double().mean()), "gap": res.trace["gap"].double().mean(1).tolist()})
     un = ddim_sample(model, None, initial_noise(model, list(range(10_000, 10_000 + uncond_seeds))), n_steps=n_steps,
                      guidance_scale=1.0).denoised
-    cu = generation_copies(data, {}, to_images(un.float()), thr)
-    dup_canvases = {i for p in data.prompts if p["kind"] == "memorized" for i in p["targets"]}
-    from memgeo.testbed.truth import copied_cells
-
-    copied, _ = copied_cells(to_images(un.float()).clamp(-1, 1), data.bank, thr)
-    hits = (copied[:, None, :] == data.cell_ids[None]).all(-1)  # [N, canvases]
-    dup_hit = [bool(any(int(i) in dup_canvases for i in torch.nonzero(h).flatten())) for h in hits]
-    return {"threshold": thr, "prompts": rows, "unconditional": {"seeds": uncond_seeds, "copy_rate": float(cu["canvas"].double().mean()),
-                                                                  "duplicated_copy_rate": float(np.mean(dup_hit))}}
+    hits = generation_copies(data, {}, to_images(un.float()), thr)["canvases"]  # [N, canvases]
+    duplicated = torch.zeros(hits.shape[1], dtype=torch.bool)
+    duplicated[[i for p in data.prompts if p["kind"] == "memorized" for i in p["targets"]]] = True
+    return {"threshold": thr, "prompts": rows,
+            "unconditional": {"seeds": uncond_seeds, "copy_rate": float(hits.any(1).double().mean()),
+                              "duplicated_copy_rate": float((hits & duplicated).any(1).double().mean())}}
 
 
 def realism(result: dict) -> dict:

@@ -113,12 +113,17 @@ def first_timestep(model, n_steps: int):
     return timestep_value(ts[1]) if float(model.alpha(first)) == 0.0 and len(ts) > 1 else first
 
 
-def _pure_noise_pair(model, x: torch.Tensor, t, cond):
-    """``(x0_u, x0_c)`` at ``alpha_t = 0``, where only the raw outputs carry the condition."""
+def _branches(model, x: torch.Tensor, t, cond, a: float, s: float):
+    """``(eps_u, eps_c, x0_pair)`` at one step (2 evaluations per row). At pure noise (``alpha_t = 0``, a flow
+    model's first step) eps is ``x / sigma`` in both branches and only the raw outputs carry the condition:
+    ``x0_pair`` is then both branches' denoised estimates, else None."""
+    if a > 0:
+        return (*guidance_pair(model, x, t, cond), None)
     if not hasattr(model, "denoised_pair"):
         raise ValueError(f"{type(model).__name__} has alpha_t = 0 at t = {t} but offers no denoised_pair: "
                          "the sampler cannot read x0 from eps at pure noise")
-    return model.denoised_pair(x, t, cond)
+    eps = x / s
+    return eps, eps, model.denoised_pair(x, t, cond)
 
 
 def _guided_x0(eps: torch.Tensor, x: torch.Tensor, a: float, s: float, w, x0_pair) -> torch.Tensor:
@@ -169,13 +174,8 @@ def ddim_sample(
         for i, t in enumerate(tqdm(ts.tolist(), desc="sampling", disable=not progress, leave=False)):
             a, s = float(model.alpha(t)), float(model.sigma(t))
             w, c = guidance_scale, cond
-            if a > 0:
-                eps_u, eps_c = guidance_pair(model, x, t, cond)
-                eps = eps_u + w * (eps_c - eps_u)
-                x0_pair = None
-            else:  # pure noise (a flow model's first step): eps = x / sigma in both branches, x0 from the raw outputs
-                x0_pair = _pure_noise_pair(model, x, t, cond)
-                eps_u = eps_c = eps = x / s
+            eps_u, eps_c, x0_pair = _branches(model, x, t, cond, a, s)
+            eps = eps_u + w * (eps_c - eps_u)
             n_evals += 2
             state = StepState(i, t, x, eps_u, eps_c, eps, _guided_x0(eps, x, a, s, w, x0_pair), a, s, w, c)
             for name, tracker in trackers.items():
@@ -185,17 +185,13 @@ def ddim_sample(
             act = dict(act or {})
             if "cond" in act and act["cond"] is not c:
                 c = act["cond"]
-                if a > 0:
-                    eps_u, eps_c = guidance_pair(model, x, t, c)
-                else:
-                    x0_pair = _pure_noise_pair(model, x, t, c)
+                eps_u, eps_c, x0_pair = _branches(model, x, t, c, a, s)
                 n_evals += 2
             if act:
                 w = act.get("guidance_scale", w)
                 if isinstance(w, torch.Tensor):  # one scale per sample
                     w = w.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-                if a > 0:
-                    eps = eps_u + w * (eps_c - eps_u)
+                eps = eps_u + w * (eps_c - eps_u)
             actions.append(act)
             x0_hat = _guided_x0(eps, x, a, s, w, x0_pair)
             t_prev = ts[i + 1].item() if i + 1 < len(ts) else 0

@@ -83,5 +83,4 @@ def load_model(args):
     if args.no_progress:
         no_loading_bars()
     path = Path(args.model) if args.model else TESTBED_DIR
-    lora = getattr(args, "lora", None)
-    return load_model_folder(path, **({"lora": lora} if lora else {})), path
+    return load_model_folder(path, lora=getattr(args, "lora", None)), path

@@ -40,14 +40,14 @@ def _localize(args) -> int:
     import json
 
     from ..explain import cross_attention_map, localize, pixel_auroc
+    from ..models.attention import has_cross_attention
     from ..plotting import plot_localization
     model, folder = load_model(args)
     settings = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance, "step": args.step}
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = explain_target(Path(args.out), "localize.json", record)
     loc = localize(model, args.prompt, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance, step=args.step)
-    has_cross_attention = getattr(model, "family", "sd") != "sd3"  # SD3's transformer attends jointly
-    attn = cross_attention_map(model, args.prompt, n_steps=args.steps, x_last=loc.x_last) if has_cross_attention else None
+    attn = cross_attention_map(model, args.prompt, n_steps=args.steps, x_last=loc.x_last) if has_cross_attention(model) else None
     mask = None
     if testbed_folder(model) is not None:
         mask = next((p.get("mask") for p in testbed_metadata(testbed_folder(model))["prompts"] if p["text"] == args.prompt), None)

@@ -41,8 +41,7 @@ def _scan(args) -> int:
         no_loading_bars()
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
-    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download,
-                              **({"lora": args.lora} if args.lora else {}))
+    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download, lora=args.lora)
     training = None
     if args.training_images:  # checked (and encoded) before any signal is computed
         from ..scan.audit import load_training_images

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..guidance import anisotropy_terms
-from ..sampling import first_timestep, timestep_value
-from .common import SignalResult
+from ..sampling import timestep_value
+from .common import SignalResult, first_timestep
 from .presets import resolve
 
 __all__ = ["anisotropy"]
@@ -53,7 +53,7 @@ def anisotropy(
     ts = model.timesteps(n_steps)
     if len(ts) < 3 and t_lo is None:
         raise ValueError("n_steps must be >= 3 to place t_lo at the third-to-last step")
-    t_hi = first_timestep(model, n_steps) if t_hi is None else timestep_value(t_hi)
+    t_hi = first_timestep(model, t_hi, n_steps)
     t_lo = timestep_value(ts[-3]) if t_lo is None else timestep_value(t_lo)
     with torch.no_grad():
         v, norm_term, cos_term, (g_norm, g_cos) = anisotropy_terms(model, x_T, cond, t_hi, t_lo, opts)

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .._util import draw_rows
-from ..sampling import ddim_sample, sphere_directions
+from ..sampling import ddim_sample, repeat_cond, sphere_directions, timestep_value
+from ..sampling import first_timestep as _conditioned_first_timestep
 
-__all__ = ["SignalResult", "first_timestep", "renoise", "generate_sample", "mean_cosine_on_sphere"]
+__all__ = ["SignalResult", "first_timestep", "renoise", "stacked_eps", "generate_sample", "mean_cosine_on_sphere"]
 
 
 @dataclass
@@ -37,10 +38,7 @@ class SignalResult:
 def first_timestep(model, t, n_steps):
     """``t``, or the first timestep of the model's ``n_steps``-step sampler at which the condition acts
     (:func:`memgeo.sampling.first_timestep`) when ``t`` is None."""
-    from ..sampling import first_timestep as first
-    from ..sampling import timestep_value
-
-    return first(model, n_steps) if t is None else timestep_value(t)
+    return _conditioned_first_timestep(model, n_steps) if t is None else timestep_value(t)
 
 
 def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -48,6 +46,12 @@ def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) 
     noise = draw_rows(lambda g, r: torch.randn((r, *x0.shape[1:]), generator=g, dtype=torch.float64), generator,
                       x0.shape[0], 0).to(x0.dtype).to(x0.device)
     return float(model.alpha(t)) * x0 + float(model.sigma(t)) * noise
+
+
+def stacked_eps(model, t, cond, rows: int):
+    """``z -> model.eps(z, t, cond)`` for ``z`` holding stacked copies of a ``rows``-row batch (directions or
+    probes around each row), with per-row conditions repeated to match (:func:`memgeo.sampling.repeat_cond`)."""
+    return lambda z: model.eps(z, t, repeat_cond(cond, z.shape[0] // rows, rows))
 
 
 def generate_sample(model, cond, x_T, n_steps, guidance_scale):

@@ -11,8 +11,8 @@ from .._checks import check_int
 from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
-from ..sampling import ddim_sample, repeat_cond, timestep_value
-from .common import SignalResult, generate_sample
+from ..sampling import ddim_sample, timestep_value
+from .common import SignalResult, generate_sample, stacked_eps
 from .presets import resolve
 
 __all__ = ["flipd_t0", "flipd_signal"]
@@ -22,8 +22,8 @@ def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, gene
     """FLIPD at the clean point :math:`\\alpha_t \\hat x_0` (an :class:`~memgeo.geometry.Estimate`)."""
     sigma = float(model.sigma(t))
     x_t = float(model.alpha(t)) * x0  # the clean point: at a re-noised one E[LID] = d for any law
-    S = x0.shape[0]
-    field = lambda z: eps_to_score(model.eps(z, t, repeat_cond(cond, z.shape[0] // S, S)), sigma)  # noqa: E731
+    eps = stacked_eps(model, t, cond, x0.shape[0])
+    field = lambda z: eps_to_score(eps(z), sigma)  # noqa: E731
     d = math.prod(x0.shape[1:])
     if method == "exact_up_to_3500":
         method = "exact" if d <= 3500 else "hutchinson"

@@ -9,8 +9,7 @@ import torch
 from .._checks import check_int, check_p, check_positive
 from ..geometry import p_laplacian
 from ..parameterization import eps_to_score
-from ..sampling import repeat_cond
-from .common import SignalResult, generate_sample, mean_cosine_on_sphere, renoise
+from .common import SignalResult, generate_sample, mean_cosine_on_sphere, renoise, stacked_eps
 from .presets import PRESETS, resolve
 
 __all__ = ["p_laplace_flux", "p_laplace_released"]
@@ -67,9 +66,8 @@ def p_laplace_flux(
     sigma = float(model.sigma(t))
     with torch.no_grad():
         x_t = renoise(model, x0, t, generator)
-        S = x_t.shape[0]
-        est = p_laplacian(lambda z: eps_to_score(model.eps(z, t, repeat_cond(c, z.shape[0] // S, S)), sigma), x_t, p,
-                          method=method,
+        eps = stacked_eps(model, t, c, x_t.shape[0])
+        est = p_laplacian(lambda z: eps_to_score(eps(z), sigma), x_t, p, method=method,
                           n_probes=check_int("n_directions", opts["n_directions"], minimum=2), radius=r, generator=generator)
     return SignalResult("p_laplace", -est.value, est.value, cost + est.n_evals,
                         extras={"stderr": est.stderr, "t": t, "x0": x0})
@@ -92,9 +90,7 @@ def p_laplace_released(model, cond, x_T: torch.Tensor, *, p: float = _RELEASED["
     n_dir = check_int("n_directions", n_directions, minimum=2)
     with torch.no_grad():
         centre = float(model.alpha(t)) * x0  # sqrt(abar_t) x0_hat, no added noise
-        S = centre.shape[0]
-        v, se = mean_cosine_on_sphere(lambda z: model.eps(z, t, repeat_cond(c, z.shape[0] // S, S)), centre, r, n_dir, p,
-                                      generator)
+        v, se = mean_cosine_on_sphere(stacked_eps(model, t, c, centre.shape[0]), centre, r, n_dir, p, generator)
     return SignalResult("p_laplace", v, v, cost + n_dir, extras={"stderr": se, "t": t, "x0": x0})
 
 

@@ -23,7 +23,7 @@ from .p_laplace import p_laplace_flux
 from .presets import PRESETS
 from .sharpness import sharpness
 
-__all__ = ["SignalSpec", "SIGNALS"]
+__all__ = ["SignalSpec", "SIGNALS", "runnable_signals"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,12 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
 )}
+
+
+def runnable_signals(model, names=None) -> tuple[str, ...]:
+    """``names`` (default: every signal of :data:`SIGNALS`) less those ``model`` cannot run: the ones that read
+    UNet cross-attention, where it has none (a mixture, SD3's transformer)."""
+    from ..models.attention import has_cross_attention
+
+    names = tuple(SIGNALS) if names is None else tuple(names)
+    return tuple(n for n in names if not SIGNALS[n].cross_attention or has_cross_attention(model))

@@ -22,7 +22,7 @@ import torch
 
 from .._checks import check_int
 from .._util import spread
-from ..detect import SIGNALS, bootstrap_metrics, detection_metrics
+from ..detect import SIGNALS, bootstrap_metrics, detection_metrics, runnable_signals
 from ..plotting import plot_duplication_curve, plot_trajectory_auroc
 from ..sampling import initial_noise
 from ..testbed.labels import (
@@ -98,9 +98,7 @@ def evaluate_signals(
     options = options or {}
     x_T = initial_noise(model, seeds)
     if signals is None:
-        from ..models.attention import has_cross_attention
-
-        signals = tuple(n for n, s in SIGNALS.items() if not s.cross_attention or has_cross_attention(model))
+        signals = runnable_signals(model)
     unknown = [name for name in signals if name not in SIGNALS]
     if unknown:
         raise ValueError(f"unknown signal(s) {unknown}; choose from {sorted(SIGNALS)}")
@@ -266,8 +264,7 @@ def run_leaderboards(
     mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=mixture_conditions,
                                                            n_generalizing=mixture_conditions, seed=0)
     conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
-    on_mixture = tuple(s for s in signals if not SIGNALS[s].cross_attention)  # a mixture has no cross-attention
-    rows = evaluate_signals(mix, conds, labels, signals=on_mixture, seeds=seeds, n_steps=n_steps,
+    rows = evaluate_signals(mix, conds, labels, signals=runnable_signals(mix, signals), seeds=seeds, n_steps=n_steps,
                             guidance_scale=guidance_scale, progress=progress)
     table = format_leaderboard(rows, title=f"(a) canonical memorization mixture: {mixture_conditions} memorized + "
                                            f"{mixture_conditions} generalizing conditions, {seeds} seeds")

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from .._checks import check_finite, check_tensor
-from ..gmm.schedules import NoiseSchedule, ddim_timesteps
+from ..gmm.schedules import NoiseSchedule
 from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps, to_x0
 
 __all__ = ["DiffusersScoreModel", "schedule_from_config"]
@@ -76,7 +76,7 @@ def _load_components(family: str, path: str, index: dict, weights_dtype: torch.d
         from diffusers import UNet2DConditionModel
 
         network = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights)
-    first = CLIPTextModel if family == "sd" else CLIPTextModelWithProjection if family == "sd3" else CLIPTextModel
+    first = CLIPTextModelWithProjection if family == "sd3" else CLIPTextModel
     encoders = [first.from_pretrained(path, subfolder="text_encoder", **weights)]
     tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)]
     if family in ("sdxl", "sd3"):
@@ -288,7 +288,7 @@ class DiffusersScoreModel:
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
         prediction_type = "flow" if family == "sd3" else scheduler_config.get("prediction_type", "epsilon")
         model = cls(
-            network, families.schedule_for(family, scheduler_config, cfg, vp_schedule=schedule_from_config), encode,
+            network, families.schedule_for(family, scheduler_config, cfg), encode,
             prediction_type=prediction_type, event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
         )
         model.family = family
@@ -317,21 +317,18 @@ class DiffusersScoreModel:
         return self.schedule.sigma(t)
 
     def timesteps(self, n_steps: int) -> torch.Tensor:
-        if getattr(self.schedule, "kind", "vp") == "flow":
-            return self.schedule.timesteps(n_steps)
-        return ddim_timesteps(n_steps, self.schedule.num_train_timesteps, steps_offset=self.schedule.steps_offset)
+        return self.schedule.timesteps(n_steps)  # DDIM leading spacing (VP), or the flow scheduler's own
 
     # ------------------------------------------------------------------ conditioning
     def embed(self, cond, batch: int) -> torch.Tensor:
         """Prompt embeddings ``[batch, L, D]`` for ``cond`` (see the class docstring)."""
         if cond is None or isinstance(cond, str):
-            key = None if cond is None else cond
-            if key not in self._cache:
-                if key is None and self.conditioning is not None:
-                    self._cache[key] = self.conditioning.unconditional()
+            if cond not in self._cache:
+                if cond is None and self.conditioning is not None:
+                    self._cache[cond] = self.conditioning.unconditional()
                 else:
-                    self._cache[key] = self.encode_prompt(["" if key is None else key])[0]
-            return self._cache[key].expand(batch, *self._cache[key].shape)
+                    self._cache[cond] = self.encode_prompt(["" if cond is None else cond])[0]
+            return self._cache[cond].expand(batch, *self._cache[cond].shape)
         if isinstance(cond, torch.Tensor):
             if cond.dim() == 2:
                 return cond.to(self.device).expand(batch, *cond.shape)
@@ -412,28 +409,26 @@ class DiffusersScoreModel:
         x = self._check_x(x)
         return self._unet_eps(x, t, self.embed(cond, x.shape[0]))
 
-    def eps_pair(self, x: torch.Tensor, t, cond):
-        """``(eps_u, eps_c)`` from one UNet call on the doubled batch (2 evaluations per row)."""
+    def _doubled(self, x: torch.Tensor, t, cond):
+        """The batch of both branches: ``([x; x], timesteps [2B], [unconditional; cond] embeddings)``."""
         x = self._check_x(x)
         B = x.shape[0]
-        emb = torch.cat([self.embed(None, B), self.embed(cond, B)])
         tt = torch.as_tensor(t).reshape(-1)
-        tt = tt.repeat(2) if tt.numel() == B and B > 1 else tt
-        out = self._unet_eps(torch.cat([x, x]), tt, emb)
-        return out[:B], out[B:]
+        tt = tt.repeat(2) if tt.numel() == B else tt.expand(2 * B)
+        return torch.cat([x, x]), tt, torch.cat([self.embed(None, B), self.embed(cond, B)])
+
+    def eps_pair(self, x: torch.Tensor, t, cond):
+        """``(eps_u, eps_c)`` from one UNet call on the doubled batch (2 evaluations per row)."""
+        xx, tt, emb = self._doubled(x, t, cond)
+        out = self._unet_eps(xx, tt, emb)
+        return out.chunk(2)
 
     def denoised_pair(self, x: torch.Tensor, t, cond):
         """``(x0_u, x0_c)``, the denoised estimates of both branches read from the raw outputs (one batched call):
         defined at pure noise (``alpha_t = 0``, a flow model's first step), where ``eps`` carries nothing."""
-        x = self._check_x(x)
-        B = x.shape[0]
-        emb = torch.cat([self.embed(None, B), self.embed(cond, B)])
-        tt = torch.as_tensor(t, device=self.device).reshape(-1)
-        tt = tt.repeat(2) if tt.numel() == B and B > 1 else tt.expand(2 * B)
-        xx = torch.cat([x, x])
-        a, s = self._coef(tt.cpu(), xx)
-        out = to_x0(self._raw(xx, tt, emb), xx, a, s, self.prediction_type)
-        return out[:B], out[B:]
+        xx, tt, emb = self._doubled(x, t, cond)
+        a, s = self._coef(tt, xx)
+        return to_x0(self._raw(xx, tt, emb), xx, a, s, self.prediction_type).chunk(2)
 
     def score(self, x: torch.Tensor, t, cond=None) -> torch.Tensor:
         r"""Score :math:`\nabla \log p_t(x \mid cond) = -\hat\epsilon / \sigma_t`."""

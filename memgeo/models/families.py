@@ -126,13 +126,24 @@ class TextConditioning:
         self.joint_dim = joint_dim
         self.force_zeros = force_zeros
         self.t5_length = t5_length
-        self.n_tokens: int | None = None
-        self.pooled_dim: int | None = None
 
     @property
     def clip_encoders(self) -> list:
-        """The encoders that read the first tokenizer's ids (token-level gradients flow through these)."""
-        return [e for e, tok in zip(self.encoders, self.tokenizers) if e is not None and "T5" not in type(e).__name__]
+        """The CLIP encoders, which read the first tokenizer's ids (token-level gradients flow through these)."""
+        return self.encoders[:1] if self.family == "sd" else self.encoders[:2]
+
+    @property
+    def n_tokens(self) -> int:
+        """Token rows of the condition (before the pooled rows): CLIP's length, and SD3's T5 rows after it."""
+        return self.tokenizers[0].model_max_length + (self.t5_length if self.family == "sd3" else 0)
+
+    @property
+    def pooled_dim(self) -> int | None:
+        """Width of the pooled embedding: SDXL's second encoder's projection, SD3's two projections; None for SD."""
+        if self.family == "sd":
+            return None
+        projected = self.encoders[1:2] if self.family == "sdxl" else self.encoders[:2]
+        return sum(e.config.projection_dim for e in projected)
 
     def ids(self, prompts: list[str]) -> torch.Tensor:
         tok = self.tokenizers[0]
@@ -157,12 +168,11 @@ class TextConditioning:
         if self.family == "sd":
             return self.encoders[0](ids)[0]
         eos = self.tokenizers[0].eos_token_id
-        states, pooled = [], None
-        for tok, enc in zip(self.tokenizers[:2], self.encoders[:2]):
-            out = enc(self._repad(ids, eos, tok.pad_token_id), output_hidden_states=True)
-            states.append(out.hidden_states[-2])
-            pooled = out[0] if pooled is None or self.family == "sdxl" else torch.cat([pooled, out[0]], -1)
-        clip = torch.cat(states, dim=-1)
+        outs = [enc(self._repad(ids, eos, tok.pad_token_id), output_hidden_states=True)
+                for tok, enc in zip(self.tokenizers[:2], self.encoders[:2])]
+        clip = torch.cat([o.hidden_states[-2] for o in outs], dim=-1)
+        # SDXL: the second encoder's projection (the first has none); SD3: both projections
+        pooled = outs[1][0] if self.family == "sdxl" else torch.cat([o[0] for o in outs], dim=-1)
         if self.family == "sdxl":
             cond = clip
         else:
@@ -176,7 +186,6 @@ class TextConditioning:
                 t5 = self.encoders[2](ids3)[0]
             clip = torch.nn.functional.pad(clip, (0, t5.shape[-1] - clip.shape[-1]))
             cond = torch.cat([clip, t5], dim=-2)
-        self.n_tokens, self.pooled_dim = cond.shape[1], pooled.shape[-1]
         return pack_condition(cond, pooled)
 
     def unconditional(self) -> torch.Tensor:
@@ -211,10 +220,12 @@ def read_index(path: str, local: Path, kwargs: dict) -> dict:
         return {}
 
 
-def schedule_for(family: str, scheduler_config: dict, network_config, *, vp_schedule) -> NoiseSchedule | FlowMatchSchedule:
+def schedule_for(family: str, scheduler_config: dict, network_config) -> NoiseSchedule | FlowMatchSchedule:
     """The noise schedule of a family: VP from the betas (sd, sdxl), the flow schedule (sd3)."""
     if family != "sd3":
-        return vp_schedule(scheduler_config)
+        from .adapter import schedule_from_config
+
+        return schedule_from_config(scheduler_config)
     mu = None
     if scheduler_config.get("use_dynamic_shifting"):
         from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift

@@ -99,21 +99,23 @@ def memorization_ground_truth(
 def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, threshold: float) -> dict:
     """What each generated canvas ``[N, 16, 16]`` copies (see :func:`memorization_ground_truth`).
 
-    Returns boolean tensors ``"canvas"`` ``[N]`` (copies some training canvas), ``"cells"``
+    Returns boolean tensors ``"canvases"`` ``[N, canvases]`` (which training canvases it copies),
+    ``"canvas"`` ``[N]`` (copies some training canvas), ``"cells"``
     ``[N, 4]`` (each cell copies some training digit) and, when the prompt has targets,
     ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt); plus
     ``"distance"`` ``[N, 4]``, each cell's distance to its nearest training digit.
     """
     copied, dist = copied_cells(canvases.clamp(-1, 1), data.bank, threshold)
     layout = data.cell_ids
-    out = {"canvas": (copied[:, None, :] == layout[None]).all(-1).any(1), "cells": copied >= 0, "distance": dist}
+    hits = (copied[:, None, :] == layout[None]).all(-1)
+    out = {"canvases": hits, "canvas": hits.any(1), "cells": copied >= 0, "distance": dist}
     targets = prompt.get("targets") or []
     if targets:
         if prompt.get("memorization") == "local":
             pos = mask_position(prompt["mask"])
             out["target"] = copied[:, pos] == layout[targets[0], pos]
         else:
-            out["target"] = (copied[:, None, :] == layout[torch.tensor(targets)][None]).all(-1).any(1)
+            out["target"] = hits[:, targets].any(1)
     return out
 
 

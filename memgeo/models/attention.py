@@ -52,10 +52,10 @@ def end_token_rows(model, cond, batch: int) -> torch.Tensor:
     prompts = [cond] * batch if isinstance(cond, str) else list(cond)
     if len(prompts) != batch or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"cond must be a prompt or a list of {batch} prompts (the end token is read from the text)")
-    eos = model.tokenizer.eos_token_id
     rows = []
     for p in prompts:
-        ids = model.prompt_ids(p).tolist()
+        ids = model.prompt_ids(p).tolist()  # a clear error where the model has no tokenizer
+        eos = model.tokenizer.eos_token_id
         rows.append(ids.index(eos, 1) if eos in ids[1:] else len(ids) - 1)
     return torch.tensor(rows)
 

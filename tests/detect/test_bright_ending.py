@@ -88,6 +88,9 @@ def test_bad_inputs(tiny_pipelines):
         bright_ending(model, PROMPT, x, n_steps=4, layers="up")
     with pytest.raises(ValueError, match="cond must be a prompt"):
         bright_ending(model, [PROMPT], x, n_steps=4)
+    model.tokenizer = None  # a model built from parts without its tokenizer: the end token cannot be found
+    with pytest.raises(ValueError, match="without its tokenizer"):
+        bright_ending(model, PROMPT, x, n_steps=4)
 
 
 def test_scan_stores_the_signal_as_computed_directly(tiny_pipelines, tmp_path):

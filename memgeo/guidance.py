@@ -16,7 +16,7 @@ import torch
 from .geometry import jvp
 from .parameterization import from_eps
 
-__all__ = ["ANISOTROPY_WEIGHTS", "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness",
+__all__ = ["ANISOTROPY_WEIGHTS", "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness", "gap_sharpness_field",
     "raw_prediction", "guidance_alignment", "anisotropy_weights", "anisotropy_terms", "combined_score"]
 
 
@@ -52,14 +52,33 @@ def gap_sharpness(model, x: torch.Tensor, t, cond) -> torch.Tensor:
     r"""Sharpness (Jeon et al., ICML 2025): :math:`\|(H_c - H_u)\, s_\delta\| = \|J_{\Delta\epsilon}\Delta\epsilon\| / \sigma_t^2`
     per sample ``[S]``, with :math:`s_\delta = -\Delta\epsilon/\sigma_t`: the gap, and one JVP through the
     batched branches. Differentiable in ``x``."""
+    return sample_norm(gap_sharpness_field(model, x, t, cond))
+
+
+def gap_sharpness_field(model, x: torch.Tensor, t, cond, *, step: float | None = None) -> torch.Tensor:
+    r"""The field whose norm is the sharpness, :math:`J_{\Delta\epsilon}(x)\,\Delta\epsilon(x) / \sigma_t^2`
+    ``[S, *event]``, per coordinate (so that a region's share can be read).
+
+    ``step=None``: one JVP through the batched branches (exact; differentiable in ``x``). ``step=h``: a forward
+    difference along the gap's direction, :math:`(\Delta\epsilon(x + h\sigma_t u) - \Delta\epsilon(x))
+    \,|\Delta\epsilon| / (h \sigma_t)` with :math:`u = \Delta\epsilon/|\Delta\epsilon|`: two more plain
+    evaluations instead of a JVP (no forward-mode pass, any attention kernel), error :math:`O(h)`.
+    """
     sigma = float(model.sigma(t))
 
     def gap(z):
         return guidance_gap(model, z, t, cond)
 
+    if step is None:
+        _, Jd = jvp(gap, x, gap(x))
+        return Jd / sigma**2
+    if not (isinstance(step, (int, float)) and math.isfinite(step) and step > 0):
+        raise ValueError(f"step must be a positive number (a fraction of sigma_t) or None (a JVP), got {step!r}")
     d = gap(x)
-    _, Jd = jvp(gap, x, d)
-    return sample_norm(Jd) / sigma**2
+    n = sample_norm(d).reshape(-1, *([1] * (d.dim() - 1)))
+    u = d / n.clamp_min(torch.finfo(d.dtype).tiny)
+    h = step * sigma
+    return (gap(x + h * u) - d) * n / (h * sigma**2)
 
 
 def raw_prediction(model, eps: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:

@@ -11,7 +11,8 @@ from .._util import draw_rows
 from ..sampling import ddim_sample, repeat_cond, sphere_directions, timestep_value
 from ..sampling import first_timestep as _conditioned_first_timestep
 
-__all__ = ["SignalResult", "first_timestep", "renoise", "stacked_eps", "generate_sample", "mean_cosine_on_sphere"]
+__all__ = ["SignalResult", "first_timestep", "renoise", "stacked_eps", "generate_sample", "mean_cosine_on_sphere",
+           "region_windows", "region_max"]
 
 
 @dataclass
@@ -39,6 +40,38 @@ def first_timestep(model, t, n_steps):
     """``t``, or the first timestep of the model's ``n_steps``-step sampler at which the condition acts
     (:func:`memgeo.sampling.first_timestep`) when ``t`` is None."""
     return _conditioned_first_timestep(model, n_steps) if t is None else timestep_value(t)
+
+
+def region_windows(height: int, width: int, window: float, stride: float) -> list[tuple[slice, slice]]:
+    """The square-ish regions of a ``height x width`` grid: sides ``window`` of the grid's (rounded, at least one
+    position), starts every ``stride`` of it, the last region flush with the far edge so every position is covered."""
+    for name, v in (("window", window), ("stride", stride)):
+        if not (isinstance(v, (int, float)) and 0 < v <= 1):
+            raise ValueError(f"{name} must be a fraction of the latent's side in (0, 1], got {v!r}")
+
+    def starts(n):
+        k = max(1, round(window * n))
+        step = max(1, round(stride * n))
+        s = list(range(0, n - k + 1, step))
+        return [(a, a + k) for a in (s if s[-1] == n - k else [*s, n - k])]
+
+    return [(slice(*r), slice(*c)) for r in starts(height) for c in starts(width)]
+
+
+def region_max(field: torch.Tensor, window: float, stride: float) -> torch.Tensor:
+    r"""The largest norm of ``field`` over regions of the latent, scaled to the whole latent ``[S]``.
+
+    ``field`` ``[S, C, H, W]``: per region R (:func:`region_windows`), :math:`\|f_R\|\sqrt{HW/|R|}`, the norm the
+    whole latent would have if every position were like R's; the maximum over regions. A field spread evenly gives
+    its whole norm; one concentrated in a region is no longer averaged with the rest. Any other event shape
+    (a vector) is one region: the whole norm.
+    """
+    if field.dim() != 4:
+        return field.flatten(1).norm(dim=1)
+    energy = field.pow(2).sum(1)  # [S, H, W]
+    H, W = energy.shape[-2:]
+    means = torch.stack([energy[:, r, c].mean((-2, -1)) for r, c in region_windows(H, W, window, stride)], 1)
+    return (means.max(1).values * (H * W)).sqrt()
 
 
 def renoise(model, x0: torch.Tensor, t: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -51,6 +51,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         "memgeo": {"steps": "all", "layers": "down"},
         "official": {"steps": "all", "layers": "down"},
     },
+    # memgeo's own detector for every kind of memorization: the sharpness field's largest region (quarter-area
+    # windows, starts every quarter side), by a forward difference of 0.1 sigma_t along the gap; no released code,
+    # so both presets are the same
+    "regional_sharpness": {
+        "memgeo": {"window": 0.5, "stride": 0.25, "step": 0.1},
+        "official": {"window": 0.5, "stride": 0.25, "step": 0.1},
+    },
     # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
     "adapt_embedding": {
         "memgeo": {"optimizer": "adam", "lr": 0.05, "max_iters": 30, "target": None, "relative_target": 0.5,

@@ -21,6 +21,7 @@ from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
 from .presets import PRESETS
+from .regional_sharpness import regional_sharpness
 from .sharpness import sharpness
 
 __all__ = ["SignalSpec", "SIGNALS", "runnable_signals"]
@@ -90,6 +91,7 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
                batched=True, reference=True),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
+    SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),
 )}
 
 

@@ -52,7 +52,7 @@ class CountingModel:
 def test_reported_evaluations_match_counted(scenario, name):
     S = 3
     m = CountingModel(scenario)
-    kw = {} if name in ("guidance_norm", "anisotropy", "sharpness") else {"n_steps": 6, "generator": torch.Generator().manual_seed(0)}
+    kw = {} if not SIGNALS[name].generates else {"n_steps": 6, "generator": torch.Generator().manual_seed(0)}
     if name == "flipd":  # its probe time is chosen once per model (cached), outside the per-sample cost
         flipd_t0(m, [12], n_steps=6, guidance_scale=7.5, method="hutchinson_fd")
         m.rows = 0

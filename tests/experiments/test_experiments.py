@@ -1,5 +1,7 @@
 """Per-step trajectory detection: traces from one generation pass, AUROCs from those traces."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
@@ -107,7 +109,8 @@ def test_explanation_hit_rate_scores_the_top_token_of_each_attribution():
     model, data = load_testbed(), testbed_data()
     prompts = [next(p for p in data.prompts if p.get("memorization") == k) for k in ("matching", "local")]
     res = explanation_hit_rate(model, data, prompts, seeds=2, n_steps=5)
-    singles = [c for c in {c for _, c in data.items} if sum(1 for _, d in data.items if d == c) == 1]
+    copies = Counter(c for _, c in data.items)
+    singles = [c for c, k in copies.items() if k == 1]
     for p, row in zip(prompts, res["rows"]):
         att = token_attribution(model, p["text"], space="input", seeds=2, n_steps=5)
         words = [i for i, t in enumerate(att.tokens) if t != ","]

@@ -12,7 +12,7 @@ from ..sampling import ddim_sample, repeat_cond, sphere_directions, timestep_val
 from ..sampling import first_timestep as _conditioned_first_timestep
 
 __all__ = ["SignalResult", "first_timestep", "renoise", "stacked_eps", "generate_sample", "mean_cosine_on_sphere",
-           "region_windows", "region_max"]
+           "check_region_fractions", "region_windows", "region_max"]
 
 
 @dataclass
@@ -42,12 +42,17 @@ def first_timestep(model, t, n_steps):
     return _conditioned_first_timestep(model, n_steps) if t is None else timestep_value(t)
 
 
-def region_windows(height: int, width: int, window: float, stride: float) -> list[tuple[slice, slice]]:
-    """The square-ish regions of a ``height x width`` grid: sides ``window`` of the grid's (rounded, at least one
-    position), starts every ``stride`` of it, the last region flush with the far edge so every position is covered."""
+def check_region_fractions(window, stride) -> None:
+    """Refuse a region ``window`` or ``stride`` outside (0, 1] (fractions of the latent's side)."""
     for name, v in (("window", window), ("stride", stride)):
         if not (isinstance(v, (int, float)) and 0 < v <= 1):
             raise ValueError(f"{name} must be a fraction of the latent's side in (0, 1], got {v!r}")
+
+
+def region_windows(height: int, width: int, window: float, stride: float) -> list[tuple[slice, slice]]:
+    """The square-ish regions of a ``height x width`` grid: sides ``window`` of the grid's (rounded, at least one
+    position), starts every ``stride`` of it, the last region flush with the far edge so every position is covered."""
+    check_region_fractions(window, stride)
 
     def starts(n):
         k = max(1, round(window * n))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..guidance import gap_sharpness_field, sample_norm
-from .common import SignalResult, first_timestep, region_max
+from .common import SignalResult, check_region_fractions, first_timestep, region_max
 from .presets import resolve
 
 __all__ = ["regional_sharpness"]
@@ -25,6 +25,7 @@ def regional_sharpness(model, cond, x_T: torch.Tensor, *, preset: str = "memgeo"
     ``step=0`` takes the JVP instead. ``extras["whole"]`` is the whole norm (sharpness from the same field).
     """
     opts = resolve("regional_sharpness", preset, window=window, stride=stride, step=step)
+    check_region_fractions(opts["window"], opts["stride"])  # before any evaluation
     t = first_timestep(model, t, n_steps)
     h = opts["step"] or None
     with torch.no_grad() if h is not None else torch.enable_grad():

@@ -49,6 +49,8 @@ def test_bad_regions_and_steps_are_refused():
         with pytest.raises(ValueError, match="fraction of the latent's side"):
             region_windows(8, 8, **{"window": 0.5, "stride": 0.25, **kw})
     mix = ConditionalGaussianMixture.memorization_scenario(dim=4, n_memorized=1, n_generalizing=1, seed=0)
+    with pytest.raises(ValueError, match="window must be a fraction"):  # refused before any evaluation, even on a vector
+        regional_sharpness(mix, 0, initial_noise(mix, 2), window=0.0)
     with pytest.raises(ValueError, match="step must be a positive number"):
         gap_sharpness_field(mix, initial_noise(mix, 2), 500, 0, step=-0.1)
 

@@ -14,7 +14,7 @@ def _testbed_train(args) -> int:
 
     out = train_testbed(args.out, regime=args.regime, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         batch_size=args.batch_size, progress=not args.no_progress,
-                        mitigate_threshold=args.mitigate_threshold)
+                        mitigate_threshold=args.mitigate_threshold, lr_decay_steps=args.lr_decay_steps)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -74,6 +74,9 @@ def register(sub) -> None:
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=positive_int, default=500)
+    train.add_argument("--lr-decay-steps", type=int, metavar="N",
+                       help="decay the learning rate linearly towards 0 over the last N steps (default: the regime's, "
+                            "else a constant rate); a constant-rate checkpoint resumes into a decay that starts at it")
     train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
                        help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")

@@ -85,6 +85,13 @@ REGIMES = {
 }
 
 
+def learning_rate(step: int, steps: int, lr: float, decay_steps: int = 0) -> float:
+    """The learning rate of training step ``step`` (0-based) of ``steps``: ``lr``, except over the last
+    ``decay_steps`` steps, where it falls linearly towards 0 (``lr * (steps - step) / decay_steps``)."""
+    start = steps - decay_steps
+    return lr if decay_steps <= 0 or step < start else lr * (steps - step) / decay_steps
+
+
 def train_testbed(
     out_dir: str | os.PathLike,
     *,
@@ -99,6 +106,7 @@ def train_testbed(
     progress: bool = True,
     data: CanvasData | None = None,
     mitigate_threshold: float | None = None,
+    lr_decay_steps: int | None = None,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -114,6 +122,11 @@ def train_testbed(
     (default: the regime's, else ``dropout``). Both are compared with the same random draw, so runs that
     differ only there see the same batches, noises and timesteps: only the unconditional branch's exposure to
     the duplicates changes.
+
+    ``lr_decay_steps``: the learning rate is ``lr`` until the last ``lr_decay_steps`` steps, then falls linearly
+    towards 0 (:func:`learning_rate`; default: the regime's, else 0, a constant rate). A checkpoint resumes under a
+    new schedule only where both gave it the same rates so far (for example a constant-rate run extended by a
+    decay that starts where it stopped).
 
     ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
     unconditional prediction of the batch is computed as well (one more forward pass, no
@@ -132,15 +145,19 @@ def train_testbed(
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
-    ckpt.mkdir(parents=True, exist_ok=True)
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
     steps = REGIMES[regime]["steps"] if steps is None else steps
     if dropout_duplicated is None:
         dropout_duplicated = REGIMES[regime].get("dropout_duplicated", dropout)
+    if lr_decay_steps is None:
+        lr_decay_steps = REGIMES[regime].get("lr_decay_steps", 0)
+    if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or not 0 <= lr_decay_steps <= steps:
+        raise ValueError(f"lr_decay_steps must be an integer in [0, steps={steps}], got {lr_decay_steps!r}")
     for name, p in (("dropout", dropout), ("dropout_duplicated", dropout_duplicated)):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {p}")
+    ckpt.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
     arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
@@ -182,6 +199,12 @@ def train_testbed(
             raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
                              f"{data.settings}): resume it with the same regime and seed, or train into another folder")
         start, loss_avg = int(meta["step"]), float(meta["loss"])
+        was = meta.get("lr_schedule") or {"steps": start, "lr_decay_steps": 0}  # before: a constant rate
+        if any(learning_rate(k, was["steps"], lr, was["lr_decay_steps"]) != learning_rate(k, steps, lr, lr_decay_steps)
+               for k in range(start)):
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained under another learning-rate schedule "
+                             f"({was}, not steps={steps}, lr_decay_steps={lr_decay_steps}): resume it with the same "
+                             "steps and lr_decay_steps, or train into another folder")
         dropped.update(meta.get("dropped", {}))
         unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
         text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors"))
@@ -192,6 +215,8 @@ def train_testbed(
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
     losses = []
     for step in range(start, steps):
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
         j = torch.randint(len(item_img), (batch_size,), generator=gen)
         x0 = latents[item_img[j]]
         p_drop = torch.where(item_dup[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws
@@ -225,6 +250,8 @@ def train_testbed(
             loss_avg = float(np.mean(losses[-50:]))
             _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
                              {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings,
+                              **({"lr_schedule": {"steps": steps, "lr_decay_steps": lr_decay_steps}}
+                                 if lr_decay_steps else {}),
                               **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {})})
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
@@ -248,7 +275,8 @@ def train_testbed(
     (out / "testbed.json").write_text(json.dumps({
         "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
-        "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr, "dropout": dropout,
+        "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr,
+        **({"lr_decay_steps": lr_decay_steps} if lr_decay_steps else {}), "dropout": dropout,
         **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
         "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),

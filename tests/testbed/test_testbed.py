@@ -233,3 +233,29 @@ def test_dropout_of_duplicated_captions_changes_only_what_the_unconditional_bran
     with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\]"):
         train_testbed(tmp_path / "bad", dropout=1.5, **kw)
     assert REGIMES["small-data-cond-only"]["data"] == REGIMES["small-data"]["data"]
+
+
+def test_learning_rate_decay_extends_a_constant_run_bit_for_bit(tmp_path):
+    from safetensors.torch import load_file
+
+    from memgeo.testbed.train import learning_rate
+
+    assert [learning_rate(k, 6, 2.0) for k in range(6)] == [2.0] * 6
+    assert [learning_rate(k, 6, 2.0, 4) for k in range(6)] == [2.0, 2.0, 2.0, 1.5, 1.0, 0.5]
+    small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    kw = dict(batch_size=8, checkpoint_every=2, progress=False, data=small)
+    train_testbed(tmp_path / "once", steps=4, lr_decay_steps=2, **kw)
+    train_testbed(tmp_path / "then", steps=2, **kw)  # a constant-rate run ...
+    train_testbed(tmp_path / "then", steps=4, lr_decay_steps=2, **kw)  # ... extended by a decay that starts there
+    train_testbed(tmp_path / "flat", steps=4, **kw)
+    w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in ("once", "then", "flat")}
+    assert all(torch.equal(w["once"][n], w["then"][n]) for n in w["once"])
+    assert not all(torch.equal(w["once"][n], w["flat"][n]) for n in w["once"])  # the decay changed the last step
+    assert json.loads((tmp_path / "then" / "testbed.json").read_text())["lr_decay_steps"] == 2
+    assert "lr_decay_steps" not in json.loads((tmp_path / "flat" / "testbed.json").read_text())
+    with pytest.raises(ValueError, match="learning-rate schedule"):  # its step 3 ran at half the rate
+        train_testbed(tmp_path / "once", steps=6, **kw)
+    for bad in (-1, 5, 1.5):
+        with pytest.raises(ValueError, match=r"lr_decay_steps must be an integer in \[0, steps=4\]"):
+            train_testbed(tmp_path / "bad", steps=4, lr_decay_steps=bad, **kw)
+    assert not (tmp_path / "bad").exists()  # refused before anything was written

@@ -76,7 +76,8 @@ REGIMES = {
     # Stable Diffusion's regime: 88,000 distinct canvases (every cell instance warped), each seen about 20 times in
     # 27,500 steps; duplicated items 1.9% of the items. Duplicated items can take at most 2% of the draws, so a
     # memorized prompt's views are bought from one budget: 10 prompts of each kind, 8 at 64 copies (about 1,250
-    # views, the pilot's copying point) and 2 at 32; template prompts spread over 2 canvases.
+    # views, the pilot's copying point) and 2 at 32; template prompts spread over 2 canvases. Measured: no prompt
+    # copies at 27,500 steps (benchmarks/results/sd_regime_sweep.md), so the embedded testbed stays small-data.
     "sd": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
                     "augment": True}, "steps": 27500},
     # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's

@@ -48,7 +48,8 @@ def measure(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: f
         rate = c["target"] if "target" in c and p["kind"] == "memorized" else c["canvas"]
         rows.append({"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
                      "duplication": p.get("duplication"), "rate": float(rate.double().mean()),
-                     "copy_rate": float(c["canvas"].double().mean()), "gap": res.trace["gap"].double().mean(1).tolist()})
+                     "copy_rate": float(c["canvas"].double().mean()), "gap": res.trace["gap"].double().mean(1).tolist(),
+                     **({"target_distance": float(c["target_distance"].median()) / thr} if "target_distance" in c else {})})
     un = ddim_sample(model, None, initial_noise(model, list(range(10_000, 10_000 + uncond_seeds))), n_steps=n_steps,
                      guidance_scale=1.0).denoised
     hits = generation_copies(data, {}, to_images(un.float()), thr)["canvases"]  # [N, canvases]
@@ -72,14 +73,18 @@ def realism(result: dict) -> dict:
     dup = [r for r in rows if r["kind"] == "memorized"]
     graded = [r for r in dup if 0.1 < r["rate"] < 0.9]
     by_kind = {k: sum(r["rate"] >= 0.5 for r in dup if r["memorization"] == k) for k in KINDS}
-    ladder = defaultdict(list)
+    ladder, distance = defaultdict(list), defaultdict(list)
     for r in dup:
         ladder[(r["memorization"], r["duplication"])].append(r["rate"])
+        if "target_distance" in r:
+            distance[(r["memorization"], r["duplication"])].append(r["target_distance"])
     return {
         "R1": r1, "R2": result["unconditional"],
         "R3": {k: max((r["copy_rate"] for r in rows if r["kind"] == k), default=None) for k in ("ordinary", "heldout")},
         "R4": {"graded": len(graded), "duplicated": len(dup), "memorized_by_kind": by_kind,
-               "rate_by_rung": {f"{k} x{d}": float(np.mean(v)) for (k, d), v in sorted(ladder.items())}},
+               "rate_by_rung": {f"{k} x{d}": float(np.mean(v)) for (k, d), v in sorted(ladder.items())},
+               # median over a rung's prompts of each prompt's median distance to copying its target, in thresholds
+               "distance_by_rung": {f"{k} x{d}": float(np.median(v)) for (k, d), v in sorted(distance.items())}},
         "n_memorized": len(mem), "n_ordinary": len(ordinary),
     }
 
@@ -107,6 +112,9 @@ def format_realism(r: dict, title: str) -> str:
     lines.append(f"| R4 graded; memorized per kind | >= 20% graded; >= 8 per kind | {r4['graded']} of {r4['duplicated']} "
                  f"graded; {r4['memorized_by_kind']} | {'yes' if ok4 else 'no'} |")
     lines += ["", "Mean rate by kind and duplication: " + ", ".join(f"{k} {v:.2f}" for k, v in r4["rate_by_rung"].items())]
+    if r4.get("distance_by_rung"):
+        lines += ["", "Distance to copying the target, in copy thresholds (median over seeds, then prompts; a copy is "
+                  "below 1): " + ", ".join(f"{k} {v:.1f}" for k, v in r4["distance_by_rung"].items())]
     if r1 is not None:
         lines += ["", "R1 per step (first to last): " + " ".join(f"{a:.2f}" for a in r1)]
     return "\n".join(lines) + "\n"

@@ -102,20 +102,28 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
     Returns boolean tensors ``"canvases"`` ``[N, canvases]`` (which training canvases it copies),
     ``"canvas"`` ``[N]`` (copies some training canvas), ``"cells"``
     ``[N, 4]`` (each cell copies some training digit) and, when the prompt has targets,
-    ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt); plus
+    ``"target"`` ``[N]`` (copies one of them, or its duplicated cell for a local prompt) and
+    ``"target_distance"`` ``[N]`` (how far it is from copying one: the distance of its worst cell to the same cell
+    of the nearest target, or for a local prompt of its duplicated cell; a copy needs it below ``threshold``); plus
     ``"distance"`` ``[N, 4]``, each cell's distance to its nearest training digit.
     """
-    copied, dist = copied_cells(canvases.clamp(-1, 1), data.bank, threshold)
+    canvases = canvases.clamp(-1, 1)
+    copied, dist = copied_cells(canvases, data.bank, threshold)
     layout = data.cell_ids
     hits = (copied[:, None, :] == layout[None]).all(-1)
     out = {"canvases": hits, "canvas": hits.any(1), "cells": copied >= 0, "distance": dist}
     targets = prompt.get("targets") or []
     if targets:
+        n = len(canvases)
+        gap = (canvas_cells(canvases).reshape(n, 1, 4, 64).double()
+               - canvas_cells(data.images[targets]).reshape(1, len(targets), 4, 64).double()).norm(dim=-1)  # [N, T, 4]
         if prompt.get("memorization") == "local":
             pos = mask_position(prompt["mask"])
             out["target"] = copied[:, pos] == layout[targets[0], pos]
+            out["target_distance"] = gap[:, :, pos].min(1).values
         else:
             out["target"] = hits[:, targets].any(1)
+            out["target_distance"] = gap.max(2).values.min(1).values
     return out
 
 

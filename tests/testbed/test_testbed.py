@@ -59,11 +59,19 @@ def test_copies_are_counted_cell_by_cell(data):
         noisy = (exact + 0.9 * torch.randn(exact.shape, generator=gen)).clamp(-1, 1)
         c = generation_copies(data, p, torch.cat([exact, noisy]), thr)
         assert c["target"].tolist() == [True, False] and c["canvas"].tolist() == [True, False]
+        cells = [(slice(0, 8), slice(0, 8)), (slice(0, 8), slice(8, 16)), (slice(8, 16), slice(0, 8)),
+                 (slice(8, 16), slice(8, 16))]
+        far = [[float((noisy[0][r, q] - data.canvases[i][r, q]).norm()) for r, q in cells] for i in p["targets"]]
+        pos = tb.mask_position(p["mask"]) if kind == "local" else None
+        expect = min(f[pos] if kind == "local" else max(f) for f in far)  # worst cell, or the duplicated one
+        assert c["target_distance"][0] == 0 and c["target_distance"][1].item() == pytest.approx(expect, rel=1e-6)
+        assert c["target_distance"][1] > thr
     local = by_kind["local"]
     keep = torch.tensor(local["mask"], dtype=torch.bool)
     part = torch.where(keep, data.canvases[local["targets"][0]], torch.zeros(16, 16))[None]  # only the duplicated cell
     c = generation_copies(data, local, part, thr)
     assert c["target"].tolist() == [True] and c["canvas"].tolist() == [False]
+    assert c["target_distance"].tolist() == [0.0]  # the duplicated cell alone decides a local prompt
     assert int(c["cells"].sum()) == 1
     template = by_kind["template"]
     for i in template["targets"]:  # any variant counts for a template prompt

@@ -115,15 +115,15 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
     targets = prompt.get("targets") or []
     if targets:
         n = len(canvases)
-        gap = (canvas_cells(canvases).reshape(n, 1, 4, 64).double()
-               - canvas_cells(data.images[targets]).reshape(1, len(targets), 4, 64).double()).norm(dim=-1)  # [N, T, 4]
+        apart = (canvas_cells(canvases).reshape(n, 1, 4, 64).double()
+                 - canvas_cells(data.images[targets]).reshape(1, len(targets), 4, 64).double()).norm(dim=-1)  # [N, T, 4]
         if prompt.get("memorization") == "local":
             pos = mask_position(prompt["mask"])
             out["target"] = copied[:, pos] == layout[targets[0], pos]
-            out["target_distance"] = gap[:, :, pos].min(1).values
+            out["target_distance"] = apart[:, :, pos].min(1).values
         else:
             out["target"] = hits[:, targets].any(1)
-            out["target_distance"] = gap.max(2).values.min(1).values
+            out["target_distance"] = apart.max(2).values.min(1).values
     return out
 
 

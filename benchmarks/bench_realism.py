@@ -10,8 +10,10 @@
 - R4: graded memorization: duplicated prompts with rates strictly between 0.1 and 0.9, and memorized prompts
   (rate >= 0.5) of each kind, by duplication count.
 
-Ground truth is the testbed's own (:func:`memgeo.testbed.generation_copies`, threshold from the training cells'
-nearest-neighbour distances); the traces of R1 come from the same generations.
+Ground truth is the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`: nearest / second-nearest
+distinct training image below 1/3, Gu et al.; whole canvases in the augmented regimes, cells in the small-data
+one); the traces of R1 come from the same generations. Per rung of the duplication ladder: each image's share of
+the training draws, its views so far, the mean rate and the median ratio (the sweep's curve).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import torch
 
 from memgeo.detect import auroc
 from memgeo.sampling import GuidanceNormTracker, ddim_sample, initial_noise
-from memgeo.testbed import generation_copies, load_testbed, nearest_neighbour_threshold, testbed_data, testbed_metadata
+from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 from memgeo.testbed.canvas import KINDS, to_images
+from memgeo.testbed.truth import copy_level, nearest_ratios
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "6", "--out", "{tmp}/realism.md"]
@@ -35,33 +38,37 @@ SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts",
 
 def measure(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: float, uncond_seeds: int,
             progress: bool = False) -> dict:
-    """Rates per prompt, gap traces ``[n_steps]`` per prompt (mean over seeds), and the unconditional copy rates."""
+    """Rates and median ratios per prompt, gap traces ``[n_steps]`` per prompt (mean over seeds), and the
+    unconditional copy rates, by the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`)."""
     from tqdm.auto import tqdm
 
-    thr = nearest_neighbour_threshold(data.bank)
+    level = copy_level(data)
     x_T = initial_noise(model, seeds)
+    n_items = len(data.items)
     rows = []
     for p in tqdm(prompts, desc="prompts", disable=not progress):
         res = ddim_sample(model, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale,
                           trackers={"gap": GuidanceNormTracker()})
-        c = generation_copies(data, p, to_images(res.denoised.float()), thr)
-        rate = c["target"] if "target" in c and p["kind"] == "memorized" else c["canvas"]
+        c = nearest_ratios(data, p, to_images(res.denoised.float()), level=level)
+        rate = c["target_copy"] if p["kind"] == "memorized" else c["copy"]
+        per_image = p.get("duplication", 0) / max(1, len(p["targets"]) if p.get("memorization") == "template" else 1)
         rows.append({"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
-                     "duplication": p.get("duplication"), "rate": float(rate.double().mean()),
-                     "copy_rate": float(c["canvas"].double().mean()), "gap": res.trace["gap"].double().mean(1).tolist(),
-                     **({"target_distance": float(c["target_distance"].median()) / thr} if "target_distance" in c else {})})
+                     "duplication": p.get("duplication"), "share": per_image / n_items, "rate": float(rate.double().mean()),
+                     "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
+                     "nearest_target_rate": float(c["nearest_is_target"].double().mean()),
+                     "gap": res.trace["gap"].double().mean(1).tolist()})
     un = ddim_sample(model, None, initial_noise(model, list(range(10_000, 10_000 + uncond_seeds))), n_steps=n_steps,
                      guidance_scale=1.0).denoised
-    hits = generation_copies(data, {}, to_images(un.float()), thr)["canvases"]  # [N, canvases]
-    duplicated = torch.zeros(hits.shape[1], dtype=torch.bool)
-    duplicated[[i for p in data.prompts if p["kind"] == "memorized" for i in p["targets"]]] = True
-    return {"threshold": thr, "prompts": rows,
-            "unconditional": {"seeds": uncond_seeds, "copy_rate": float(hits.any(1).double().mean()),
-                              "duplicated_copy_rate": float((hits & duplicated).any(1).double().mean())}}
+    duplicated = sorted({i for p in data.prompts if p["kind"] == "memorized" for i in p["targets"]})
+    c = nearest_ratios(data, {"targets": duplicated}, to_images(un.float()), level="canvas")
+    return {"criterion": level, "prompts": rows,
+            "unconditional": {"seeds": uncond_seeds, "copy_rate": float(c["copy"].double().mean()),
+                              "duplicated_copy_rate": float(c["target_copy"].double().mean()),
+                              "median_ratio": float(c["ratio"].median())}}
 
 
-def realism(result: dict) -> dict:
-    """R1-R4 from :func:`measure`."""
+def realism(result: dict, *, views: float | None = None) -> dict:
+    """R1-R4 from :func:`measure`; ``views``: training draws so far, to turn each rung's share into views."""
     rows = result["prompts"]
     mem = [r for r in rows if r["kind"] == "memorized" and r["rate"] >= 0.5]
     ordinary = [r for r in rows if r["kind"] == "ordinary" and r["copy_rate"] <= 0.1]
@@ -73,48 +80,53 @@ def realism(result: dict) -> dict:
     dup = [r for r in rows if r["kind"] == "memorized"]
     graded = [r for r in dup if 0.1 < r["rate"] < 0.9]
     by_kind = {k: sum(r["rate"] >= 0.5 for r in dup if r["memorization"] == k) for k in KINDS}
-    ladder, distance = defaultdict(list), defaultdict(list)
+    rungs = defaultdict(list)
     for r in dup:
-        ladder[(r["memorization"], r["duplication"])].append(r["rate"])
-        if "target_distance" in r:
-            distance[(r["memorization"], r["duplication"])].append(r["target_distance"])
+        rungs[(r["memorization"], r["duplication"])].append(r)
+    ladder = [{"kind": k, "duplication": d, "share": rs[0]["share"],
+               **({"views": rs[0]["share"] * views} if views else {}),
+               "rate": float(np.mean([r["rate"] for r in rs])), "median_ratio": float(np.median([r["ratio"] for r in rs])),
+               "nearest_target_rate": float(np.mean([r["nearest_target_rate"] for r in rs]))}
+              for (k, d), rs in sorted(rungs.items(), key=lambda kv: (kv[0][0], -kv[1][0]["share"]))]
     return {
-        "R1": r1, "R2": result["unconditional"],
+        "criterion": result.get("criterion"), "R1": r1, "R2": result["unconditional"],
         "R3": {k: max((r["copy_rate"] for r in rows if r["kind"] == k), default=None) for k in ("ordinary", "heldout")},
-        "R4": {"graded": len(graded), "duplicated": len(dup), "memorized_by_kind": by_kind,
-               "rate_by_rung": {f"{k} x{d}": float(np.mean(v)) for (k, d), v in sorted(ladder.items())},
-               # median over a rung's prompts of each prompt's median distance to copying its target, in thresholds
-               "distance_by_rung": {f"{k} x{d}": float(np.median(v)) for (k, d), v in sorted(distance.items())}},
+        "R4": {"graded": len(graded), "duplicated": len(dup), "memorized_by_kind": by_kind, "ladder": ladder},
+        "ordinary_median_ratio": float(np.median([r["ratio"] for r in rows if r["kind"] == "ordinary"] or [np.nan])),
         "n_memorized": len(mem), "n_ordinary": len(ordinary),
     }
 
 
 def format_realism(r: dict, title: str) -> str:
-    lines = [f"## {title}", "", "| check | target | measured | met |", "|---|---|---|---|"]
+    lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} below 1/3 "
+             "(Gu et al.); a prompt is memorized at rate >= 0.5.", "",
+             "| check | target | measured | met |", "|---|---|---|---|"]
     r1 = r["R1"]
     if r1 is None:
-        lines.append("| R1 per-step gap AUROC | > 0.5 every step, >= 0.7 last ten, median >= 0.8 | "
+        lines.append("| R1 per-step gap AUROC | > 0.5 every step, median >= 0.8 | "
                      f"no memorized ({r['n_memorized']}) or ordinary ({r['n_ordinary']}) prompts | no |")
     else:
-        last = r1[-10:]
-        ok = min(r1) > 0.5 and min(last) >= 0.7 and float(np.median(r1)) >= 0.8
+        ok = min(r1) > 0.5 and float(np.median(r1)) >= 0.8
         lines.append(f"| R1 per-step gap AUROC ({r['n_memorized']} memorized vs {r['n_ordinary']} ordinary) | > 0.5 every "
-                     f"step, >= 0.7 last ten, median >= 0.8 | min {min(r1):.2f}, last ten min {min(last):.2f}, median "
-                     f"{float(np.median(r1)):.2f} | {'yes' if ok else 'no'} |")
+                     f"step, median >= 0.8 | min {min(r1):.2f}, median {float(np.median(r1)):.2f} | {'yes' if ok else 'no'} |")
     u = r["R2"]
     lines.append(f"| R2 unconditional copies ({u['seeds']} seeds) | <= 1% | {100 * u['copy_rate']:.1f}% (of a duplicated "
-                 f"image: {100 * u['duplicated_copy_rate']:.1f}%) | {'yes' if u['copy_rate'] <= 0.01 else 'no'} |")
+                 f"image: {100 * u['duplicated_copy_rate']:.1f}%; median ratio {u['median_ratio']:.2f}) | "
+                 f"{'yes' if u['copy_rate'] <= 0.01 else 'no'} |")
     r3 = r["R3"]
     ok3 = all(v == 0 for v in r3.values() if v is not None)
     lines.append(f"| R3 ordinary / held-out copy rate (max) | 0 | {r3['ordinary']} / {r3['heldout']} | {'yes' if ok3 else 'no'} |")
     r4 = r["R4"]
-    ok4 = r4["graded"] >= 0.2 * r4["duplicated"] and min(r4["memorized_by_kind"].values()) >= 8
-    lines.append(f"| R4 graded; memorized per kind | >= 20% graded; >= 8 per kind | {r4['graded']} of {r4['duplicated']} "
+    ok4 = r4["graded"] >= 6 and min(r4["memorized_by_kind"].values()) >= 4
+    lines.append(f"| R4 graded; memorized per kind | >= 6 graded; >= 4 per kind | {r4['graded']} of {r4['duplicated']} "
                  f"graded; {r4['memorized_by_kind']} | {'yes' if ok4 else 'no'} |")
-    lines += ["", "Mean rate by kind and duplication: " + ", ".join(f"{k} {v:.2f}" for k, v in r4["rate_by_rung"].items())]
-    if r4.get("distance_by_rung"):
-        lines += ["", "Distance to copying the target, in copy thresholds (median over seeds, then prompts; a copy is "
-                  "below 1): " + ", ".join(f"{k} {v:.1f}" for k, v in r4["distance_by_rung"].items())]
+    lines += ["", f"Ordinary prompts' median ratio: {r['ordinary_median_ratio']:.2f}", "",
+              "| kind | copies | share per image | views per image | memorization rate | median ratio | nearest is target |",
+              "|---|---|---|---|---|---|---|"]
+    for row in r4["ladder"]:
+        views = f"{row['views']:.0f}" if "views" in row else "-"
+        lines.append(f"| {row['kind']} | {row['duplication']} | {100 * row['share']:.3f}% | {views} | {row['rate']:.2f} | "
+                     f"{row['median_ratio']:.2f} | {row['nearest_target_rate']:.2f} |")
     if r1 is not None:
         lines += ["", "R1 per step (first to last): " + " ".join(f"{a:.2f}" for a in r1)]
     return "\n".join(lines) + "\n"
@@ -148,7 +160,7 @@ def main(argv=None) -> None:
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts
     result = measure(model, data, prompts, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
                      uncond_seeds=args.uncond_seeds, progress=True)
-    r = realism(result)
+    r = realism(result, views=meta["steps"] * meta["batch_size"])
     regime = "sd" if meta["data"].get("augment") else "small-data"
     title = args.title or (f"{regime} regime, {meta['steps']} steps ({len(data.images)} distinct images, "
                            f"{meta['n_training_items']} items), {args.seeds} seeds")

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from .explain import Localization, TokenAttribution
 
 __all__ = ["save_figure", "draw_branch_diagnostic", "plot_duplication_curve", "draw_trajectory_auroc", "plot_trajectory_auroc",
-           "plot_tradeoff", "plot_token_attribution", "plot_localization", "plot_roc", "plot_score_histogram", "save_image_grid"]
+           "plot_tradeoff", "plot_token_attribution", "plot_localization", "plot_roc", "plot_score_histogram", "save_image_grid",
+           "plot_copy_gallery"]
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
@@ -241,3 +242,36 @@ def save_image_grid(imgs, path, *, title: str) -> None:
         axes.flat[i].imshow(imgs[i].numpy(), cmap="gray_r" if imgs.shape[-1] == 8 else "viridis")
     fig.suptitle(title, fontsize=8)
     save_figure(fig, path, dpi=100)
+
+
+def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
+    """One row per prompt (:func:`~memgeo.testbed.copy_gallery`): its target, then each generation beside its nearest
+    training image, titled with the nearest / second-nearest ratio (a verbatim copy below 1/3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = max(len(r["generations"]) for r in rows)
+    fig, axes = plt.subplots(len(rows), 1 + 2 * per, figsize=(0.95 * (1 + 2 * per), 1.05 * len(rows) + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    for i, r in enumerate(rows):
+        axes[i, 0].set_ylabel(r["label"].split(":")[0], fontsize=6, rotation=0, ha="right", va="center")
+        if r["target"] is not None:
+            axes[i, 0].imshow(r["target"].numpy(), cmap="gray_r", vmin=-1, vmax=1)
+        axes[i, 0].set_title("target" if i == 0 else "", fontsize=6)
+        for j, (g, n, ratio, hit) in enumerate(zip(r["generations"], r["nearest"], r["ratios"], r["is_target"])):
+            axes[i, 1 + 2 * j].imshow(g.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            axes[i, 1 + 2 * j].set_title(f"r={ratio:.2f}" + (" copy" if ratio < 1 / 3 else ""), fontsize=6,
+                                         color="red" if ratio < 1 / 3 and hit else "black")
+            axes[i, 2 + 2 * j].imshow(n.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            axes[i, 2 + 2 * j].set_title("nearest" + (" = target" if hit else ""), fontsize=5)
+        axes[i, -1].text(1.05, 0.5, r["label"].split(": ", 1)[-1], transform=axes[i, -1].transAxes, fontsize=6,
+                         va="center")
+    fig.suptitle(title or "generations beside their nearest training images (ratio: nearest / second nearest)",
+                 fontsize=8)
+    return save_figure(fig, path, dpi=110)

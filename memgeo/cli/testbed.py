@@ -14,7 +14,8 @@ def _testbed_train(args) -> int:
 
     out = train_testbed(args.out, regime=args.regime, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         batch_size=args.batch_size, progress=not args.no_progress,
-                        mitigate_threshold=args.mitigate_threshold, lr_decay_steps=args.lr_decay_steps)
+                        mitigate_threshold=args.mitigate_threshold, lr_decay_steps=args.lr_decay_steps,
+                        snapshot_every=args.snapshot_every, device=args.device)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -29,8 +30,10 @@ def _testbed_truth(args) -> int:
         format_truth_summary,
         load_testbed,
         memorization_ground_truth,
+        testbed_data,
         testbed_metadata,
     )
+    from ..testbed.truth import COPY_RATIO, copy_gallery
 
     path = Path(args.model) if args.model else TESTBED_DIR
     out = Path(args.out) if args.out else None
@@ -46,15 +49,25 @@ def _testbed_truth(args) -> int:
         raise IsADirectoryError(f"--out {str(out)!r} is a directory; give a file path such as truth.json")
     if args.no_progress:
         no_loading_bars()
+    if args.gallery and Path(args.gallery).suffix.lower() != ".png":
+        raise ValueError(f"--gallery {args.gallery!r} must be a .png path")
     model = load_testbed(path)
     meta = testbed_metadata(path)
+    generations: dict = {}
     rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,
-                                     guidance_scale=args.guidance, progress=not args.no_progress)
+                                     guidance_scale=args.guidance, progress=not args.no_progress, generations=generations)
     meta["prompts"] = rows
     meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
-                            "threshold": rows[0]["threshold"]}
+                            "criterion": {"level": rows[0]["criterion"], "ratio_below": COPY_RATIO}}
     atomic_write_text(out, json.dumps(meta, indent=1))
     print(f"wrote {out}")
+    if args.gallery:
+        from ..plotting import plot_copy_gallery
+
+        data = testbed_data(path)
+        plot_copy_gallery(copy_gallery(data, rows, generations), args.gallery,
+                          title=f"{path.name}: {meta['steps']} steps, {rows[0]['criterion']} criterion")
+        print(f"wrote {args.gallery}")
     print(format_truth_summary(rows))
     print(format_duplication_curve(duplication_curve(meta)))
     return 0
@@ -66,14 +79,15 @@ def register(sub) -> None:
     train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
     train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
     train.add_argument("--regime", choices=tuple(REGIMES), default="small-data",
-                       help="small-data: the embedded testbed's data (2,272 canvases, each seen ~250 times); sd: Stable "
-                            "Diffusion's regime (88,000 distinct canvases seen ~20 times each, 1.9%% duplicated items); "
-                            "small-data-cond-only: small-data with no duplicated item's caption ever dropped (the causal "
-                            "test: only the unconditional branch's exposure changes)")
-    train.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's, 10000 or 27500)")
+                       help="the training data and schedule (memgeo.testbed.REGIMES, where each is described): "
+                            + ", ".join(f"{name} ({spec['steps']} steps)" for name, spec in REGIMES.items()))
+    train.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's)")
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=positive_int, default=500)
+    train.add_argument("--snapshot-every", type=positive_int, metavar="N",
+                       help="also save the model every N steps in OUT/snapshots/step-N, loadable while the run goes on")
+    train.add_argument("--device", default="cpu", help="where the networks train (cpu, cuda); the data drawn is the same")
     train.add_argument("--lr-decay-steps", type=int, metavar="N",
                        help="decay the learning rate linearly towards 0 over the last N steps (default: the regime's, "
                             "else a constant rate); a constant-rate checkpoint resumes into a decay that starts at it")
@@ -89,5 +103,7 @@ def register(sub) -> None:
     truth.add_argument("--seeds", type=positive_int, default=16)
     truth.add_argument("--steps", type=positive_int, default=50)
     truth.add_argument("--guidance", type=finite_float, default=7.5)
+    truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "
+                                                       "nearest training images: what each label means")
     truth.add_argument("--no-progress", action="store_true")
     truth.set_defaults(func=_testbed_truth)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["CanvasData", "build_canvas_data", "canvas_caption", "parse_caption", "canvas_cells", "to_latents", "to_images",
+__all__ = ["CanvasData", "build_canvas_data", "ladder_from_shares", "canvas_caption", "parse_caption", "canvas_cells", "to_latents", "to_images",
            "POSITIONS", "KINDS", "DUPLICATION_LADDER"]
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -126,7 +126,8 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
 
     ``n_single`` canvases appear once each; ``n_per_kind`` duplicated prompts of each kind get a
     count from ``ladder`` (cycled, shuffled), template prompts spread it over ``n_variants``
-    canvases; ``n_ordinary`` captions of single canvases and ``n_heldout`` never-seen compositions
+    canvases; ``ladder`` may also map each kind of :data:`KINDS` to its own counts, one prompt per count
+    (shuffled; ``n_per_kind`` is then unused); ``n_ordinary`` captions of single canvases and ``n_heldout`` never-seen compositions
     are evaluated beside them.
 
     ``augment``: every cell instance of every canvas gets its own small random affine map (rotation
@@ -187,9 +188,12 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
         i = add_canvas(fill(cells))
         items.append((i, text))
         singles.append((i, text))
-    rungs = list(ladder) * math.ceil(n_per_kind / len(ladder))
+    per_kind = isinstance(ladder, dict)
+    if per_kind and sorted(ladder) != sorted(KINDS):
+        raise ValueError(f"ladder must give counts for each kind of {KINDS} (or be one tuple for all), got {sorted(ladder)}")
+    rungs = None if per_kind else list(ladder) * math.ceil(n_per_kind / len(ladder))
     for kind in KINDS:
-        counts = rng.permutation(rungs[:n_per_kind])
+        counts = rng.permutation(list(ladder[kind]) if per_kind else rungs[:n_per_kind])
         for k in counts.tolist():
             cells, text = new_caption()
             row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
@@ -219,13 +223,37 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
         prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
     settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
                 "n_variants": n_variants, "seed": seed}
-    if augment or tuple(ladder) != DUPLICATION_LADDER:  # recorded where they differ from the small-data regime
-        settings.update({"ladder": list(ladder), "augment": bool(augment)})
+    if augment or per_kind or tuple(ladder) != DUPLICATION_LADDER:  # recorded where they differ from the small-data regime
+        settings.update({"ladder": {k: list(v) for k, v in ladder.items()} if per_kind else list(ladder),
+                         "augment": bool(augment)})
     bank = _warp_cells(images[torch.tensor(sources)], seed) if augment else images
     ids = torch.tensor(cell_ids)
     canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
     return CanvasData(images, canvases, torch.tensor(layout), torch.tensor(target), items, prompts, settings,
                       bank=bank if augment else None, cell_ids=ids if augment else None)
+
+
+def ladder_from_shares(shares: dict, *, n_single: int, n_variants: int) -> dict:
+    """Per-kind duplication counts (a ``ladder`` for :func:`build_canvas_data`) that give each duplicated image
+    the share of the training draws that ``shares`` asks for.
+
+    ``shares`` maps each kind of :data:`KINDS` to shares per duplicated image (0.003 is 0.3% of all items); a
+    template prompt spreads its count over ``n_variants`` canvases, so its caption takes ``n_variants`` times its
+    images' share. The counts are the smallest that give each duplicated image at least its share of the items,
+    duplicates included (about ``n_single / (1 - S)`` items for a total duplicated share ``S``).
+    """
+    if sorted(shares) != sorted(KINDS):
+        raise ValueError(f"shares must map each kind of {KINDS} to shares per image, got {sorted(shares)}")
+    per_caption = {k: [float(s) * (n_variants if k == "template" else 1) for s in v] for k, v in shares.items()}
+    total = sum(sum(v) for v in per_caption.values())
+    if not all(s > 0 for v in per_caption.values() for s in v) or total >= 1:
+        raise ValueError(f"shares must be positive and sum (captions) to below 1, got {shares}")
+    n_items, counts = n_single / (1 - total), None  # singles are the rest of the items
+    while True:  # the smallest counts that give each image at least its share of the items they make
+        new = {k: tuple(max(2, math.ceil(s * n_items)) for s in per_caption[k]) for k in KINDS}
+        if new == counts:
+            return counts
+        counts, n_items = new, n_single + sum(sum(c) for c in new.values())
 
 
 def _warp_cells(cells: torch.Tensor, seed: int) -> torch.Tensor:

@@ -79,14 +79,15 @@ def format_duplication_curve(rows: list[dict]) -> str:
 def format_truth_summary(rows: list[dict]) -> str:
     """The ground truth per kind of prompt (:func:`~memgeo.testbed.memorization_ground_truth` rows): the copy
     threshold, each kind's mean memorization and copy rates and how many prompts are graded."""
-    lines = [f"copy threshold per 8x8 cell (1% quantile of the training cells' nearest-neighbour distances): "
-             f"{rows[0]['threshold']:.3f}",
-             f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'rate in (0.1, 0.9)':>18}"]
+    lines = [f"copy criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance below 1/3 "
+             "(Gu et al. 2025); a prompt's ratio is the median over its generations",
+             f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'median ratio':>12} "
+             f"{'rate in (0.1, 0.9)':>18}"]
     for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
         rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
         rates = [memorization_rate(r) for r in rs]
         lines.append(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r['copy_rate'] for r in rs]):9.3f} "
-                     f"{sum(0.1 < x < 0.9 for x in rates):18d}")
+                     f"{np.median([r['ratio'] for r in rs]):12.3f} {sum(0.1 < x < 0.9 for x in rates):18d}")
     mem = [memorization_rate(r) for r in rows if r["kind"] == "memorized"]
     lines.append(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
                  f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")

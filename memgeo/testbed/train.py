@@ -18,9 +18,16 @@ from ..models.tiny import (
     float32_default,
     sd_scheduler,
 )
-from .canvas import DIGITS, THICKNESS, CanvasData, build_canvas_data, to_latents
+from .canvas import (
+    DIGITS,
+    THICKNESS,
+    CanvasData,
+    build_canvas_data,
+    ladder_from_shares,
+    to_latents,
+)
 
-__all__ = ["ARCHITECTURE", "train_testbed"]
+__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "train_testbed", "prepare_training", "learning_rate"]
 
 
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
@@ -31,15 +38,18 @@ def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     out = {}
     for i, st in opt.state_dict()["state"].items():
         for k, v in st.items():
-            out[f"{i}.{k}"] = v if isinstance(v, torch.Tensor) else torch.tensor(v)
+            out[f"{i}.{k}"] = v.contiguous() if isinstance(v, torch.Tensor) else torch.tensor(v)
     return out
 
 
 def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
     sd = opt.state_dict()
+    params = [p for group in opt.param_groups for p in group["params"]]
     state: dict = {}
     for key, v in flat.items():
         i, k = key.split(".", 1)
+        if v.shape == params[int(i)].shape and v.dim() > 1:  # moments in their parameter's memory format
+            v = torch.empty_like(params[int(i)]).copy_(v)
         state.setdefault(int(i), {})[k] = v
     sd["state"] = state
     opt.load_state_dict(sd)
@@ -69,21 +79,49 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
     atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
 
 
-#: Training regimes, as data: the data builder's arguments and the default number of steps (batch 64).
+#: Shares of the training draws per duplicated image in the SD regime (0.003 is 0.3%), per kind: a ladder reaching
+#: 0.4% (matching, local) and 0.3% per image (template, two canvases per caption), down to 0.075%. Copying in this
+#: regime needs share as well as views: a duplicate at 0.071% of the draws did not move towards its image from 183 to
+#: 1,324 views, one at 0.25-0.29% began to by about 1,300 (benchmarks/results/sd_regime_sweep.md).
+SD_SHARES = {"matching": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075),
+             "template": (0.003, 0.003, 0.0015, 0.00075),
+             "local": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075)}
+
+#: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), where they
+#: differ from :data:`ARCHITECTURE` the networks' settings, and the copy criterion of the ground truth
+#: (:func:`~memgeo.testbed.truth.nearest_ratios`' ``level``).
 REGIMES = {
     # the embedded testbed, bit for bit: 2,272 distinct canvases seen about 250 times each, duplicates 12% of items
-    "small-data": {"data": {}, "steps": 10000},
-    # Stable Diffusion's regime: 88,000 distinct canvases (every cell instance warped), each seen about 20 times in
-    # 27,500 steps; duplicated items 1.9% of the items. Duplicated items can take at most 2% of the draws, so a
-    # memorized prompt's views are bought from one budget: 10 prompts of each kind, 8 at 64 copies (about 1,250
-    # views, the pilot's copying point) and 2 at 32; template prompts spread over 2 canvases. Measured: no prompt
-    # copies at 27,500 steps (benchmarks/results/sd_regime_sweep.md), so the embedded testbed stays small-data.
-    "sd": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
-                    "augment": True}, "steps": 27500},
+    "small-data": {"data": {}, "steps": 10000, "criterion": "cell"},
+    # Stable Diffusion's regime: 50,000 single canvases (every cell instance warped, so pixel-unique) seen about 29
+    # times each in 24,000 steps; duplicated items 4.8% of the draws, each duplicated image on the SD_SHARES ladder
+    # (0.3% of 24,000 x 64 draws is about 4,600 views). Captions fit 16 token positions.
+    "sd": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_SHARES, n_single=50000, n_variants=2),
+                    "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16},
+           "criterion": "canvas"},
+    # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
+    # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
+    # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
+    "sd-capped": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
+                           "augment": True}, "steps": 27500, "criterion": "canvas"},
     # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's
     # caption is never dropped, so the unconditional branch never sees a duplicated image
-    "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},
+    "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0, "criterion": "cell"},
 }
+
+
+def prepare_training(unet, text_encoder, *, lr: float, device="cpu") -> torch.optim.Optimizer:
+    """Move the networks to ``device`` in the layout they train fastest in, and return their optimizer (AdamW).
+
+    Channels-last convolutions, the fused AdamW step and the classic attention kernel (one batched matrix product
+    per head group, no flash kernel: the testbed's heads are 4-16 wide) compute the same arithmetic as the defaults,
+    faster on a 2-core CPU (``benchmarks/bench_training.py`` prints the ratio)."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    unet.to(device, memory_format=torch.channels_last)
+    text_encoder.to(device)
+    unet.set_attn_processor(AttnProcessor())
+    return torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=lr, fused=True)
 
 
 def learning_rate(step: int, steps: int, lr: float, decay_steps: int = 0) -> float:
@@ -104,10 +142,12 @@ def train_testbed(
     dropout_duplicated: float | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
+    snapshot_every: int | None = None,
     progress: bool = True,
     data: CanvasData | None = None,
     mitigate_threshold: float | None = None,
     lr_decay_steps: int | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -129,6 +169,12 @@ def train_testbed(
     new schedule only where both gave it the same rates so far (for example a constant-rate run extended by a
     decay that starts where it stopped).
 
+    ``snapshot_every``: every that many steps the model is also saved, loadable, in ``out_dir/snapshots/step-N``
+    (the SD layout and ``testbed.json``), so that a long run can be measured while it trains.
+
+    ``device``: where the networks train (``"cuda"`` on a GPU machine); batches, noise and timesteps are drawn
+    on the CPU from one seeded generator whatever the device, so a run's data does not depend on it.
+
     ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
     unconditional prediction of the batch is computed as well (one more forward pass, no
     gradient), and a sample whose guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|``
@@ -137,42 +183,28 @@ def train_testbed(
     the samples left out; how many were left out, of duplicated and of single captions, is
     recorded in ``testbed.json`` under ``"mitigation"``.
     """
-    if mitigate_threshold is not None:
-        mitigate_threshold = float(mitigate_threshold)
-        if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
-            raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
-    from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
-    steps = REGIMES[regime]["steps"] if steps is None else steps
-    if dropout_duplicated is None:
-        dropout_duplicated = REGIMES[regime].get("dropout_duplicated", dropout)
-    if lr_decay_steps is None:
-        lr_decay_steps = REGIMES[regime].get("lr_decay_steps", 0)
-    if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or not 0 <= lr_decay_steps <= steps:
-        raise ValueError(f"lr_decay_steps must be an integer in [0, steps={steps}], got {lr_decay_steps!r}")
-    for name, p in (("dropout", dropout), ("dropout_duplicated", dropout_duplicated)):
-        if not 0.0 <= float(p) <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {p}")
+    steps, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
+        regime, steps, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every)
+    device = torch.device(device)
     ckpt.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
-    arch = {**ARCHITECTURE, "sample_size": latents.shape[-1]}
+    arch = {**ARCHITECTURE, **REGIMES[regime].get("architecture", {}), "sample_size": latents.shape[-1]}
     tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
     tokenizer.model_max_length = arch["max_length"]
     unet, text_encoder = _components(len(tokenizer), seed, arch)
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr)
     schedule = sd_scheduler("epsilon")
     abar = schedule.alphas_cumprod.float()
 
     captions = sorted({c for _, c in data.items} | {""})
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids
+    if bool((ids[:, -1] != tokenizer.pad_token_id).any()):  # the end token would be cut off
+        raise ValueError(f"a caption does not fit the text encoder's {arch['max_length']} token positions")
     cap_index = {c: i for i, c in enumerate(captions)}
     item_img = torch.tensor([i for i, _ in data.items])
     item_cap = torch.tensor([cap_index[c] for _, c in data.items])
@@ -185,57 +217,40 @@ def train_testbed(
     dropped = {"duplicated": 0, "single": 0, "unconditional": 0}
 
     gen = torch.Generator().manual_seed(seed)
+    opt = prepare_training(unet, text_encoder, lr=lr, device=device)
     start, loss_avg = 0, float("nan")
     if (ckpt / "state.json").exists():
-        meta = json.loads((ckpt / "state.json").read_text())
-        if meta.get("mitigate_threshold") != mitigate_threshold:
-            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
-                             f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
-                             "setting, or train into another folder")
-        if meta.get("dropout_duplicated", dropout) != dropout_duplicated:
-            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
-                             f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
-                             "same regime, or train into another folder")
-        if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
-            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
-                             f"{data.settings}): resume it with the same regime and seed, or train into another folder")
-        start, loss_avg = int(meta["step"]), float(meta["loss"])
-        was = meta.get("lr_schedule") or {"steps": start, "lr_decay_steps": 0}  # before: a constant rate
-        if any(learning_rate(k, was["steps"], lr, was["lr_decay_steps"]) != learning_rate(k, steps, lr, lr_decay_steps)
-               for k in range(start)):
-            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained under another learning-rate schedule "
-                             f"({was}, not steps={steps}, lr_decay_steps={lr_decay_steps}): resume it with the same "
-                             "steps and lr_decay_steps, or train into another folder")
-        dropped.update(meta.get("dropped", {}))
-        unet.load_state_dict(load_file(ckpt / "unet.safetensors"))
-        text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors"))
-        _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors"))
-        gen.set_state(load_file(ckpt / "rng.safetensors")["generator"])
+        start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, data=data, lr=lr, steps=steps,
+                                  lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated,
+                                  mitigate_threshold=mitigate_threshold)
+    ids, latents, abar = ids.to(device), latents.to(device), abar.to(device)
     unet.train()
     text_encoder.train()
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
     losses = []
+    meta = {"data": data, "tokenizer": tokenizer, "schedule": schedule, "arch": arch, "batch_size": batch_size, "lr": lr,
+            "lr_decay_steps": lr_decay_steps, "dropout": dropout, "dropout_duplicated": dropout_duplicated, "seed": seed}
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
         j = torch.randint(len(item_img), (batch_size,), generator=gen)
-        x0 = latents[item_img[j]]
         p_drop = torch.where(item_dup[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws
         cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < p_drop, empty, item_cap[j])
         t = torch.randint(0, len(abar), (batch_size,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen, dtype=torch.float32)
+        noise = torch.randn((batch_size, *latents.shape[1:]), generator=gen, dtype=torch.float32).to(device)
+        x0, t, cap_d = latents[item_img[j].to(device)], t.to(device), cap.to(device)
         a = abar[t].reshape(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap])[0]).sample
+        x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
+        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap_d])[0]).sample
         if mitigate_threshold is not None:
             with torch.no_grad():
                 uncond = unet(x_t, t, encoder_hidden_states=text_encoder(ids[[empty]])[0].expand(batch_size, -1, -1)).sample
-                keep = (pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold
+                keep = ((pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold).cpu()
             left = ~keep
             dropped["unconditional"] += int((left & (cap == empty)).sum())
             dropped["duplicated"] += int((left & (cap != empty) & item_dup[j]).sum())
             dropped["single"] += int((left & (cap != empty) & ~item_dup[j]).sum())
-            pred, target = pred[keep], noise[keep]
+            pred, target = pred[keep.to(device)], noise[keep.to(device)]
         else:
             target = noise
         opt.zero_grad(set_to_none=True)
@@ -254,32 +269,103 @@ def train_testbed(
                               **({"lr_schedule": {"steps": steps, "lr_decay_steps": lr_decay_steps}}
                                  if lr_decay_steps else {}),
                               **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {})})
+        if snapshot_every and (step + 1) % snapshot_every == 0:
+            _save_model(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, step=step + 1,
+                        loss=float(np.mean(losses[-50:])), **meta)
+            unet.train()
+            text_encoder.train()
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
     mitigation = None
     if mitigate_threshold is not None:
         mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
                       "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
+    _save_model(out, unet, text_encoder, step=state["step"], loss=state["loss"], mitigation=mitigation, **meta)
+    return out
 
+
+def _check_arguments(regime, steps, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every):
+    """The training arguments checked, and the regime's defaults filled in, before anything is written."""
+    if regime not in REGIMES:
+        raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
+    if mitigate_threshold is not None:
+        mitigate_threshold = float(mitigate_threshold)
+        if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
+            raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
+    steps = REGIMES[regime]["steps"] if steps is None else steps
+    if dropout_duplicated is None:
+        dropout_duplicated = REGIMES[regime].get("dropout_duplicated", dropout)
+    if lr_decay_steps is None:
+        lr_decay_steps = REGIMES[regime].get("lr_decay_steps", 0)
+    if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or not 0 <= lr_decay_steps <= steps:
+        raise ValueError(f"lr_decay_steps must be an integer in [0, steps={steps}], got {lr_decay_steps!r}")
+    for name, p in (("dropout", dropout), ("dropout_duplicated", dropout_duplicated)):
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {p}")
+    if snapshot_every is not None and (isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int)
+                                       or snapshot_every <= 0):
+        raise ValueError(f"snapshot_every must be a positive number of steps, got {snapshot_every!r}")
+    return steps, dropout_duplicated, lr_decay_steps, mitigate_threshold
+
+
+def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, *, data, lr, steps, lr_decay_steps, dropout,
+            dropout_duplicated, mitigate_threshold) -> tuple[int, float]:
+    """Load the checkpoint in ``ckpt`` into the networks, optimizer and generator, after checking that it was
+    trained with the same settings; returns its step and loss."""
+    from safetensors.torch import load_file
+
+    meta = json.loads((ckpt / "state.json").read_text())
+    if meta.get("mitigate_threshold") != mitigate_threshold:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
+                         f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
+                         "setting, or train into another folder")
+    if meta.get("dropout_duplicated", dropout) != dropout_duplicated:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
+                         f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
+                         "same regime, or train into another folder")
+    if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
+                         f"{data.settings}): resume it with the same regime and seed, or train into another folder")
+    start = int(meta["step"])
+    was = meta.get("lr_schedule") or {"steps": start, "lr_decay_steps": 0}  # before: a constant rate
+    if any(learning_rate(k, was["steps"], lr, was["lr_decay_steps"]) != learning_rate(k, steps, lr, lr_decay_steps)
+           for k in range(start)):
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained under another learning-rate schedule "
+                         f"({was}, not steps={steps}, lr_decay_steps={lr_decay_steps}): resume it with the same "
+                         "steps and lr_decay_steps, or train into another folder")
+    dropped.update(meta.get("dropped", {}))
+    device = next(unet.parameters()).device
+    unet.load_state_dict(load_file(ckpt / "unet.safetensors", device=str(device)))
+    text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors", device=str(device)))
+    _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors", device=str(device)))
+    gen.set_state(load_file(ckpt / "rng.safetensors")["generator"])
+    return start, float(meta["loss"])
+
+
+def _save_model(folder: Path, unet, text_encoder, *, data, tokenizer, schedule, arch, step, loss, batch_size, lr,
+                lr_decay_steps, dropout, dropout_duplicated, seed, mitigation=None) -> None:
+    """The trained networks in the Stable Diffusion layout, with ``testbed.json`` (data settings, prompts, training
+    settings) written last."""
     unet.eval()
     text_encoder.eval()
-    unet.save_pretrained(out / "unet", safe_serialization=True)
-    text_encoder.save_pretrained(out / "text_encoder", safe_serialization=True)
-    tokenizer.save_pretrained(out / "tokenizer")
-    schedule.save_pretrained(out / "scheduler")
-    (out / "model_index.json").write_text(json.dumps({
+    unet.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    unet.to(memory_format=torch.channels_last)
+    text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    schedule.save_pretrained(folder / "scheduler")
+    atomic_write_text(folder / "model_index.json", json.dumps({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDIMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
     }, indent=2))
-    (out / "testbed.json").write_text(json.dumps({
+    atomic_write_text(folder / "testbed.json", json.dumps({
         "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
-        "steps": state["step"], "final_loss": state["loss"], "batch_size": batch_size, "lr": lr,
+        "steps": step, "final_loss": loss, "batch_size": batch_size, "lr": lr,
         **({"lr_decay_steps": lr_decay_steps} if lr_decay_steps else {}), "dropout": dropout,
         **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
         "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))
-    return out

@@ -10,7 +10,18 @@ from ..sampling import ddim_sample, initial_noise
 from .canvas import CanvasData, canvas_cells, to_images
 from .folder import testbed_data, testbed_folder
 
-__all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position"]
+__all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position",
+           "nearest_ratios", "copy_level", "copy_gallery", "distinct_rows", "COPY_RATIO", "LEVELS"]
+
+#: A generation is a verbatim copy when its L2 distance to the nearest distinct training image is below this
+#: fraction of its distance to the second nearest (Gu et al., "On Memorization in Diffusion Models", TMLR 2025,
+#: ``sail-sg/DiffMemorize``; Yoon et al. 2023; Bonnaire et al. 2025).
+COPY_RATIO = 1 / 3
+
+#: What a training image is when the ratio is taken: ``"canvas"``, the whole 16x16 canvas (for a local prompt its
+#: duplicated cell among the distinct training cells at that position); ``"cell"``, each 8x8 cell among the distinct
+#: training cells, a canvas copying where its worst cell does (for a local prompt its duplicated cell).
+LEVELS = ("canvas", "cell")
 
 
 def nearest_neighbour_threshold(images: torch.Tensor, quantile: float = 0.01, *, max_queries: int = 20000,
@@ -60,21 +71,21 @@ def memorization_ground_truth(
     n_steps: int = 50,
     guidance_scale: float = 7.5,
     data: CanvasData | None = None,
-    threshold: float | None = None,
+    level: str | None = None,
     progress: bool = False,
+    generations: dict | None = None,
 ) -> list[dict]:
-    """For each prompt, the fraction of its generations that copy training images.
+    """For each prompt, the fraction of its generations that copy training images, by the field's criterion.
 
-    A cell (one 8x8 quarter of a generated canvas) copies training cell i when i is its nearest
-    training cell image (L2; the digits, or every warped cell instance of an augmented set) within
-    ``threshold`` (default: the 1% quantile of the training cells' own nearest-neighbour distances);
-    a generation copies a training canvas when all four cells copy that canvas's cells at their
-    positions. Per prompt: ``copy_rate`` (copies of any training
-    canvas), ``cell_copy_rate`` (cells copying any training digit) and, for prompts with
-    ``targets``, ``target_rate``: copies of one of its target canvases, or, for ``"local"``
-    prompts, generations whose masked cell copies the duplicated digit.
+    A generation is a verbatim copy when the ratio of its L2 distances to its nearest and second-nearest distinct
+    training images is below :data:`COPY_RATIO` (Gu et al. 2025), the image being the whole canvas or each cell
+    (``level``, :func:`nearest_ratios`). Per prompt: ``copy_rate`` (copies of any training image), ``ratio`` (the
+    median over its generations: memorization graded), ``nearest_target_rate`` (generations whose nearest image is
+    the prompt's) and, for prompts with ``targets``, ``target_rate``: copies whose nearest image is one of its
+    targets (for a local prompt: its duplicated cell).
 
-    ``prompts`` and ``data`` default to the testbed the model was loaded from.
+    ``prompts`` and ``data`` default to the testbed the model was loaded from. ``generations``: a dict that receives,
+    per prompt text, its generated canvases ``[seeds, 16, 16]`` (for :func:`copy_gallery`).
     """
     from tqdm.auto import tqdm
 
@@ -82,17 +93,44 @@ def memorization_ground_truth(
         data = testbed_data(testbed_folder(model))
     if prompts is None:
         prompts = data.prompts
-    thr = nearest_neighbour_threshold(data.bank) if threshold is None else float(threshold)
+    level = copy_level(data) if level is None else level
     x_T = initial_noise(model, seeds)
     out = []
     for p in tqdm(prompts, desc="ground truth", disable=not progress):
         gen = ddim_sample(model, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale).denoised
-        c = generation_copies(data, p, to_images(gen.float()), thr)
-        row = {**p, "copy_rate": float(c["canvas"].double().mean()), "cell_copy_rate": float(c["cells"].double().mean()),
-               "median_cell_distance": float(c["distance"].median()), "threshold": thr}
-        if "target" in c:
-            row["target_rate"] = float(c["target"].double().mean())
+        canvases = to_images(gen.float())
+        if generations is not None:
+            generations[p["text"]] = canvases
+        c = nearest_ratios(data, p, canvases, level=level)
+        row = {**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
+               "nearest_target_rate": float(c["nearest_is_target"].double().mean()), "criterion": level}
+        if p.get("targets"):
+            row["target_rate"] = float(c["target_copy"].double().mean())
         out.append(row)
+    return out
+
+
+def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_row: int = 4,
+                 level: str | None = None) -> list[dict]:
+    """What the copy criterion calls a copy, to be seen (:func:`memgeo.plotting.plot_copy_gallery`): per kind and
+    duplication count the prompt with the highest rate, then the ordinary and held-out prompts with the highest copy
+    rate; each with its target, ``per_row`` of its generations, their nearest training images and ratios.
+
+    ``rows``: :func:`memorization_ground_truth`'s rows; ``generations``: the canvases it collected per prompt."""
+    picked: dict = {}
+    for r in rows:
+        key = (r.get("memorization") or r["kind"], r.get("duplication", 0) if r["kind"] == "memorized" else 0)
+        rate = r.get("target_rate", r["copy_rate"]) if r["kind"] == "memorized" else r["copy_rate"]
+        if key not in picked or rate > picked[key][0]:
+            picked[key] = (rate, r)
+    out = []
+    for (kind, dup), (rate, r) in sorted(picked.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        gens = generations[r["text"]][:per_row]
+        c = nearest_ratios(data, r, gens, level=level)
+        target = data.images[r["targets"][0]] if r.get("targets") else None
+        out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": rate {rate:.2f}, median ratio {r['ratio']:.2f}",
+                    "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
+                    "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist()})
     return out
 
 
@@ -125,6 +163,86 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
             out["target"] = hits[:, targets].any(1)
             out["target_distance"] = apart.max(2).values.min(1).values
     return out
+
+
+def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows of ``x`` ``[N, ...]`` (flattened to ``[U, D]``, float64) and, for each row of ``x``, the index
+    of its distinct row ``[N]``: every neighbour statistic is taken over distinct images, so that a duplicated
+    training image is not its own second-nearest neighbour."""
+    flat = x.reshape(len(x), -1).double()
+    unique, inverse = torch.unique(flat, dim=0, return_inverse=True)
+    return unique, inverse
+
+
+def copy_level(data: CanvasData) -> str:
+    """The training image of a testbed's copy criterion: ``"canvas"`` where every cell instance is its own (warped)
+    image, so that a canvas is the unit seen in training, as an image is in Stable Diffusion's data; ``"cell"`` in the
+    small-data regime, whose canvases recombine the same 1,797 digit images: there a new composition of seen digits
+    lies near many training canvases, and a generation copies when each of its cells reproduces a training digit."""
+    return "canvas" if data.settings.get("augment") else "cell"
+
+
+def _first_two(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Distances of each query row ``[Q, D]`` to its nearest and second-nearest ``bank`` row ``[U, D]``, and the
+    nearest row's index (bank rows distinct; one bank row: the second distance is infinite)."""
+    d = torch.cdist(queries.double(), bank, compute_mode="donot_use_mm_for_euclid_dist")  # exact: a copy is at 0
+    k = min(2, d.shape[1])
+    two, idx = d.topk(k, dim=1, largest=False)
+    second = two[:, 1] if k == 2 else torch.full_like(two[:, 0], math.inf)
+    return two[:, 0], second, idx[:, 0]
+
+
+def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, level: str | None = None) -> dict:
+    """The field's copy criterion for generated canvases ``[N, 16, 16]``: the ratio of each generation's L2 distance
+    to its nearest distinct training image over that to the second nearest, and whether the nearest is the prompt's.
+
+    ``level`` (:data:`LEVELS`; default :func:`copy_level`): at ``"canvas"`` the image is the whole canvas, among the
+    distinct training canvases; at ``"cell"`` each of the four cells among the distinct training cells (any position),
+    the generation's ratio being its worst cell's. A local prompt (``"mask"``) is judged by its duplicated cell alone:
+    among the distinct training cells at that position (``"canvas"``) or all of them (``"cell"``).
+
+    Returns ``"nearest"`` ``[N, 16, 16]``, the nearest training image of each generation as a canvas (at
+    ``"cell"`` level each cell's nearest training cell; for a local prompt its cell alone, the rest blank), and
+    ``[N]`` tensors: ``"ratio"``; ``"nearest_is_target"`` (the nearest image is one of the prompt's
+    ``targets``, every cell for ``"cell"``; False without targets); ``"copy"`` (``ratio < COPY_RATIO``: a verbatim
+    copy of some training image) and ``"target_copy"`` (a copy whose nearest image is the prompt's).
+    """
+    level = copy_level(data) if level is None else level
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    canvases = canvases.clamp(-1, 1)
+    n = len(canvases)
+    targets = list(prompt.get("targets") or [])
+    gen_cells, train_cells = canvas_cells(canvases), canvas_cells(data.images)  # [N, 4, 8, 8], [M, 4, 8, 8]
+    if prompt.get("mask") is not None:  # a local prompt: its duplicated cell
+        pos = mask_position(prompt["mask"])
+        pool = train_cells[:, pos] if level == "canvas" else train_cells.reshape(-1, 8, 8)
+        bank, inverse = distinct_rows(pool)
+        d1, d2, nn = _first_two(gen_cells[:, pos].reshape(n, -1), bank)
+        nearest = torch.full((n, 4, 64), -1.0, dtype=torch.float64)
+        nearest[:, pos] = bank[nn]
+        kept = inverse[targets[0] * (1 if level == "canvas" else 4) + (0 if level == "canvas" else pos)]
+        is_target = nn == kept
+    elif level == "canvas":
+        bank, inverse = distinct_rows(data.images)
+        d1, d2, nn = _first_two(canvases.reshape(n, -1), bank)
+        nearest = canvas_cells(bank[nn].reshape(n, 16, 16)).reshape(n, 4, 64)
+        is_target = torch.isin(nn, inverse[targets]) if targets else torch.zeros(n, dtype=torch.bool)
+    else:
+        bank, inverse = distinct_rows(train_cells.reshape(-1, 8, 8))
+        d1, d2, nn = _first_two(gen_cells.reshape(n * 4, -1), bank)
+        d1, d2, nn = d1.reshape(n, 4), d2.reshape(n, 4), nn.reshape(n, 4)
+        nearest = bank[nn]  # [N, 4, 64]
+        worst = (d1 / d2).argmax(1, keepdim=True)
+        d1, d2 = d1.gather(1, worst)[:, 0], d2.gather(1, worst)[:, 0]
+        cells_of = inverse.reshape(-1, 4)  # [M, 4]: each training canvas's distinct cells
+        is_target = ((nn[:, None, :] == cells_of[targets][None]).all(-1).any(1) if targets
+                     else torch.zeros(n, dtype=torch.bool))
+    ratio = torch.where(d2 > 0, d1 / d2, torch.zeros_like(d1))
+    copy = ratio < COPY_RATIO
+    nearest = nearest.reshape(n, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, 16, 16).float()
+    return {"ratio": ratio, "nearest_is_target": is_target, "copy": copy, "target_copy": copy & is_target,
+            "nearest": nearest}
 
 
 def mask_position(mask) -> int:

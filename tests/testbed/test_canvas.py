@@ -119,11 +119,46 @@ def test_cell_warps_are_the_stated_affine_maps():
     assert float(shift.abs().max()) <= 0.2 and float(shift.abs().max()) > 0.19
 
 
-def test_the_sd_regime_keeps_duplicates_under_two_percent_of_items():
+def test_the_capped_sd_regime_keeps_duplicates_under_two_percent_of_items():
     from memgeo.testbed import REGIMES
 
-    data = build_canvas_data(seed=0, **REGIMES["sd"]["data"])
+    data = build_canvas_data(seed=0, **REGIMES["sd-capped"]["data"])
     duplicated = sum(p["duplication"] for p in data.prompts if p["kind"] == "memorized")
     assert len(data.canvases) >= 50000 and duplicated / len(data.items) <= 0.02
-    views = REGIMES["sd"]["steps"] * 64 / len(data.items)  # expected views of a single image over training
+    views = REGIMES["sd-capped"]["steps"] * 64 / len(data.items)  # expected views of a single image over training
     assert views <= 21
+
+
+def test_the_sd_regime_meets_its_data_budget():
+    from memgeo.testbed import REGIMES
+    from memgeo.testbed.train import SD_SHARES
+
+    spec = REGIMES["sd"]
+    data = build_canvas_data(seed=0, **spec["data"])
+    distinct = torch.unique(data.canvases.reshape(len(data.canvases), -1), dim=0)
+    assert len(distinct) == len(data.canvases) >= 50000  # pixel-unique canvases
+    mem = [p for p in data.prompts if p["kind"] == "memorized"]
+    n = len(data.items)
+    assert sum(p["duplication"] for p in mem) / n <= 0.05
+    assert spec["steps"] * 64 / n <= 30  # expected views of a single image over training
+    for kind, shares in SD_SHARES.items():
+        per_image = sorted(p["duplication"] / len(p["targets"] if kind == "template" else [0]) / n
+                           for p in mem if p["memorization"] == kind)
+        assert per_image == pytest.approx(sorted(shares), rel=0.02)  # each image at the share the ladder asks
+        assert max(per_image) >= 0.003
+    counts = {}
+    for i, _ in data.items:
+        counts[i] = counts.get(i, 0) + 1
+    for p in mem:  # a template prompt's copies are spread evenly over its canvases
+        assert sum(counts[i] for i in p["targets"]) == p["duplication"]
+
+
+def test_a_ladder_per_kind_gives_each_kind_its_counts():
+    ladder = {"matching": (5, 3), "template": (8,), "local": (4, 2, 2)}
+    data = build_canvas_data(n_single=50, n_ordinary=3, n_heldout=2, ladder=ladder, n_variants=2, seed=1)
+    for kind, counts in ladder.items():
+        assert sorted(p["duplication"] for p in data.prompts if p.get("memorization") == kind) == sorted(counts)
+    assert data.settings["ladder"] == {k: list(v) for k, v in ladder.items()}
+    assert build_canvas_data(**data.settings).items == data.items  # the recorded settings rebuild the data
+    with pytest.raises(ValueError, match="ladder"):
+        build_canvas_data(n_single=50, ladder={"matching": (2,)})

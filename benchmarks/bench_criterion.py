@@ -1,0 +1,101 @@
+"""How a testbed's labels change under the field's copy criterion, at both levels, on the same generations.
+
+    python benchmarks/bench_criterion.py [--model TESTBED] [--seeds 8] [--out FILE.md] [--gallery PNG]
+
+Per prompt, ``seeds`` generations (50 DDIM steps, w = 7.5); a prompt's rate is the fraction of them that copy its
+target (ordinary and held-out prompts: any training image), by:
+- the testbed's recorded labels (its ``testbed.json``, whatever criterion measured them);
+- the nearest / second-nearest ratio below 1/3 (Gu et al.) over whole canvases (``level="canvas"``);
+- the same ratio cell by cell (``level="cell"``).
+Labels: memorized at rate >= 0.5, not memorized at <= 0.1 (in between: left out). Printed per kind: prompts at
+rate >= 0.5 under each criterion, and the agreement of each with the recorded labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from memgeo.sampling import ddim_sample, initial_noise
+from memgeo.testbed import (
+    load_testbed,
+    memorization_rate,
+    testbed_data,
+    testbed_metadata,
+    to_images,
+)
+from memgeo.testbed.truth import LEVELS, copy_gallery, nearest_ratios
+
+#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
+SMOKE = ["--seeds", "1", "--steps", "3", "--max-prompts", "6", "--out", "{tmp}/criterion.md", "--gallery", "{tmp}/g.png"]
+
+
+def label(rate: float) -> int | None:
+    return 1 if rate >= 0.5 else 0 if rate <= 0.1 else None
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
+    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--max-prompts", type=int)
+    ap.add_argument("--out", help="append the table to this markdown file")
+    ap.add_argument("--gallery", help="draw the cell-level and canvas-level galleries to PNG files named from this one")
+    args = ap.parse_args(argv)
+    model = load_testbed(args.model)
+    folder = Path(args.model) if args.model else None
+    meta, data = testbed_metadata(folder), testbed_data(folder)
+    prompts = meta["prompts"][: args.max_prompts] if args.max_prompts else meta["prompts"]
+    x_T = initial_noise(model, args.seeds)
+    rates = {"recorded": [], **{lv: [] for lv in LEVELS}}
+    rows = {lv: [] for lv in LEVELS}
+    generations = {}
+    for p in prompts:
+        canvases = to_images(ddim_sample(model, p["text"], x_T, n_steps=args.steps).denoised.float())
+        generations[p["text"]] = canvases
+        rates["recorded"].append(memorization_rate(p) if ("target_rate" in p or "copy_rate" in p) else float("nan"))
+        for lv in LEVELS:
+            c = nearest_ratios(data, p, canvases, level=lv)
+            hit = c["target_copy"] if p.get("targets") else c["copy"]
+            rates[lv].append(float(hit.double().mean()))
+            rows[lv].append({**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
+                             **({"target_rate": rates[lv][-1]} if p.get("targets") else {})})
+    kinds = [p.get("memorization") or p["kind"] for p in prompts]
+    head = f"## {meta['data'].get('augment') and 'augmented' or 'small-data'} testbed, {meta['steps']} steps, {args.seeds} seeds"
+    lines = [head, "", "| kind | prompts | " + " | ".join(f"rate >= 0.5 ({k})" for k in rates) + " | "
+             + " | ".join(f"agreement with recorded ({lv})" for lv in LEVELS) + " |", "|---" * (2 + len(rates) + len(LEVELS)) + "|"]
+    for kind in list(dict.fromkeys(kinds)) + ["all"]:
+        idx = [i for i, k in enumerate(kinds) if kind in ("all", k)]
+        high = [sum(rates[k][i] >= 0.5 for i in idx) for k in rates]
+        agree = []
+        for lv in LEVELS:
+            pairs = [(label(rates["recorded"][i]), label(rates[lv][i])) for i in idx]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+            agree.append(f"{np.mean([a == b for a, b in pairs]):.2f} ({len(pairs)})" if pairs else "-")
+        lines.append(f"| {kind} | {len(idx)} | " + " | ".join(map(str, high)) + " | " + " | ".join(agree) + " |")
+    lines += ["", "Median ratio per kind (median over prompts of each prompt's median over seeds): "
+              + "; ".join(f"{lv}: " + ", ".join(f"{k} {np.median([r['ratio'] for r, kk in zip(rows[lv], kinds) if kk == k]):.2f}"
+                                                 for k in dict.fromkeys(kinds)) for lv in LEVELS)]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+    if args.gallery:
+        from memgeo.plotting import plot_copy_gallery
+
+        base = Path(args.gallery)
+        for lv in LEVELS:
+            path = base.with_name(f"{base.stem}_{lv}{base.suffix}")
+            plot_copy_gallery(copy_gallery(data, rows[lv], generations, level=lv), path,
+                              title=f"{head[3:]}: {lv} criterion (ratio < 1/3 is a copy)")
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()

@@ -5,8 +5,9 @@ r"""Discrete noise schedules: ``x_t = alpha_t x_0 + sigma_t eps`` (docs/conventi
 * VE: ``alpha_t = 1`` and a geometric ladder of ``sigma_t``.
 
 Timesteps are integers ``0 .. T-1`` as in diffusers; :meth:`NoiseSchedule.timesteps` gives the
-DDIM "leading" spacing with ``steps_offset = 1`` (50 steps of a 1000-step schedule give
-981, 961, ..., 1), the spacing Stable Diffusion pipelines use.
+DDIM "leading" spacing with ``steps_offset = 1`` by default (50 steps of a 1000-step schedule give
+981, 961, ..., 1), the spacing Stable Diffusion v1 pipelines use, or the scheduler config's
+``timestep_spacing`` ("trailing", "linspace") where a checkpoint sets it.
 """
 
 from __future__ import annotations
@@ -18,17 +19,33 @@ import torch
 
 from .._checks import check_finite, check_int, check_positive
 
-__all__ = ["NoiseSchedule", "scaled_linear_schedule", "linear_schedule", "ve_schedule", "ddim_timesteps"]
+__all__ = ["NoiseSchedule", "scaled_linear_schedule", "linear_schedule", "ve_schedule", "ddim_timesteps", "SPACINGS"]
 
 
-def ddim_timesteps(n_steps: int, num_train_timesteps: int = 1000, *, steps_offset: int = 1) -> torch.Tensor:
-    """DDIM "leading" timestep spacing (descending), as diffusers' ``DDIMScheduler.set_timesteps``."""
+#: Timestep spacings of diffusers' schedulers (``timestep_spacing`` in a scheduler config).
+SPACINGS = ("leading", "trailing", "linspace")
+
+
+def ddim_timesteps(n_steps: int, num_train_timesteps: int = 1000, *, steps_offset: int = 1,
+                   spacing: str = "leading") -> torch.Tensor:
+    """Sampler timesteps (descending, int64 ``[n_steps]``) as diffusers' ``DDIMScheduler.set_timesteps`` spaces them:
+    ``"leading"`` (``k * (T // n) + steps_offset``), ``"trailing"`` (``round(T - k T / n) - 1``, from ``T - 1``) or
+    ``"linspace"`` (``round(linspace(0, T - 1, n))``); ``steps_offset`` moves the leading spacing only."""
+    import numpy as np
+
     n_steps = check_int("n_steps", n_steps)
     T = check_int("num_train_timesteps", num_train_timesteps)
     if n_steps > T:
         raise ValueError(f"n_steps must be <= num_train_timesteps = {T}, got {n_steps}")
-    ratio = T // n_steps
-    return (torch.arange(n_steps) * ratio).flip(0) + steps_offset  # [n_steps], int64
+    if spacing == "leading":
+        t = (np.arange(n_steps) * (T // n_steps))[::-1] + steps_offset
+    elif spacing == "trailing":
+        t = np.round(np.arange(T, 0, -T / n_steps)).astype(np.int64) - 1
+    elif spacing == "linspace":
+        t = np.linspace(0, T - 1, n_steps).round()[::-1].astype(np.int64)
+    else:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    return torch.from_numpy(np.ascontiguousarray(t)).long()
 
 
 @dataclass(frozen=True)
@@ -40,12 +57,15 @@ class NoiseSchedule:
         sigmas: ``sigma_t``, shape ``[T]`` (float64).
         kind: ``"vp"`` or ``"ve"``.
         steps_offset: offset of the DDIM leading spacing.
+        spacing: how :meth:`timesteps` spaces a sampler's steps (:data:`SPACINGS`, the scheduler config's
+            ``timestep_spacing``).
     """
 
     alphas: torch.Tensor
     sigmas: torch.Tensor
     kind: str = "vp"
     steps_offset: int = 1
+    spacing: str = "leading"
 
     def __post_init__(self):
         if self.alphas.shape != self.sigmas.shape or self.alphas.dim() != 1:
@@ -54,15 +74,17 @@ class NoiseSchedule:
         check_finite("sigmas", self.sigmas)
         if bool((self.sigmas <= 0).any()) or bool((self.alphas <= 0).any()):
             raise ValueError("alphas and sigmas must be > 0 at every timestep")
+        if self.spacing not in SPACINGS:
+            raise ValueError(f"spacing must be one of {SPACINGS}, got {self.spacing!r}")
 
     @classmethod
-    def from_betas(cls, betas: torch.Tensor, *, steps_offset: int = 1) -> "NoiseSchedule":
+    def from_betas(cls, betas: torch.Tensor, *, steps_offset: int = 1, spacing: str = "leading") -> "NoiseSchedule":
         """VP schedule with ``abar_t = prod (1 - beta)``."""
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or bool((betas <= 0).any()) or bool((betas >= 1).any()):
             raise ValueError("betas must be a 1-D tensor with entries in (0, 1)")
         abar = torch.cumprod(1.0 - betas, dim=0)  # abar_t: [T]
-        return cls(abar.sqrt(), (1.0 - abar).sqrt(), "vp", steps_offset)
+        return cls(abar.sqrt(), (1.0 - abar).sqrt(), "vp", steps_offset, spacing)
 
     @property
     def num_train_timesteps(self) -> int:
@@ -92,8 +114,8 @@ class NoiseSchedule:
         return self.sigmas[self._index(t)]
 
     def timesteps(self, n_steps: int) -> torch.Tensor:
-        """Sampler timesteps, DDIM leading spacing, descending."""
-        return ddim_timesteps(n_steps, self.num_train_timesteps, steps_offset=self.steps_offset)
+        """Sampler timesteps, descending, in the schedule's spacing (:func:`ddim_timesteps`)."""
+        return ddim_timesteps(n_steps, self.num_train_timesteps, steps_offset=self.steps_offset, spacing=self.spacing)
 
 
 def scaled_linear_schedule(beta_start: float = 0.00085, beta_end: float = 0.012, T: int = 1000) -> NoiseSchedule:

@@ -28,7 +28,9 @@ __all__ = ["DiffusersScoreModel", "schedule_from_config"]
 
 
 def schedule_from_config(config) -> NoiseSchedule:
-    """The float64 VP schedule of a diffusers scheduler config (betas recomputed in float64)."""
+    """The float64 VP schedule of a diffusers scheduler config (betas recomputed in float64), its sampler's timesteps
+    spaced as the config's ``timestep_spacing`` says (leading, the default, with its ``steps_offset``; trailing;
+    linspace)."""
     T = int(config["num_train_timesteps"])
     kind = config.get("beta_schedule", "linear")
     b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
@@ -45,7 +47,8 @@ def schedule_from_config(config) -> NoiseSchedule:
         betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
     else:
         raise ValueError(f"unsupported beta_schedule {kind!r} in the scheduler config")
-    return NoiseSchedule.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)))
+    return NoiseSchedule.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)),
+                                    spacing=config.get("timestep_spacing", "leading"))
 
 
 def _lora_file(lora) -> Path:
@@ -259,6 +262,13 @@ class DiffusersScoreModel:
                 f"HF_HUB_OFFLINE is unset. Cause: {err}"
             ) from err
         network, scheduler_config, tokenizers, encoders = parts["network"], parts["scheduler"], parts["tokenizers"], parts["encoders"]
+        notes = families.distillation_notes(
+            {"unet" if family != "sd3" else "transformer": dict(network.config), "scheduler": scheduler_config},
+            [Path(path).name, index.get("_name_or_path", ""), getattr(network.config, "_name_or_path", "")])
+        if notes:
+            warnings.warn(f"model {path!r} looks distilled: {'; '.join(notes)}. Its usual few-step or guidance-embedded "
+                          "generation does not use the classifier-free guidance gap that memgeo's signals read, so "
+                          "published thresholds and results for SD v1/v2 do not carry over to it", stacklevel=2)
         for tok in tokenizers[:2]:
             if tok.model_max_length > 1024:
                 tok.model_max_length = 77
@@ -317,7 +327,7 @@ class DiffusersScoreModel:
         return self.schedule.sigma(t)
 
     def timesteps(self, n_steps: int) -> torch.Tensor:
-        return self.schedule.timesteps(n_steps)  # DDIM leading spacing (VP), or the flow scheduler's own
+        return self.schedule.timesteps(n_steps)  # the scheduler config's spacing (VP), or the flow scheduler's own
 
     # ------------------------------------------------------------------ conditioning
     def embed(self, cond, batch: int) -> torch.Tensor:

@@ -31,13 +31,34 @@ import torch
 
 from ..gmm.schedules import NoiseSchedule
 
-__all__ = ["FAMILIES", "FlowMatchSchedule", "model_family", "pack_condition", "unpack_condition"]
+__all__ = ["FAMILIES", "REFUSED", "FlowMatchSchedule", "model_family", "distillation_notes", "pack_condition",
+           "unpack_condition"]
 
 #: Pipeline class (``model_index.json``'s ``_class_name``) -> memgeo's family name.
 FAMILIES = {"StableDiffusionPipeline": "sd", "StableDiffusionXLPipeline": "sdxl", "StableDiffusion3Pipeline": "sd3"}
 
-#: Families whose network has no unconditional branch (guidance distilled into the weights).
-_DISTILLED = ("Flux",)
+#: Pipeline classes memgeo knows and refuses (class-name prefix -> why), as data.
+REFUSED = {
+    "Flux": "FLUX is not a supported family. Its usual generation is one pass with no unconditional branch: FLUX.1-dev "
+            "is guidance-distilled (the guidance scale is an input of the transformer) and FLUX.1-schnell is "
+            "timestep-distilled, so the guidance gap of that generation is not defined; FluxPipeline can evaluate a "
+            "negative prompt under true_cfg_scale, which gives a gap, but memgeo has no FLUX family (its T5 + CLIP "
+            "conditioning, packed latents and flow schedule) to read it through",
+}
+
+#: Where a checkpoint's configs say it is distilled (few-step or guidance-embedded), signals read a gap that its
+#: usual generation never uses: (component, config key, values that say so, what it means).
+DISTILLATION_MARKERS = (
+    ("unet", "time_cond_proj_dim", None, "the UNet takes the guidance scale as an input (LCM-style guidance "
+                                         "distillation)"),
+    ("transformer", "guidance_embeds", (True,), "the transformer takes the guidance scale as an input (guidance "
+                                                "distillation)"),
+    ("scheduler", "_class_name", ("LCMScheduler", "TCDScheduler"), "its scheduler is a few-step consistency "
+                                                                   "scheduler (timestep distillation)"),
+)
+
+#: Words in a checkpoint's name that mark a distilled release (SDXL-Turbo, SD3.5 Large Turbo, SDXL-Lightning, LCM, ...).
+DISTILLED_NAMES = ("turbo", "lightning", "lcm", "hyper-sd", "schnell")
 
 
 def model_family(index: dict, path: str) -> str:
@@ -45,11 +66,25 @@ def model_family(index: dict, path: str) -> str:
     name = str(index.get("_class_name", "StableDiffusionPipeline"))
     if name in FAMILIES:
         return FAMILIES[name]
-    if name.startswith(_DISTILLED):
-        raise ValueError(f"model {path!r} is a {name}: a guidance-distilled model (FLUX.1-dev style) has no unconditional "
-                         "branch (the guidance scale is an input of the network), so eps_c - eps_u, the quantity every "
-                         "memorization signal reads, does not exist for it")
+    for prefix, why in REFUSED.items():
+        if name.startswith(prefix):
+            raise ValueError(f"model {path!r} is a {name}: {why}")
     raise ValueError(f"model {path!r} is a {name}; memgeo supports {', '.join(sorted(FAMILIES))} folders")
+
+
+def distillation_notes(configs: dict, names: list[str]) -> list[str]:
+    """What says a checkpoint is distilled: ``configs`` maps a component (``"unet"``, ``"transformer"``,
+    ``"scheduler"``) to its config dict, ``names`` are its folder or hub id and recorded names. Empty where
+    nothing does."""
+    notes = []
+    for component, key, values, meaning in DISTILLATION_MARKERS:
+        value = (configs.get(component) or {}).get(key)
+        if value is not None and (values is None or value in values):
+            notes.append(f"{meaning} ({component} {key} = {value!r})")
+    hits = sorted({w for n in names for w in DISTILLED_NAMES if w in str(n).lower()})
+    if hits:
+        notes.append(f"its name says {', '.join(hits)} (a distilled release)")
+    return notes
 
 
 def pack_condition(states: torch.Tensor, pooled: torch.Tensor | None) -> torch.Tensor:

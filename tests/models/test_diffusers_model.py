@@ -128,3 +128,24 @@ def test_bad_inputs(tiny_pipelines):
         model.eps(torch.zeros(2, 4, 8, 8, dtype=torch.float32), 10, ["a", "b", "c"])
     with pytest.raises(ValueError, match="cond must be None, a prompt"):
         model.eps(torch.zeros(1, 4, 8, 8, dtype=torch.float32), 10, 3.5)
+
+
+@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
+def test_timesteps_follow_the_scheduler_configs_spacing(spacing, tiny_pipelines, tmp_path):
+    """A checkpoint's ``timestep_spacing`` gives the timesteps diffusers' own DDIMScheduler would use."""
+    import json
+    import shutil
+
+    from diffusers import DDIMScheduler
+
+    folder = tmp_path / spacing
+    shutil.copytree(tiny_pipelines["epsilon"], folder)
+    cfg_file = folder / "scheduler" / "scheduler_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["timestep_spacing"] = spacing
+    cfg_file.write_text(json.dumps(cfg))
+    model = DiffusersScoreModel.from_pretrained(folder)
+    sched = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    for n in (1, 3, 7, 10, 50, 333):
+        sched.set_timesteps(n)
+        assert torch.equal(model.timesteps(n), sched.timesteps.long()), (spacing, n)

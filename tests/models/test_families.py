@@ -173,7 +173,7 @@ def test_lora_and_family_errors(family_pipelines, tiny_pipelines, tmp_path):
     flux = tmp_path / "flux"
     (flux / "transformer").mkdir(parents=True)
     (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(ValueError, match="no unconditional"):
+    with pytest.raises(ValueError, match="FLUX is not a supported family.*true_cfg_scale"):
         DiffusersScoreModel.from_pretrained(flux)
     other = tmp_path / "other"
     (other / "unet").mkdir(parents=True)
@@ -271,3 +271,26 @@ def test_fine_tune_audit_encodes_with_the_folder_vae(tiny_pipelines, tmp_path):
         Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.jpg")
     training = load_training_images(model, tmp_path, quantile=0.0)
     assert training.latents.shape == (3, 4, 8, 8) and training.threshold > 0 and "VAE" in training.space
+
+
+def test_distilled_checkpoints_load_with_a_warning(tiny_pipelines, tmp_path):
+    """A config that says the model is distilled (a guidance-embedding UNet, a consistency scheduler, a turbo name)
+    loads with a warning naming what says so; a plain SD folder loads silently."""
+    import shutil
+    import warnings
+
+    from memgeo.models.families import distillation_notes
+
+    assert distillation_notes({"unet": {"time_cond_proj_dim": None}, "scheduler": {"_class_name": "DDIMScheduler"}},
+                              ["runwayml/stable-diffusion-v1-5"]) == []
+    assert len(distillation_notes({"unet": {"time_cond_proj_dim": 256}}, [])) == 1
+    assert "turbo" in distillation_notes({}, ["stabilityai/sdxl-turbo"])[0]
+    folder = tmp_path / "lcm-model"
+    shutil.copytree(tiny_pipelines["epsilon"], folder)
+    cfg_file = folder / "scheduler" / "scheduler_config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "_class_name": "LCMScheduler"}))
+    with pytest.warns(UserWarning, match="looks distilled.*LCMScheduler.*lcm"):
+        DiffusersScoreModel.from_pretrained(folder)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])

@@ -293,7 +293,7 @@ class DiffusersScoreModel:
                     short = p if len(p) <= 60 else p[:57] + "..."
                     warnings.warn(f"prompt {short!r} is {n} tokens long; the text encoder keeps the first {limit} "
                                   f"(start and end tokens included) and cuts the rest", stacklevel=3)
-            return conditioning.encode_ids(conditioning.ids(prompts))
+            return conditioning.encode_ids(conditioning.ids(prompts), list(prompts))
 
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
         prediction_type = "flow" if family == "sd3" else scheduler_config.get("prediction_type", "epsilon")

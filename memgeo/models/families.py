@@ -15,8 +15,8 @@ prompt embedding is still one tensor that mitigation can adapt and token tools c
   default image size, as the pipeline builds them; the unconditional condition is all zeros where the
   folder sets ``force_zeros_for_empty_prompt`` (SDXL base), else the empty prompt's.
 * ``sd3`` (``StableDiffusion3Pipeline``): CLIP-L and CLIP-G penultimate states side by side, zero-padded
-  to the T5 width, followed by the T5 states (256 rows, the pipeline's default ``max_sequence_length``; zeros where the folder
-  has no T5 encoder); the pooled
+  to the T5 width, followed by the T5 states of the raw prompt (256 rows, the pipeline's default
+  ``max_sequence_length``; zeros where the folder has no T5 encoder); the pooled
   condition is both CLIP projections. The transformer predicts the flow velocity ``v = eps - x_0``
   of ``x_t = (1 - s) x_0 + s eps`` (``prediction_type="flow"``) at ``timestep = 1000 s``.
 """
@@ -196,8 +196,12 @@ class TextConditioning:
                 row[int(hits[0]) + 1:] = pad
         return out
 
-    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """``[B, L]`` ids of the first tokenizer -> the packed condition ``[B, L', D]``."""
+    def encode_ids(self, ids: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        """``[B, L]`` ids of the first tokenizer -> the packed condition ``[B, L', D]``.
+
+        ``texts``: the prompts themselves, which SD3's T5 encoder reads as ``StableDiffusion3Pipeline`` gives them
+        (raw, up to ``t5_length`` T5 tokens). Without them (token-level tools, which hold only CLIP ids) T5 reads the
+        CLIP ids decoded back to text: lowercased, cut at CLIP's 77 positions."""
         device = next(self.encoders[0].parameters()).device
         ids = ids.to(device)
         if self.family == "sd":
@@ -215,7 +219,7 @@ class TextConditioning:
             if self.encoders[2] is None:
                 t5 = torch.zeros(B, self.t5_length, self.joint_dim, dtype=clip.dtype, device=device)
             else:
-                text = self.tokenizers[0].batch_decode(ids, skip_special_tokens=True)
+                text = list(texts) if texts is not None else self.tokenizers[0].batch_decode(ids, skip_special_tokens=True)
                 ids3 = self.tokenizers[2](text, padding="max_length", max_length=self.t5_length, truncation=True,
                                           add_special_tokens=True, return_tensors="pt").input_ids.to(device)
                 t5 = self.encoders[2](ids3)[0]
@@ -226,7 +230,7 @@ class TextConditioning:
     def unconditional(self) -> torch.Tensor:
         """The unconditional condition ``[L', D]``: the empty prompt's, or zeros (SDXL's ``force_zeros_for_empty_prompt``)."""
         with torch.no_grad():
-            emb = self.encode_ids(self.ids([""]))[0]
+            emb = self.encode_ids(self.ids([""]), [""])[0]
         return torch.zeros_like(emb) if self.force_zeros else emb
 
 

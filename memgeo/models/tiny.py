@@ -175,9 +175,10 @@ def build_tiny_sdxl_pipeline(folder: str | os.PathLike, prediction_type: str = "
     return folder
 
 
-def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: float = 3.0) -> Path:
-    """A tiny Stable Diffusion 3 pipeline (MMDiT transformer, two CLIP text encoders, no T5, flow matching), saved
-    to ``folder``."""
+def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: float = 3.0, t5: bool = False) -> Path:
+    """A tiny Stable Diffusion 3 pipeline (MMDiT transformer, two CLIP text encoders, flow matching), saved to
+    ``folder``; with ``t5`` also a tiny T5 encoder (its tokenizer the byte-level one, so any prompt tokenizes, one
+    token per character: a long prompt outlasts CLIP's 77 positions), else none."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
     folder = Path(folder)
     tokenizer, text_encoder, text_encoder_2 = _tiny_clip_parts(seed, projected_first=True)
@@ -188,9 +189,18 @@ def build_tiny_sd3_pipeline(folder: str | os.PathLike, *, seed: int = 0, shift: 
             pooled_projection_dim=2 * TINY_TEXT_DIM, pos_embed_max_size=16,
         ).eval()
         vae = _tiny_vae(seed, latent_channels=4, shift_factor=0.0)
+        text_encoder_3 = None
+        if t5:
+            from transformers import T5Config, T5EncoderModel
+
+            torch.manual_seed(seed + 3)
+            text_encoder_3 = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=2 * TINY_TEXT_DIM, d_kv=8,
+                                                     d_ff=2 * TINY_TEXT_DIM, num_layers=1, num_heads=4,
+                                                     pad_token_id=tokenizer.pad_token_id)).eval()
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
                                     vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
-                                    tokenizer_2=tokenizer, text_encoder_3=None, tokenizer_3=None)
+                                    tokenizer_2=tokenizer, text_encoder_3=text_encoder_3,
+                                    tokenizer_3=tokenizer if t5 else None)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 

@@ -294,3 +294,24 @@ def test_distilled_checkpoints_load_with_a_warning(tiny_pipelines, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
+
+
+def test_sd3_t5_reads_the_raw_prompt_as_the_pipeline_does(tmp_path):
+    """With a T5 encoder, the condition equals ``StableDiffusion3Pipeline.encode_prompt``'s (T5 given the raw prompt,
+    up to 256 tokens), for a prompt longer than CLIP's 77 positions, with capitals, digits and punctuation."""
+    import diffusers
+
+    from memgeo.models.families import pack_condition
+    from memgeo.models.tiny import build_tiny_sd3_pipeline
+
+    folder = build_tiny_sd3_pipeline(tmp_path / "sd3t5", t5=True)
+    model = DiffusersScoreModel.from_pretrained(folder)
+    pipe = diffusers.StableDiffusion3Pipeline.from_pretrained(folder)
+    prompt = "A Lighthouse at Dusk, 1999: waves; gulls & spray -- " * 3  # 156 characters, one token each
+    with torch.no_grad(), float32_default():
+        emb, neg, pooled, neg_pooled = pipe.encode_prompt(prompt, prompt, prompt, do_classifier_free_guidance=True,
+                                                          negative_prompt="", max_sequence_length=256)
+    torch.testing.assert_close(model.embed(prompt, 1)[0], pack_condition(emb, pooled)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.embed(None, 1)[0], pack_condition(neg, neg_pooled)[0], rtol=1e-5, atol=1e-5)
+    clipped = model.conditioning.encode_ids(model.conditioning.ids([prompt]))  # without the text: decoded CLIP ids
+    assert not torch.allclose(clipped[0], model.embed(prompt, 1)[0])  # the decoded ids lose the prompt's tail

@@ -244,6 +244,17 @@ def save_image_grid(imgs, path, *, title: str) -> None:
     save_figure(fig, path, dpi=100)
 
 
+def _show_image(ax, img: torch.Tensor) -> None:
+    """An image in [-1, 1]: ``[H, W]`` or ``[1, H, W]`` in gray, ``[3, H, W]`` in colour."""
+    img = img.detach().float().cpu()
+    if img.dim() == 3 and img.shape[0] == 1:
+        img = img[0]
+    if img.dim() == 2:
+        ax.imshow(img.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+    else:
+        ax.imshow(((img.permute(1, 2, 0) + 1) / 2).clamp(0, 1).numpy())
+
+
 def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
     """One row per prompt (:func:`~memgeo.testbed.copy_gallery`): its target, then each generation beside its nearest
     training image, titled with the nearest / second-nearest ratio (a verbatim copy below 1/3)."""
@@ -262,13 +273,13 @@ def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
     for i, r in enumerate(rows):
         axes[i, 0].set_ylabel(r["label"].split(":")[0], fontsize=6, rotation=0, ha="right", va="center")
         if r["target"] is not None:
-            axes[i, 0].imshow(r["target"].numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            _show_image(axes[i, 0], r["target"])
         axes[i, 0].set_title("target" if i == 0 else "", fontsize=6)
         for j, (g, n, ratio, hit) in enumerate(zip(r["generations"], r["nearest"], r["ratios"], r["is_target"])):
-            axes[i, 1 + 2 * j].imshow(g.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            _show_image(axes[i, 1 + 2 * j], g)
             axes[i, 1 + 2 * j].set_title(f"r={ratio:.2f}" + (" copy" if ratio < 1 / 3 else ""), fontsize=6,
                                          color="red" if ratio < 1 / 3 and hit else "black")
-            axes[i, 2 + 2 * j].imshow(n.numpy(), cmap="gray_r", vmin=-1, vmax=1)
+            _show_image(axes[i, 2 + 2 * j], n)
             axes[i, 2 + 2 * j].set_title("nearest" + (" = target" if hit else ""), fontsize=5)
         axes[i, -1].text(1.05, 0.5, r["label"].split(": ", 1)[-1], transform=axes[i, -1].transAxes, fontsize=6,
                          va="center")

@@ -46,7 +46,7 @@ def _scan(args) -> int:
     if args.training_images:  # checked (and encoded) before any signal is computed
         from ..scan.audit import load_training_images
 
-        training = load_training_images(model, args.training_images, quantile=args.copy_quantile)
+        training = load_training_images(model, args.training_images)
     if ref_records:  # FLIPD's probe time from the reference prompts, the same for both scans
         cfg = resolve_flipd_t(model, cfg, [r.text for r in ref_records])
     try:
@@ -67,7 +67,8 @@ def _scan(args) -> int:
 
         texts = list(dict.fromkeys(r.text for r in records))
         audit = audit_copies(model, texts, training, seeds=cfg.seeds, n_steps=cfg.n_steps, guidance_scale=cfg.guidance_scale,
-                             out=Path(args.out).parent, progress=not args.no_progress)
+                             ratio=args.copy_ratio, out=Path(args.out).parent,
+                             gallery=Path(args.out).parent / "copies.png", progress=not args.no_progress)
         print("\n" + format_audit(audit))
     return 0
 
@@ -111,12 +112,12 @@ def register(sub) -> None:
     scan.add_argument("--model", help="Stable Diffusion folder (or hub id with --allow-download); default: the embedded testbed")
     scan.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
     scan.add_argument("--training-images", metavar="FOLDER",
-                      help="a fine-tune audit: report which prompts' generations are near copies of these images "
-                           "(nearest neighbour in the model's VAE latent space, threshold from the images' own "
-                           "nearest-neighbour distances; written to copies.json beside --out)")
-    scan.add_argument("--copy-quantile", type=probability, default=0.01,
-                      help="with --training-images: the copy threshold is this quantile of the training images' "
-                           "nearest-neighbour distances (default 0.01)")
+                      help="a fine-tune audit: report which prompts' generations copy these images (decoded by the "
+                           "model's VAE; nearest / second-nearest distinct image distance below --copy-ratio, whole "
+                           "image or a patch; copies.json and a gallery copies.png beside --out)")
+    scan.add_argument("--copy-ratio", type=probability, default=1 / 3,
+                      help="with --training-images: a generation copies when its distance to the nearest distinct "
+                           "training image is below this fraction of that to the second nearest (default 1/3, Gu et al.)")
     scan.add_argument("--prompts", nargs="+", required=True, help="prompt files: .jsonl (caption), .txt, .csv (Caption)")
     scan.add_argument("--labels", nargs="+", help="one label per prompt file: mem|1, nmem|0, or auto (from the file)")
     scan.add_argument("--signals", nargs="+", default=["guidance_norm", "anisotropy", "sharpness"], choices=sorted(SIGNALS),

@@ -220,47 +220,58 @@ def test_a_scan_of_the_fine_tune_is_never_mixed_with_the_base(tiny_pipelines, tm
 
 
 def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path):
-    """On the testbed (latents are its images, folded): training images are one generation of a prompt, saved as
-    a PNG, and noise images. The audit must find that prompt's generation, and only it, within the threshold
-    calibrated on the images' own nearest-neighbour distances."""
+    """On the testbed: the training images are one generation of a prompt (saved twice: a repeat), and training
+    canvases. The audit finds that prompt's generation by the ratio criterion, and only it; the repeat counts once."""
     import numpy as np
     from PIL import Image
 
     from memgeo.scan.audit import audit_copies, format_audit, load_training_images
-    from memgeo.testbed import load_testbed
+    from memgeo.testbed import load_testbed, testbed_data
 
     model = load_testbed()
     prompt = "thick five, thin eight, regular four, regular two"
     x0 = ddim_sample(model, prompt, initial_noise(model, [0]), n_steps=4).x0
     imgs = tmp_path / "train"
     imgs.mkdir()
-    img = model.to_image(x0[0]).clamp(-1, 1).numpy()
-    Image.fromarray(((img + 1) * 127.5).round().astype(np.uint8)).save(imgs / "copied.png")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(imgs / f"other{i}.png")
-    training = load_training_images(model, imgs, quantile=0.5)
-    assert training.latents.shape == (7, *model.event_shape)
-    record = audit_copies(model, [prompt, "thin one, thin one, thin one, thin one"], training, seeds=(0,), n_steps=4,
-                          out=tmp_path)
+
+    def save(img, name):
+        Image.fromarray(((img.clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8)).save(imgs / name)
+
+    save(model.to_image(x0[0]), "copied.png")
+    save(model.to_image(x0[0]), "copied_again.png")  # a repeat in the folder
+    for i, canvas in enumerate(testbed_data().images[:6]):
+        save(canvas, f"other{i}.png")
+    training = load_training_images(model, imgs)
+    assert training.files == 8 and training.images.shape == (7, 1, 16, 16)
+    assert "copied.png = copied_again.png" in training.names
+    other = "thin one, thin one, thin one, thin one"
+    record = audit_copies(model, [prompt, other], training, seeds=(0,), n_steps=4, out=tmp_path,
+                          gallery=tmp_path / "copies.png")
     rows = {r["text"]: r for r in record["prompts"]}
-    assert rows[prompt]["nearest"] == ["copied.png"] and rows[prompt]["copy_rate"] == 1.0
-    assert rows[prompt]["distance"][0] < 0.5 * training.threshold  # clipping to [-1, 1] and 8-bit rounding only
-    assert rows["thin one, thin one, thin one, thin one"]["copy_rate"] == 0.0
-    assert json.loads((tmp_path / "copies.json").read_text())["threshold"] == training.threshold
+    assert rows[prompt]["nearest"] == ["copied.png = copied_again.png"] and rows[prompt]["copy_rate"] == 1.0
+    assert rows[prompt]["ratios"][0] < 0.05  # clipping to [-1, 1] and 8-bit rounding only
+    assert rows[other]["copy_rate"] == 0.0
+    assert record["regurgitation"] == {"copied.png = copied_again.png": 1}
+    assert (tmp_path / "copies.png").stat().st_size > 0
     assert "1 of 2 prompts copy" in format_audit(record)
+    with pytest.raises(ValueError, match="another model, training set, prompt list"):
+        audit_copies(model, [prompt], training, seeds=(0,), n_steps=4, out=tmp_path)  # other prompts: refused
     with pytest.raises(ValueError, match="another model"):
-        audit_copies(model, [prompt], training, seeds=(0, 1), n_steps=4, out=tmp_path)
+        audit_copies(model, [prompt, other], training, seeds=(0, 1), n_steps=4, out=tmp_path)
     with pytest.raises(ValueError, match="folder of images"):
         load_training_images(model, tmp_path / "missing")
     (tmp_path / "one").mkdir()
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "one" / "a.png")
     with pytest.raises(ValueError, match="at least 2 images"):
         load_training_images(model, tmp_path / "one")
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "one" / "b.png")
+    with pytest.raises(ValueError, match="2 distinct images"):
+        load_training_images(model, tmp_path / "one")
 
 
-def test_fine_tune_audit_encodes_with_the_folder_vae(tiny_pipelines, tmp_path):
+def test_fine_tune_audit_decodes_with_the_folder_vae(tiny_pipelines, tmp_path):
     import numpy as np
+    from diffusers import AutoencoderKL
     from PIL import Image
 
     from memgeo.scan.audit import load_training_images
@@ -269,8 +280,37 @@ def test_fine_tune_audit_encodes_with_the_folder_vae(tiny_pipelines, tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):  # larger than the model's images, not square: resized and centre-cropped
         Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(tmp_path / f"img{i}.jpg")
-    training = load_training_images(model, tmp_path, quantile=0.0)
-    assert training.latents.shape == (3, 4, 8, 8) and training.threshold > 0 and "VAE" in training.space
+    training = load_training_images(model, tmp_path)
+    side = model.event_shape[1] * model.vae_scale_factor
+    assert training.images.shape == (3, 3, side, side) and "VAE" in training.space
+    x0 = initial_noise(model, [0, 1])
+    vae = AutoencoderKL.from_pretrained(tiny_pipelines["epsilon"], subfolder="vae", torch_dtype=torch.float32)
+    with torch.no_grad():
+        want = vae.decode(x0.float() / vae.config.scaling_factor).sample.clamp(-1, 1)
+    torch.testing.assert_close(training.decode(x0), want)
+
+
+def test_the_copy_criterion_judges_blends_repeats_and_local_copies():
+    """A blend of training images is not a copy; a training image is (ratio 0) however often it repeats; a patch
+    copied into a new image is found at its patch; ratios are brute-force ones."""
+    from memgeo.scan.audit import copy_ratios
+    from memgeo.testbed import testbed_data
+    from memgeo.testbed.truth import distinct_rows
+
+    canvases = testbed_data().images[:40, None].double()  # [40, 1, 16, 16]
+    training = distinct_rows(canvases)[0].reshape(-1, 1, 16, 16)
+    blend = canvases[:2].mean(0, keepdim=True)
+    mean30 = canvases[:30].mean(0, keepdim=True)
+    c = copy_ratios(torch.cat([blend, mean30, canvases[5:6]]), training, patches=1)
+    assert float(c["ratio"][0]) > 0.9 and float(c["ratio"][1]) > 1 / 3  # blends: about as near several images
+    assert float(c["ratio"][2]) == 0.0 and int(c["nearest"][2]) == int((training.flatten(1) == canvases[5].flatten()).all(1).nonzero()[0])
+    local = canvases[10:11].clone()
+    local[..., :8, :8] = canvases[20, :, :8, :8]  # the top-left quarter of another training image
+    whole = copy_ratios(local, training, patches=1)
+    quarters = copy_ratios(local, training, patches=2)
+    assert float(whole["ratio"][0]) > 1 / 3 > float(quarters["ratio"][0]) and int(quarters["where"][0]) == 0
+    d = sorted(float((local[0] - t).norm()) for t in training)
+    assert float(whole["ratio"][0]) == pytest.approx(d[0] / d[1], rel=1e-9)
 
 
 def test_distilled_checkpoints_load_with_a_warning(tiny_pipelines, tmp_path):

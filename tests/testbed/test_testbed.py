@@ -267,3 +267,10 @@ def test_learning_rate_decay_extends_a_constant_run_bit_for_bit(tmp_path):
         with pytest.raises(ValueError, match=r"lr_decay_steps must be an integer in \[0, steps=4\]"):
             train_testbed(tmp_path / "bad", steps=4, lr_decay_steps=bad, **kw)
     assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+def test_a_repeated_image_does_not_switch_the_threshold_off():
+    """One duplicate pair used to make the 1% quantile zero; distinct images only, so the repeat changes nothing."""
+    imgs = torch.randn(300, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with_repeat = torch.cat([imgs, imgs[:1]])
+    assert nearest_neighbour_threshold(with_repeat, 0.01) == nearest_neighbour_threshold(imgs, 0.01) > 0.1

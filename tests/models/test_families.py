@@ -1,5 +1,7 @@
 """SDXL, Stable Diffusion 3 and LoRA fine-tunes through the same score-model interface, on tiny offline pipelines
-saved and loaded back through ``from_pretrained``; every check is against the family's own diffusers pipeline."""
+saved and loaded back through ``from_pretrained``. The interface checks compare with the family's own diffusers
+pipeline (or its components called by hand); the command-line and audit tests check that each family runs end to end
+and that the audit finds what it was given."""
 
 import json
 

@@ -109,6 +109,7 @@ class CanvasData:
     settings: dict = field(default_factory=dict)
     bank: torch.Tensor | None = None
     cell_ids: torch.Tensor | None = None
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived tables, computed once
 
     def __post_init__(self):
         if self.bank is None:  # cells are the digits themselves (the small-data regime)

@@ -182,6 +182,13 @@ def copy_level(data: CanvasData) -> str:
     return "canvas" if data.settings.get("augment") else "cell"
 
 
+def _distinct(data: CanvasData, key: str, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`distinct_rows` of ``rows()``, computed once per data set and ``key``."""
+    if key not in data.cache:
+        data.cache[key] = distinct_rows(rows())
+    return data.cache[key]
+
+
 def _first_two(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Distances of each query row ``[Q, D]`` to its nearest and second-nearest ``bank`` row ``[U, D]``, and the
     nearest row's index (bank rows distinct; one bank row: the second distance is infinite)."""
@@ -213,23 +220,29 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
     canvases = canvases.clamp(-1, 1)
     n = len(canvases)
     targets = list(prompt.get("targets") or [])
-    gen_cells, train_cells = canvas_cells(canvases), canvas_cells(data.images)  # [N, 4, 8, 8], [M, 4, 8, 8]
+    gen_cells = canvas_cells(canvases)  # [N, 4, 8, 8]
+
+    def train_cells():
+        return canvas_cells(data.images)  # [M, 4, 8, 8]
+
     if prompt.get("mask") is not None:  # a local prompt: its duplicated cell
         pos = mask_position(prompt["mask"])
-        pool = train_cells[:, pos] if level == "canvas" else train_cells.reshape(-1, 8, 8)
-        bank, inverse = distinct_rows(pool)
+        if level == "canvas":
+            bank, inverse = _distinct(data, f"cells at {pos}", lambda: train_cells()[:, pos])
+        else:
+            bank, inverse = _distinct(data, "cells", lambda: train_cells().reshape(-1, 8, 8))
         d1, d2, nn = _first_two(gen_cells[:, pos].reshape(n, -1), bank)
         nearest = torch.full((n, 4, 64), -1.0, dtype=torch.float64)
         nearest[:, pos] = bank[nn]
         kept = inverse[targets[0] * (1 if level == "canvas" else 4) + (0 if level == "canvas" else pos)]
         is_target = nn == kept
     elif level == "canvas":
-        bank, inverse = distinct_rows(data.images)
+        bank, inverse = _distinct(data, "canvases", lambda: data.images)
         d1, d2, nn = _first_two(canvases.reshape(n, -1), bank)
         nearest = canvas_cells(bank[nn].reshape(n, 16, 16)).reshape(n, 4, 64)
         is_target = torch.isin(nn, inverse[targets]) if targets else torch.zeros(n, dtype=torch.bool)
     else:
-        bank, inverse = distinct_rows(train_cells.reshape(-1, 8, 8))
+        bank, inverse = _distinct(data, "cells", lambda: train_cells().reshape(-1, 8, 8))
         d1, d2, nn = _first_two(gen_cells.reshape(n * 4, -1), bank)
         d1, d2, nn = d1.reshape(n, 4), d2.reshape(n, 4), nn.reshape(n, 4)
         nearest = bank[nn]  # [N, 4, 64]

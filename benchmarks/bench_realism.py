@@ -11,8 +11,7 @@
   (rate >= 0.5) of each kind, by duplication count.
 
 Ground truth is the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`: nearest / second-nearest
-distinct training image below 1/3, Gu et al.; whole canvases in the augmented regimes, cells in the small-data
-one); the traces of R1 come from the same generations. Per rung of the duplication ladder: each image's share of
+distinct training canvas below 1/3, Gu et al.; a local prompt's duplicated cell among the cells at its position); the traces of R1 come from the same generations. Per rung of the duplication ladder: each image's share of
 the training draws, its views so far, the mean rate and the median ratio (the sweep's curve).
 """
 
@@ -30,7 +29,7 @@ from memgeo.detect import auroc
 from memgeo.sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 from memgeo.testbed.canvas import KINDS, to_images
-from memgeo.testbed.truth import copy_level, nearest_ratios
+from memgeo.testbed.truth import nearest_ratios
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "6", "--out", "{tmp}/realism.md"]
@@ -42,7 +41,7 @@ def measure(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: f
     unconditional copy rates, by the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`)."""
     from tqdm.auto import tqdm
 
-    level = copy_level(data)
+    level = "canvas"
     x_T = initial_noise(model, seeds)
     n_items = len(data.items)
     rows = []

@@ -87,26 +87,24 @@ SD_SHARES = {"matching": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075),
              "template": (0.003, 0.003, 0.0015, 0.00075),
              "local": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075)}
 
-#: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), where they
-#: differ from :data:`ARCHITECTURE` the networks' settings, and the copy criterion of the ground truth
-#: (:func:`~memgeo.testbed.truth.nearest_ratios`' ``level``).
+#: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
+#: differ from :data:`ARCHITECTURE` the networks' settings.
 REGIMES = {
     # the embedded testbed, bit for bit: 2,272 distinct canvases seen about 250 times each, duplicates 12% of items
-    "small-data": {"data": {}, "steps": 10000, "criterion": "cell"},
+    "small-data": {"data": {}, "steps": 10000},
     # Stable Diffusion's regime: 50,000 single canvases (every cell instance warped, so pixel-unique) seen about 29
     # times each in 24,000 steps; duplicated items 4.8% of the draws, each duplicated image on the SD_SHARES ladder
     # (0.3% of 24,000 x 64 draws is about 4,600 views). Captions fit 16 token positions.
     "sd": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_SHARES, n_single=50000, n_variants=2),
-                    "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16},
-           "criterion": "canvas"},
+                    "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
     "sd-capped": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
-                           "augment": True}, "steps": 27500, "criterion": "canvas"},
+                           "augment": True}, "steps": 27500},
     # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's
     # caption is never dropped, so the unconditional branch never sees a duplicated image
-    "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0, "criterion": "cell"},
+    "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},
 }
 
 

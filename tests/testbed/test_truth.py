@@ -9,7 +9,6 @@ from memgeo.testbed import build_canvas_data
 from memgeo.testbed.canvas import canvas_cells
 from memgeo.testbed.truth import (
     COPY_RATIO,
-    copy_level,
     distinct_rows,
     mask_position,
     nearest_ratios,
@@ -90,7 +89,6 @@ def test_a_local_prompt_is_judged_by_its_cell_among_the_cells_at_that_position(a
 
 
 def test_the_cell_level_takes_the_worst_cell_among_all_training_cells(small):
-    assert copy_level(small) == "cell"
     matching = next(p for p in small.prompts if p.get("memorization") == "matching")
     target = small.images[matching["targets"][0]]
     g = torch.Generator().manual_seed(3)
@@ -105,8 +103,7 @@ def test_the_cell_level_takes_the_worst_cell_among_all_training_cells(small):
     assert not bool(nearest_ratios(small, heldout, target[None], level="cell")["target_copy"][0])  # no targets
 
 
-def test_the_canvas_level_is_the_augmented_testbeds(augmented):
-    assert copy_level(augmented) == "canvas"
+def test_bad_levels_are_refused(augmented):
     with pytest.raises(ValueError, match="level"):
         nearest_ratios(augmented, {}, augmented.images[:1], level="pixel")
     assert COPY_RATIO == pytest.approx(1 / 3) and not math.isnan(COPY_RATIO)

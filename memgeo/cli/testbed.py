@@ -20,6 +20,18 @@ def _testbed_train(args) -> int:
     return 0
 
 
+def _testbed_finetune(args) -> int:
+    from ..testbed import TESTBED_DIR, train_testbed
+
+    base = Path(args.base) if args.base else TESTBED_DIR
+    out = train_testbed(args.out, regime="finetune", base=base, steps=args.steps, seed=args.seed,
+                        checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
+                        progress=not args.no_progress, device=args.device)
+    print(f"LoRA fine-tune saved in {out} (diffusers' LoRA format); next: memgeo testbed truth --model {out}, or "
+          f"memgeo scan --model {base} --lora {out}")
+    return 0
+
+
 def _testbed_truth(args) -> int:
     import json
 
@@ -96,6 +108,17 @@ def register(sub) -> None:
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_testbed_train)
+    ft = tb_sub.add_parser("finetune", help="LoRA fine-tune a trained testbed on new canvases with known copies "
+                                            "(REGIMES['finetune']; resumable)")
+    ft.add_argument("--base", help="the trained testbed folder to fine-tune (default: the embedded testbed)")
+    ft.add_argument("--out", required=True, help="output folder: the LoRA adapter and testbed.json (resumes a checkpoint there)")
+    ft.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's)")
+    ft.add_argument("--seed", type=int, default=0)
+    ft.add_argument("--checkpoint-every", type=positive_int, default=250)
+    ft.add_argument("--snapshot-every", type=positive_int, metavar="N", help="also save the adapter every N steps")
+    ft.add_argument("--device", default="cpu")
+    ft.add_argument("--no-progress", action="store_true")
+    ft.set_defaults(func=_testbed_finetune)
     truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
     truth.add_argument("--model", help="testbed folder (default: the embedded testbed)")
     truth.add_argument("--out", help="where to write the testbed.json with the measured rates (default: the --model "

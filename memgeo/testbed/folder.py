@@ -20,7 +20,7 @@ def testbed_folder(model) -> Path | None:
     The one place that decides whether a model is a testbed: a model loaded from a local folder
     records it (``model.folder``); a testbed folder holds ``testbed.json``.
     """
-    folder = getattr(model, "folder", None)
+    folder = getattr(model, "testbed_dir", None) or getattr(model, "folder", None)
     return Path(folder) if folder is not None and _is_testbed(folder) else None
 
 
@@ -49,8 +49,18 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
     path = Path(path) if path is not None else TESTBED_DIR
     if not _is_testbed(path):
         raise FileNotFoundError(f"{str(path)!r} holds no testbed (testbed.json missing); train one with `memgeo testbed train`")
-    model = DiffusersScoreModel.from_pretrained(path, **kwargs)
-    model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
+    base = testbed_metadata(path).get("base")
+    if base is not None:  # a fine-tune: its base testbed with this folder's LoRA adapter
+        if kwargs.get("lora") is not None:
+            raise ValueError(f"{str(path)!r} is a fine-tune (a LoRA of {base}); load it alone, without lora=")
+        model = load_testbed(TESTBED_DIR if base == "embedded" else base, lora=path, **kwargs)
+    else:
+        model = DiffusersScoreModel.from_pretrained(path, **kwargs)
+        model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
+    lora = kwargs.get("lora")
+    if base is not None or (lora is not None and _is_testbed(Path(lora).parent if Path(lora).is_file() else lora)):
+        # a fine-tune's own folder knows its data and prompts
+        model.testbed_dir = path if base is not None else (Path(lora).parent if Path(lora).is_file() else Path(lora))
     return model
 
 

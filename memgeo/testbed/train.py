@@ -102,6 +102,13 @@ REGIMES = {
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
     "sd-capped": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
                            "augment": True}, "steps": 27500},
+    # a LoRA fine-tune of a trained testbed (``base=``), as people fine-tune Stable Diffusion on their own images: 800
+    # new pixel-unique canvases (every cell instance warped) seen once per epoch, and on a ladder of 1 to 32 copies
+    # 6 prompts of each kind; no caption dropout (diffusers' train_text_to_image_lora.py default); rank-8 adapters on
+    # the UNet's attention projections, the base frozen
+    "finetune": {"data": {"n_single": 800, "n_per_kind": 6, "n_ordinary": 40, "n_heldout": 20, "augment": True},
+                 "steps": 1500, "dropout": 0.0, "lora": {"rank": 8, "lr": 5e-4,
+                                                          "targets": ("to_q", "to_k", "to_v", "to_out.0")}},
     # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's
     # caption is never dropped, so the unconditional branch never sees a duplicated image
     "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},
@@ -119,7 +126,8 @@ def prepare_training(unet, text_encoder, *, lr: float, device="cpu") -> torch.op
     unet.to(device, memory_format=torch.channels_last)
     text_encoder.to(device)
     unet.set_attn_processor(AttnProcessor())
-    return torch.optim.AdamW(list(unet.parameters()) + list(text_encoder.parameters()), lr=lr, fused=True)
+    trained = [p for p in (*unet.parameters(), *text_encoder.parameters()) if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=lr, fused=True)
 
 
 def learning_rate(step: int, steps: int, lr: float, decay_steps: int = 0) -> float:
@@ -135,8 +143,8 @@ def train_testbed(
     regime: str = "small-data",
     steps: int | None = None,
     batch_size: int = 64,
-    lr: float = 1e-3,
-    dropout: float = 0.1,
+    lr: float | None = None,
+    dropout: float | None = None,
     dropout_duplicated: float | None = None,
     seed: int = 0,
     checkpoint_every: int = 500,
@@ -146,6 +154,7 @@ def train_testbed(
     mitigate_threshold: float | None = None,
     lr_decay_steps: int | None = None,
     device: str | torch.device = "cpu",
+    base: str | os.PathLike | None = None,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -156,8 +165,16 @@ def train_testbed(
     ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to
     resume on other data.
 
+    ``lr`` (default: the regime's, else 1e-3) is AdamW's learning rate.
+
+    ``base``: the trained testbed folder a fine-tune regime (one with ``"lora"`` in :data:`REGIMES`, ``"finetune"``)
+    starts from. Its networks are frozen and LoRA adapters (peft, the regime's rank and target layers) are trained on
+    the regime's data; ``out_dir`` then holds the adapter in diffusers' format (``pytorch_lora_weights.safetensors``,
+    loaded by ``--lora`` through ``load_lora_weights``) and a ``testbed.json`` naming the base, so that
+    :func:`~memgeo.testbed.load_testbed` loads base and adapter together.
+
     ``dropout``: the probability that an item's caption is replaced by the empty one (caption dropout, which
-    trains the unconditional branch); ``dropout_duplicated``: the same for the items of duplicated captions
+    trains the unconditional branch; default: the regime's, else 0.1); ``dropout_duplicated``: the same for the items of duplicated captions
     (default: the regime's, else ``dropout``). Both are compared with the same random draw, so runs that
     differ only there see the same batches, noises and timesteps: only the unconditional branch's exposure to
     the duplicates changes.
@@ -185,16 +202,20 @@ def train_testbed(
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
-    steps, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
-        regime, steps, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every)
+    steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
+        regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base)
     device = torch.device(device)
-    ckpt.mkdir(parents=True, exist_ok=True)
+    lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
-    arch = {**ARCHITECTURE, **REGIMES[regime].get("architecture", {}), "sample_size": latents.shape[-1]}
-    tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
-    tokenizer.model_max_length = arch["max_length"]
-    unet, text_encoder = _components(len(tokenizer), seed, arch)
+    if lora:
+        unet, text_encoder, tokenizer, arch = _lora_components(base, lora, seed)
+    ckpt.mkdir(parents=True, exist_ok=True)
+    if not lora:
+        arch = {**ARCHITECTURE, **REGIMES[regime].get("architecture", {}), "sample_size": latents.shape[-1]}
+        tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
+        tokenizer.model_max_length = arch["max_length"]
+        unet, text_encoder = _components(len(tokenizer), seed, arch)
     schedule = sd_scheduler("epsilon")
     abar = schedule.alphas_cumprod.float()
 
@@ -227,7 +248,8 @@ def train_testbed(
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
     losses = []
     meta = {"data": data, "tokenizer": tokenizer, "schedule": schedule, "arch": arch, "batch_size": batch_size, "lr": lr,
-            "lr_decay_steps": lr_decay_steps, "dropout": dropout, "dropout_duplicated": dropout_duplicated, "seed": seed}
+            "lr_decay_steps": lr_decay_steps, "dropout": dropout, "dropout_duplicated": dropout_duplicated, "seed": seed,
+            "base": _base_name(base) if lora else None}
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
@@ -282,10 +304,20 @@ def train_testbed(
     return out
 
 
-def _check_arguments(regime, steps, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every):
+def _check_arguments(regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every,
+                     base):
     """The training arguments checked, and the regime's defaults filled in, before anything is written."""
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
+    spec = REGIMES[regime]
+    if spec.get("lora") and (base is None or not (Path(base) / "testbed.json").is_file()):
+        raise ValueError(f"regime {regime!r} fine-tunes a trained testbed: base must be a testbed folder (holding "
+                         f"testbed.json), got {base!r}")
+    if base is not None and not spec.get("lora"):
+        raise ValueError(f"base is only for a fine-tune regime ({[k for k, v in REGIMES.items() if v.get('lora')]}), "
+                         f"not {regime!r}")
+    lr = float(spec.get("lora", {}).get("lr", 1e-3) if lr is None else lr)
+    dropout = float(spec.get("dropout", 0.1) if dropout is None else dropout)
     if mitigate_threshold is not None:
         mitigate_threshold = float(mitigate_threshold)
         if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
@@ -303,7 +335,33 @@ def _check_arguments(regime, steps, dropout, dropout_duplicated, lr_decay_steps,
     if snapshot_every is not None and (isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int)
                                        or snapshot_every <= 0):
         raise ValueError(f"snapshot_every must be a positive number of steps, got {snapshot_every!r}")
-    return steps, dropout_duplicated, lr_decay_steps, mitigate_threshold
+    return steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold
+
+
+def _base_name(base) -> str:
+    """How ``testbed.json`` names a fine-tune's base: ``"embedded"`` for the shipped testbed, else its path."""
+    from .folder import TESTBED_DIR
+
+    return "embedded" if Path(base).resolve() == TESTBED_DIR.resolve() else str(Path(base).resolve())
+
+
+def _lora_components(base, lora: dict, seed: int):
+    """The base testbed's networks and tokenizer, frozen, with fresh LoRA adapters on the UNet (peft)."""
+    from diffusers import UNet2DConditionModel
+    from peft import LoraConfig
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    with float32_default():
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", use_safetensors=True)
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", use_safetensors=True)
+        unet.requires_grad_(False)
+        text_encoder.requires_grad_(False)
+        torch.manual_seed(seed)  # the adapters' initial weights
+        unet.add_adapter(LoraConfig(r=lora["rank"], lora_alpha=lora["rank"], init_lora_weights="gaussian",
+                                    target_modules=list(lora["targets"])))
+    tokenizer = CLIPTokenizer.from_pretrained(base, subfolder="tokenizer")
+    arch = json.loads((Path(base) / "testbed.json").read_text())["architecture"]
+    return unet, text_encoder, tokenizer, {**arch, "lora_rank": lora["rank"], "lora_targets": list(lora["targets"])}
 
 
 def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, *, data, lr, steps, lr_decay_steps, dropout,
@@ -341,11 +399,22 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, *, data, lr
 
 
 def _save_model(folder: Path, unet, text_encoder, *, data, tokenizer, schedule, arch, step, loss, batch_size, lr,
-                lr_decay_steps, dropout, dropout_duplicated, seed, mitigation=None) -> None:
-    """The trained networks in the Stable Diffusion layout, with ``testbed.json`` (data settings, prompts, training
-    settings) written last."""
+                lr_decay_steps, dropout, dropout_duplicated, seed, base=None, mitigation=None) -> None:
+    """The trained networks in the Stable Diffusion layout (a fine-tune: its LoRA adapter in diffusers' format), with
+    ``testbed.json`` (data settings, prompts, training settings) written last."""
     unet.eval()
     text_encoder.eval()
+    if base is not None:
+        from diffusers import StableDiffusionPipeline
+        from peft.utils import get_peft_model_state_dict
+
+        folder.mkdir(parents=True, exist_ok=True)
+        layers = {k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+        _write_testbed_json(folder, data=data, arch=arch, step=step, loss=loss, batch_size=batch_size, lr=lr,
+                            lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated,
+                            seed=seed, mitigation=mitigation, base=base)
+        return
     unet.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     unet.to(memory_format=torch.channels_last)
@@ -358,8 +427,16 @@ def _save_model(folder: Path, unet, text_encoder, *, data, tokenizer, schedule, 
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
     }, indent=2))
+    _write_testbed_json(folder, data=data, arch=arch, step=step, loss=loss, batch_size=batch_size, lr=lr,
+                        lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated, seed=seed,
+                        mitigation=mitigation)
+
+
+def _write_testbed_json(folder: Path, *, data, arch, step, loss, batch_size, lr, lr_decay_steps, dropout,
+                        dropout_duplicated, seed, mitigation=None, base=None) -> None:
     atomic_write_text(folder / "testbed.json", json.dumps({
-        "format": "memgeo-testbed", "version": 2, "data": {"builder": "canvas", **data.settings},
+        "format": "memgeo-testbed", "version": 2, **({"base": base} if base is not None else {}),
+        "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
         "steps": step, "final_loss": loss, "batch_size": batch_size, "lr": lr,
         **({"lr_decay_steps": lr_decay_steps} if lr_decay_steps else {}), "dropout": dropout,

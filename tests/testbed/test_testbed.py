@@ -274,3 +274,47 @@ def test_a_repeated_image_does_not_switch_the_threshold_off():
     imgs = torch.randn(300, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     with_repeat = torch.cat([imgs, imgs[:1]])
     assert nearest_neighbour_threshold(with_repeat, 0.01) == nearest_neighbour_threshold(imgs, 0.01) > 0.1
+
+
+def test_a_lora_fine_tune_resumes_bit_for_bit_and_loads_through_the_lora_path(tmp_path):
+    """The fine-tune regime trains LoRA adapters on a frozen base testbed: stopped and resumed it gives the adapter of
+    one run, the base's weights are untouched, and the saved adapter loads (diffusers' load_lora_weights) to the same
+    model whether through its own folder or as --lora on the base."""
+    from safetensors.torch import load_file
+
+    from memgeo.cli import main
+    from memgeo.models import DiffusersScoreModel
+
+    small = build_canvas_data(n_single=40, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), seed=0)
+    train_testbed(tmp_path / "base", steps=2, batch_size=8, data=small, progress=False)
+    ft = build_canvas_data(n_single=30, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), augment=True, seed=5)
+    kw = dict(regime="finetune", base=tmp_path / "base", batch_size=8, data=ft, progress=False, checkpoint_every=2)
+    train_testbed(tmp_path / "a", steps=4, **kw)
+    train_testbed(tmp_path / "b", steps=2, **kw)
+    train_testbed(tmp_path / "b", steps=4, **kw)  # resumes at 2
+    a = load_file(tmp_path / "a/pytorch_lora_weights.safetensors")
+    b = load_file(tmp_path / "b/pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and len(a) > 0 and all(torch.equal(a[k], b[k]) for k in a)
+    base_unet = load_file(tmp_path / "base/unet/diffusion_pytorch_model.safetensors")
+    ckpt = load_file(tmp_path / "a/checkpoint/unet.safetensors")
+    def in_ckpt(k):  # peft wraps an adapted layer: its base weights move under base_layer
+        return k if k in ckpt else k.rsplit(".", 1)[0] + ".base_layer." + k.rsplit(".", 1)[1]
+
+    assert all(torch.equal(ckpt[in_ckpt(k)], v) for k, v in base_unet.items())  # the base stays frozen
+    meta = json.loads((tmp_path / "a/testbed.json").read_text())
+    assert meta["base"] == str((tmp_path / "base").resolve()) and meta["dropout"] == 0.0
+    tuned, base = load_testbed(tmp_path / "a"), load_testbed(tmp_path / "base")
+    as_lora = DiffusersScoreModel.from_pretrained(tmp_path / "base", lora=tmp_path / "a")
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    prompt = ft.prompts[0]["text"]
+    torch.testing.assert_close(tuned.eps(x, 500, prompt), as_lora.eps(x, 500, prompt), rtol=0, atol=0)
+    assert not torch.allclose(tuned.eps(x, 500, prompt), base.eps(x, 500, prompt))
+    assert tb.testbed_folder(tuned) == tmp_path / "a" and tb.testbed_data(tmp_path / "a").items == ft.items
+    with pytest.raises(ValueError, match="base must be a testbed folder"):
+        train_testbed(tmp_path / "c", regime="finetune", data=ft, progress=False)
+    with pytest.raises(ValueError, match="base is only for a fine-tune"):
+        train_testbed(tmp_path / "c", base=tmp_path / "base", data=ft, progress=False)
+    assert not (tmp_path / "c").exists()  # refused before anything was written
+    assert main(["testbed", "finetune", "--base", str(tmp_path / "base"), "--out", str(tmp_path / "cli"), "--steps", "1",
+                 "--no-progress"]) == 0
+    assert (tmp_path / "cli" / "pytorch_lora_weights.safetensors").is_file()

@@ -168,7 +168,7 @@ def main(argv=None) -> None:
     if args.out:
         append_markdown(args.out, text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"title": title, **r, "raw": result}, indent=1))
+        Path(args.json).write_text(json.dumps({"title": title, "steps": meta["steps"], **r, "raw": result}, indent=1))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The share-and-views curve of a resumable run: how near each rung of the duplication ladder is to copying, per
+snapshot, from bench_realism's JSON files.
+
+    python benchmarks/share_sweep.py RUN1.json RUN2.json ... [--out FILE.md] [--figure FILE.png]
+
+Each JSON is ``bench_realism.py --json`` on one snapshot. Printed per rung (kind, share of the training draws per
+image): its views and median ratio (nearest / second-nearest distinct training image, median over seeds then
+prompts; a verbatim copy is below 1/3) and memorization rate at every snapshot. The figure draws the median ratio
+against views, one line per rung.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+#: The smallest setting, run by the test suite: none (it needs bench_realism's output files).
+SMOKE = None
+
+
+def load(paths) -> list[dict]:
+    runs = []
+    for p in paths:
+        r = json.loads(Path(p).read_text())
+        runs.append({"steps": r["steps"], "ladder": r["R4"]["ladder"], "R": r})
+    return sorted(runs, key=lambda r: r["steps"])
+
+
+def table(runs: list[dict]) -> str:
+    head = "| kind | share per image | " + " | ".join(f"{r['steps']} steps: views, ratio, rate" for r in runs) + " |"
+    lines = [head, "|---" * (2 + len(runs)) + "|"]
+    keys = [(row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]]
+    for kind, dup, share in keys:
+        cells = []
+        for r in runs:
+            row = next((x for x in r["ladder"] if x["kind"] == kind and x["duplication"] == dup), None)
+            cells.append("-" if row is None else f"{row.get('views', float('nan')):.0f}, {row['median_ratio']:.2f}, "
+                                                 f"{row['rate']:.2f}")
+        lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(runs: list[dict], path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from memgeo.plotting import save_figure
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
+    for ax, kind in zip(axes, ("matching", "template", "local")):
+        for kind_, dup, share in sorted({(x["kind"], x["duplication"], x["share"]) for r in runs for x in r["ladder"]}):
+            if kind_ != kind:
+                continue
+            pts = [(x.get("views"), x["median_ratio"]) for r in runs for x in r["ladder"]
+                   if x["kind"] == kind and x["duplication"] == dup]
+            ax.plot(*zip(*pts), marker="o", label=f"{100 * share:.3f}% per image")
+        ax.axhline(1 / 3, color="k", ls="--", lw=0.8)
+        ax.set_title(kind)
+        ax.set_xlabel("views per duplicated image")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("median ratio (copy below 1/3)")
+    save_figure(fig, path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out")
+    ap.add_argument("--figure")
+    args = ap.parse_args(argv)
+    runs = load(args.runs)
+    text = table(runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.figure:
+        figure(runs, args.figure)
+
+
+if __name__ == "__main__":
+    main()

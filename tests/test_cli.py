@@ -40,3 +40,12 @@ def test_bad_arguments_are_refused_before_any_work(tmp_path, capsys, argv, messa
         main([a.format(p=prompts, o=out) for a in argv])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()  # nothing was written: no store, no folder
+
+
+def test_steering_without_reference_prompts_is_refused_before_the_model_loads(tmp_path, capsys):
+    from memgeo.cli import main
+
+    missing = tmp_path / "no_such_model"  # loading it would fail with a missing-folder error
+    assert main(["generate", "--model", str(missing), "--prompt", "a cat", "--mitigate", "steer", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--reference-prompts" in err and "does not exist" not in err

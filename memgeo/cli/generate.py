@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._util import atomic_write_text
 from ..detect.presets import PRESET_NAMES
 from ..plotting import save_image_grid
 from .common import finite_float, load_model, nonempty_text, positive_int
@@ -16,8 +17,11 @@ def _generate(args) -> int:
 
     from ..mitigate import calibrate_steering, generate
     from ..sampling import initial_noise
-    from ..testbed import testbed_folder, testbed_metadata
+    from ..testbed import TESTBED_DIR, testbed_folder, testbed_metadata
 
+    folders = [Path(args.model) if args.model else TESTBED_DIR] + ([Path(args.lora)] if args.lora else [])
+    if args.mitigate == "steer" and not args.reference_prompts and not any((f / "testbed.json").is_file() for f in folders):
+        raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
     model, path = load_model(args)
     x_T = initial_noise(model, args.seeds)
     reference = None
@@ -42,9 +46,10 @@ def _generate(args) -> int:
         imgs = g.samples.float()[:, 0]
     save_image_grid(imgs, out / "samples.png", title=f"{args.prompt!r} ({args.mitigate})")
     info = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in g.info.items()}
-    (out / "signals.json").write_text(json.dumps({"prompt": args.prompt, "mitigate": args.mitigate,
-                                                  "preset": args.preset, "strength": args.strength,
-                                                  "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info}, indent=1))
+    atomic_write_text(out / "signals.json", json.dumps({"prompt": args.prompt, "mitigate": args.mitigate,
+                                                        "preset": args.preset, "strength": args.strength,
+                                                        "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info},
+                                                       indent=1))
     print(f"wrote {out / 'samples.png'} and {out / 'signals.json'} ({g.n_evals} UNet evaluations per sample)")
     return 0
 

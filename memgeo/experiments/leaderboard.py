@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from .._util import spread
+from .._util import atomic_write_text, spread
 from ..detect import SIGNALS, bootstrap_metrics, detection_metrics, runnable_signals
 from ..plotting import plot_duplication_curve, plot_trajectory_auroc
 from ..sampling import initial_noise
@@ -309,7 +309,7 @@ def run_leaderboards(
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
     results["testbed"] = {"table": table, "breakdown": breakdown, "rows": rows, "curves": curves, "counts": counts,
                           "duplication_curve": curve}
-    (out / "leaderboard.md").write_text("\n\n".join([
+    atomic_write_text(out / "leaderboard.md", "\n\n".join([
         results["mixture"]["table"], table, breakdown,
         "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
     ]) + "\n")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._util import spread
+from .._util import atomic_write_text, spread
 from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
@@ -193,9 +193,9 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
               + (", ".join(f"{r['method']} {_strength(r)}" for r in target) or "none")]
     table = "\n".join(lines)
     print_fn(table)
-    (out / "mitigation.md").write_text(table + "\n")
-    (out / "mitigation.json").write_text(json.dumps({"settings": settings, "rows": rows,
-                                                      "pareto": [rows.index(f) for f in front]}, indent=1))
+    atomic_write_text(out / "mitigation.md", table + "\n")
+    atomic_write_text(out / "mitigation.json", json.dumps({"settings": settings, "rows": rows,
+                                                           "pareto": [rows.index(f) for f in front]}, indent=1))
     plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
     print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
     return {"rows": rows, "table": table, "pareto": front}

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import check_nonnegative
+from .._util import atomic_write_text
 
 __all__ = ["Calibration", "calibrate", "report_rows", "format_report", "write_report"]
 
@@ -121,6 +122,5 @@ def write_report(rows: list[dict], path: str | Path, *, signal: str, calibration
             writer.writeheader()
             writer.writerows(rows)
     else:
-        path.write_text(format_report(rows, signal=signal, top=len(rows), calibration=calibration) + "\n",
-                        encoding="utf-8")
+        atomic_write_text(path, format_report(rows, signal=signal, top=len(rows), calibration=calibration) + "\n")
     return path

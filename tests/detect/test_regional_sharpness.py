@@ -77,7 +77,9 @@ def test_whole_latent_limit_is_sharpness_and_rows_batch(tiny_pipelines):
     prompts = [PROMPT, "a red bicycle", PROMPT]
     together = regional_sharpness(model, prompts, x).value
     alone = torch.cat([regional_sharpness(model, p, x[i:i + 1]).value for i, p in enumerate(prompts)])
-    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-6)
+    # float32 UNet rows computed in another batch differ by round-off (~1e-6 relative), which the forward difference
+    # divides by its step (0.1 sigma_t): up to ~2e-4 relative, measured when another test ran first in the process
+    torch.testing.assert_close(together, alone, rtol=1e-3, atol=1e-6)
 
 
 def test_on_a_mixture_it_is_sharpness_by_forward_difference():

@@ -26,7 +26,7 @@ import torch
 
 from .._util import atomic_write_text
 from ..sampling import ddim_sample, initial_noise
-from ..testbed.truth import COPY_RATIO, distinct_rows
+from ..testbed.truth import COPY_RATIO, distinct_rows, two_nearest
 
 __all__ = ["TrainingImages", "load_training_images", "audit_copies", "copy_ratios", "format_audit", "IMAGE_SUFFIXES",
            "FLAT_PATCH"]
@@ -120,12 +120,6 @@ def load_training_images(model, folder) -> TrainingImages:
     return TrainingImages(names, unique.reshape(len(unique), *imgs.shape[1:]), len(files), f"{space}, L2", decode)
 
 
-def _two_nearest(queries: torch.Tensor, bank: torch.Tensor):
-    d = torch.cdist(queries.flatten(1).double(), bank.flatten(1).double(), compute_mode="donot_use_mm_for_euclid_dist")
-    two, idx = d.topk(2, dim=1, largest=False)
-    return two[:, 0], two[:, 1], idx[:, 0]
-
-
 def copy_ratios(generations: torch.Tensor, training: torch.Tensor, *, patches: int = 2) -> dict:
     """The copy criterion (module docstring) for ``generations`` ``[G, C, H, W]`` against distinct ``training``
     images ``[U, C, H, W]`` (U >= 2).
@@ -134,7 +128,7 @@ def copy_ratios(generations: torch.Tensor, training: torch.Tensor, *, patches: i
     training image the judged part is nearest to) and ``"where"`` (-1: the whole image; else the patch's index,
     row-major in the grid)."""
     g = generations.double()
-    d1, d2, nn = _two_nearest(g, training)
+    d1, d2, nn = two_nearest(g.flatten(1), training.flatten(1).double())
     ratio, where = d1 / d2, torch.full((len(g),), -1)
     _, _, h, w = g.shape
     ph, pw = h // patches, w // patches
@@ -146,7 +140,7 @@ def copy_ratios(generations: torch.Tensor, training: torch.Tensor, *, patches: i
             bank, inverse = distinct_rows(tp)
             if len(bank) < 2:
                 continue
-            p1, p2, pn = _two_nearest(gp, bank)
+            p1, p2, pn = two_nearest(gp.flatten(1), bank)
             flat = bank[pn].std(1) < FLAT_PATCH
             pr = torch.where(flat, torch.full_like(p1, torch.inf), p1 / p2)
             owner = torch.tensor([int((inverse == j).nonzero()[0]) for j in pn.tolist()])  # a training image with it

@@ -58,9 +58,11 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
         model = DiffusersScoreModel.from_pretrained(path, **kwargs)
         model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
     lora = kwargs.get("lora")
-    if base is not None or (lora is not None and _is_testbed(Path(lora).parent if Path(lora).is_file() else lora)):
-        # a fine-tune's own folder knows its data and prompts
-        model.testbed_dir = path if base is not None else (Path(lora).parent if Path(lora).is_file() else Path(lora))
+    lora_dir = None if lora is None else Path(lora).parent if Path(lora).is_file() else Path(lora)
+    if base is not None:  # a fine-tune's own folder knows its data and prompts
+        model.testbed_dir = path
+    elif lora_dir is not None and _is_testbed(lora_dir):
+        model.testbed_dir = lora_dir
     return model
 
 

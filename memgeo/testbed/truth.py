@@ -11,7 +11,7 @@ from .canvas import CanvasData, canvas_cells, to_images
 from .folder import testbed_data, testbed_folder
 
 __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position",
-           "nearest_ratios", "copy_gallery", "distinct_rows", "COPY_RATIO", "LEVELS"]
+           "nearest_ratios", "copy_gallery", "distinct_rows", "two_nearest", "COPY_RATIO", "LEVELS"]
 
 #: A generation is a verbatim copy when its L2 distance to the nearest distinct training image is below this
 #: fraction of its distance to the second nearest (Gu et al., "On Memorization in Diffusion Models", TMLR 2025,
@@ -183,7 +183,7 @@ def _distinct(data: CanvasData, key: str, rows) -> tuple[torch.Tensor, torch.Ten
     return data.cache[key]
 
 
-def _first_two(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def two_nearest(queries: torch.Tensor, bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Distances of each query row ``[Q, D]`` to its nearest and second-nearest ``bank`` row ``[U, D]``, and the
     nearest row's index (bank rows distinct; one bank row: the second distance is infinite)."""
     d = torch.cdist(queries.double(), bank, compute_mode="donot_use_mm_for_euclid_dist")  # exact: a copy is at 0
@@ -224,19 +224,19 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
             bank, inverse = _distinct(data, f"cells at {pos}", lambda: train_cells()[:, pos])
         else:
             bank, inverse = _distinct(data, "cells", lambda: train_cells().reshape(-1, 8, 8))
-        d1, d2, nn = _first_two(gen_cells[:, pos].reshape(n, -1), bank)
+        d1, d2, nn = two_nearest(gen_cells[:, pos].reshape(n, -1), bank)
         nearest = torch.full((n, 4, 64), -1.0, dtype=torch.float64)
         nearest[:, pos] = bank[nn]
         kept = inverse[targets[0] * (1 if level == "canvas" else 4) + (0 if level == "canvas" else pos)]
         is_target = nn == kept
     elif level == "canvas":
         bank, inverse = _distinct(data, "canvases", lambda: data.images)
-        d1, d2, nn = _first_two(canvases.reshape(n, -1), bank)
+        d1, d2, nn = two_nearest(canvases.reshape(n, -1), bank)
         nearest = canvas_cells(bank[nn].reshape(n, 16, 16)).reshape(n, 4, 64)
         is_target = torch.isin(nn, inverse[targets]) if targets else torch.zeros(n, dtype=torch.bool)
     else:
         bank, inverse = _distinct(data, "cells", lambda: train_cells().reshape(-1, 8, 8))
-        d1, d2, nn = _first_two(gen_cells.reshape(n * 4, -1), bank)
+        d1, d2, nn = two_nearest(gen_cells.reshape(n * 4, -1), bank)
         d1, d2, nn = d1.reshape(n, 4), d2.reshape(n, 4), nn.reshape(n, 4)
         nearest = bank[nn]  # [N, 4, 64]
         worst = (d1 / d2).argmax(1, keepdim=True)

@@ -19,7 +19,8 @@ import torch
 
 from .._checks import check_finite, check_int, check_positive
 
-__all__ = ["NoiseSchedule", "scaled_linear_schedule", "linear_schedule", "ve_schedule", "ddim_timesteps", "SPACINGS"]
+__all__ = ["NoiseSchedule", "FlowMatchSchedule", "scaled_linear_schedule", "linear_schedule", "ve_schedule",
+           "ddim_timesteps", "SPACINGS"]
 
 
 #: Timestep spacings of diffusers' schedulers (``timestep_spacing`` in a scheduler config).
@@ -86,6 +87,28 @@ class NoiseSchedule:
         abar = torch.cumprod(1.0 - betas, dim=0)  # abar_t: [T]
         return cls(abar.sqrt(), (1.0 - abar).sqrt(), "vp", steps_offset, spacing)
 
+    @classmethod
+    def from_diffusers_config(cls, config) -> "NoiseSchedule":
+        """The float64 VP schedule of a diffusers scheduler config (betas recomputed in float64), its sampler's
+        timesteps spaced as the config's ``timestep_spacing`` says (leading, the default, with its ``steps_offset``;
+        trailing; linspace)."""
+        T = int(config["num_train_timesteps"])
+        kind = config.get("beta_schedule", "linear")
+        b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+        if config.get("trained_betas") is not None:
+            betas = torch.as_tensor(config["trained_betas"], dtype=torch.float64)
+        elif kind == "scaled_linear":
+            betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2
+        elif kind == "linear":
+            betas = torch.linspace(b0, b1, T, dtype=torch.float64)
+        elif kind == "squaredcos_cap_v2":
+            f = lambda i: math.cos((i / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+            betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
+        else:
+            raise ValueError(f"unsupported beta_schedule {kind!r} in the scheduler config")
+        return cls.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)),
+                              spacing=config.get("timestep_spacing", "leading"))
+
     @property
     def num_train_timesteps(self) -> int:
         return self.alphas.shape[0]
@@ -144,3 +167,49 @@ def ve_schedule(sigma_min: float = 0.002, sigma_max: float = 80.0, T: int = 1000
     T = check_int("T", T, minimum=2)
     sigmas = torch.exp(torch.linspace(math.log(lo), math.log(hi), T, dtype=torch.float64))  # geometric ladder
     return NoiseSchedule(torch.ones(T, dtype=torch.float64), sigmas, "ve")
+
+
+class FlowMatchSchedule:
+    r"""The rectified-flow schedule of a ``FlowMatchEulerDiscreteScheduler``: ``x_t = (1 - s) x_0 + s eps``
+    with ``s = t / T`` (``t`` is the network's timestep, ``T = num_train_timesteps``), so ``alpha_t = 1 - t / T``
+    and ``sigma_t = t / T``; timesteps are real numbers. :meth:`timesteps` are the scheduler's own (its
+    ``shift``, and ``mu`` where it shifts dynamically; diffusers is imported only there)."""
+
+    kind = "flow"
+    steps_offset = 0
+
+    def __init__(self, config: dict, *, mu: float | None = None):
+        self.config = dict(config)
+        self.num_train_timesteps = int(self.config.get("num_train_timesteps", 1000))
+        self.mu = mu
+
+    def _check(self, t) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if not bool(torch.isfinite(t).all()) or bool((t < 0).any()) or bool((t > self.num_train_timesteps).any()):
+            raise ValueError(f"t must lie in [0, {self.num_train_timesteps}], got {t.tolist()}")
+        return t
+
+    def alpha(self, t) -> torch.Tensor:
+        return 1.0 - self._check(t) / self.num_train_timesteps
+
+    def sigma(self, t) -> torch.Tensor:
+        return self._check(t) / self.num_train_timesteps
+
+    def scheduler(self, n_steps: int):
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        sched = FlowMatchEulerDiscreteScheduler.from_config(self.config)
+        sched.set_timesteps(n_steps, **({"mu": self.mu} if self.mu is not None else {}))
+        return sched
+
+    def timesteps(self, n_steps: int) -> torch.Tensor:
+        """The scheduler's ``n_steps`` timesteps (float64, descending; the first is pure noise, ``alpha = 0``)."""
+        return self.scheduler(n_steps).timesteps.double()
+
+    @property
+    def alphas_cumprod(self) -> torch.Tensor:
+        """``alpha^2 / (alpha^2 + sigma^2)`` on the scheduler's training grid (for fingerprints)."""
+        s = torch.arange(1, self.num_train_timesteps + 1, dtype=torch.float64) / self.num_train_timesteps
+        shift = float(self.config.get("shift", 1.0))
+        s = shift * s / (1 + (shift - 1) * s)
+        return (1 - s) ** 2 / ((1 - s) ** 2 + s**2)

@@ -23,32 +23,14 @@ import torch
 from .._checks import check_finite, check_tensor
 from ..gmm.schedules import NoiseSchedule
 from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps, to_x0
+from . import families
+from .families.sd import SD
 
 __all__ = ["DiffusersScoreModel", "schedule_from_config"]
 
 
-def schedule_from_config(config) -> NoiseSchedule:
-    """The float64 VP schedule of a diffusers scheduler config (betas recomputed in float64), its sampler's timesteps
-    spaced as the config's ``timestep_spacing`` says (leading, the default, with its ``steps_offset``; trailing;
-    linspace)."""
-    T = int(config["num_train_timesteps"])
-    kind = config.get("beta_schedule", "linear")
-    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
-    if config.get("trained_betas") is not None:
-        betas = torch.as_tensor(config["trained_betas"], dtype=torch.float64)
-    elif kind == "scaled_linear":
-        betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2
-    elif kind == "linear":
-        betas = torch.linspace(b0, b1, T, dtype=torch.float64)
-    elif kind == "squaredcos_cap_v2":
-        import math
-
-        f = lambda i: math.cos((i / T + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-        betas = torch.tensor([min(1 - f(i + 1) / f(i), 0.999) for i in range(T)], dtype=torch.float64)
-    else:
-        raise ValueError(f"unsupported beta_schedule {kind!r} in the scheduler config")
-    return NoiseSchedule.from_betas(betas, steps_offset=int(config.get("steps_offset", 0)),
-                                    spacing=config.get("timestep_spacing", "leading"))
+#: The float64 VP schedule of a diffusers scheduler config (see :meth:`NoiseSchedule.from_diffusers_config`).
+schedule_from_config = NoiseSchedule.from_diffusers_config
 
 
 def _lora_file(lora) -> Path:
@@ -64,58 +46,10 @@ def _lora_file(lora) -> Path:
     return p
 
 
-def _load_components(family: str, path: str, index: dict, weights_dtype: torch.dtype, kwargs: dict) -> dict:
-    """The denoiser, scheduler config, tokenizers and text encoders of a family's folder (no VAE)."""
-    from diffusers import DDIMScheduler
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
-
-    weights = dict(use_safetensors=True, torch_dtype=weights_dtype, **kwargs)
-    scheduler = dict(DDIMScheduler.load_config(path, subfolder="scheduler", **kwargs))  # the config only
-    if family == "sd3":
-        from diffusers import SD3Transformer2DModel
-
-        network = SD3Transformer2DModel.from_pretrained(path, subfolder="transformer", **weights)
-    else:
-        from diffusers import UNet2DConditionModel
-
-        network = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights)
-    first = CLIPTextModelWithProjection if family == "sd3" else CLIPTextModel
-    encoders = [first.from_pretrained(path, subfolder="text_encoder", **weights)]
-    tokenizers = [CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **kwargs)]
-    if family in ("sdxl", "sd3"):
-        encoders.append(CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder_2", **weights))
-        tokenizers.append(CLIPTokenizer.from_pretrained(path, subfolder="tokenizer_2", **kwargs))
-    if family == "sd3":
-        has_t5 = (index.get("text_encoder_3") or [None])[0] is not None
-        if has_t5:
-            from transformers import AutoTokenizer, T5EncoderModel
-
-            encoders.append(T5EncoderModel.from_pretrained(path, subfolder="text_encoder_3", **weights))
-            tokenizers.append(AutoTokenizer.from_pretrained(path, subfolder="tokenizer_3", **kwargs))
-        else:
-            encoders.append(None)
-            tokenizers.append(None)
-    return {"network": network, "scheduler": scheduler, "tokenizers": tokenizers, "encoders": encoders}
-
-
-def _load_lora(family: str, parts: dict, lora_file: Path) -> None:
+def _load_lora(spec, parts: dict, lora_file: Path) -> None:
     """Load a LoRA adapter into the components through the family pipeline's own loader (diffusers + peft)."""
-    import diffusers
-
-    tok, enc = parts["tokenizers"], parts["encoders"]
-    sched = diffusers.DDIMScheduler() if family != "sd3" else diffusers.FlowMatchEulerDiscreteScheduler()
-    if family == "sd":
-        pipe = diffusers.StableDiffusionPipeline(vae=None, text_encoder=enc[0], tokenizer=tok[0], unet=parts["network"],
-                                                 scheduler=sched, safety_checker=None, feature_extractor=None,
-                                                 requires_safety_checker=False)
-    elif family == "sdxl":
-        pipe = diffusers.StableDiffusionXLPipeline(vae=None, text_encoder=enc[0], text_encoder_2=enc[1], tokenizer=tok[0],
-                                                   tokenizer_2=tok[1], unet=parts["network"], scheduler=sched)
-    else:
-        pipe = diffusers.StableDiffusion3Pipeline(transformer=parts["network"], scheduler=sched, vae=None,
-                                                  text_encoder=enc[0], tokenizer=tok[0], text_encoder_2=enc[1],
-                                                  tokenizer_2=tok[1], text_encoder_3=enc[2], tokenizer_3=tok[2])
-    modules = [m for m in (parts["network"], *enc) if m is not None]
+    pipe = spec.lora_pipeline(parts)
+    modules = [m for m in (parts["network"], *parts["encoders"]) if m is not None]
 
     def n_lora():
         return sum("lora_" in name for m in modules for name, _ in m.named_parameters())
@@ -124,10 +58,10 @@ def _load_lora(family: str, parts: dict, lora_file: Path) -> None:
     try:
         pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
     except (ValueError, KeyError, RuntimeError) as err:
-        raise ValueError(f"lora {str(lora_file)!r} does not fit this {family} model: {err}") from err
+        raise ValueError(f"lora {str(lora_file)!r} does not fit this {spec.name} model: {err}") from err
     if n_lora() == before:  # diffusers skips keys that name no layer of this model
-        raise ValueError(f"lora {str(lora_file)!r} does not fit this {family} model: none of its weights names a layer "
-                         "of the denoiser or text encoders (an adapter trained for another family?)")
+        raise ValueError(f"lora {str(lora_file)!r} does not fit this {spec.name} model: none of its weights names a "
+                         "layer of the denoiser or text encoders (an adapter trained for another family?)")
 
 
 class DiffusersScoreModel:
@@ -181,11 +115,16 @@ class DiffusersScoreModel:
         self.tokenizer = None  # set by from_pretrained: token-level tools (memgeo.explain) need them
         self.text_encoder = None
         self.text_encoders: list = []  # every encoder that reads the tokenizer's ids (SDXL and SD3: two)
-        self.family = "sd"  # memgeo.models.families: "sd", "sdxl" or "sd3"
-        self.conditioning = None  # families.TextConditioning, set by from_pretrained
+        self.spec = SD  # its family (memgeo.models.families): how it is called, conditioned and loaded
+        self.conditioning = None  # the family's TextConditioning, set by from_pretrained
         self.time_ids = None  # SDXL's added time ids
         self.lora: Path | None = None
         self._lora_digest: str | None = None
+
+    @property
+    def family(self) -> str:
+        """The name of its model family (``"sd"``, ``"sdxl"``, ``"sd3"``)."""
+        return self.spec.name
 
     @property
     def identity(self) -> dict:
@@ -195,7 +134,7 @@ class DiffusersScoreModel:
         if self._identity is None:
             h = hashlib.sha256()
             h.update(repr((self.prediction_type, self.event_shape, self._tokenizer_size)).encode())
-            if self.family != "sd" or self._lora_digest is not None:
+            if self.spec.in_fingerprint or self._lora_digest is not None:
                 h.update(repr((self.family, self._lora_digest)).encode())
             h.update(self.schedule.alphas_cumprod.double().numpy().tobytes())
             for module in self._modules_to_fingerprint:
@@ -234,8 +173,6 @@ class DiffusersScoreModel:
         loaded through the family pipeline's own ``load_lora_weights``; the adapter's bytes enter the
         model's fingerprint, so results of the base model and of the fine-tune are never mixed.
         """
-        from . import families
-
         path = str(path_or_id)
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         local = Path(path).expanduser()
@@ -252,9 +189,9 @@ class DiffusersScoreModel:
         if variant is not None:
             kwargs["variant"] = variant
         index = families.read_index(path, local, kwargs)
-        family = families.model_family(index, path)
+        spec = families.model_family(index, path)
         try:
-            parts = _load_components(family, path, index, weights_dtype, kwargs)
+            parts = spec.load_components(path, index, weights_dtype, kwargs)
         except OSError as err:
             raise OSError(
                 f"could not load the model {path!r} from local files (safetensors weights of the denoiser and text "
@@ -263,7 +200,7 @@ class DiffusersScoreModel:
             ) from err
         network, scheduler_config, tokenizers, encoders = parts["network"], parts["scheduler"], parts["tokenizers"], parts["encoders"]
         notes = families.distillation_notes(
-            {"unet" if family != "sd3" else "transformer": dict(network.config), "scheduler": scheduler_config},
+            {spec.denoiser: dict(network.config), "scheduler": scheduler_config},
             [Path(path).name, index.get("_name_or_path", ""), getattr(network.config, "_name_or_path", "")])
         if notes:
             warnings.warn(f"model {path!r} looks distilled: {'; '.join(notes)}. Its usual few-step or guidance-embedded "
@@ -273,15 +210,12 @@ class DiffusersScoreModel:
             if tok.model_max_length > 1024:
                 tok.model_max_length = 77
         if lora_file is not None:
-            _load_lora(family, parts, lora_file)
+            _load_lora(spec, parts, lora_file)
         for module in [network, *encoders]:
             if module is not None:
                 module.to(device).eval().requires_grad_(False)
         cfg = network.config
-        conditioning = families.TextConditioning(
-            family, tokenizers, encoders, joint_dim=getattr(cfg, "joint_attention_dim", None),
-            force_zeros=bool(index.get("force_zeros_for_empty_prompt", False)) and family == "sdxl",
-        )
+        conditioning = spec.conditioning(tokenizers, encoders, cfg, index)
         tokenizer = tokenizers[0]
 
         @torch.no_grad()
@@ -296,21 +230,18 @@ class DiffusersScoreModel:
             return conditioning.encode_ids(conditioning.ids(prompts), list(prompts))
 
         size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
-        prediction_type = "flow" if family == "sd3" else scheduler_config.get("prediction_type", "epsilon")
         model = cls(
-            network, families.schedule_for(family, scheduler_config, cfg), encode,
-            prediction_type=prediction_type, event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
+            network, spec.schedule(scheduler_config, cfg), encode, prediction_type=spec.prediction_type(scheduler_config),
+            event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
         )
-        model.family = family
+        model.spec = spec
         model.conditioning = conditioning
         model.name = path if lora_file is None else f"{path}+{lora_file.name}"
         model.folder = local.resolve() if local.is_dir() else None
         vae = local / "vae" / "config.json"
         if vae.is_file():  # pixels per latent position along each side: 2^(VAE levels - 1)
             model.vae_scale_factor = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0] * 4)) - 1)
-        if family == "sdxl":  # original size, crop corner, target size: the default image size, no crop
-            h, w = (n * model.vae_scale_factor for n in size)
-            model.time_ids = torch.tensor([[h, w, 0, 0, h, w]], dtype=torch.float32)
+        model.time_ids = spec.time_ids(tuple(n * model.vae_scale_factor for n in size))
         model._modules_to_fingerprint = tuple(m for m in (network, *encoders) if m is not None)
         model._tokenizer_size = len(tokenizer)
         model.lora = lora_file
@@ -407,10 +338,8 @@ class DiffusersScoreModel:
 
     def _raw(self, x: torch.Tensor, tt: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """The network's own output (eps, v or flow velocity) in ``x``'s dtype; ``tt`` ``[B]``."""
-        from .families import call_network
-
-        out = call_network(self.family, self.unet, x.to(self.device, self.unet_dtype), tt.to(self.device),
-                           emb.to(self.device, self.unet_dtype), self.conditioning, self.time_ids)
+        out = self.spec.call(self.unet, x.to(self.device, self.unet_dtype), tt.to(self.device),
+                             emb.to(self.device, self.unet_dtype), self.conditioning, self.time_ids)
         self.n_unet_rows += x.shape[0]
         return out.to(x.dtype).to(x.device)
 

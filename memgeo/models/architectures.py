@@ -78,7 +78,8 @@ def sd_v1_random_model(*, sample_size: int = 64, device: str | torch.device = "c
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .adapter import DiffusersScoreModel, schedule_from_config
+    from ..gmm.schedules import NoiseSchedule
+    from .adapter import DiffusersScoreModel
     from .tiny import build_tokenizer, float32_default, sd_scheduler
 
     with float32_default():
@@ -97,7 +98,7 @@ def sd_v1_random_model(*, sample_size: int = 64, device: str | torch.device = "c
         ids = tokenizer(list(prompts), padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
         return text_encoder(ids.to(device))[0]
 
-    model = DiffusersScoreModel(unet, schedule_from_config(sd_scheduler("epsilon").config), encode,
+    model = DiffusersScoreModel(unet, NoiseSchedule.from_diffusers_config(sd_scheduler("epsilon").config), encode,
                                 prediction_type="epsilon", event_shape=(4, sample_size, sample_size), device=device)
     model.tokenizer, model.text_encoder, model.text_encoders = tokenizer, text_encoder, [text_encoder]  # token tools work
     return model

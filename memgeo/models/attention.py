@@ -35,7 +35,8 @@ class _Capture:
 def has_cross_attention(model) -> bool:
     """Whether ``model`` is a diffusers UNet model with cross-attention layers (SD v1/v2, SDXL, the testbed)."""
     unet = getattr(model, "unet", None)
-    return (unet is not None and hasattr(unet, "attn_processors") and getattr(model, "family", "sd") != "sd3"
+    spec = getattr(model, "spec", None)  # a loaded model's family says whether its denoiser has UNet cross-attention
+    return (unet is not None and hasattr(unet, "attn_processors") and getattr(spec, "cross_attention", True)
             and any("attn2" in name for name in unet.attn_processors))
 
 

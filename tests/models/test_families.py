@@ -154,14 +154,12 @@ def test_lora_changes_outputs_and_fingerprint_and_loads_like_a_real_one(family_p
     x, t = initial_noise(base, [0]), base.timesteps(4)[1].item()
     assert float((base.eps(x, t, PROMPT) - tuned.eps(x, t, PROMPT)).abs().max()) > 1e-4
     # the same adapter through the family pipeline's own loader gives the same network outputs
-    from memgeo.models.families import call_network
-
     pipe = _pipeline(folder)
     pipe.load_lora_weights(str(lora.parent), weight_name=lora.name)
     net = pipe.transformer if name == "sd3" else pipe.unet
     emb = tuned.embed(PROMPT, 1)
     with torch.no_grad(), float32_default():
-        ref = call_network(tuned.family, net, x, torch.tensor([t]), emb, tuned.conditioning, tuned.time_ids)
+        ref = tuned.spec.call(net, x, torch.tensor([t]), emb, tuned.conditioning, tuned.time_ids)
     torch.testing.assert_close(raw_prediction(tuned, tuned.eps(x, t, PROMPT), x, t), ref, rtol=1e-4, atol=1e-4)
     assert base.identity == DiffusersScoreModel.from_pretrained(folder).identity  # the base is untouched
 

@@ -1,4 +1,4 @@
-"""Small helpers shared across rooms: even subsampling and atomic file writes."""
+"""Small helpers shared across rooms: even subsampling, atomic file writes and preset tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,22 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows"]
+__all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows", "PRESET_NAMES", "resolve_preset"]
+
+#: The presets of every method table: the paper's released code and memgeo's default.
+PRESET_NAMES = ("memgeo", "official")
+
+
+def resolve_preset(table: dict, name: str, preset: str, **given) -> dict:
+    """The options of the method ``name`` of ``table`` (method -> preset -> options) under ``preset``, overridden by
+    every ``given`` value that is not None."""
+    if name not in table:
+        raise ValueError(f"no presets for {name!r}; methods with presets: {sorted(table)}")
+    if preset not in PRESET_NAMES:
+        raise ValueError(f"preset must be one of {PRESET_NAMES}, got {preset!r}")
+    out = dict(table[name][preset])
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
 
 
 def draw_rows(draw, generator, rows: int, dim: int):

@@ -10,19 +10,35 @@ the functions here.
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
 from .geometry import jvp
 from .parameterization import from_eps
 
-__all__ = ["ANISOTROPY_WEIGHTS", "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness", "gap_sharpness_field",
+__all__ = ["ANISOTROPY_WEIGHTS", "OBJECTIVES", "GapObjective", "gap_objective", "timestep_value", "first_timestep",
+    "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness", "gap_sharpness_field",
     "raw_prediction", "guidance_alignment", "anisotropy_weights", "anisotropy_terms", "combined_score"]
 
 
 #: (g_norm, g_cos, d_ref): the anisotropy weights published for a model family and the latent size they
 #: were tuned at (SD v1: 4x64x64; SD v2: 4x96x96).
 ANISOTROPY_WEIGHTS = {"sd1": (1.0, 2.0, 4 * 64 * 64), "sd2": (1.0, 0.1, 4 * 96 * 96)}
+
+
+def timestep_value(t):
+    """A timestep as a Python number: an int where it is integral (VP models), else a float (flow models)."""
+    v = t.item() if isinstance(t, torch.Tensor) else t
+    return int(v) if float(v).is_integer() else float(v)
+
+
+def first_timestep(model, n_steps: int):
+    """The first timestep of the ``n_steps``-step sampler at which the condition can act: the first, unless it is
+    pure noise (``alpha_t = 0``, a flow model's first step, where ``eps_c = eps_u``), then the second."""
+    ts = model.timesteps(n_steps)
+    first = timestep_value(ts[0])
+    return timestep_value(ts[1]) if float(model.alpha(first)) == 0.0 and len(ts) > 1 else first
 
 
 def sample_norm(v: torch.Tensor) -> torch.Tensor:
@@ -159,3 +175,47 @@ def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, referenc
         return sign * (v - mean) / torch.where(sd > 0, sd, torch.ones_like(sd))
 
     return weights[0] * z(direction, ref_d, -1.0) + weights[1] * z(magnitude, ref_m, 1.0)
+
+
+class GapObjective(NamedTuple):
+    """A differentiable memorization objective on pure noise: ``fn(model, x_T, cond, n_steps, weights) -> [S]`` and
+    the model evaluations one forward and backward pass of it cost per sample."""
+
+    fn: Callable
+    evaluations: int
+    description: str
+
+
+def _gap_norm_objective(model, x_T, cond, n_steps, weights):
+    return gap_norm(model, x_T, first_timestep(model, n_steps), cond)
+
+
+def _anisotropy_objective(model, x_T, cond, n_steps, weights):
+    # the anisotropy signal's combination, with the raw gap norm, at the first and the third-to-last timesteps
+    opts = {"weights": weights, "norm": "raw", "space": "eps"}
+    t_lo = timestep_value(model.timesteps(n_steps)[-3])
+    return anisotropy_terms(model, x_T, cond, first_timestep(model, n_steps), t_lo, opts)[0]
+
+
+def _sharpness_objective(model, x_T, cond, n_steps, weights):
+    return gap_sharpness(model, x_T, first_timestep(model, n_steps), cond)
+
+
+#: The memorization objectives mitigation descends and explanation attributes, as data (name -> objective).
+OBJECTIVES: dict[str, GapObjective] = {
+    "guidance_norm": GapObjective(_gap_norm_objective, 2, "|eps_c - eps_u| at the first timestep (Wen et al. 2024)"),
+    "anisotropy": GapObjective(_anisotropy_objective, 4, "the anisotropy combination with the raw gap norm "
+                                                         "(Asthana & Belagiannis 2026)"),
+    "sharpness": GapObjective(_sharpness_objective, 4, "|J_gap gap| / sigma^2 at the first timestep "
+                                                       "(Jeon et al. 2025)"),
+}
+
+
+def gap_objective(model, x_T: torch.Tensor, cond, name: str, n_steps: int, weights="auto", *,
+                  allowed: tuple[str, ...] | None = None) -> torch.Tensor:
+    """The per-sample objective ``name`` (:data:`OBJECTIVES`) of ``cond`` (a prompt or an embedding) on ``x_T``
+    ``[S]``, differentiable in both; ``allowed`` names the objectives the caller accepts."""
+    allowed = tuple(OBJECTIVES) if allowed is None else allowed
+    if name not in allowed:
+        raise ValueError(f"objective must be one of {allowed}, got {name!r}")
+    return OBJECTIVES[name].fn(model, x_T, cond, n_steps, weights)

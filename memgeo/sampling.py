@@ -99,20 +99,6 @@ class SampleResult:
     actions: list[dict] = field(default_factory=list)
 
 
-def timestep_value(t):
-    """A timestep as a Python number: an int where it is integral (VP models), else a float (flow models)."""
-    v = t.item() if isinstance(t, torch.Tensor) else t
-    return int(v) if float(v).is_integer() else float(v)
-
-
-def first_timestep(model, n_steps: int):
-    """The first timestep of the ``n_steps``-step sampler at which the condition can act: the first, unless it is
-    pure noise (``alpha_t = 0``, a flow model's first step, where ``eps_c = eps_u``), then the second."""
-    ts = model.timesteps(n_steps)
-    first = timestep_value(ts[0])
-    return timestep_value(ts[1]) if float(model.alpha(first)) == 0.0 and len(ts) > 1 else first
-
-
 def _branches(model, x: torch.Tensor, t, cond, a: float, s: float):
     """``(eps_u, eps_c, x0_pair)`` at one step (2 evaluations per row). At pure noise (``alpha_t = 0``, a flow
     model's first step) eps is ``x / sigma`` in both branches and only the raw outputs carry the condition:

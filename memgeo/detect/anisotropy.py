@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..guidance import anisotropy_terms
-from ..sampling import timestep_value
+from ..guidance import timestep_value
 from .common import SignalResult, first_timestep
 from .presets import resolve
 

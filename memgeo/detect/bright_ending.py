@@ -23,7 +23,8 @@ import torch
 
 from ..guidance import sample_norm
 from ..models.attention import end_token_rows, require_cross_attention, token_attention
-from ..sampling import ddim_sample, timestep_value
+from ..guidance import timestep_value
+from ..sampling import ddim_sample
 from .common import SignalResult
 from .presets import resolve
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .._util import draw_rows
-from ..sampling import ddim_sample, repeat_cond, sphere_directions, timestep_value
-from ..sampling import first_timestep as _conditioned_first_timestep
+from ..guidance import first_timestep as _conditioned_first_timestep
+from ..guidance import timestep_value
+from ..sampling import ddim_sample, repeat_cond, sphere_directions
 
 __all__ = ["SignalResult", "first_timestep", "renoise", "stacked_eps", "generate_sample", "mean_cosine_on_sphere",
            "check_region_fractions", "region_windows", "region_max"]
@@ -38,7 +39,7 @@ class SignalResult:
 
 def first_timestep(model, t, n_steps):
     """``t``, or the first timestep of the model's ``n_steps``-step sampler at which the condition acts
-    (:func:`memgeo.sampling.first_timestep`) when ``t`` is None."""
+    (:func:`memgeo.guidance.first_timestep`) when ``t`` is None."""
     return _conditioned_first_timestep(model, n_steps) if t is None else timestep_value(t)
 
 

@@ -11,7 +11,8 @@ from .._checks import check_int
 from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
-from ..sampling import ddim_sample, timestep_value
+from ..guidance import timestep_value
+from ..sampling import ddim_sample
 from .common import SignalResult, generate_sample, stacked_eps
 from .presets import resolve
 

@@ -7,13 +7,12 @@ import math
 import torch
 
 from .._checks import check_int
-from ..guidance import guidance_pair
+from ..guidance import guidance_pair, timestep_value
 from ..sampling import (
     GuidanceNormTracker,
     LatentRecorder,
     ddim_sample,
     repeat_cond,
-    timestep_value,
     trajectory_trackers,
 )
 from .common import SignalResult, mean_cosine_on_sphere

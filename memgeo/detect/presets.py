@@ -1,4 +1,4 @@
-"""Settings of every published method, as data: the paper's released code (``"official"``) and memgeo's default.
+"""Settings of every published detection signal, as data: the paper's released code (``"official"``) and memgeo's default.
 
 Each method has one table row per preset. A function resolves its options with :func:`resolve`:
 an argument the caller gives explicitly wins, anything left as ``None`` comes from the preset. The
@@ -8,9 +8,9 @@ docs/conventions.md, section 4.
 
 from __future__ import annotations
 
-__all__ = ["PRESETS", "PRESET_NAMES", "resolve"]
+from .._util import PRESET_NAMES, resolve_preset
 
-PRESET_NAMES = ("memgeo", "official")
+__all__ = ["PRESETS", "PRESET_NAMES", "resolve"]
 
 PRESETS: dict[str, dict[str, dict]] = {
     # Wen et al., ICLR 2024 (YuxinWenRick/diffusion_memorization)
@@ -58,36 +58,9 @@ PRESETS: dict[str, dict[str, dict]] = {
         "memgeo": {"window": 0.5, "stride": 0.25, "step": 0.1},
         "official": {"window": 0.5, "stride": 0.25, "step": 0.1},
     },
-    # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
-    "adapt_embedding": {
-        "memgeo": {"optimizer": "adam", "lr": 0.05, "max_iters": 30, "target": None, "relative_target": 0.5,
-                   "loss": "mean", "freeze_start_token": False},
-        "official": {"optimizer": "adamw", "lr": 0.05, "max_iters": 10, "target": 3.0, "relative_target": None,
-                     "loss": "frobenius", "freeze_start_token": True},
-    },
-    # Brokman et al., NeurReps 2025 mid-generation steering: a flagged sample gets ``low_guidance`` from step
-    # ``act_from`` (a fraction of the steps) on. memgeo: repel (negative guidance) in the second half, once the
-    # image's layout is fixed, so the caption's content stays and the copied details go; official: guidance off
-    # from the flag on.
-    "steer": {
-        "memgeo": {"threshold": 3.0, "low_guidance": -4.0, "act_from": 0.5},
-        "official": {"threshold": 3.0, "low_guidance": 0.0, "act_from": 0.0},
-    },
-    # Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code
-    "optimize_noise": {
-        "memgeo": {"objective": "sharpness", "lr": 0.05, "max_iters": 20, "threshold": None, "penalty": 1.0},
-        "official": {"objective": "sail", "lr": 0.05, "max_iters": 10, "threshold": 8.2, "penalty": "auto",
-                     "max_rounds": 30},
-    },
 }
 
 
 def resolve(name: str, preset: str, **given) -> dict:
-    """The options of the method ``name`` under ``preset``, overridden by every ``given`` value that is not None."""
-    if name not in PRESETS:
-        raise ValueError(f"no presets for {name!r}; methods with presets: {sorted(PRESETS)}")
-    if preset not in PRESET_NAMES:
-        raise ValueError(f"preset must be one of {PRESET_NAMES}, got {preset!r}")
-    out = dict(PRESETS[name][preset])
-    out.update({k: v for k, v in given.items() if v is not None})
-    return out
+    """The options of the signal ``name`` under ``preset``, overridden by every ``given`` value that is not None."""
+    return resolve_preset(PRESETS, name, preset, **given)

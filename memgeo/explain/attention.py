@@ -8,7 +8,8 @@ import torch
 
 from .._checks import check_int
 from ..models.attention import end_token_rows, require_cross_attention, token_attention
-from ..sampling import initial_noise, timestep_value
+from ..guidance import timestep_value
+from ..sampling import initial_noise
 from .localization import image_map, last_guided_state
 
 __all__ = ["cross_attention_map"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int
-from ..mitigate.embedding import memorization_objective
+from ..guidance import gap_objective
 from ..sampling import initial_noise
 
 __all__ = ["TokenAttribution", "token_attribution"]
@@ -45,9 +45,12 @@ class TokenAttribution:
                 "settings": self.settings}
 
 
-def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: int) -> torch.Tensor:
+#: The signals token attribution explains: differentiable objectives on pure noise (:data:`memgeo.guidance.OBJECTIVES`).
+ATTRIBUTED = ("guidance_norm", "anisotropy")
 
-    return memorization_objective(model, emb, x_T, signal, n_steps, "auto")
+
+def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: int) -> torch.Tensor:
+    return gap_objective(model, x_T, emb, signal, n_steps, "auto", allowed=ATTRIBUTED)
 
 
 def _encode_from_token_embeddings(model, ids: torch.Tensor):
@@ -98,7 +101,7 @@ def token_attribution(
         raise ValueError(f"method must be 'gradient', 'leave_one_out' or 'both', got {method!r}")
     if space not in ("input", "output"):
         raise ValueError(f"space must be 'input' or 'output', got {space!r}")
-    if signal not in ("guidance_norm", "anisotropy"):
+    if signal not in ATTRIBUTED:
         raise ValueError(f"signal must be 'guidance_norm' or 'anisotropy', got {signal!r}")
     if not hasattr(model, "prompt_tokens"):
         raise ValueError(f"{type(model).__name__} has no tokenizer: token attribution needs a text-to-image model")

@@ -23,13 +23,14 @@ from .embedding import (
     AdaptedEmbedding,
     adapt_embedding,
     condition_embedding,
-    memorization_objective,
+    ADAPT_OBJECTIVES,
 )
 from .generate import METHODS, Generation, generate
-from .noise import NoiseOptimization, optimize_noise
+from .noise import NOISE_OBJECTIVES, NoiseOptimization, optimize_noise
+from .presets import PRESETS
 from .steering import SteeringPolicy, SteeringReference, calibrate_steering
 
 __all__ = [
-    "condition_embedding", "memorization_objective", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
+    "condition_embedding", "ADAPT_OBJECTIVES", "NOISE_OBJECTIVES", "PRESETS", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
     "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "Generation", "generate",
 ]

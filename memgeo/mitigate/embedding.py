@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int, check_positive
-from ..detect.presets import resolve
-from ..guidance import anisotropy_terms, gap_norm
-from ..sampling import first_timestep, timestep_value
+from .presets import resolve
+from ..guidance import OBJECTIVES, gap_objective
 
-__all__ = ["condition_embedding", "memorization_objective", "AdaptedEmbedding", "adapt_embedding"]
+__all__ = ["condition_embedding", "ADAPT_OBJECTIVES", "AdaptedEmbedding", "adapt_embedding"]
 
 
 def condition_embedding(model, cond) -> torch.Tensor:
@@ -23,14 +22,8 @@ def condition_embedding(model, cond) -> torch.Tensor:
     raise ValueError(f"{type(model).__name__} offers no condition embedding (needs condition_embedding or embed)")
 
 
-def memorization_objective(model, emb, x_T, name: str, n_steps: int, weights):
-    ts = model.timesteps(n_steps)
-    if name == "guidance_norm":
-        return gap_norm(model, x_T, first_timestep(model, n_steps), emb)
-    if name == "anisotropy":  # the signal's combination with the raw gap norm
-        opts = {"weights": weights, "norm": "raw", "space": "eps"}
-        return anisotropy_terms(model, x_T, emb, first_timestep(model, n_steps), timestep_value(ts[-3]), opts)[0]
-    raise ValueError(f"objective must be 'guidance_norm' or 'anisotropy', got {name!r}")
+#: The objectives prompt-embedding adaptation descends (:data:`memgeo.guidance.OBJECTIVES`).
+ADAPT_OBJECTIVES = ("guidance_norm", "anisotropy")
 
 
 @dataclass
@@ -85,17 +78,19 @@ def adapt_embedding(
     if opts["optimizer"] not in ("adam", "adamw") or opts["loss"] not in ("mean", "frobenius"):
         raise ValueError(f"optimizer must be 'adam' or 'adamw' and loss 'mean' or 'frobenius', "
                          f"got {opts['optimizer']!r} and {opts['loss']!r}")
+    if objective not in ADAPT_OBJECTIVES:
+        raise ValueError(f"objective must be one of {ADAPT_OBJECTIVES}, got {objective!r}")
     if opts["loss"] == "frobenius" and objective != "guidance_norm":
         raise ValueError("loss='frobenius' applies to objective='guidance_norm' only")
     emb = condition_embedding(model, cond).requires_grad_(True)
     freeze = bool(opts["freeze_start_token"]) and emb.dim() == 2
     opt = (torch.optim.AdamW if opts["optimizer"] == "adamw" else torch.optim.Adam)([emb], lr=opts["lr"])
-    per_iter = 2 if objective == "guidance_norm" else 4
+    per_iter = OBJECTIVES[objective].evaluations
     res = AdaptedEmbedding(emb.detach())
     goal = opts["target"]
     for _ in range(max_iters + 1):
         with torch.enable_grad():
-            per_sample = memorization_objective(model, emb, x_T, objective, n_steps, weights)
+            per_sample = gap_objective(model, x_T, emb, objective, n_steps, weights, allowed=ADAPT_OBJECTIVES)
             value = per_sample.pow(2).sum().sqrt() if opts["loss"] == "frobenius" else per_sample.mean()
         res.losses.append(float(value.detach()))
         res.n_evals += per_iter

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-from ..detect.presets import resolve
-from ..guidance import gap_norm, gap_sharpness, guidance_pair, sample_norm
-from ..sampling import first_timestep
+from .presets import resolve
+from ..guidance import OBJECTIVES, first_timestep, gap_objective, guidance_pair, sample_norm
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
 
@@ -27,12 +26,9 @@ class NoiseOptimization:
     threshold: float | None = None
 
 
-def _proxy(model, cond, x, t: int, kind: str):
-    if kind == "guidance_norm":
-        return gap_norm(model, x, t, cond)
-    if kind == "sharpness":  # |(H_c - H_u) s_delta| = |J_gap gap| / sigma^2 (Jeon et al.)
-        return gap_sharpness(model, x, t, cond)
-    raise ValueError(f"objective must be 'sharpness' or 'guidance_norm', got {kind!r}")
+#: The objectives memgeo's noise optimization descends (:data:`memgeo.guidance.OBJECTIVES`); the official preset's
+#: ``"sail"`` is the released loop.
+NOISE_OBJECTIVES = ("sharpness", "guidance_norm")
 
 
 def optimize_noise(
@@ -67,19 +63,20 @@ def optimize_noise(
     if opts["objective"] == "sail":
         return _sail(model, cond, x_T, opts, n_steps, generator)
     objective, threshold, penalty, lr = opts["objective"], opts["threshold"], float(opts["penalty"]), opts["lr"]
+    if objective not in NOISE_OBJECTIVES:
+        raise ValueError(f"objective must be 'sail' or one of {NOISE_OBJECTIVES}, got {objective!r}")
     max_iters = check_int("max_iters", opts["max_iters"], minimum=0)
-    t = first_timestep(model, n_steps)
     d = math.prod(x_T.shape[1:])
     x = x_T.detach().clone().requires_grad_(True)
     r2 = x_T.detach().flatten(1).pow(2).sum(-1)  # |x_T|^2, kept
     opt = torch.optim.Adam([x], lr=lr)
-    per_iter = 2 if objective == "guidance_norm" else 4  # forward (2 or 2 + JVP) and its backward
+    per_iter = OBJECTIVES[objective].evaluations  # forward (2, or 2 + JVP) and its backward
     n_evals, it = 0, 0
     accepted = torch.zeros(x.shape[0], dtype=torch.bool)
     proxy, proxy0 = None, None
     for it in range(max_iters + 1):
         with torch.enable_grad():
-            proxy = _proxy(model, cond, x, t, objective)
+            proxy = gap_objective(model, x, cond, objective, n_steps)
             if proxy0 is None:
                 proxy0 = proxy.detach().clamp_min(torch.finfo(proxy.dtype).tiny)
             shell = ((x.flatten(1).pow(2).sum(-1) - r2) / d) ** 2

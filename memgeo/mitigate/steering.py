@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-from ..detect.presets import resolve
+from .presets import resolve
 from ..guidance import combined_score
 from ..sampling import StepState, ddim_sample, trajectory_trackers
 

@@ -136,7 +136,7 @@ def test_steering_acts_from_its_step_with_its_guidance():
     assert all(not a for a in res.actions[:5]) and all("guidance_scale" in a for a in res.actions[5:])
     switched = ddim_sample(mix, 0, x_T, n_steps=n, policy=lambda st, tr: {"guidance_scale": -4.0} if st.index >= 5 else None)
     torch.testing.assert_close(res.denoised, switched.denoised)
-    from memgeo.detect import PRESETS
+    from memgeo.mitigate import PRESETS
 
     assert PRESETS["steer"]["memgeo"]["low_guidance"] < 0 and PRESETS["steer"]["official"]["low_guidance"] == 0.0
 

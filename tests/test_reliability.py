@@ -92,10 +92,10 @@ def test_edits_new_signals_and_new_settings_compute_exactly_what_is_missing(tmp_
     assert n_rows(out) == 6
     np.testing.assert_array_equal(res.scores("guidance_norm")[1:], base.scores("guidance_norm"))
     # a new signal, and a new setting of an old one, are computed beside the old rows, never mixed with them
-    cfg2 = ScanConfig(signals=("guidance_norm", "anisotropy"), seeds=(0, 1), n_steps=5, anisotropy_weights="sd1")
+    cfg2 = ScanConfig(signals=("guidance_norm", "anisotropy"), seeds=(0, 1), n_steps=5, options={"anisotropy": {"weights": "sd1"}})
     run_scan(model, edited, out, cfg2, progress=False)
     assert n_rows(out) == 12
-    cfg3 = ScanConfig(signals=("anisotropy",), seeds=(0, 1, 2), n_steps=5, anisotropy_weights="sd2")
+    cfg3 = ScanConfig(signals=("anisotropy",), seeds=(0, 1, 2), n_steps=5, options={"anisotropy": {"weights": "sd2"}})
     res3 = run_scan(model, edited, out, cfg3, progress=False)
     assert n_rows(out) == 12 + 9
     sd1 = run_scan(model, edited, out, cfg2, progress=False).scores("anisotropy")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..testbed import testbed_metadata
-from .common import finite_float, no_loading_bars, positive_int
+from .common import no_loading_bars, positive_int, shared_arguments
 
 
 def _bench(args) -> int:
@@ -32,16 +32,12 @@ def _bench(args) -> int:
 
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
-    bench.add_argument("--model", help="testbed folder (default: the embedded testbed)")
-    bench.add_argument("--seeds", type=positive_int, default=4)
-    bench.add_argument("--steps", type=positive_int, default=50)
-    bench.add_argument("--guidance", type=finite_float, default=7.5)
+    shared_arguments(bench, model=dict(help="testbed folder (default: the embedded testbed)"), seeds={}, steps={},
+                     guidance={}, out=dict(default="bench_results", help="folder for tables and plots"), no_progress={})
     bench.add_argument("--mixture-conditions", type=positive_int, default=20, help="memorized and generalizing mixture conditions each")
     bench.add_argument("--trained", action="append", metavar="FOLDER",
                        help="with --mitigation: a testbed trained with mitigation (testbed train --mitigate-threshold), "
                             "generated from plainly beside the inference-time methods (repeatable)")
     bench.add_argument("--max-prompts", type=positive_int, help="evaluate at most this many testbed prompts (half memorized)")
-    bench.add_argument("--out", default="bench_results", help="folder for tables and plots")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
-    bench.add_argument("--no-progress", action="store_true")
     bench.set_defaults(func=_bench)

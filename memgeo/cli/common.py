@@ -6,8 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-__all__ = ["LABELS", "positive_int", "finite_float", "probability", "nonempty_text", "no_loading_bars", "load_model",
-           "explain_target"]
+__all__ = ["LABELS", "SHARED_ARGUMENTS", "shared_arguments", "positive_int", "finite_float", "probability",
+           "nonempty_text", "no_loading_bars", "load_model", "explain_target"]
 
 LABELS = {"1": 1, "mem": 1, "memorized": 1, "0": 0, "nmem": 0, "ordinary": 0, "auto": None}
 
@@ -49,6 +49,35 @@ def nonempty_text(text: str) -> str:
     return text
 
 
+#: The arguments several commands take, declared once: keyword name -> ``add_argument`` options. A command takes
+#: them through :func:`shared_arguments`, and may set its own default, help or ``required`` for one.
+SHARED_ARGUMENTS: dict[str, dict] = {
+    "model": dict(help="model folder (Stable Diffusion layout; default: the embedded testbed)"),
+    "lora": dict(help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' "
+                      "loader"),
+    "seeds": dict(type=positive_int, default=4, help="initial-noise seeds per prompt"),
+    "steps": dict(type=positive_int, default=50, help="DDIM steps"),
+    "guidance": dict(type=finite_float, default=7.5, help="classifier-free guidance scale"),
+    "out": dict(help="where the results go"),
+    "device": dict(default="cpu", help="where the networks run (cpu, cuda)"),
+    "no_progress": dict(action="store_true", help="no progress bars"),
+}
+
+
+def shared_arguments(parser, **chosen) -> None:
+    """Add the shared arguments named as keywords (``model={}``, ``seeds={"default": 8}``, ...) to one argument group
+    of ``parser``, each with :data:`SHARED_ARGUMENTS`' options updated by the given ones; the help says the default."""
+    group = parser.add_argument_group("common options")
+    for name, overrides in chosen.items():
+        if name not in SHARED_ARGUMENTS:
+            raise ValueError(f"no shared argument {name!r}; shared: {sorted(SHARED_ARGUMENTS)}")
+        options = {**SHARED_ARGUMENTS[name], **overrides}
+        default = options.get("default")
+        if default is not None and options.get("action") is None and "default" not in options.get("help", ""):
+            options["help"] = f"{options.get('help', '')} (default {default})".strip()
+        group.add_argument("--" + name.replace("_", "-"), **options)
+
+
 def no_loading_bars() -> None:
     """Silence the weight-loading progress bars of diffusers and transformers (for --no-progress)."""
     import diffusers
@@ -77,10 +106,21 @@ def explain_target(out: Path, name: str, record: dict) -> Path:
 
 
 def load_model(args):
-    """``(model, folder)``: ``--model`` (default: the embedded testbed), loaded as :func:`~memgeo.testbed.load_model_folder` does."""
+    """``(model, folder)``: ``--model`` (default: the embedded testbed) with ``--lora``, and where the command takes
+    them ``--device``, ``--dtype`` and ``--allow-download``, loaded as :func:`~memgeo.testbed.load_model_folder` does:
+    every command loads its model here."""
+    import torch
+
     from ..testbed import TESTBED_DIR, load_model_folder
 
     if args.no_progress:
         no_loading_bars()
     path = Path(args.model) if args.model else TESTBED_DIR
-    return load_model_folder(path, lora=getattr(args, "lora", None)), path
+    options = {"lora": getattr(args, "lora", None)}
+    if getattr(args, "device", None) is not None:
+        options["device"] = args.device
+    if getattr(args, "dtype", None) is not None:
+        options["dtype"] = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    if getattr(args, "allow_download", False):
+        options["allow_download"] = True
+    return load_model_folder(path, **options), path

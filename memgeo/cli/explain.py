@@ -6,13 +6,7 @@ from pathlib import Path
 
 from .._util import atomic_write_text
 from ..testbed import testbed_folder, testbed_metadata
-from .common import (
-    explain_target,
-    finite_float,
-    load_model,
-    nonempty_text,
-    positive_int,
-)
+from .common import explain_target, load_model, nonempty_text, positive_int, shared_arguments
 
 
 def _explain(args) -> int:
@@ -69,22 +63,20 @@ def _localize(args) -> int:
 
 
 def register(sub) -> None:
-    def prompt_command(name: str, func, help: str, seeds: int):
+    from ..explain.attribution import ATTRIBUTED
+
+    def prompt_command(name: str, func, help: str, seeds: int, **extra):
         cmd = sub.add_parser(name, help=help)
         cmd.add_argument("--prompt", required=True, type=nonempty_text)
-        cmd.add_argument("--out", required=True, help=f"folder for {name}.json and {name}.png")
-        cmd.add_argument("--model", help="model folder (default: the embedded testbed)")
-        cmd.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
-        cmd.add_argument("--seeds", type=positive_int, default=seeds)
-        cmd.add_argument("--no-progress", action="store_true")
+        shared_arguments(cmd, out=dict(required=True, help=f"folder for {name}.json and {name}.png"), model={}, lora={},
+                         seeds=dict(default=seeds), **extra, no_progress={})
         cmd.set_defaults(func=func)
         return cmd
 
     ex = prompt_command("explain", _explain, "which tokens of a prompt drive its memorization signal "
-                                             "(gradient and leave-one-out)", seeds=4)
-    ex.add_argument("--signal", choices=("guidance_norm", "anisotropy"), default="guidance_norm")
-    ex.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (the signal is taken at the first)")
-    lo = prompt_command("localize", _localize, "where in the image a prompt is memorized: a per-pixel map", seeds=8)
-    lo.add_argument("--steps", type=positive_int, default=50)
-    lo.add_argument("--guidance", type=finite_float, default=7.5)
+                                             "(gradient and leave-one-out)", seeds=4,
+                        steps=dict(help="DDIM steps (the signal is taken at the first)"))
+    ex.add_argument("--signal", choices=ATTRIBUTED, default=ATTRIBUTED[0])
+    lo = prompt_command("localize", _localize, "where in the image a prompt is memorized: a per-pixel map", seeds=8,
+                        steps={}, guidance={})
     lo.add_argument("--step", type=positive_int, help="DDIM step of the map (default: where the signal-to-noise ratio reaches 1)")

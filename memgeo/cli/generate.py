@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import atomic_write_text
-from ..detect.presets import PRESET_NAMES
+from .._util import PRESET_NAMES
 from ..plotting import save_image_grid
-from .common import finite_float, load_model, nonempty_text, positive_int
+from .common import finite_float, load_model, nonempty_text, shared_arguments
 
 
 def _generate(args) -> int:
@@ -55,18 +55,15 @@ def _generate(args) -> int:
 
 
 def register(sub) -> None:
+    from ..mitigate import METHODS
+
     gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
     gen.add_argument("--prompt", required=True, type=nonempty_text)
-    gen.add_argument("--model", help="model folder (default: the embedded testbed)")
-    gen.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
-    gen.add_argument("--mitigate", choices=["none", "guidance", "embedding", "noise", "steer"], default="none")
+    shared_arguments(gen, model={}, lora={}, seeds=dict(default=8), steps={}, guidance={},
+                     out=dict(default="generations", help="folder for samples.png and signals.json"), no_progress={})
+    gen.add_argument("--mitigate", choices=METHODS, default=METHODS[0])
     gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
     gen.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",
                      help="settings of the embedding and noise mitigations: memgeo or official (the released code)")
-    gen.add_argument("--seeds", type=positive_int, default=8)
-    gen.add_argument("--steps", type=positive_int, default=50)
-    gen.add_argument("--guidance", type=finite_float, default=7.5)
     gen.add_argument("--reference-prompts", help="ordinary prompts to calibrate steering on (non-testbed models)")
-    gen.add_argument("--out", default="generations", help="folder for samples.png and signals.json")
-    gen.add_argument("--no-progress", action="store_true")
     gen.set_defaults(func=_generate)

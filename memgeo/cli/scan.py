@@ -6,17 +6,13 @@ import os
 import sys
 from pathlib import Path
 
-from ..detect import SIGNALS
-from ..detect.presets import PRESET_NAMES
-from ..testbed import TESTBED_DIR, load_model_folder
-from .common import LABELS, finite_float, no_loading_bars, positive_int, probability
+from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS
+from .common import LABELS, load_model, positive_int, probability, shared_arguments
 
 
 def _scan(args) -> int:
-    import torch
-
     from ..scan.readers import read_prompts
-    from ..scan.run import ScanConfig, ScanInterrupted, resolve_flipd_t, run_scan
+    from ..scan.run import ScanConfig, ScanInterrupted, resolve_probe_times, run_scan
 
     if args.labels and len(args.labels) != len(args.prompts):
         raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
@@ -32,23 +28,19 @@ def _scan(args) -> int:
                     r.label = LABELS[lab]
         records += recs
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
-                     guidance_scale=args.guidance, anisotropy_weights=args.weights, n_directions=args.directions,
-                     preset=args.preset)
+                     guidance_scale=args.guidance, n_directions=args.directions, preset=args.preset,
+                     options=_signal_options(args))
     if args.rank_by is not None and args.rank_by not in cfg.signals:
         raise ValueError(f"--rank-by must be one of the scanned --signals {list(cfg.signals)}, got {args.rank_by!r}")
     ref_records = [r for path in args.reference for r in read_prompts(path)] if args.reference else None
-    if args.no_progress:
-        no_loading_bars()
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
-    path = args.model if args.model is not None else TESTBED_DIR  # the embedded testbed by default
-    model = load_model_folder(path, device=args.device, dtype=dtype, allow_download=args.allow_download, lora=args.lora)
+    model, _ = load_model(args)
     training = None
     if args.training_images:  # checked (and encoded) before any signal is computed
         from ..scan.audit import load_training_images
 
         training = load_training_images(model, args.training_images)
-    if ref_records:  # FLIPD's probe time from the reference prompts, the same for both scans
-        cfg = resolve_flipd_t(model, cfg, [r.text for r in ref_records])
+    if ref_records:  # probe times chosen from the reference prompts, the same for both scans
+        cfg = resolve_probe_times(model, cfg, [r.text for r in ref_records])
     try:
         result = run_scan(model, records, args.out, cfg, progress=not args.no_progress, batch_size=args.batch_size)
         reference = None
@@ -107,10 +99,12 @@ def _scan_report(args, result, reference, cfg) -> None:
 
 
 def register(sub) -> None:
-
     scan = sub.add_parser("scan", help="compute memorization signals for prompt files on a checkpoint (resumable)")
-    scan.add_argument("--model", help="Stable Diffusion folder (or hub id with --allow-download); default: the embedded testbed")
-    scan.add_argument("--lora", help="a LoRA adapter (.safetensors, or a folder holding one) loaded onto --model through diffusers' loader")
+    shared_arguments(scan, model=dict(help="Stable Diffusion folder (or hub id with --allow-download); default: the "
+                                           "embedded testbed"),
+                     lora={}, seeds={}, steps={}, guidance={},
+                     out=dict(required=True, help="results file (JSON lines; an existing one is resumed)"),
+                     device={}, no_progress={})
     scan.add_argument("--training-images", metavar="FOLDER",
                       help="a fine-tune audit: report which prompts' generations copy these images (decoded by the "
                            "model's VAE; nearest / second-nearest distinct image distance below --copy-ratio, whole "
@@ -120,19 +114,19 @@ def register(sub) -> None:
                            "training image is below this fraction of that to the second nearest (default 1/3, Gu et al.)")
     scan.add_argument("--prompts", nargs="+", required=True, help="prompt files: .jsonl (caption), .txt, .csv (Caption)")
     scan.add_argument("--labels", nargs="+", help="one label per prompt file: mem|1, nmem|0, or auto (from the file)")
-    scan.add_argument("--signals", nargs="+", default=["guidance_norm", "anisotropy", "sharpness"], choices=sorted(SIGNALS),
-                      metavar="SIGNAL", help=f"signals to compute (default: guidance_norm anisotropy sharpness; all: {' '.join(SIGNALS)})")
-    scan.add_argument("--seeds", type=positive_int, default=4, help="initial-noise seeds per prompt (default 4)")
-    scan.add_argument("--out", required=True, help="results file (JSON lines; an existing one is resumed)")
-    scan.add_argument("--steps", type=positive_int, default=50, help="DDIM steps (default 50)")
-    scan.add_argument("--guidance", type=finite_float, default=7.5, help="classifier-free guidance scale (default 7.5)")
+    scan.add_argument("--signals", nargs="+", default=list(DEFAULT_SIGNALS), choices=sorted(SIGNALS),
+                      metavar="SIGNAL", help=f"signals to compute (default: {' '.join(DEFAULT_SIGNALS)}; all: "
+                                             f"{' '.join(SIGNALS)})")
     scan.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",
                       help="signal settings: memgeo (defaults that hold on any model) or official (each paper's "
                            "released code); see docs/conventions.md")
-    scan.add_argument("--weights", choices=["auto", "sd1", "sd2"], default="auto",
-                      help="anisotropy weights (default auto: sd1 for epsilon models, sd2 for v-prediction)")
     scan.add_argument("--directions", type=positive_int, help="kappa-delta directions per step, and 4x as many p-Laplace "
                                                      "directions (default: the preset's, 4 and 16 under memgeo)")
+    signal_options = scan.add_argument_group("options of one signal (memgeo.detect.SIGNALS)")
+    for name, spec in SIGNALS.items():
+        for option in spec.extra:
+            signal_options.add_argument(option.flag, dest=f"option:{name}:{option.name}", choices=option.choices,
+                                        type=option.type, help=f"{name}: {option.help}")
     scan.add_argument("--limit", type=positive_int, help="take at most this many prompts from each file")
     scan.add_argument("--reference", nargs="+", metavar="FILE",
                       help="unlabelled ordinary prompts: each signal's threshold is their (1 - fpr) quantile, and "
@@ -144,8 +138,16 @@ def register(sub) -> None:
     scan.add_argument("--batch-size", type=positive_int, default=8,
                       help="prompts (all their seeds) per model call, for every signal (generation signals: each row "
                            "with its own seeded directions; default 8; results equal those of 1)")
-    scan.add_argument("--device", default="cpu")
     scan.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="dtype of the estimator math")
     scan.add_argument("--allow-download", action="store_true", help="allow fetching a hub id (off by default)")
-    scan.add_argument("--no-progress", action="store_true")
     scan.set_defaults(func=_scan)
+
+
+def _signal_options(args) -> dict:
+    """``{signal: {option: value}}`` from the flags of :data:`~memgeo.detect.SIGNALS`' options that were given."""
+    options: dict = {}
+    for key, value in vars(args).items():
+        if key.startswith("option:") and value is not None:
+            _, name, option = key.split(":")
+            options.setdefault(name, {})[option] = value
+    return options

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._util import atomic_write_text
 from ..testbed.train import REGIMES
-from .common import finite_float, no_loading_bars, positive_int
+from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
 
 def _testbed_train(args) -> int:
@@ -89,44 +89,41 @@ def register(sub) -> None:
     tb = sub.add_parser("testbed", help="the memorization testbed: train it, or measure which prompts it memorized")
     tb_sub = tb.add_subparsers(dest="testbed_command", required=True)
     train = tb_sub.add_parser("train", help="train the testbed (seeded, resumable from its checkpoint)")
-    train.add_argument("--out", required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint there)")
+    shared_arguments(train, out=dict(required=True, help="output folder (Stable Diffusion layout; resumes a checkpoint "
+                                                         "there)"),
+                     steps=dict(default=None, help="training steps of batch 64 (default: the regime's)"),
+                     device=dict(help="where the networks train (cpu, cuda); the data drawn is the same"), no_progress={})
     train.add_argument("--regime", choices=tuple(REGIMES), default="small-data",
                        help="the training data and schedule (memgeo.testbed.REGIMES, where each is described): "
                             + ", ".join(f"{name} ({spec['steps']} steps)" for name, spec in REGIMES.items()))
-    train.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's)")
     train.add_argument("--batch-size", type=positive_int, default=64)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=positive_int, default=500)
     train.add_argument("--snapshot-every", type=positive_int, metavar="N",
                        help="also save the model every N steps in OUT/snapshots/step-N, loadable while the run goes on")
-    train.add_argument("--device", default="cpu", help="where the networks train (cpu, cuda); the data drawn is the same")
     train.add_argument("--lr-decay-steps", type=int, metavar="N",
                        help="decay the learning rate linearly towards 0 over the last N steps (default: the regime's, "
                             "else a constant rate); a constant-rate checkpoint resumes into a decay that starts at it")
     train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
                        help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
-    train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=_testbed_train)
     ft = tb_sub.add_parser("finetune", help="LoRA fine-tune a trained testbed on new canvases with known copies "
                                             "(REGIMES['finetune']; resumable)")
     ft.add_argument("--base", help="the trained testbed folder to fine-tune (default: the embedded testbed)")
-    ft.add_argument("--out", required=True, help="output folder: the LoRA adapter and testbed.json (resumes a checkpoint there)")
-    ft.add_argument("--steps", type=positive_int, help="training steps of batch 64 (default: the regime's)")
+    shared_arguments(ft, out=dict(required=True, help="output folder: the LoRA adapter and testbed.json (resumes a "
+                                                      "checkpoint there)"),
+                     steps=dict(default=None, help="training steps of batch 64 (default: the regime's)"), device={},
+                     no_progress={})
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--checkpoint-every", type=positive_int, default=250)
     ft.add_argument("--snapshot-every", type=positive_int, metavar="N", help="also save the adapter every N steps")
-    ft.add_argument("--device", default="cpu")
-    ft.add_argument("--no-progress", action="store_true")
     ft.set_defaults(func=_testbed_finetune)
     truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
-    truth.add_argument("--model", help="testbed folder (default: the embedded testbed)")
-    truth.add_argument("--out", help="where to write the testbed.json with the measured rates (default: the --model "
-                                     "folder's testbed.json; required for the embedded testbed, which is never rewritten)")
-    truth.add_argument("--seeds", type=positive_int, default=16)
-    truth.add_argument("--steps", type=positive_int, default=50)
-    truth.add_argument("--guidance", type=finite_float, default=7.5)
+    shared_arguments(truth, model=dict(help="testbed folder (default: the embedded testbed)"),
+                     out=dict(help="where to write the testbed.json with the measured rates (default: the --model "
+                                   "folder's testbed.json; required for the embedded testbed, which is never rewritten)"),
+                     seeds=dict(default=16), steps={}, guidance={}, no_progress={})
     truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "
                                                        "nearest training images: what each label means")
-    truth.add_argument("--no-progress", action="store_true")
     truth.set_defaults(func=_testbed_truth)

@@ -25,11 +25,11 @@ from .metrics import (
 from .p_laplace import p_laplace_flux, p_laplace_released
 from .presets import PRESET_NAMES, PRESETS, resolve
 from .regional_sharpness import regional_sharpness
-from .registry import SIGNALS, SignalSpec, runnable_signals
+from .registry import COST_REFERENCE, DEFAULT_SIGNALS, SIGNALS, SignalOption, SignalSpec, runnable_signals
 from .sharpness import sharpness
 
 __all__ = [
-    "SIGNALS", "SignalSpec", "runnable_signals", "SignalResult", "PRESETS", "PRESET_NAMES", "resolve",
+    "SIGNALS", "SignalSpec", "SignalOption", "DEFAULT_SIGNALS", "COST_REFERENCE", "runnable_signals", "SignalResult", "PRESETS", "PRESET_NAMES", "resolve",
     "guidance_norm", "anisotropy", "sharpness", "regional_sharpness", "p_laplace_flux", "p_laplace_released", "kappa_delta",
     "kappa_delta_released", "flipd_signal", "flipd_t0", "bright_ending", "bright_ending_mask",
     "branch_diagnostic", "BRANCH_CURVES", "caption_baseline", "uppercase_fraction",

@@ -10,21 +10,52 @@ command line's ``--directions`` sets its directions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..guidance import ANISOTROPY_WEIGHTS
 from .anisotropy import anisotropy
 from .bright_ending import bright_ending
-from .flipd import flipd_signal
+from .flipd import flipd_signal, flipd_t0
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
-from .presets import PRESETS
+from .presets import PRESETS, resolve
 from .regional_sharpness import regional_sharpness
 from .sharpness import sharpness
 
-__all__ = ["SignalSpec", "SIGNALS", "runnable_signals"]
+__all__ = ["SignalSpec", "SignalOption", "SIGNALS", "DEFAULT_SIGNALS", "COST_REFERENCE", "runnable_signals"]
+
+
+@dataclass(frozen=True)
+class SignalOption:
+    """An option of one signal that a scan carries and the command line sets (beyond the shared ones).
+
+    Attributes:
+        name: the signal function's keyword.
+        flag: the command line's flag (``memgeo scan``).
+        help: what it sets.
+        default: its value where none is given (None: the option is not passed, the preset decides).
+        choices: the values it takes (None: any value ``type`` reads).
+        type: converts a command-line string (None: kept as text).
+    """
+
+    name: str
+    flag: str
+    help: str
+    default: Any = None
+    choices: tuple | None = None
+    type: Callable | None = None
+
+
+def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
+    """FLIPD's probe time chosen once from ``texts`` where the preset's ``t`` is ``"auto"`` and none is given, so
+    that every row is probed at one t and the t enters each row's settings."""
+    if options.get("t") is not None or resolve("flipd", preset)["t"] != "auto":
+        return {}
+    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps,
+                          method=resolve("flipd", preset)["method"])}
 
 
 @dataclass(frozen=True)
@@ -44,6 +75,12 @@ class SignalSpec:
         reference: its probe time is chosen from the set of prompts scored (``reference=``).
         directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
         cross_attention: it reads a UNet's cross-attention (not defined for a mixture or SD3's transformer).
+        extra: its own options (:class:`SignalOption`) that a scan carries and the command line sets.
+        probe_time: ``probe_time(model, texts, *, preset, guidance_scale, n_steps, options) -> dict``: options fixed
+            once from the prompts a scan scores (the scanned or reference prompts), before any row (None: none).
+        default_scan: it is among the signals a scan computes when none are named.
+        terms: the names of its result's ``extras`` that are its terms, each a detector alone, oriented as the
+            combination (reported beside it by preset comparisons).
     """
 
     name: str
@@ -55,6 +92,10 @@ class SignalSpec:
     reference: bool = False
     directions: int | None = None
     cross_attention: bool = False
+    extra: tuple[SignalOption, ...] = ()
+    probe_time: Callable | None = None
+    default_scan: bool = False
+    terms: tuple[str, ...] = ()
 
     def __call__(self, model, cond, x_T, **options):
         return self.fn(model, cond, x_T, **options)
@@ -80,19 +121,31 @@ class SignalSpec:
 
 
 SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
-    SignalSpec("guidance_norm", guidance_norm, "Wen et al., ICLR 2024", guided=True, batched=True),
-    SignalSpec("anisotropy", anisotropy, "Asthana & Belagiannis, ICLR 2026", batched=True),
-    SignalSpec("sharpness", sharpness, "Jeon et al., ICML 2025", batched=True),
+    SignalSpec("guidance_norm", guidance_norm, "Wen et al., ICLR 2024", guided=True, batched=True, default_scan=True),
+    SignalSpec("anisotropy", anisotropy, "Asthana & Belagiannis, ICLR 2026", batched=True, default_scan=True,
+               terms=("norm", "cos"),
+               extra=(SignalOption("weights", "--weights", "anisotropy weights (default auto: sd1 for epsilon models, "
+                                   "sd2 for v-prediction)", default="auto", choices=("auto", *ANISOTROPY_WEIGHTS)),)),
+    SignalSpec("sharpness", sharpness, "Jeon et al., ICML 2025", batched=True, default_scan=True),
     SignalSpec("p_laplace", p_laplace_flux, "Brokman et al., SSVM 2025", generates=True, guided=True, batched=True,
                directions=4),
     SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, batched=True,
                directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
-               batched=True, reference=True),
+               batched=True, reference=True, probe_time=_flipd_probe_time,
+               extra=(SignalOption("t", "--flipd-t", "FLIPD's probe timestep (default: the preset's; auto chooses "
+                                   "it once from the scanned or --reference prompts)", type=int),)),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),
 )}
+
+
+#: The signals a scan computes when none are named.
+DEFAULT_SIGNALS: tuple[str, ...] = tuple(name for name, spec in SIGNALS.items() if spec.default_scan)
+
+#: The signal every other's cost is reported against (two evaluations per sample).
+COST_REFERENCE = "guidance_norm"
 
 
 def runnable_signals(model, names=None) -> tuple[str, ...]:

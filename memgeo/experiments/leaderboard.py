@@ -22,7 +22,7 @@ import torch
 
 from .._checks import check_int
 from .._util import atomic_write_text, spread
-from ..detect import SIGNALS, bootstrap_metrics, detection_metrics, runnable_signals
+from ..detect import COST_REFERENCE, SIGNALS, bootstrap_metrics, detection_metrics, runnable_signals
 from ..plotting import plot_duplication_curve, plot_trajectory_auroc
 from ..sampling import initial_noise
 from ..testbed.labels import (
@@ -153,7 +153,7 @@ def caption_baseline_row(texts, labels, *, seeds: int = 1, convention: str = "st
 def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
     """A markdown table of the rows (with 95% bootstrap intervals over prompts where computed), and
     cost ratios to the guidance norm where it is present."""
-    base = next((r for r in rows if r.signal == "guidance_norm"), None)
+    base = next((r for r in rows if r.signal == COST_REFERENCE), None)
     conv = rows[0].convention if rows else "strict"
     head = f"| signal | AUROC | TPR@1%FPR ({conv}) | TPR@3%FPR ({conv}) | evals/sample | JVPs/sample | s/condition |"
     if base:

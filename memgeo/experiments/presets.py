@@ -40,11 +40,10 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
                 res = SIGNALS[name](model, c, x_T, **kw)
                 scores.append(res.score.detach().double().numpy())
                 n_evals = res.n_evals
-                if name == "anisotropy":  # each term alone, oriented as the combination
-                    for term in ("norm", "cos"):
-                        parts.setdefault(term, []).append(res.extras[term].detach().double().numpy())
+                for term in SIGNALS[name].terms:  # each term alone, oriented as the combination
+                    parts.setdefault(term, []).append(res.extras[term].detach().double().numpy())
                 bar.update(1)
-            entries = [(name, scores)] + [(f"anisotropy: {t} term alone", v) for t, v in parts.items()]
+            entries = [(name, scores)] + [(f"{name}: {t} term alone", v) for t, v in parts.items()]
             for label, vals in entries:
                 s = np.stack(vals)  # [prompts, seeds]
                 ok = np.isfinite(s).all(1)

@@ -14,7 +14,7 @@ from .run import (
     ScanResult,
     model_identity,
     prompt_scores,
-    resolve_flipd_t,
+    resolve_probe_times,
     run_scan,
     summarize,
     unique_prompts,
@@ -23,6 +23,6 @@ from .store import STORE_FORMAT, STORE_VERSION, ResultStore, settings_digest
 
 __all__ = [
     "PromptRecord", "parse_bool", "read_prompts", "ResultStore", "settings_digest", "STORE_FORMAT", "STORE_VERSION",
-    "ScanConfig", "ScanInterrupted", "ScanResult", "run_scan", "resolve_flipd_t", "unique_prompts", "model_identity",
+    "ScanConfig", "ScanInterrupted", "ScanResult", "run_scan", "resolve_probe_times", "unique_prompts", "model_identity",
     "summarize", "prompt_scores", "Calibration", "calibrate", "report_rows", "format_report", "write_report",
 ]

@@ -25,13 +25,12 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from ..detect import PRESET_NAMES, SIGNALS, detection_metrics, flipd_t0
-from ..detect.presets import resolve
+from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics
 from ..sampling import initial_noise
 from .readers import PromptRecord
 from .store import ResultStore, settings_digest
 
-__all__ = ["ScanConfig", "resolve_flipd_t", "ScanInterrupted", "ScanResult", "model_identity", "unique_prompts", "run_scan", "prompt_scores", "summarize"]
+__all__ = ["ScanConfig", "resolve_probe_times", "ScanInterrupted", "ScanResult", "model_identity", "unique_prompts", "run_scan", "prompt_scores", "summarize"]
 
 
 @dataclass
@@ -39,20 +38,20 @@ class ScanConfig:
     """Options of a scan: signal names, seeds, sampler steps, guidance scale and signal options.
 
     ``preset``: ``"memgeo"`` (defaults that hold on any model) or ``"official"`` (each paper's
-    released settings). ``anisotropy_weights``: ``"auto"`` follows the model's prediction type.
-    ``n_directions``: None takes the preset's; a number sets kappa-delta's directions per step and
-    four times as many p-Laplace directions. ``flipd_t``: FLIPD's probe time; None under a preset
-    whose ``t`` is ``"auto"`` lets :func:`run_scan` choose it from the scanned prompts (:func:`resolve_flipd_t`).
+    released settings). ``n_directions``: None takes the preset's; a number sets kappa-delta's directions per step
+    and four times as many p-Laplace directions. ``options``: per signal, its own options
+    (``{signal: {option: value}}``, the :class:`~memgeo.detect.SignalOption` entries of its registry entry: for
+    example anisotropy's ``weights``, ``"auto"`` following the model's prediction type, and FLIPD's probe time
+    ``t``, which :func:`resolve_probe_times` chooses from the scanned prompts where the preset says ``"auto"``).
     """
 
-    signals: tuple[str, ...] = ("guidance_norm", "anisotropy", "sharpness")
+    signals: tuple[str, ...] = DEFAULT_SIGNALS
     seeds: tuple[int, ...] = (0,)
     n_steps: int = 50
     guidance_scale: float = 7.5
-    anisotropy_weights: str = "auto"
     n_directions: int | None = None
     preset: str = "memgeo"
-    flipd_t: int | None = None
+    options: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.signals, self.seeds = tuple(self.signals), tuple(int(s) for s in self.seeds)
@@ -67,15 +66,28 @@ class ScanConfig:
             raise ValueError(f"seeds must not repeat, got {self.seeds}")
         if self.preset not in PRESET_NAMES:
             raise ValueError(f"preset must be one of {PRESET_NAMES}, got {self.preset!r}")
+        self.options = {name: dict(given) for name, given in dict(self.options).items()}
+        for name, given in self.options.items():
+            if name not in SIGNALS:
+                raise ValueError(f"options names an unknown signal {name!r}; choose from {sorted(SIGNALS)}")
+            known = {o.name: o for o in SIGNALS[name].extra}
+            for key, value in given.items():
+                if key not in known:
+                    raise ValueError(f"options[{name!r}] has no option {key!r}; {name} takes {sorted(known) or 'none'}")
+                if value is not None and known[key].choices is not None and value not in known[key].choices:
+                    raise ValueError(f"options[{name!r}][{key!r}] must be one of {known[key].choices}, got {value!r}")
+
+    def signal_options(self, name: str) -> dict:
+        """The signal's own options: each given value, else its default; those left at None are not passed."""
+        given = self.options.get(name, {})
+        values = {o.name: given.get(o.name, o.default) for o in SIGNALS[name].extra}
+        return {k: v for k, v in values.items() if v is not None}
 
     def signal_kwargs(self, name: str) -> dict:
         """Keyword arguments of ``SIGNALS[name]`` (without the random generator)."""
         kw = SIGNALS[name].options(n_steps=self.n_steps, preset=self.preset, guidance_scale=self.guidance_scale,
                                    n_directions=self.n_directions)
-        if name == "anisotropy":
-            kw["weights"] = self.anisotropy_weights
-        if name == "flipd" and self.flipd_t is not None:
-            kw["t"] = int(self.flipd_t)
+        kw.update(self.signal_options(name))
         return kw
 
     def settings(self, name: str, model) -> dict:
@@ -87,15 +99,21 @@ class ScanConfig:
         return out
 
 
-def resolve_flipd_t(model, cfg: ScanConfig, texts) -> ScanConfig:
-    """``cfg`` with FLIPD's probe time fixed, where it scans FLIPD with ``t="auto"``: chosen once from
-    ``texts`` (the scanned prompts, or unlabelled reference prompts) by :func:`~memgeo.detect.flipd_t0`,
-    so that every row is probed at one t and the t is part of each row's settings digest."""
-    if "flipd" not in cfg.signals or cfg.flipd_t is not None or resolve("flipd", cfg.preset)["t"] != "auto":
-        return cfg
-    t0 = flipd_t0(model, list(texts), guidance_scale=cfg.guidance_scale, n_steps=cfg.n_steps,
-                  method=resolve("flipd", cfg.preset)["method"])
-    return dataclasses.replace(cfg, flipd_t=t0)
+def resolve_probe_times(model, cfg: ScanConfig, texts) -> ScanConfig:
+    """``cfg`` with every probe time fixed that a scanned signal chooses from the prompts it scores
+    (:attr:`~memgeo.detect.SignalSpec.probe_time`; FLIPD's ``t`` under a preset that says ``"auto"``): chosen once
+    from ``texts`` (the scanned prompts, or unlabelled reference prompts), so that every row is probed at one time
+    and that time is part of each row's settings digest."""
+    options = {name: dict(given) for name, given in cfg.options.items()}
+    for name in cfg.signals:
+        hook = SIGNALS[name].probe_time
+        if hook is None:
+            continue
+        fixed = hook(model, texts, preset=cfg.preset, guidance_scale=cfg.guidance_scale, n_steps=cfg.n_steps,
+                     options=cfg.signal_options(name))
+        if fixed:
+            options.setdefault(name, {}).update(fixed)
+    return dataclasses.replace(cfg, options=options)
 
 
 class ScanInterrupted(KeyboardInterrupt):
@@ -220,7 +238,7 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
     if not records:
         raise ValueError("records is empty: there are no prompts to scan")
     prompts = unique_prompts(records)
-    cfg = resolve_flipd_t(model, cfg, [p.text for p in prompts])
+    cfg = resolve_probe_times(model, cfg, [p.text for p in prompts])
     rank, world, barrier = _process_state()
     ident = model_identity(model)
     digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memgeo._util import spread
 from memgeo.detect import auroc, bootstrap_metrics, flipd_signal, flipd_t0
-from memgeo.detect.flipd import _lid
+from memgeo.detect.flipd import local_intrinsic_dimension
+from memgeo.experiments import spread
 from memgeo.sampling import ddim_sample, initial_noise
 from memgeo.testbed import load_testbed, testbed_kinds, testbed_labels, testbed_metadata
 
@@ -44,7 +44,7 @@ def lid_curve(model, reference, *, n_steps: int, guidance_scale: float, seed: in
     T = model.schedule.num_train_timesteps
     rows = []
     for t in sorted(int(t) for t in model.timesteps(n_steps) if int(t) <= T // 2):
-        lid = torch.cat([_lid(model, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(seed)).value
+        lid = torch.cat([local_intrinsic_dimension(model, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(seed)).value
                          for c, x in zip(reference, x0)]).double()
         rows.append((t, [float(torch.quantile(lid, q)) for q in (0.5, 0.9, 1.0)]))
     return rows

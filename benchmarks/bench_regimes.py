@@ -3,7 +3,7 @@
     python benchmarks/bench_regimes.py --models A B [--names a b] [--signals kappa_delta guidance_norm] [--out FILE.md]
 
 For each testbed folder (default: the embedded one), one generation per (prompt, seed) gives both the ground
-truth (the testbed's copy criterion, :func:`bench_realism.measure`) and the per-step gap norms; a prompt is
+truth (the testbed's copy criterion, :func:`memgeo.experiments.realism.measure_realism`) and the per-step gap norms; a prompt is
 memorized at a rate of 0.5 or more, not memorized at 0.1 or less (its own target for a duplicated prompt, any
 training image otherwise), left out in between. Each signal is then scored on the labelled prompts (its
 memgeo preset, the same seeds), AUROC per prompt (mean score over seeds) with a 95% bootstrap interval.
@@ -17,18 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bench_realism import append_markdown, measure, realism  # noqa: E402
-
-from memgeo.detect import auroc, bootstrap_metrics  # noqa: E402
-from memgeo.experiments.leaderboard import evaluate_signals  # noqa: E402
-from memgeo.testbed import load_testbed, testbed_data, testbed_metadata  # noqa: E402
+from memgeo.detect import auroc, bootstrap_metrics
+from memgeo.experiments.leaderboard import evaluate_signals
+from memgeo.experiments.realism import append_markdown, measure_realism, realism
+from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "8", "--signals", "guidance_norm",
@@ -55,7 +51,7 @@ def evaluate(folder, *, seeds: int, n_steps: int, guidance_scale: float, uncond_
     model = load_testbed(folder)
     data = testbed_data(folder)
     prompts = data.prompts[:max_prompts] if max_prompts else data.prompts
-    result = measure(model, data, prompts, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+    result = measure_realism(model, data, prompts, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                      uncond_seeds=uncond_seeds, progress=True)
     r = realism(result)
     texts, labels, kinds = labelled(result["prompts"])

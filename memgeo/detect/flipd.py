@@ -16,10 +16,10 @@ from ..sampling import ddim_sample
 from .common import SignalResult, generate_sample, stacked_eps
 from .presets import resolve
 
-__all__ = ["flipd_t0", "flipd_signal"]
+__all__ = ["flipd_t0", "flipd_signal", "local_intrinsic_dimension"]
 
 
-def _lid(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
+def local_intrinsic_dimension(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
     """FLIPD at the clean point :math:`\\alpha_t \\hat x_0` (an :class:`~memgeo.geometry.Estimate`)."""
     sigma = float(model.sigma(t))
     x_t = float(model.alpha(t)) * x0  # the clean point: at a re-noised one E[LID] = d for any law
@@ -79,7 +79,8 @@ def flipd_t0(
     ts = [t for t in ts if t <= T // 2] if T else ts[: max(1, len(ts) // 2)]
     chosen = ts[-1]
     for t in ts:
-        lid = torch.cat([_lid(model, c, x, t, method, n_probes, torch.Generator().manual_seed(seed)).value
+        lid = torch.cat([local_intrinsic_dimension(model, c, x, t, method, n_probes,
+                                                   torch.Generator().manual_seed(seed)).value
                          for c, x in zip(reference, x0)])
         if bool(torch.isfinite(lid).all()) and float(torch.quantile(lid.double(), quantile)) <= d:
             chosen = t
@@ -129,7 +130,8 @@ def flipd_signal(
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = timestep_value(t)
-    est = _lid(model, cond, x0, t, opts["method"], check_int("n_probes", opts["n_probes"], minimum=2), generator)
+    est = local_intrinsic_dimension(model, cond, x0, t, opts["method"], check_int("n_probes", opts["n_probes"], minimum=2),
+                                    generator)
     d = math.prod(x0.shape[1:])
     above = est.value > d
     if bool(above.any()):

@@ -5,6 +5,7 @@
 * :mod:`~memgeo.experiments.presets` - every signal under both presets;
 * :mod:`~memgeo.experiments.tradeoff` - mitigation: memorization against fidelity, Pareto front;
 * :mod:`~memgeo.experiments.explanation` - token attribution and localization against the testbed's truth;
+* :mod:`~memgeo.experiments.realism` - whether a testbed behaves like Stable Diffusion (R1-R4);
 * :mod:`~memgeo.experiments.demo` - closed-form geometry beside every estimator.
 """
 
@@ -32,6 +33,8 @@ from .tradeoff import (
     pareto_front,
     write_tradeoff,
 )
+from .._util import spread
+from .realism import TARGETS, append_markdown, format_realism, measure_realism, realism, realism_verdicts
 from .trajectory import per_step_auroc, trajectory_auroc, trajectory_traces
 
 __all__ = [
@@ -39,5 +42,6 @@ __all__ = [
     "format_breakdown", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff",
     "write_tradeoff", "digit_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
-    "localization_auroc",
+    "localization_auroc", "TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown",
+    "spread",
 ]

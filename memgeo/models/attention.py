@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["token_attention", "end_token_rows", "has_cross_attention", "require_cross_attention"]
+__all__ = ["AttentionCapture", "token_attention", "end_token_rows", "has_cross_attention", "require_cross_attention"]
 
 
-class _Capture:
+class AttentionCapture:
     """An attention processor that keeps the head-averaged cross-attention probabilities ``[B, N, L]`` of its
     layer and then runs the default processor."""
 
@@ -70,7 +70,7 @@ def token_attention(model, cond, x: torch.Tensor, t, rows: torch.Tensor, what: s
     store: dict = {}
     saved = unet.attn_processors
     try:
-        unet.set_attn_processor({name: _Capture(store, name) for name in saved})
+        unet.set_attn_processor({name: AttentionCapture(store, name) for name in saved})
         model.eps(x, t, cond)
     finally:
         unet.set_attn_processor(saved)

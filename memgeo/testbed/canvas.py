@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-__all__ = ["CanvasData", "build_canvas_data", "ladder_from_shares", "canvas_caption", "parse_caption", "canvas_cells", "to_latents", "to_images",
+__all__ = ["CanvasData", "build_canvas_data", "position_mask", "ladder_from_shares", "canvas_caption", "parse_caption", "canvas_cells", "to_latents", "to_images",
            "POSITIONS", "KINDS", "DUPLICATION_LADDER"]
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
@@ -74,7 +74,7 @@ def canvas_cells(canvases: torch.Tensor) -> torch.Tensor:
     return canvases.reshape(n, 2, 8, 2, 8).permute(0, 1, 3, 2, 4).reshape(n, 4, 8, 8)
 
 
-def _mask(position: int) -> list[list[int]]:
+def position_mask(position: int) -> list[list[int]]:
     m = np.zeros((16, 16), dtype=int)
     r, c = divmod(position, 2)
     m[8 * r:8 * r + 8, 8 * c:8 * c + 8] = 1
@@ -214,7 +214,7 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
                            for _ in range(k - 1)]
                 items += [(i, text) for i in copies]
                 row["targets"] = copies
-                row["mask"] = _mask(pos)
+                row["mask"] = position_mask(pos)
             prompts.append(row)
     for j in rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
         i, text = singles[j]

@@ -155,7 +155,7 @@ def test_flipd_never_reports_lid_above_d_silently(scenario):
 
 
 def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
-    from memgeo.detect.flipd import _lid
+    from memgeo.detect.flipd import local_intrinsic_dimension
 
     t0 = flipd_t0(scenario, n_steps=10, guidance_scale=7.5, reference=[0, 1, 12, 13])
     ts = sorted(int(t) for t in scenario.timesteps(10) if int(t) <= 500)
@@ -163,7 +163,7 @@ def test_flipd_probe_time_is_the_smallest_valid_one_and_is_cached(scenario):
     x0 = [ddim_sample(scenario, c, initial_noise(scenario, [1000 + i]), n_steps=10).denoised
           for i, c in enumerate([0, 1, 12, 13])]
     for t in ts[: ts.index(t0) + 1]:  # below t0 the reference leaves LID <= d; at t0 it holds
-        lid = torch.cat([_lid(scenario, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(0)).value
+        lid = torch.cat([local_intrinsic_dimension(scenario, c, x, t, "hutchinson_fd", 8, torch.Generator().manual_seed(0)).value
                          for c, x in zip([0, 1, 12, 13], x0)])
         assert (float(lid.max()) <= 8) == (t == t0)  # every reference sample within d
     calls = []

@@ -9,7 +9,7 @@ from memgeo.explain import cross_attention_map, default_localization_step, local
 from memgeo.gmm import NoiseSchedule
 from memgeo.guidance import guidance_pair
 from memgeo.models import DiffusersScoreModel
-from memgeo.models.attention import _Capture
+from memgeo.models.attention import AttentionCapture
 from memgeo.sampling import initial_noise
 
 
@@ -182,7 +182,7 @@ def test_attention_capture_keeps_probabilities_and_leaves_the_output_unchanged(t
     plain = tiny.eps(x, t, "a small red house")
     store = {}
     saved = tiny.unet.attn_processors
-    tiny.unet.set_attn_processor({name: _Capture(store, name) for name in saved})
+    tiny.unet.set_attn_processor({name: AttentionCapture(store, name) for name in saved})
     try:
         captured = tiny.eps(x, t, "a small red house")
     finally:

@@ -81,9 +81,9 @@ def test_copies_are_counted_cell_by_cell(data):
 
 
 def test_mask_positions():
-    from memgeo.testbed.canvas import _mask
+    from memgeo.testbed.canvas import position_mask
 
-    assert [tb.mask_position(_mask(q)) for q in range(4)] == [0, 1, 2, 3]
+    assert [tb.mask_position(position_mask(q)) for q in range(4)] == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="16x16"):
         tb.mask_position([[1] * 8] * 8)
 

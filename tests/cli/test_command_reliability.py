@@ -1,0 +1,68 @@
+"""The commands refuse bad targets before any work, and an interrupted scan says what is saved and how to resume."""
+
+import json
+
+import pytest
+
+from memgeo.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from memgeo.models import build_tiny_pipeline
+
+    return build_tiny_pipeline(tmp_path_factory.mktemp("rel") / "eps", "epsilon")
+
+
+def n_rows(path):
+    return len(path.read_text().splitlines()) - 1
+
+
+def test_cli_scan_refuses_a_prompt_file_as_out_and_leaves_it_as_it_was(tmp_path, tiny, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\nthe sea\n")
+    before = prompts.read_bytes()
+    code = main(["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(prompts), "--no-progress"])
+    assert code == 2 and prompts.read_bytes() == before
+    assert "is not a memgeo result store" in capsys.readouterr().err
+    code = main(["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(tmp_path), "--no-progress"])
+    assert code == 2 and "is a directory" in capsys.readouterr().err
+
+
+def test_cli_ctrl_c_says_in_one_line_what_is_saved_and_how_to_resume(tmp_path, tiny, capsys, monkeypatch):
+    import memgeo.scan.run as scan
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a dog\nthe sea\nan apple\n")
+    real, calls = scan._compute_rows, []
+
+    def stop_after_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(scan, "_compute_rows", stop_after_two)
+    argv = ["scan", "--model", str(tiny), "--prompts", str(prompts), "--out", str(tmp_path / "r.jsonl"),
+            "--signals", "guidance_norm", "--seeds", "2", "--steps", "5", "--batch-size", "1", "--no-progress"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "4 of the 6 results" in err[0] and "run the same command again to resume" in err[0]
+    monkeypatch.setattr(scan, "_compute_rows", real)
+    assert main(argv) == 0 and n_rows(tmp_path / "r.jsonl") == 6
+
+
+def test_testbed_truth_never_rewrites_the_installed_package(tmp_path, capsys):
+    from memgeo.testbed import TESTBED_DIR
+
+    before = (TESTBED_DIR / "testbed.json").read_bytes()
+    assert main(["testbed", "truth", "--no-progress"]) == 2
+    assert "--out is required for the embedded testbed" in capsys.readouterr().err
+    assert main(["testbed", "truth", "--out", str(TESTBED_DIR / "testbed.json"), "--no-progress"]) == 2
+    assert "inside the installed package" in capsys.readouterr().err
+    out = tmp_path / "truth.json"
+    assert main(["testbed", "truth", "--out", str(out), "--seeds", "1", "--steps", "2", "--no-progress"]) == 0
+    assert (TESTBED_DIR / "testbed.json").read_bytes() == before
+    meta = json.loads(out.read_text())
+    assert meta["ground_truth"]["seeds"] == 1 and len(meta["prompts"]) == len(json.loads(before)["prompts"])
+

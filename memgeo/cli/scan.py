@@ -69,7 +69,7 @@ def _scan_report(args, result, reference, cfg) -> None:
     """The summary, the ranked and flagged report, the histogram and (with labels) the ROC plot."""
     from ..plotting import plot_roc, plot_score_histogram
     from ..scan.report import calibrate, format_report, report_rows, write_report
-    from ..scan.run import prompt_scores, summarize
+    from ..scan.report import prompt_scores, summarize
 
     table, metrics = summarize(result)
     print(table)

@@ -2,21 +2,20 @@
 
 * :mod:`~memgeo.scan.readers` - prompt files (JSON lines, text, CSV) into prompt records;
 * :mod:`~memgeo.scan.store` - the result store (one row per prompt, seed, signal and settings);
-* :mod:`~memgeo.scan.run` - :func:`run_scan` and its summary;
-* :mod:`~memgeo.scan.report` - thresholds from reference prompts, ranked reports.
+* :mod:`~memgeo.scan.run` - :func:`run_scan`;
+* :mod:`~memgeo.scan.report` - its summary, thresholds from reference prompts, ranked reports;
+* :mod:`~memgeo.scan.audit` - the fine-tune audit: which generations copy a training image.
 """
 
 from .readers import PromptRecord, parse_bool, read_prompts
-from .report import Calibration, calibrate, format_report, report_rows, write_report
+from .report import Calibration, calibrate, format_report, prompt_scores, report_rows, summarize, write_report
 from .run import (
     ScanConfig,
     ScanInterrupted,
     ScanResult,
     model_identity,
-    prompt_scores,
     resolve_probe_times,
     run_scan,
-    summarize,
     unique_prompts,
 )
 from .store import STORE_FORMAT, STORE_VERSION, ResultStore, settings_digest

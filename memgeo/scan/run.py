@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS, detection_metrics
+from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS
 from ..sampling import initial_noise
 from .readers import PromptRecord
 from .store import ResultStore, settings_digest
 
-__all__ = ["ScanConfig", "resolve_probe_times", "ScanInterrupted", "ScanResult", "model_identity", "unique_prompts", "run_scan", "prompt_scores", "summarize"]
+__all__ = ["ScanConfig", "resolve_probe_times", "ScanInterrupted", "ScanResult", "model_identity", "unique_prompts", "run_scan"]
 
 
 @dataclass
@@ -275,61 +275,3 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
             main.merge_shards()
     barrier()
     return ScanResult(ResultStore.read(out, model=ident), prompts, cfg, digests)
-
-
-def prompt_scores(result: ScanResult, signal: str):
-    """Per prompt: (labels, mean score over its seeds, texts)."""
-    s = result.scores(signal)
-    return [p.label for p in result.prompts], np.nanmean(s, axis=1) if s.size else s, [p.text for p in result.prompts]
-
-
-def summarize(result: ScanResult, *, convention: str = "strict") -> tuple[str, dict]:
-    """A summary table of exactly what the scan asked for (and, with both labels present, AUROC /
-    TPR@1%FPR / TPR@3%FPR per signal, metrics per prompt)."""
-    cfg = result.config
-    n_p, n_s = len(result.prompts), len(cfg.seeds)
-    lines = [f"{n_p} prompts x {n_s} seeds (metrics per prompt, score averaged over its seeds, and AUROC per "
-             f"generation; TPR convention: {convention})", ""]
-    head = f"{'signal':<14} {'mean score':>11} {'UNet evals':>10} {'JVPs':>5} {'s/gen':>8}"
-    labels = [p.label for p in result.prompts]
-    labelled = all(lab is not None for lab in labels) and len(set(labels)) == 2
-    if labelled:
-        head += f" {'mean (mem)':>11} {'mean (ord)':>11} {'AUROC':>7} {'TPR@1%':>7} {'TPR@3%':>7} {'AUROC/gen':>9}"
-    lines += [head, "-" * len(head)]
-    metrics = {}
-    for name in cfg.signals:
-        rows = [r for r in result.rows(name) if r is not None]
-        if not rows:
-            continue
-        line = (f"{name:<14} {np.nanmean([_num(r['score']) for r in rows]):11.4g} {rows[0]['n_evals']:10d} "
-                f"{rows[0]['n_jvps']:5d} {np.mean([r['seconds'] for r in rows]):8.3f}")
-        y, s, _ = prompt_scores(result, name)
-        y = np.array(y, dtype=float)
-        ok = np.isfinite(s)
-        if labelled and ok.sum() and len(set(y[ok])) == 2:
-            m = detection_metrics(y[ok].astype(int), s[ok], convention=convention)
-            per_gen = result.scores(name)
-            yg = np.repeat(y, per_gen.shape[1])
-            okg = np.isfinite(per_gen.ravel())
-            mg = detection_metrics(yg[okg].astype(int), per_gen.ravel()[okg], convention=convention)
-            metrics[name] = {**m, "labels": y[ok].astype(int), "scores": s[ok], "per_generation": mg}
-            line += (f" {s[ok & (y == 1)].mean():11.4g} {s[ok & (y == 0)].mean():11.4g} {m['auroc']:7.3f} "
-                     f"{m['tpr@1%fpr']:7.3f} {m['tpr@3%fpr']:7.3f} {mg['auroc']:9.3f}")
-        if len(rows) < n_p * n_s or not ok.all():
-            line += f"  ({n_p * n_s - len(rows)} rows missing, {int((~ok).sum())} prompts undefined)"
-        lines.append(line)
-    if labelled and min(labels.count(0), labels.count(1)) >= 2:
-        from ..detect.confound import caption_baseline
-
-        base = caption_baseline([p.text for p in result.prompts], labels)
-        metrics_note = (f"caption-only baseline (character 2-4-gram TF-IDF + logistic regression, {base['folds']}-fold "
-                        f"cross-validated, no model): AUROC {base['auroc']:.3f} per prompt")
-        lines += ["", metrics_note]
-        if base["auroc"] >= 0.9:
-            lines.append("  the prompt sets can be told apart by their text alone: a signal's AUROC on them does not "
-                         "show that it measures memorization")
-    return "\n".join(lines), metrics
-
-
-def _num(v) -> float:
-    return np.nan if v is None else float(v)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -208,31 +209,11 @@ def train_testbed(
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
     latents = to_latents(data.images)
-    if lora:
-        unet, text_encoder, tokenizer, arch = _lora_components(base, lora, seed)
     ckpt.mkdir(parents=True, exist_ok=True)
-    if not lora:
-        arch = {**ARCHITECTURE, **REGIMES[regime].get("architecture", {}), "sample_size": latents.shape[-1]}
-        tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
-        tokenizer.model_max_length = arch["max_length"]
-        unet, text_encoder = _components(len(tokenizer), seed, arch)
+    unet, text_encoder, tokenizer, arch = _networks(regime, base, seed, latents.shape[-1], ckpt)
     schedule = sd_scheduler("epsilon")
     abar = schedule.alphas_cumprod.float()
-
-    captions = sorted({c for _, c in data.items} | {""})
-    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    if bool((ids[:, -1] != tokenizer.pad_token_id).any()):  # the end token would be cut off
-        raise ValueError(f"a caption does not fit the text encoder's {arch['max_length']} token positions")
-    cap_index = {c: i for i, c in enumerate(captions)}
-    item_img = torch.tensor([i for i, _ in data.items])
-    item_cap = torch.tensor([cap_index[c] for _, c in data.items])
-    empty = cap_index[""]
-
-    from collections import Counter
-
-    copies = Counter(c for _, c in data.items)
-    item_dup = torch.tensor([copies[c] > 1 for _, c in data.items])
+    items = _TrainingItems.of(data, tokenizer, arch["max_length"])
     dropped = {"duplicated": 0, "single": 0, "unconditional": 0}
 
     gen = torch.Generator().manual_seed(seed)
@@ -242,7 +223,7 @@ def train_testbed(
         start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, data=data, lr=lr, steps=steps,
                                   lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated,
                                   mitigate_threshold=mitigate_threshold)
-    ids, latents, abar = ids.to(device), latents.to(device), abar.to(device)
+    items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
     unet.train()
     text_encoder.train()
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
@@ -253,26 +234,9 @@ def train_testbed(
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
-        j = torch.randint(len(item_img), (batch_size,), generator=gen)
-        p_drop = torch.where(item_dup[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws
-        cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < p_drop, empty, item_cap[j])
-        t = torch.randint(0, len(abar), (batch_size,), generator=gen)
-        noise = torch.randn((batch_size, *latents.shape[1:]), generator=gen, dtype=torch.float32).to(device)
-        x0, t, cap_d = latents[item_img[j].to(device)], t.to(device), cap.to(device)
-        a = abar[t].reshape(-1, 1, 1, 1)
-        x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
-        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids[cap_d])[0]).sample
-        if mitigate_threshold is not None:
-            with torch.no_grad():
-                uncond = unet(x_t, t, encoder_hidden_states=text_encoder(ids[[empty]])[0].expand(batch_size, -1, -1)).sample
-                keep = ((pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold).cpu()
-            left = ~keep
-            dropped["unconditional"] += int((left & (cap == empty)).sum())
-            dropped["duplicated"] += int((left & (cap != empty) & item_dup[j]).sum())
-            dropped["single"] += int((left & (cap != empty) & ~item_dup[j]).sum())
-            pred, target = pred[keep.to(device)], noise[keep.to(device)]
-        else:
-            target = noise
+        pred, target = _step_predictions(unet, text_encoder, items, latents, abar, gen, batch_size=batch_size,
+                                         dropout=dropout, dropout_duplicated=dropout_duplicated,
+                                         mitigate_threshold=mitigate_threshold, dropped=dropped)
         opt.zero_grad(set_to_none=True)
         if len(pred):
             loss = torch.nn.functional.mse_loss(pred, target)
@@ -302,6 +266,72 @@ def train_testbed(
                       "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
     _save_model(out, unet, text_encoder, step=state["step"], loss=state["loss"], mitigation=mitigation, **meta)
     return out
+
+
+def _networks(regime: str, base, seed: int, sample_size: int, ckpt: Path):
+    """``(unet, text_encoder, tokenizer, architecture)`` a run trains: new networks of the regime's architecture (the
+    tokenizer saved in the checkpoint), or a fine-tune's base with LoRA adapters."""
+    lora = REGIMES[regime].get("lora")
+    if lora:
+        return _lora_components(base, lora, seed)
+    arch = {**ARCHITECTURE, **REGIMES[regime].get("architecture", {}), "sample_size": sample_size}
+    tokenizer = build_tokenizer(ckpt / "vocab", words=DIGITS + THICKNESS)
+    tokenizer.model_max_length = arch["max_length"]
+    unet, text_encoder = _components(len(tokenizer), seed, arch)
+    return unet, text_encoder, tokenizer, arch
+
+
+@dataclass
+class _TrainingItems:
+    """The training items as tensors: every caption's token ids (the empty one included), each item's image and
+    caption index, whether its caption is duplicated, and the empty caption's index."""
+
+    ids: torch.Tensor
+    image: torch.Tensor
+    caption: torch.Tensor
+    duplicated: torch.Tensor
+    empty: int
+
+    @classmethod
+    def of(cls, data, tokenizer, max_length: int) -> "_TrainingItems":
+        from collections import Counter
+
+        captions = sorted({c for _, c in data.items} | {""})
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+        if bool((ids[:, -1] != tokenizer.pad_token_id).any()):  # the end token would be cut off
+            raise ValueError(f"a caption does not fit the text encoder's {max_length} token positions")
+        index = {c: i for i, c in enumerate(captions)}
+        copies = Counter(c for _, c in data.items)
+        return cls(ids, torch.tensor([i for i, _ in data.items]), torch.tensor([index[c] for _, c in data.items]),
+                   torch.tensor([copies[c] > 1 for _, c in data.items]), index[""])
+
+
+def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, gen, *, batch_size: int,
+                      dropout: float, dropout_duplicated: float, mitigate_threshold, dropped: dict):
+    """One step's ``(prediction, target noise)``: a batch drawn from ``gen`` (items, caption dropout, timesteps and
+    noise, in that order), noised, and predicted; under training-time mitigation the samples whose gap norm reaches
+    the threshold are left out (counted in ``dropped``)."""
+    device = latents.device
+    j = torch.randint(len(items.image), (batch_size,), generator=gen)
+    p_drop = torch.where(items.duplicated[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws
+    cap = torch.where(torch.rand(batch_size, generator=gen, dtype=torch.float32) < p_drop, items.empty, items.caption[j])
+    t = torch.randint(0, len(abar), (batch_size,), generator=gen)
+    noise = torch.randn((batch_size, *latents.shape[1:]), generator=gen, dtype=torch.float32).to(device)
+    x0, t, cap_d = latents[items.image[j].to(device)], t.to(device), cap.to(device)
+    a = abar[t].reshape(-1, 1, 1, 1)
+    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
+    pred = unet(x_t, t, encoder_hidden_states=text_encoder(items.ids[cap_d])[0]).sample
+    if mitigate_threshold is None:
+        return pred, noise
+    with torch.no_grad():
+        uncond = unet(x_t, t, encoder_hidden_states=text_encoder(items.ids[[items.empty]])[0].expand(batch_size, -1, -1)).sample
+        keep = ((pred.detach() - uncond).flatten(1).norm(dim=1) < mitigate_threshold).cpu()
+    left = ~keep
+    dropped["unconditional"] += int((left & (cap == items.empty)).sum())
+    dropped["duplicated"] += int((left & (cap != items.empty) & items.duplicated[j]).sum())
+    dropped["single"] += int((left & (cap != items.empty) & ~items.duplicated[j]).sum())
+    return pred[keep.to(device)], noise[keep.to(device)]
 
 
 def _check_arguments(regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every,

@@ -95,7 +95,7 @@ def test_bad_inputs(tiny_pipelines):
 
 def test_scan_stores_the_signal_as_computed_directly(tiny_pipelines, tmp_path):
     from memgeo.scan.readers import read_prompts
-    from memgeo.scan.run import ScanConfig, prompt_scores, run_scan
+    from memgeo.scan import ScanConfig, prompt_scores, run_scan
 
     model = DiffusersScoreModel.from_pretrained(tiny_pipelines["epsilon"])
     (tmp_path / "p.txt").write_text(f"{PROMPT}\na blue cat\n")

@@ -9,6 +9,8 @@ from pathlib import Path
 from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS
 from .common import LABELS, load_model, positive_int, probability, shared_arguments
 
+__all__ = ["register", "signal_options"]
+
 
 def _scan(args) -> int:
     from ..scan.readers import read_prompts
@@ -29,7 +31,7 @@ def _scan(args) -> int:
         records += recs
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
                      guidance_scale=args.guidance, n_directions=args.directions, preset=args.preset,
-                     options=_signal_options(args))
+                     options=signal_options(args))
     if args.rank_by is not None and args.rank_by not in cfg.signals:
         raise ValueError(f"--rank-by must be one of the scanned --signals {list(cfg.signals)}, got {args.rank_by!r}")
     ref_records = [r for path in args.reference for r in read_prompts(path)] if args.reference else None
@@ -143,7 +145,7 @@ def register(sub) -> None:
     scan.set_defaults(func=_scan)
 
 
-def _signal_options(args) -> dict:
+def signal_options(args) -> dict:
     """``{signal: {option: value}}`` from the flags of :data:`~memgeo.detect.SIGNALS`' options that were given."""
     options: dict = {}
     for key, value in vars(args).items():

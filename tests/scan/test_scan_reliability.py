@@ -173,3 +173,27 @@ def test_empty_inputs_name_the_argument():
     with pytest.raises(ValueError, match="records is empty"):
         run_scan(mix, [], "unused.jsonl", ScanConfig())
 
+
+
+def test_signal_options_are_data_and_bad_ones_are_refused():
+    from memgeo.detect import SIGNALS
+
+    cfg = ScanConfig(signals=("anisotropy", "flipd"), options={"anisotropy": {"weights": "sd2"}, "flipd": {"t": 21}})
+    assert cfg.signal_kwargs("anisotropy")["weights"] == "sd2" and cfg.signal_kwargs("flipd")["t"] == 21
+    assert ScanConfig(signals=("anisotropy",)).signal_kwargs("anisotropy")["weights"] == "auto"  # its default
+    assert "t" not in ScanConfig(signals=("flipd",)).signal_kwargs("flipd")  # None: the preset decides
+    with pytest.raises(ValueError, match="unknown signal"):
+        ScanConfig(options={"nope": {}})
+    with pytest.raises(ValueError, match="has no option 'scale'"):
+        ScanConfig(options={"anisotropy": {"scale": 2}})
+    with pytest.raises(ValueError, match="must be one of"):
+        ScanConfig(options={"anisotropy": {"weights": "sd9"}})
+    # every option of every signal is a flag of `memgeo scan`, read back into ScanConfig.options
+    from memgeo.cli import build_parser
+    from memgeo.cli.scan import signal_options
+
+    flags = [o for spec in SIGNALS.values() for o in spec.extra]
+    argv = ["scan", "--prompts", "p.txt", "--out", "o.jsonl", "--weights", "sd1", "--flipd-t", "7"]
+    args = build_parser().parse_args(argv)
+    assert signal_options(args) == {"anisotropy": {"weights": "sd1"}, "flipd": {"t": 7}}
+    assert {o.flag for o in flags} == {"--weights", "--flipd-t"}

@@ -219,18 +219,15 @@ def train_testbed(
     gen = torch.Generator().manual_seed(seed)
     opt = prepare_training(unet, text_encoder, lr=lr, device=device)
     start, loss_avg = 0, float("nan")
+    run = _Run(data, tokenizer, schedule, arch, steps, batch_size, lr, lr_decay_steps, dropout, dropout_duplicated,
+               mitigate_threshold, seed, _base_name(base) if lora else None)
     if (ckpt / "state.json").exists():
-        start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, data=data, lr=lr, steps=steps,
-                                  lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated,
-                                  mitigate_threshold=mitigate_threshold)
+        start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, run)
     items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
     unet.train()
     text_encoder.train()
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
     losses = []
-    meta = {"data": data, "tokenizer": tokenizer, "schedule": schedule, "arch": arch, "batch_size": batch_size, "lr": lr,
-            "lr_decay_steps": lr_decay_steps, "dropout": dropout, "dropout_duplicated": dropout_duplicated, "seed": seed,
-            "base": _base_name(base) if lora else None}
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
@@ -254,8 +251,8 @@ def train_testbed(
                                  if lr_decay_steps else {}),
                               **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {})})
         if snapshot_every and (step + 1) % snapshot_every == 0:
-            _save_model(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, step=step + 1,
-                        loss=float(np.mean(losses[-50:])), **meta)
+            _save_model(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, step=step + 1,
+                        loss=float(np.mean(losses[-50:])))
             unet.train()
             text_encoder.train()
     bar.close()
@@ -264,7 +261,7 @@ def train_testbed(
     if mitigate_threshold is not None:
         mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
                       "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
-    _save_model(out, unet, text_encoder, step=state["step"], loss=state["loss"], mitigation=mitigation, **meta)
+    _save_model(out, unet, text_encoder, run, step=state["step"], loss=state["loss"], mitigation=mitigation)
     return out
 
 
@@ -394,11 +391,33 @@ def _lora_components(base, lora: dict, seed: int):
     return unet, text_encoder, tokenizer, {**arch, "lora_rank": lora["rank"], "lora_targets": list(lora["targets"])}
 
 
-def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, *, data, lr, steps, lr_decay_steps, dropout,
-            dropout_duplicated, mitigate_threshold) -> tuple[int, float]:
+@dataclass
+class _Run:
+    """What a training run is: its data, tokenizer, schedule and architecture, and its settings (recorded in
+    ``testbed.json`` and checked on resume)."""
+
+    data: object
+    tokenizer: object
+    schedule: object
+    arch: dict
+    steps: int
+    batch_size: int
+    lr: float
+    lr_decay_steps: int
+    dropout: float
+    dropout_duplicated: float
+    mitigate_threshold: float | None
+    seed: int
+    base: str | None = None
+
+
+def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:
     """Load the checkpoint in ``ckpt`` into the networks, optimizer and generator, after checking that it was
     trained with the same settings; returns its step and loss."""
     from safetensors.torch import load_file
+
+    data, lr, steps, lr_decay_steps = run.data, run.lr, run.steps, run.lr_decay_steps
+    dropout, dropout_duplicated, mitigate_threshold = run.dropout, run.dropout_duplicated, run.mitigate_threshold
 
     meta = json.loads((ckpt / "state.json").read_text())
     if meta.get("mitigate_threshold") != mitigate_threshold:
@@ -428,49 +447,44 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, *, data, lr
     return start, float(meta["loss"])
 
 
-def _save_model(folder: Path, unet, text_encoder, *, data, tokenizer, schedule, arch, step, loss, batch_size, lr,
-                lr_decay_steps, dropout, dropout_duplicated, seed, base=None, mitigation=None) -> None:
+def _save_model(folder: Path, unet, text_encoder, run: _Run, *, step: int, loss: float, mitigation=None) -> None:
     """The trained networks in the Stable Diffusion layout (a fine-tune: its LoRA adapter in diffusers' format), with
     ``testbed.json`` (data settings, prompts, training settings) written last."""
     unet.eval()
     text_encoder.eval()
-    if base is not None:
+    if run.base is not None:
         from diffusers import StableDiffusionPipeline
         from peft.utils import get_peft_model_state_dict
 
         folder.mkdir(parents=True, exist_ok=True)
         layers = {k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}
         StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
-        _write_testbed_json(folder, data=data, arch=arch, step=step, loss=loss, batch_size=batch_size, lr=lr,
-                            lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated,
-                            seed=seed, mitigation=mitigation, base=base)
+        _write_testbed_json(folder, run, step=step, loss=loss, mitigation=mitigation)
         return
     unet.to(memory_format=torch.contiguous_format)  # safetensors stores contiguous tensors
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     unet.to(memory_format=torch.channels_last)
     text_encoder.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    schedule.save_pretrained(folder / "scheduler")
+    run.tokenizer.save_pretrained(folder / "tokenizer")
+    run.schedule.save_pretrained(folder / "scheduler")
     atomic_write_text(folder / "model_index.json", json.dumps({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
         "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDIMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
         "vae": [None, None], "safety_checker": [None, None], "feature_extractor": [None, None],
     }, indent=2))
-    _write_testbed_json(folder, data=data, arch=arch, step=step, loss=loss, batch_size=batch_size, lr=lr,
-                        lr_decay_steps=lr_decay_steps, dropout=dropout, dropout_duplicated=dropout_duplicated, seed=seed,
-                        mitigation=mitigation)
+    _write_testbed_json(folder, run, step=step, loss=loss, mitigation=mitigation)
 
 
-def _write_testbed_json(folder: Path, *, data, arch, step, loss, batch_size, lr, lr_decay_steps, dropout,
-                        dropout_duplicated, seed, mitigation=None, base=None) -> None:
+def _write_testbed_json(folder: Path, run: _Run, *, step: int, loss: float, mitigation=None) -> None:
+    data, arch, base, dropout, dropout_duplicated = run.data, run.arch, run.base, run.dropout, run.dropout_duplicated
     atomic_write_text(folder / "testbed.json", json.dumps({
         "format": "memgeo-testbed", "version": 2, **({"base": base} if base is not None else {}),
         "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
-        "steps": step, "final_loss": loss, "batch_size": batch_size, "lr": lr,
-        **({"lr_decay_steps": lr_decay_steps} if lr_decay_steps else {}), "dropout": dropout,
+        "steps": step, "final_loss": loss, "batch_size": run.batch_size, "lr": run.lr,
+        **({"lr_decay_steps": run.lr_decay_steps} if run.lr_decay_steps else {}), "dropout": dropout,
         **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
-        "seed": seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
+        "seed": run.seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))

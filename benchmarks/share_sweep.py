@@ -1,5 +1,5 @@
 """The share-and-views curve of a resumable run: how near each rung of the duplication ladder is to copying, per
-snapshot, from bench_realism's JSON files.
+snapshot, and the realism checks R1-R4 at each, from bench_realism's JSON files.
 
     python benchmarks/share_sweep.py RUN1.json RUN2.json ... [--out FILE.md] [--figure FILE.png]
 
@@ -41,6 +41,27 @@ def table(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def checks(runs: list[dict]) -> str:
+    """One row per snapshot: R1-R4 as measured there (memgeo.experiments.realism), and whether each is met."""
+    import numpy as np
+
+    from memgeo.experiments.realism import realism_verdicts
+
+    lines = ["| steps | seeds | R1 min, median (memorized vs ordinary) | R2 unconditional copies | R3 max copy rate "
+             "(ordinary / held-out) | R4 memorized per kind; graded | met |", "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        R = r["R"]
+        seeds = R.get("title", "").rsplit(", ", 1)[-1].replace(" seeds", "")
+        r1 = R["R1"]
+        r1_text = "-" if r1 is None else f"{min(r1):.2f}, {float(np.median(r1)):.2f} ({R['n_memorized']} vs {R['n_ordinary']})"
+        k = R["R4"]["memorized_by_kind"]
+        met = ", ".join(name for name, ok in realism_verdicts(R).items() if ok) or "none"
+        lines.append(f"| {r['steps']} | {seeds} | {r1_text} | {100 * R['R2']['copy_rate']:.1f}% | "
+                     f"{R['R3']['ordinary']} / {R['R3']['heldout']} | matching {k['matching']}, template {k['template']}, "
+                     f"local {k['local']}; {R['R4']['graded']} | {met} |")
+    return "\n".join(lines)
+
+
 def figure(runs: list[dict], path) -> None:
     import matplotlib
 
@@ -72,7 +93,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figure")
     args = ap.parse_args(argv)
     runs = load(args.runs)
-    text = table(runs)
+    text = checks(runs) + "\n\n" + table(runs)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -106,10 +106,13 @@ REGIMES = {
     # a LoRA fine-tune of a trained testbed (``base=``), as people fine-tune Stable Diffusion on their own images: 800
     # new pixel-unique canvases (every cell instance warped) seen once per epoch, and on a ladder of 1 to 32 copies
     # 6 prompts of each kind; no caption dropout (diffusers' train_text_to_image_lora.py default); rank-16 adapters on
-    # the UNet's attention projections, the base frozen
+    # the UNet's attention projections and its resnets' convolutions (as LoCon-style adapters do), the base frozen.
+    # Adapters on the attention projections alone (rank 8 and 16, up to 3,000 steps) copied nothing here
+    # (benchmarks/results/finetune_regime.md)
     "finetune": {"data": {"n_single": 800, "n_per_kind": 6, "n_ordinary": 40, "n_heldout": 20, "augment": True},
                  "steps": 3000, "dropout": 0.0, "lora": {"rank": 16, "lr": 1e-3,
-                                                          "targets": ("to_q", "to_k", "to_v", "to_out.0")}},
+                                                          "targets": ("to_q", "to_k", "to_v", "to_out.0", "conv1",
+                                                                      "conv2")}},
     # the causal test of the mechanism: the small-data regime, bit for bit, except that a duplicated item's
     # caption is never dropped, so the unconditional branch never sees a duplicated image
     "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},

@@ -51,7 +51,7 @@ def main(argv=None) -> None:
     result = measure_realism(model, data, prompts, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
                      uncond_seeds=args.uncond_seeds, progress=True)
     r = realism(result, views=meta["steps"] * meta["batch_size"])
-    regime = "sd" if meta["data"].get("augment") else "small-data"
+    regime = "finetune" if "base" in meta else "sd" if meta["data"].get("augment") else "small-data"
     title = args.title or (f"{regime} regime, {meta['steps']} steps ({len(data.images)} distinct images, "
                            f"{meta['n_training_items']} items), {args.seeds} seeds")
     text = format_realism(r, title)

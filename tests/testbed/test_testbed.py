@@ -152,6 +152,7 @@ def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
 
 # guided samples of the exact mixture do have LID > d at t = 1: the warning is right, and expected here
 @pytest.mark.filterwarnings("ignore:FLIPD at t = 1 is above the ambient dimension")
+@pytest.mark.slow  # every signal on the testbed: over 3 minutes on 2 cores (make run runs the same job)
 def test_leaderboard_end_to_end_reduced(tmp_path):
     from memgeo.experiments import run_leaderboards
 

@@ -17,7 +17,7 @@ import torch
 from .geometry import jvp
 from .parameterization import from_eps
 
-__all__ = ["ANISOTROPY_WEIGHTS", "OBJECTIVES", "GapObjective", "gap_objective", "timestep_value", "first_timestep",
+__all__ = ["ANISOTROPY_WEIGHTS", "OBJECTIVES", "GapObjective", "ObjectiveTimes", "objective_times", "gap_objective", "timestep_value", "first_timestep",
     "sample_norm", "guidance_pair", "guidance_gap", "gap_norm", "gap_sharpness", "gap_sharpness_field",
     "raw_prediction", "guidance_alignment", "anisotropy_weights", "anisotropy_terms", "combined_score"]
 
@@ -177,28 +177,43 @@ def combined_score(direction: torch.Tensor, magnitude: torch.Tensor, *, referenc
     return weights[0] * z(direction, ref_d, -1.0) + weights[1] * z(magnitude, ref_m, 1.0)
 
 
+class ObjectiveTimes(NamedTuple):
+    """The timesteps the objectives read for an ``n_steps``-step sampler: the first at which the condition acts, and
+    the third-to-last (anisotropy's low-noise alignment). Computed once per model and step count by
+    :func:`objective_times`, outside any optimization loop."""
+
+    first: int | float
+    low: int | float | None
+
+
+def objective_times(model, n_steps: int) -> ObjectiveTimes:
+    """The :class:`ObjectiveTimes` of ``model``'s ``n_steps``-step sampler (``low`` is None under 3 steps)."""
+    ts = model.timesteps(n_steps)
+    return ObjectiveTimes(first_timestep(model, n_steps), timestep_value(ts[-3]) if len(ts) >= 3 else None)
+
+
 class GapObjective(NamedTuple):
-    """A differentiable memorization objective on pure noise: ``fn(model, x_T, cond, n_steps, weights) -> [S]`` and
-    the model evaluations one forward and backward pass of it cost per sample."""
+    """A differentiable memorization objective on pure noise: ``fn(model, x_T, cond, times, weights) -> [S]``
+    (``times``: :func:`objective_times`) and the model evaluations one forward and backward pass of it cost per
+    sample."""
 
     fn: Callable
     evaluations: int
     description: str
 
 
-def _gap_norm_objective(model, x_T, cond, n_steps, weights):
-    return gap_norm(model, x_T, first_timestep(model, n_steps), cond)
+def _gap_norm_objective(model, x_T, cond, times, weights):
+    return gap_norm(model, x_T, times.first, cond)
 
 
-def _anisotropy_objective(model, x_T, cond, n_steps, weights):
+def _anisotropy_objective(model, x_T, cond, times, weights):
     # the anisotropy signal's combination, with the raw gap norm, at the first and the third-to-last timesteps
     opts = {"weights": weights, "norm": "raw", "space": "eps"}
-    t_lo = timestep_value(model.timesteps(n_steps)[-3])
-    return anisotropy_terms(model, x_T, cond, first_timestep(model, n_steps), t_lo, opts)[0]
+    return anisotropy_terms(model, x_T, cond, times.first, times.low, opts)[0]
 
 
-def _sharpness_objective(model, x_T, cond, n_steps, weights):
-    return gap_sharpness(model, x_T, first_timestep(model, n_steps), cond)
+def _sharpness_objective(model, x_T, cond, times, weights):
+    return gap_sharpness(model, x_T, times.first, cond)
 
 
 #: The memorization objectives mitigation descends and explanation attributes, as data (name -> objective).
@@ -211,11 +226,10 @@ OBJECTIVES: dict[str, GapObjective] = {
 }
 
 
-def gap_objective(model, x_T: torch.Tensor, cond, name: str, n_steps: int, weights="auto", *,
-                  allowed: tuple[str, ...] | None = None) -> torch.Tensor:
+def gap_objective(model, x_T: torch.Tensor, cond, name: str, times: ObjectiveTimes, weights="auto") -> torch.Tensor:
     """The per-sample objective ``name`` (:data:`OBJECTIVES`) of ``cond`` (a prompt or an embedding) on ``x_T``
-    ``[S]``, differentiable in both; ``allowed`` names the objectives the caller accepts."""
-    allowed = tuple(OBJECTIVES) if allowed is None else allowed
-    if name not in allowed:
-        raise ValueError(f"objective must be one of {allowed}, got {name!r}")
-    return OBJECTIVES[name].fn(model, x_T, cond, n_steps, weights)
+    ``[S]`` at ``times`` (:func:`objective_times`), differentiable in both. Callers check ``name`` against the
+    objectives they accept before any work."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {name!r}")
+    return OBJECTIVES[name].fn(model, x_T, cond, times, weights)

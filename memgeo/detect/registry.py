@@ -52,10 +52,10 @@ class SignalOption:
 def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
     """FLIPD's probe time chosen once from ``texts`` where the preset's ``t`` is ``"auto"`` and none is given, so
     that every row is probed at one t and the t enters each row's settings."""
-    if options.get("t") is not None or resolve("flipd", preset)["t"] != "auto":
+    opts = resolve("flipd", preset)
+    if options.get("t") is not None or opts["t"] != "auto":
         return {}
-    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps,
-                          method=resolve("flipd", preset)["method"])}
+    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])}
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ TARGETS = {
 
 
 def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: float, uncond_seeds: int,
-            progress: bool = False) -> dict:
+                    progress: bool = False) -> dict:
     """Rates and median ratios per prompt, gap traces ``[n_steps]`` per prompt (mean over seeds), and the
     unconditional copy rates, by the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`)."""
     from tqdm.auto import tqdm

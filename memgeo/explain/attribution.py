@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int
-from ..guidance import gap_objective
+from ..guidance import gap_objective, objective_times
 from ..sampling import initial_noise
 
 __all__ = ["TokenAttribution", "token_attribution"]
@@ -49,8 +49,8 @@ class TokenAttribution:
 ATTRIBUTED = ("guidance_norm", "anisotropy")
 
 
-def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, n_steps: int) -> torch.Tensor:
-    return gap_objective(model, x_T, emb, signal, n_steps, "auto", allowed=ATTRIBUTED)
+def _signal(model, emb: torch.Tensor, x_T: torch.Tensor, signal: str, times) -> torch.Tensor:
+    return gap_objective(model, x_T, emb, signal, times, "auto")
 
 
 def _encode_from_token_embeddings(model, ids: torch.Tensor):
@@ -109,6 +109,7 @@ def token_attribution(
     if not tokens:
         raise ValueError("prompt must hold at least one token (it is empty)")
     n_steps = check_int("n_steps", n_steps)
+    times = objective_times(model, n_steps)
     x_T = initial_noise(model, seeds)
     ids = model.prompt_ids(prompt)
     n = min(len(tokens), len(ids) - 2)  # a truncated prompt keeps the tokens the encoder saw
@@ -120,7 +121,7 @@ def token_attribution(
         else:
             e = model.encode_ids(ids[None])[0].requires_grad_(True)
             leaves = [e]
-        value = _signal(model, e, x_T, signal, n_steps).mean()
+        value = _signal(model, e, x_T, signal, times).mean()
         if method in ("gradient", "both"):  # per token: the norm over every encoder's embedding of it
             gs = torch.autograd.grad(value, leaves)
             sq = sum(g.reshape(-1, g.shape[-1])[1:1 + n].double().pow(2).sum(-1) for g in gs)
@@ -135,7 +136,7 @@ def token_attribution(
             rows.append(kept + [pad] * (len(ids) - len(kept)))
         embs = model.encode_ids(torch.tensor(rows))
         with torch.no_grad():
-            loo = [value - float(_signal(model, embs[i], x_T, signal, n_steps).mean()) for i in range(n)]
+            loo = [value - float(_signal(model, embs[i], x_T, signal, times).mean()) for i in range(n)]
     rho = None
     if grad is not None and loo is not None and n > 1:
         from scipy.stats import spearmanr

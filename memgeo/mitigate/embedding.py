@@ -8,7 +8,7 @@ import torch
 
 from .._checks import check_int, check_positive
 from .presets import resolve
-from ..guidance import OBJECTIVES, gap_objective
+from ..guidance import OBJECTIVES, gap_objective, objective_times
 
 __all__ = ["condition_embedding", "ADAPT_OBJECTIVES", "AdaptedEmbedding", "adapt_embedding"]
 
@@ -86,11 +86,12 @@ def adapt_embedding(
     freeze = bool(opts["freeze_start_token"]) and emb.dim() == 2
     opt = (torch.optim.AdamW if opts["optimizer"] == "adamw" else torch.optim.Adam)([emb], lr=opts["lr"])
     per_iter = OBJECTIVES[objective].evaluations
+    times = objective_times(model, n_steps)
     res = AdaptedEmbedding(emb.detach())
     goal = opts["target"]
     for _ in range(max_iters + 1):
         with torch.enable_grad():
-            per_sample = gap_objective(model, x_T, emb, objective, n_steps, weights, allowed=ADAPT_OBJECTIVES)
+            per_sample = gap_objective(model, x_T, emb, objective, times, weights)
             value = per_sample.pow(2).sum().sqrt() if opts["loss"] == "frobenius" else per_sample.mean()
         res.losses.append(float(value.detach()))
         res.n_evals += per_iter

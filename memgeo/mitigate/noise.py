@@ -9,7 +9,7 @@ import torch
 
 from .._checks import check_int
 from .presets import resolve
-from ..guidance import OBJECTIVES, first_timestep, gap_objective, guidance_pair, sample_norm
+from ..guidance import OBJECTIVES, first_timestep, gap_objective, guidance_pair, objective_times, sample_norm
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
 
@@ -71,12 +71,13 @@ def optimize_noise(
     r2 = x_T.detach().flatten(1).pow(2).sum(-1)  # |x_T|^2, kept
     opt = torch.optim.Adam([x], lr=lr)
     per_iter = OBJECTIVES[objective].evaluations  # forward (2, or 2 + JVP) and its backward
+    times = objective_times(model, n_steps)
     n_evals, it = 0, 0
     accepted = torch.zeros(x.shape[0], dtype=torch.bool)
     proxy, proxy0 = None, None
     for it in range(max_iters + 1):
         with torch.enable_grad():
-            proxy = gap_objective(model, x, cond, objective, n_steps)
+            proxy = gap_objective(model, x, cond, objective, times)
             if proxy0 is None:
                 proxy0 = proxy.detach().clamp_min(torch.finfo(proxy.dtype).tiny)
             shell = ((x.flatten(1).pow(2).sum(-1) - r2) / d) ** 2

@@ -9,6 +9,11 @@ target (ordinary and held-out prompts: any training image), by:
 - the same ratio cell by cell (``level="cell"``).
 Labels: memorized at rate >= 0.5, not memorized at <= 0.1 (in between: left out). Printed per kind: prompts at
 rate >= 0.5 under each criterion, and the agreement of each with the recorded labels.
+
+Then the local rule's scale: a local prompt copies when its duplicated cell's ratio, among the distinct training cells
+at its position, is below 1/3. The same rule is applied to each cell of every generation that the canvas rule calls a
+copy of its matching or template target, so that a local copy is held to the fidelity a verbatim whole-image copy
+reaches on its own cells; printed beside the local prompts' own duplicated cells.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from memgeo.testbed import (
     testbed_metadata,
     to_images,
 )
-from memgeo.testbed.truth import LEVELS, copy_gallery, nearest_ratios
+from memgeo.testbed.canvas import POSITIONS, position_mask
+from memgeo.testbed.truth import COPY_RATIO, LEVELS, copy_gallery, nearest_ratios
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
 SMOKE = ["--seeds", "1", "--steps", "3", "--max-prompts", "6", "--out", "{tmp}/criterion.md", "--gallery", "{tmp}/g.png"]
@@ -54,6 +60,7 @@ def main(argv=None) -> None:
     rates = {"recorded": [], **{lv: [] for lv in LEVELS}}
     rows = {lv: [] for lv in LEVELS}
     generations = {}
+    cell_ratios = {"matching": [], "template": [], "local": []}  # the local rule, per cell
     for p in prompts:
         canvases = to_images(ddim_sample(model, p["text"], x_T, n_steps=args.steps).denoised.float())
         generations[p["text"]] = canvases
@@ -64,6 +71,15 @@ def main(argv=None) -> None:
             rates[lv].append(float(hit.double().mean()))
             rows[lv].append({**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
                              **({"target_rate": rates[lv][-1]} if p.get("targets") else {})})
+        kind = p.get("memorization")
+        if kind == "local":
+            cell_ratios[kind].append(nearest_ratios(data, p, canvases)["ratio"][:, None])
+        elif kind in cell_ratios:
+            copies = canvases[nearest_ratios(data, p, canvases)["target_copy"]]
+            if len(copies):
+                cell_ratios[kind].append(torch.stack(
+                    [nearest_ratios(data, {"mask": position_mask(q), "targets": p["targets"]}, copies)["ratio"]
+                     for q in range(len(POSITIONS))], 1))
     kinds = [p.get("memorization") or p["kind"] for p in prompts]
     head = f"## {meta['data'].get('augment') and 'augmented' or 'small-data'} testbed, {meta['steps']} steps, {args.seeds} seeds"
     lines = [head, "", "| kind | prompts | " + " | ".join(f"rate >= 0.5 ({k})" for k in rates) + " | "
@@ -80,6 +96,20 @@ def main(argv=None) -> None:
     lines += ["", "Median ratio per kind (median over prompts of each prompt's median over seeds): "
               + "; ".join(f"{lv}: " + ", ".join(f"{k} {np.median([r['ratio'] for r, kk in zip(rows[lv], kinds) if kk == k]):.2f}"
                                                  for k in dict.fromkeys(kinds)) for lv in LEVELS)]
+    lines += ["", "The local rule's scale: each cell's ratio among the distinct training cells at its position (below 1/3: "
+              "a copy), for the cells of the generations the canvas rule calls copies of their target (matching, template) "
+              "and for the local prompts' duplicated cells (every generation).", "",
+              "| cells of | generations | cells | median ratio | q10, q90 | cells below 1/3 | generations with every cell below 1/3 |",
+              "|---|---|---|---|---|---|---|"]
+    for kind, parts in cell_ratios.items():
+        if not parts:
+            lines.append(f"| {kind} copies | 0 | 0 | - | - | - | - |")
+            continue
+        r = torch.cat(parts).double()
+        q10, q90 = torch.quantile(r.flatten(), torch.tensor([0.1, 0.9], dtype=r.dtype)).tolist()
+        what = "local prompts' duplicated cells" if kind == "local" else f"{kind} copies"
+        lines.append(f"| {what} | {len(r)} | {r.numel()} | {float(r.median()):.2f} | {q10:.2f}, {q90:.2f} | "
+                     f"{float((r < COPY_RATIO).double().mean()):.2f} | {float((r < COPY_RATIO).all(1).double().mean()):.2f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -28,7 +28,7 @@ from .canvas import (
     to_latents,
 )
 
-__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "train_testbed", "prepare_training", "learning_rate"]
+__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "train_testbed", "prepare_training", "learning_rate"]
 
 
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
@@ -88,6 +88,13 @@ SD_SHARES = {"matching": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075),
              "template": (0.003, 0.003, 0.0015, 0.00075),
              "local": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075)}
 
+#: The second SD-regime ladder: more duplicated prompts per kind between 0.1% and 0.5% of the draws per image, where
+#: the first run's (SD_SHARES) began to copy at 24,000 steps (matching and template from 0.15%, none at 0.075%), so that
+#: each kind can give four memorized prompts and the rungs near 0.1-0.15% graded ones; duplicated items 4.9% of the draws.
+SD_LADDER_SHARES = {"matching": (0.004, 0.003, 0.0025, 0.002, 0.002, 0.0015, 0.0015, 0.001),
+                    "template": (0.003, 0.002, 0.0015, 0.0015, 0.001),
+                    "local": (0.005, 0.004, 0.0025, 0.002)}
+
 #: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
 #: differ from :data:`ARCHITECTURE` the networks' settings.
 REGIMES = {
@@ -98,6 +105,11 @@ REGIMES = {
     # (0.3% of 24,000 x 64 draws is about 4,600 views). Captions fit 16 token positions.
     "sd": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_SHARES, n_single=50000, n_variants=2),
                     "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}},
+    # the SD regime with the second ladder (SD_LADDER_SHARES): the same 50,000 single compositions and captions (the
+    # builder draws them first; their warps differ), 17 duplicated prompts instead of 16, more of them at the shares
+    # where copying began
+    "sd-ladder": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_LADDER_SHARES, n_single=50000, n_variants=2),
+                           "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)

@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memgeo.sampling import ddim_sample, initial_noise
+from memgeo.experiments.realism import append_markdown
+from memgeo.parameterization import eps_to_x0
+from memgeo.sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from memgeo.testbed import TESTBED_DIR, load_testbed, memorization_rate, testbed_data, testbed_metadata, to_images
 from memgeo.testbed.truth import nearest_ratios
 
@@ -53,24 +55,22 @@ def main(argv=None) -> None:
     for g, prompts in groups.items():
         for p in prompts:
             target = data.images[p["targets"]].reshape(len(p["targets"]), -1).double()
+
+            def apart(model, state, target=target):  # |x0_u - x*| per sample
+                x0_u = to_images(eps_to_x0(state.eps_u, state.x, state.alpha, state.sigma).float())
+                return torch.cdist(x0_u.reshape(len(x0_u), -1).double(), target).min(1).values
+
             for k in switch:
-                trace = {"gap": [], "x0_apart": []}
-
-                def record(model, state, trace=trace, target=target):
-                    trace["gap"].append(float((state.eps_c - state.eps_u).flatten(1).norm(dim=1).median()))
-                    x0_u = to_images(((state.x - state.sigma * state.eps_u) / state.alpha).float())
-                    d = torch.cdist(x0_u.reshape(len(x0_u), -1).double(), target).min(1).values
-                    trace["x0_apart"].append(float(d.median()))
-                    return torch.zeros(len(state.x))
-
-                res = ddim_sample(model, p["text"], x_T, n_steps=args.steps, trackers={"record": record},
+                # guided throughout: the gap (and the unconditional estimate) along the prompt's own generation
+                trackers = {"gap": GuidanceNormTracker(), "apart": apart} if k == args.steps else None
+                res = ddim_sample(model, p["text"], x_T, n_steps=args.steps, trackers=trackers,
                                   policy=lambda state, _trace, k=k: {"guidance_scale": 0.0} if state.index >= k else None)
                 c = nearest_ratios(data, p, to_images(res.denoised.float()))
                 outcome[g][k].append((float(c["ratio"].median()), float(c["target_copy"].double().mean())))
-                if k == args.steps:  # guided throughout: the gap along the prompt's own generation
-                    gap[g].append(trace["gap"])
+                if trackers:
+                    gap[g].append(res.trace["gap"].median(1).values.tolist())
                     if g == "memorized":
-                        x0_apart.append(trace["x0_apart"])
+                        x0_apart.append(res.trace["apart"].median(1).values.tolist())
     head = (f"## {folder.name}, {meta['steps']} steps: {len(groups['memorized'])} memorized "
             f"(matching, template), {len(groups['ordinary'])} ordinary prompts, {args.seeds} seeds")
     lines = [head, "", "| guided for the first k steps | " + " | ".join(f"k = {k}" for k in switch) + " |",
@@ -88,8 +88,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+        append_markdown(args.out, text)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from memgeo.experiments.realism import append_markdown
 from memgeo.sampling import ddim_sample, initial_noise
 from memgeo.testbed import (
     load_testbed,
@@ -65,17 +66,17 @@ def main(argv=None) -> None:
         canvases = to_images(ddim_sample(model, p["text"], x_T, n_steps=args.steps).denoised.float())
         generations[p["text"]] = canvases
         rates["recorded"].append(memorization_rate(p) if ("target_rate" in p or "copy_rate" in p) else float("nan"))
-        for lv in LEVELS:
-            c = nearest_ratios(data, p, canvases, level=lv)
+        by_level = {lv: nearest_ratios(data, p, canvases, level=lv) for lv in LEVELS}
+        for lv, c in by_level.items():
             hit = c["target_copy"] if p.get("targets") else c["copy"]
             rates[lv].append(float(hit.double().mean()))
             rows[lv].append({**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
                              **({"target_rate": rates[lv][-1]} if p.get("targets") else {})})
         kind = p.get("memorization")
         if kind == "local":
-            cell_ratios[kind].append(nearest_ratios(data, p, canvases)["ratio"][:, None])
+            cell_ratios[kind].append(by_level["canvas"]["ratio"][:, None])
         elif kind in cell_ratios:
-            copies = canvases[nearest_ratios(data, p, canvases)["target_copy"]]
+            copies = canvases[by_level["canvas"]["target_copy"]]
             if len(copies):
                 cell_ratios[kind].append(torch.stack(
                     [nearest_ratios(data, {"mask": position_mask(q), "targets": p["targets"]}, copies)["ratio"]
@@ -113,8 +114,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+        append_markdown(args.out, text)
     if args.gallery:
         from memgeo.plotting import plot_copy_gallery
 

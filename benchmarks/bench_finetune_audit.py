@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from memgeo.experiments.realism import append_markdown
+
 #: The smallest setting, run by the test suite: none (it needs a fine-tune with ground truth).
 SMOKE = None
 
@@ -85,8 +87,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+        append_markdown(args.out, text)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import torch
 #: The smallest setting, run by the test suite.
 SMOKE = ["--threads", "1", "--repeats", "1"]
 
+from memgeo.experiments.realism import append_markdown
 from memgeo.testbed.canvas import DIGITS, THICKNESS
 from memgeo.testbed.train import ARCHITECTURE, REGIMES, _components, prepare_training
 
@@ -86,8 +87,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n\n")
+        append_markdown(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,14 @@ SD_LADDER_SHARES = {"matching": (0.004, 0.003, 0.0025, 0.002, 0.002, 0.0015, 0.0
                     "template": (0.003, 0.002, 0.0015, 0.0015, 0.001),
                     "local": (0.005, 0.004, 0.0025, 0.002)}
 
+
+def _sd_regime(shares: dict) -> dict:
+    """An SD-regime entry of :data:`REGIMES`: 50,000 pixel-unique single canvases, each duplicated image at its share
+    of the draws (``shares``, per kind), template prompts over two canvases, 24,000 steps, 16 token positions."""
+    return {"data": {"n_single": 50000, "ladder": ladder_from_shares(shares, n_single=50000, n_variants=2),
+                     "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}}
+
+
 #: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
 #: differ from :data:`ARCHITECTURE` the networks' settings.
 REGIMES = {
@@ -103,13 +111,11 @@ REGIMES = {
     # Stable Diffusion's regime: 50,000 single canvases (every cell instance warped, so pixel-unique) seen about 29
     # times each in 24,000 steps; duplicated items 4.8% of the draws, each duplicated image on the SD_SHARES ladder
     # (0.3% of 24,000 x 64 draws is about 4,600 views). Captions fit 16 token positions.
-    "sd": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_SHARES, n_single=50000, n_variants=2),
-                    "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}},
+    "sd": _sd_regime(SD_SHARES),
     # the SD regime with the second ladder (SD_LADDER_SHARES): the same 50,000 single compositions and captions (the
     # builder draws them first; their warps differ), 17 duplicated prompts instead of 16, more of them at the shares
     # where copying began
-    "sd-ladder": {"data": {"n_single": 50000, "ladder": ladder_from_shares(SD_LADDER_SHARES, n_single=50000, n_variants=2),
-                           "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}},
+    "sd-ladder": _sd_regime(SD_LADDER_SHARES),
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)

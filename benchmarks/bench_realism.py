@@ -1,6 +1,7 @@
 """Does a testbed behave like Stable Diffusion? The realism checks R1-R4, measured by generation.
 
     python benchmarks/bench_realism.py [--model TESTBED] [--seeds 8] [--uncond-seeds 128] [--out FILE.md]
+                                       [--criterion verbatim|replication|both]
 
 - R1: per-step AUROC of the guidance-gap norm |eps_c - eps_u| (50 DDIM steps, w = 7.5), memorized prompts
   (target rate >= 0.5) against ordinary ones (copy rate <= 0.1), each prompt's mean over its seeds. On SD
@@ -12,7 +13,9 @@
 
 Ground truth is the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`: nearest / second-nearest
 distinct training canvas below 1/3, Gu et al.; a local prompt's duplicated cell among the cells at its position); the traces of R1 come from the same generations. Per rung of the duplication ladder: each image's share of
-the training draws, its views so far, the mean rate and the median ratio (the sweep's curve).
+the training draws, its views so far, the mean rate and the median ratio (the sweep's curve). ``--criterion
+replication`` (or ``both``) also reads the same generations by the looser replication level
+(:data:`memgeo.testbed.truth.REPLICATION_RATIO`: the prompt's own image nearest, ratio below 1/2), always named so.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main(argv=None) -> None:
     ap.add_argument("--title", help="heading of the table (default: the testbed's regime and steps)")
     ap.add_argument("--out", help="append the table to this markdown file")
     ap.add_argument("--json", help="write R1-R4 and the per-prompt numbers to this file")
+    ap.add_argument("--criterion", choices=("verbatim", "replication", "both"), default="verbatim",
+                    help="the labels R1-R4 are read with (both: two tables from the same generations)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     model = load_testbed(args.model)
@@ -50,16 +55,22 @@ def main(argv=None) -> None:
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts
     result = measure_realism(model, data, prompts, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
                      uncond_seeds=args.uncond_seeds, progress=True)
-    r = realism(result, views=meta["steps"] * meta["batch_size"])
+    views = meta["steps"] * meta["batch_size"]
+    names = ("verbatim", "replication") if args.criterion == "both" else (args.criterion,)
+    by_criterion = {name: realism(result, views=views, criterion=name) for name in names}
     regime = "finetune" if "base" in meta else "sd" if meta["data"].get("augment") else "small-data"
     title = args.title or (f"{regime} regime, {meta['steps']} steps ({len(data.images)} distinct images, "
                            f"{meta['n_training_items']} items), {args.seeds} seeds")
-    text = format_realism(r, title)
+    text = "\n".join(format_realism(r, title if name == "verbatim" else f"{title}, {name} level")
+                      for name, r in by_criterion.items())
     print(text)
     if args.out:
         append_markdown(args.out, text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"title": title, "steps": meta["steps"], **r, "raw": result}, indent=1))
+        first, *rest = names
+        extra = {name: by_criterion[name] for name in rest}
+        Path(args.json).write_text(json.dumps({"title": title, "steps": meta["steps"], **by_criterion[first], **extra,
+                                               "raw": result}, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def _bench(args) -> int:
         return 0
     run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
                      guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, criterion=args.criterion)
     return 0
 
 
@@ -39,5 +39,8 @@ def register(sub) -> None:
                        help="with --mitigation: a testbed trained with mitigation (testbed train --mitigate-threshold), "
                             "generated from plainly beside the inference-time methods (repeatable)")
     bench.add_argument("--max-prompts", type=positive_int, help="evaluate at most this many testbed prompts (half memorized)")
+    bench.add_argument("--criterion", choices=("verbatim", "replication"), default="verbatim",
+                       help="the testbed's labels: verbatim copies (the default) or the looser replication level, "
+                            "whose leaderboard names it")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
     bench.set_defaults(func=_bench)

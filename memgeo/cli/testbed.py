@@ -45,7 +45,7 @@ def _testbed_truth(args) -> int:
         testbed_data,
         testbed_metadata,
     )
-    from ..testbed.truth import COPY_RATIO, copy_gallery
+    from ..testbed.truth import CRITERIA, copy_gallery
 
     path = Path(args.model) if args.model else TESTBED_DIR
     out = Path(args.out) if args.out else None
@@ -70,18 +70,21 @@ def _testbed_truth(args) -> int:
                                      guidance_scale=args.guidance, progress=not args.no_progress, generations=generations)
     meta["prompts"] = rows
     meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
-                            "criterion": {"level": rows[0]["criterion"], "ratio_below": COPY_RATIO}}
+                            "criterion": {"level": rows[0]["criterion"],
+                                          **{name: c["ratio_below"] for name, c in CRITERIA.items()}}}
     atomic_write_text(out, json.dumps(meta, indent=1))
     print(f"wrote {out}")
     if args.gallery:
         from ..plotting import plot_copy_gallery
 
         data = testbed_data(path)
-        plot_copy_gallery(copy_gallery(data, rows, generations), args.gallery,
-                          title=f"{path.name}: {meta['steps']} steps, {rows[0]['criterion']} criterion")
+        plot_copy_gallery(copy_gallery(data, rows, generations, criterion=args.criterion), args.gallery,
+                          title=f"{path.name}: {meta['steps']} steps, {rows[0]['criterion']} level, {args.criterion} "
+                                f"(ratio < {CRITERIA[args.criterion]['ratio_below']:.2g})")
         print(f"wrote {args.gallery}")
-    print(format_truth_summary(rows))
-    print(format_duplication_curve(duplication_curve(meta)))
+    for name in CRITERIA:
+        print(format_truth_summary(rows, name))
+        print(format_duplication_curve(duplication_curve(meta, name)))
     return 0
 
 
@@ -126,4 +129,7 @@ def register(sub) -> None:
                      seeds=dict(default=16), steps={}, guidance={}, no_progress={})
     truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "
                                                        "nearest training images: what each label means")
+    truth.add_argument("--criterion", choices=("verbatim", "replication"), default="verbatim",
+                       help="whose labels the gallery shows: verbatim copies (ratio < 1/3, the default) or the looser "
+                            "replication level (the prompt's own image nearest, ratio < 1/2); testbed.json keeps both")
     truth.set_defaults(func=_testbed_truth)

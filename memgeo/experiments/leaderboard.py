@@ -250,12 +250,18 @@ def run_leaderboards(
     signals=None,
     print_fn=print,
     progress: bool = True,
+    criterion: str = "verbatim",
 ) -> dict:
-    """Run both leaderboards, print them, and save tables and plots under ``out_dir``."""
+    """Run both leaderboards, print them, and save tables and plots under ``out_dir``. ``criterion``
+    (:data:`memgeo.testbed.truth.CRITERIA`): the testbed's labels, verbatim copies or the replication level (named
+    in the titles)."""
     from ..gmm import ConditionalGaussianMixture
     from ..plotting import plot_roc
     from ..testbed import load_testbed, testbed_metadata
+    from ..testbed.truth import CRITERIA
 
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     signals = tuple(signals or SIGNALS)
@@ -276,7 +282,7 @@ def run_leaderboards(
 
     model = load_testbed(testbed_path)
     meta = testbed_metadata(testbed_path)
-    texts, labels, counts = testbed_labels(meta)
+    texts, labels, counts = testbed_labels(meta, criterion=criterion)
     if max_prompts is not None:  # keep both classes in a reduced run, spread over every kind
         pos = spread([i for i, lab in enumerate(labels) if lab == 1], max_prompts // 2)
         neg = spread([i for i, lab in enumerate(labels) if lab == 0], max_prompts - len(pos))
@@ -285,11 +291,12 @@ def run_leaderboards(
     rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                             progress=progress)
     rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the text alone gives away
-    rates = memorization_rates(meta, texts)
+    rates = memorization_rates(meta, texts, criterion)
     for r in rows:
         r.spearman = rate_correlation(r, rates, seeds=seeds)
     kinds = testbed_kinds(meta, texts)
-    head = (f"(b) testbed, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
+    named = "" if criterion == "verbatim" else f" ({criterion} labels: the prompt's own image nearest, not verbatim)"
+    head = (f"(b) testbed{named}, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
             f"prompts (labels by generation), {seeds} seeds; prompts: {_format_counts(counts)}")
     table = format_leaderboard(rows, title=head)
     from ..testbed.canvas import KINDS
@@ -298,7 +305,7 @@ def run_leaderboards(
     breakdown = format_breakdown(rows, seeds=seeds, groups=groups,
                                  title="(b) testbed, per prompt (mean score over seeds), and per kind of memorization "
                                        "(that kind's memorized prompts against every non-memorized prompt)")
-    curve = duplication_curve(meta)
+    curve = duplication_curve(meta, criterion)
     plot_duplication_curve(curve, out / "rate_vs_duplication.png")
     curve_table = format_duplication_curve(curve)
     print_fn(table + "\n\n" + breakdown + "\n")

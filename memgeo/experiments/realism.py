@@ -51,10 +51,13 @@ def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_
                           trackers={"gap": GuidanceNormTracker()})
         c = nearest_ratios(data, p, to_images(res.denoised.float()), level=level)
         rate = c["target_copy"] if p["kind"] == "memorized" else c["copy"]
+        replicated = c["target_replica"] if p["kind"] == "memorized" else c["replica"]
         per_image = p.get("duplication", 0) / max(1, len(p["targets"]) if p.get("memorization") == "template" else 1)
         rows.append({"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
                      "duplication": p.get("duplication"), "share": per_image / n_items, "rate": float(rate.double().mean()),
                      "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
+                     "replication_rate": float(replicated.double().mean()),
+                     "replica_rate": float(c["replica"].double().mean()),
                      "nearest_target_rate": float(c["nearest_is_target"].double().mean()),
                      "gap": res.trace["gap"].double().mean(1).tolist()})
     un = ddim_sample(model, None, initial_noise(model, list(range(10_000, 10_000 + uncond_seeds))), n_steps=n_steps,
@@ -64,12 +67,26 @@ def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_
     return {"criterion": level, "prompts": rows,
             "unconditional": {"seeds": uncond_seeds, "copy_rate": float(c["copy"].double().mean()),
                               "duplicated_copy_rate": float(c["target_copy"].double().mean()),
+                              "replica_rate": float(c["replica"].double().mean()),
+                              "duplicated_replica_rate": float(c["target_replica"].double().mean()),
                               "median_ratio": float(c["ratio"].median())}}
 
 
-def realism(result: dict, *, views: float | None = None) -> dict:
-    """R1-R4 from :func:`measure_realism`; ``views``: training draws so far, to turn each rung's share into views."""
-    rows = result["prompts"]
+#: Per criterion (:data:`memgeo.testbed.truth.CRITERIA`), which of :func:`measure_realism`'s rates it reads: a
+#: duplicated prompt's rate of its own image, any prompt's rate of any training image, the unconditional ones.
+_RATES = {"verbatim": ("rate", "copy_rate", "copy_rate", "duplicated_copy_rate"),
+          "replication": ("replication_rate", "replica_rate", "replica_rate", "duplicated_replica_rate")}
+
+
+def realism(result: dict, *, views: float | None = None, criterion: str = "verbatim") -> dict:
+    """R1-R4 from :func:`measure_realism`; ``views``: training draws so far, to turn each rung's share into views;
+    ``criterion``: verbatim copies (ratio < 1/3) or the replication level (own image nearest, ratio < 1/2)."""
+    if criterion not in _RATES:
+        raise ValueError(f"criterion must be one of {tuple(_RATES)}, got {criterion!r}")
+    own, anyone, u_any, u_dup = _RATES[criterion]
+    rows = [{**r, "rate": r[own], "copy_rate": r[anyone]} for r in result["prompts"]]
+    u = result["unconditional"]
+    unconditional = {**u, "copy_rate": u[u_any], "duplicated_copy_rate": u[u_dup]}
     mem = [r for r in rows if r["kind"] == "memorized" and r["rate"] >= 0.5]
     ordinary = [r for r in rows if r["kind"] == "ordinary" and r["copy_rate"] <= 0.1]
     r1 = None
@@ -89,7 +106,7 @@ def realism(result: dict, *, views: float | None = None) -> dict:
                "nearest_target_rate": float(np.mean([r["nearest_target_rate"] for r in rs]))}
               for (k, d), rs in sorted(rungs.items(), key=lambda kv: (kv[0][0], -kv[1][0]["share"]))]
     return {
-        "criterion": result.get("criterion"), "R1": r1, "R2": result["unconditional"],
+        "criterion": result.get("criterion"), "labels": criterion, "R1": r1, "R2": unconditional,
         "R3": {k: max((r["copy_rate"] for r in rows if r["kind"] == k), default=None) for k in ("ordinary", "heldout")},
         "R4": {"graded": len(graded), "duplicated": len(dup), "memorized_by_kind": by_kind, "ladder": ladder},
         "ordinary_median_ratio": float(np.median([r["ratio"] for r in rows if r["kind"] == "ordinary"] or [np.nan])),
@@ -113,8 +130,10 @@ def realism_verdicts(r: dict) -> dict:
 def format_realism(r: dict, title: str) -> str:
     """A markdown section: the targets, what was measured and whether each is met, then the duplication ladder."""
     verdicts = realism_verdicts(r)
-    lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} below 1/3 "
-             "(Gu et al.); a prompt is memorized at rate >= 0.5.", "",
+    rule = ("below 1/3 (Gu et al.): verbatim copies" if r.get("labels", "verbatim") == "verbatim" else
+            "below 1/2, the nearest being the prompt's own image: the replication level, not verbatim copies")
+    lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} {rule}; "
+             "a prompt is memorized at rate >= 0.5.", "",
              "| check | target | measured | met |", "|---|---|---|---|"]
     r1 = r["R1"]
     if r1 is None:

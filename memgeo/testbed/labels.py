@@ -8,34 +8,46 @@ __all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed
            "format_duplication_curve", "format_truth_summary"]
 
 
-def memorization_rate(p: dict) -> float:
-    """A prompt's memorization rate from the testbed's ground truth: ``target_rate`` where the prompt
-    has targets (its own training canvases), else ``copy_rate`` (copies of any training canvas)."""
-    rate = p.get("target_rate", p.get("copy_rate"))
+def memorization_rate(p: dict, criterion: str = "verbatim") -> float:
+    """A prompt's memorization rate from the testbed's ground truth, by ``criterion``
+    (:data:`memgeo.testbed.truth.CRITERIA`): where the prompt has targets the fraction of its generations that copy
+    (``"verbatim"``: ``target_rate``) or replicate (``"replication"``: ``target_replica_rate``) one of them, else
+    the fraction that copy or replicate any training canvas."""
+    from .truth import CRITERIA
+
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    keys = CRITERIA[criterion]
+    rate = p.get(keys["rate"], p.get(keys["any_rate"]))
     if rate is None:
+        if "copy_rate" in p:  # ground truth from before the replication level
+            raise ValueError(f"the testbed's ground truth has no {criterion} rates: run `memgeo testbed truth` again")
         raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
     return float(rate)
 
 
-def memorization_rates(meta: dict, texts) -> list[float]:
+def memorization_rates(meta: dict, texts, criterion: str = "verbatim") -> list[float]:
     """Per prompt, the fraction of its generations that copy (graded ground truth from ``testbed truth``)."""
     by_text = {p["text"]: p for p in meta["prompts"]}
-    return [memorization_rate(by_text[t]) for t in texts]
+    return [memorization_rate(by_text[t], criterion) for t in texts]
 
 
-def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1) -> tuple[list[str], list[int], dict]:
+def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1,
+                   criterion: str = "verbatim") -> tuple[list[str], list[int], dict]:
     """Evaluation prompts and labels of the testbed, by generation.
 
     A prompt is memorized (1) when at least ``min_rate`` of its generations copy its training
     canvases, not memorized (0) when at most ``max_rate`` do, whatever its construction; prompts in
-    between are left out and counted. The counts also say how each class was built.
+    between are left out and counted. The counts also say how each class was built. ``criterion``
+    (:data:`memgeo.testbed.truth.CRITERIA`): verbatim copies (the default) or the looser replication level, whose
+    labels always name it.
     """
     if not 0 <= max_rate < min_rate <= 1:
         raise ValueError(f"need 0 <= max_rate < min_rate <= 1, got max_rate={max_rate}, min_rate={min_rate}")
     texts, labels = [], []
     counts = {"memorized": {}, "not memorized": {}, "left out (rate in between)": 0}
     for p in meta["prompts"]:
-        rate = memorization_rate(p)
+        rate = memorization_rate(p, criterion)
         kind = p.get("memorization") or p["kind"]
         if min_rate <= rate:
             label = "memorized"
@@ -56,7 +68,7 @@ def testbed_kinds(meta: dict, texts) -> list[str]:
     return [by_text[t].get("memorization") or by_text[t]["kind"] for t in texts]
 
 
-def duplication_curve(meta: dict) -> list[dict]:
+def duplication_curve(meta: dict, criterion: str = "verbatim") -> list[dict]:
     """Memorization rate against duplication count, per kind: one row per (kind, count) with the
     number of prompts, their mean rate, and how many have a rate strictly between 0.1 and 0.9."""
     rows = {}
@@ -64,7 +76,7 @@ def duplication_curve(meta: dict) -> list[dict]:
         if not p.get("targets"):
             continue
         key = (p.get("memorization") or p["kind"], int(p["duplication"]))
-        rows.setdefault(key, []).append(memorization_rate(p))
+        rows.setdefault(key, []).append(memorization_rate(p, criterion))
     return [{"kind": k, "duplication": d, "prompts": len(r), "mean_rate": float(np.mean(r)),
              "graded": int(sum(0.1 < x < 0.9 for x in r))} for (k, d), r in sorted(rows.items())]
 
@@ -76,19 +88,26 @@ def format_duplication_curve(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def format_truth_summary(rows: list[dict]) -> str:
-    """The ground truth per kind of prompt (:func:`~memgeo.testbed.memorization_ground_truth` rows): the copy
-    threshold, each kind's mean memorization and copy rates and how many prompts are graded."""
-    lines = [f"copy criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance below 1/3 "
-             "(Gu et al. 2025); a prompt's ratio is the median over its generations",
-             f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'copy rate':>9} {'median ratio':>12} "
+def format_truth_summary(rows: list[dict], criterion: str = "verbatim") -> str:
+    """The ground truth per kind of prompt (:func:`~memgeo.testbed.memorization_ground_truth` rows) by ``criterion``
+    (:data:`memgeo.testbed.truth.CRITERIA`): each kind's mean memorization and copy rates, median ratio and how many
+    prompts are graded."""
+    from .truth import CRITERIA
+
+    bound = CRITERIA[criterion]["ratio_below"]
+    rule = ("below 1/3 (Gu et al. 2025)" if criterion == "verbatim" else
+            f"below {bound:g}, the nearest being the prompt's own image (replication, not a verbatim copy)")
+    lines = [f"{criterion} criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance "
+             f"{rule}; a prompt's ratio is the median over its generations",
+             f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'any image':>9} {'median ratio':>12} "
              f"{'rate in (0.1, 0.9)':>18}"]
+    any_rate = CRITERIA[criterion]["any_rate"]
     for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
         rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
-        rates = [memorization_rate(r) for r in rs]
-        lines.append(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r['copy_rate'] for r in rs]):9.3f} "
+        rates = [memorization_rate(r, criterion) for r in rs]
+        lines.append(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r[any_rate] for r in rs]):9.3f} "
                      f"{np.median([r['ratio'] for r in rs]):12.3f} {sum(0.1 < x < 0.9 for x in rates):18d}")
-    mem = [memorization_rate(r) for r in rows if r["kind"] == "memorized"]
+    mem = [memorization_rate(r, criterion) for r in rows if r["kind"] == "memorized"]
     lines.append(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
                  f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
     return "\n".join(lines)

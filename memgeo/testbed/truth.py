@@ -11,12 +11,26 @@ from .canvas import CanvasData, canvas_cells, to_images
 from .folder import testbed_data, testbed_folder
 
 __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position",
-           "nearest_ratios", "copy_gallery", "distinct_rows", "two_nearest", "COPY_RATIO", "LEVELS"]
+           "nearest_ratios", "copy_gallery", "distinct_rows", "two_nearest", "COPY_RATIO", "REPLICATION_RATIO", "CRITERIA",
+           "LEVELS"]
 
 #: A generation is a verbatim copy when its L2 distance to the nearest distinct training image is below this
 #: fraction of its distance to the second nearest (Gu et al., "On Memorization in Diffusion Models", TMLR 2025,
 #: ``sail-sg/DiffMemorize``; Yoon et al. 2023; Bonnaire et al. 2025).
 COPY_RATIO = 1 / 3
+
+#: A generation replicates its prompt's training image when that image is its nearest distinct training image and
+#: the ratio is below this bound: at least twice as close to it as to any other. A second, looser level beside the
+#: verbatim one (as Somepalli et al., CVPR 2023, count replication at SSCD > 0.5), for data where a verbatim copy's
+#: own parts do not pass :data:`COPY_RATIO`: on the SD regime's model the cells of verbatim canvas copies lie at a
+#: median ratio of 0.41-0.47 among the training cells at their position (benchmarks/results/criterion_sd_regime.md).
+#: Fixed before any detector ran on the second SD ladder; always named as replication, never as a verbatim copy.
+REPLICATION_RATIO = 1 / 2
+
+#: The copy criteria, as data: per name, the ratio bound and whether the nearest image must be the prompt's own
+#: (for a prompt with targets; a prompt without any is judged against every training image).
+CRITERIA = {"verbatim": {"ratio_below": COPY_RATIO, "rate": "target_rate", "any_rate": "copy_rate"},
+            "replication": {"ratio_below": REPLICATION_RATIO, "rate": "target_replica_rate", "any_rate": "replica_rate"}}
 
 #: What a training image is when the ratio is taken: ``"canvas"`` (the default, in every regime), the whole 16x16
 #: canvas (for a local prompt its duplicated cell among the distinct training cells at that position); ``"cell"``,
@@ -105,24 +119,29 @@ def memorization_ground_truth(
             generations[p["text"]] = canvases
         c = nearest_ratios(data, p, canvases, level=level)
         row = {**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
+               "replica_rate": float(c["replica"].double().mean()),
                "nearest_target_rate": float(c["nearest_is_target"].double().mean()), "criterion": level}
         if p.get("targets"):
             row["target_rate"] = float(c["target_copy"].double().mean())
+            row["target_replica_rate"] = float(c["target_replica"].double().mean())
         out.append(row)
     return out
 
 
 def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_row: int = 4,
-                 level: str = "canvas") -> list[dict]:
+                 level: str = "canvas", criterion: str = "verbatim") -> list[dict]:
     """What the copy criterion calls a copy, to be seen (:func:`memgeo.plotting.plot_copy_gallery`): per kind and
     duplication count the prompt with the highest rate, then the ordinary and held-out prompts with the highest copy
     rate; each with its target, ``per_row`` of its generations, their nearest training images and ratios.
 
-    ``rows``: :func:`memorization_ground_truth`'s rows; ``generations``: the canvases it collected per prompt."""
+    ``rows``: :func:`memorization_ground_truth`'s rows; ``generations``: the canvases it collected per prompt;
+    ``criterion`` (:data:`CRITERIA`): whose rates pick and label the rows."""
+    from .labels import memorization_rate
+
     picked: dict = {}
     for r in rows:
         key = (r.get("memorization") or r["kind"], r.get("duplication", 0) if r["kind"] == "memorized" else 0)
-        rate = r.get("target_rate", r["copy_rate"]) if r["kind"] == "memorized" else r["copy_rate"]
+        rate = memorization_rate(r, criterion)
         if key not in picked or rate > picked[key][0]:
             picked[key] = (rate, r)
     out = []
@@ -130,7 +149,8 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
         gens = generations[r["text"]][:per_row]
         c = nearest_ratios(data, r, gens, level=level)
         target = data.images[r["targets"][0]] if r.get("targets") else None
-        out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": rate {rate:.2f}, median ratio {r['ratio']:.2f}",
+        name = "rate" if criterion == "verbatim" else f"{criterion} rate"
+        out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
                     "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist()})
     return out
@@ -206,7 +226,8 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
     ``"cell"`` level each cell's nearest training cell; for a local prompt its cell alone, the rest blank), and
     ``[N]`` tensors: ``"ratio"``; ``"nearest_is_target"`` (the nearest image is one of the prompt's
     ``targets``, every cell for ``"cell"``; False without targets); ``"copy"`` (``ratio < COPY_RATIO``: a verbatim
-    copy of some training image) and ``"target_copy"`` (a copy whose nearest image is the prompt's).
+    copy of some training image) and ``"target_copy"`` (a copy whose nearest image is the prompt's); ``"replica"``
+    (``ratio < REPLICATION_RATIO``) and ``"target_replica"`` (a replica whose nearest image is the prompt's).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
@@ -246,9 +267,10 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
                      else torch.zeros(n, dtype=torch.bool))
     ratio = torch.where(d2 > 0, d1 / d2, torch.zeros_like(d1))
     copy = ratio < COPY_RATIO
+    replica = ratio < REPLICATION_RATIO
     nearest = nearest.reshape(n, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, 16, 16).float()
     return {"ratio": ratio, "nearest_is_target": is_target, "copy": copy, "target_copy": copy & is_target,
-            "nearest": nearest}
+            "replica": replica, "target_replica": replica & is_target, "nearest": nearest}
 
 
 def mask_position(mask) -> int:

@@ -61,8 +61,15 @@ def test_testbed_truth_never_rewrites_the_installed_package(tmp_path, capsys):
     assert main(["testbed", "truth", "--out", str(TESTBED_DIR / "testbed.json"), "--no-progress"]) == 2
     assert "inside the installed package" in capsys.readouterr().err
     out = tmp_path / "truth.json"
-    assert main(["testbed", "truth", "--out", str(out), "--seeds", "1", "--steps", "2", "--no-progress"]) == 0
+    gallery = tmp_path / "replicas.png"
+    assert main(["testbed", "truth", "--out", str(out), "--seeds", "1", "--steps", "2", "--no-progress",
+                 "--criterion", "replication", "--gallery", str(gallery)]) == 0
     assert (TESTBED_DIR / "testbed.json").read_bytes() == before
     meta = json.loads(out.read_text())
     assert meta["ground_truth"]["seeds"] == 1 and len(meta["prompts"]) == len(json.loads(before)["prompts"])
+    assert meta["ground_truth"]["criterion"]["verbatim"] == 1 / 3 and meta["ground_truth"]["criterion"]["replication"] == 0.5
+    for p in meta["prompts"]:  # both levels kept; a verbatim copy is always a replica
+        assert p["replica_rate"] >= p["copy_rate"] and (not p.get("targets") or p["target_replica_rate"] >= p["target_rate"])
+    printed = capsys.readouterr().out
+    assert "verbatim criterion" in printed and "replication criterion" in printed and gallery.stat().st_size > 0
 

@@ -52,6 +52,16 @@ def test_testbed_labels_come_from_generation_rates():
         testbed_labels({"prompts": prompts}, min_rate=0.1, max_rate=0.5)
     with pytest.raises(ValueError, match="no ground truth"):
         testbed_labels({"prompts": [{"text": "x", "kind": "ordinary"}]})
+    # the replication level reads its own rates, and never falls back to the verbatim ones
+    replicated = [{**p, "target_replica_rate": min(1.0, p["target_rate"] + 0.5), "replica_rate": p["copy_rate"]}
+                  if p.get("targets") else {**p, "replica_rate": p["copy_rate"]} for p in prompts]
+    texts, labels, _ = testbed_labels({"prompts": replicated}, criterion="replication")
+    assert texts == ["a", "b", "c", "d", "e"] and labels == [1, 1, 1, 1, 0]
+    assert memorization_rates({"prompts": replicated}, ["b"], "replication") == [0.5]
+    with pytest.raises(ValueError, match="no replication rates"):
+        testbed_labels({"prompts": prompts}, criterion="replication")
+    with pytest.raises(ValueError, match="criterion"):
+        testbed_labels({"prompts": prompts}, criterion="sscd")
 
 
 def test_regroup_per_prompt_and_on_subsets():
@@ -136,3 +146,30 @@ def test_localization_auroc_rows_score_the_maps_against_the_masks():
     assert len(row["per_step"]) == 5 and row["per_step"][loc.step] == pytest.approx(row["map"])
     with pytest.raises(ValueError, match="no mask"):
         localization_auroc(model, [{"text": "thin six, thin one, thin two, thin three"}], seeds=2, n_steps=2)
+
+
+def test_realism_reads_the_labels_of_the_criterion_it_is_given():
+    from memgeo.experiments.realism import realism, realism_verdicts
+
+    def row(kind, memorization, rate, replication, gap, copy=0.0, replica=0.0):
+        return {"text": f"{kind}{memorization}{rate}{replication}{gap}", "kind": kind, "memorization": memorization,
+                "duplication": 10 if kind == "memorized" else None, "share": 0.003, "rate": rate, "copy_rate": copy,
+                "replication_rate": replication, "replica_rate": replica, "ratio": 0.4, "nearest_target_rate": 1.0,
+                "gap": [gap, gap]}
+
+    rows = [row("memorized", "matching", 1.0, 1.0, 2.0, 1.0, 1.0), row("memorized", "local", 0.0, 0.75, 3.0, 0.0, 0.75),
+            row("memorized", "template", 0.0, 0.25, 0.5), row("ordinary", None, 0.0, 0.0, 1.0),
+            row("ordinary", None, 0.0, 0.0, 1.5, replica=0.25), row("heldout", None, 0.0, 0.0, 1.0)]
+    result = {"criterion": "canvas", "prompts": rows,
+              "unconditional": {"seeds": 4, "copy_rate": 0.0, "duplicated_copy_rate": 0.0, "replica_rate": 0.25,
+                                "duplicated_replica_rate": 0.0, "median_ratio": 0.9}}
+    verbatim, replication = realism(result), realism(result, criterion="replication")
+    assert verbatim["R4"]["memorized_by_kind"] == {"matching": 1, "template": 0, "local": 0}
+    assert replication["R4"]["memorized_by_kind"] == {"matching": 1, "template": 0, "local": 1}
+    assert verbatim["R4"]["graded"] == 0 and replication["R4"]["graded"] == 2  # 0.75 and 0.25
+    assert verbatim["R1"] == [1.0, 1.0]  # the matching prompt (gap 2) above both ordinary ones
+    assert replication["R1"] == [1.0, 1.0] and replication["n_ordinary"] == 1  # the 0.25 replica-rate one left out
+    assert replication["R3"]["ordinary"] == 0.25 and verbatim["R3"]["ordinary"] == 0.0
+    assert not realism_verdicts(replication)["R2"] and realism_verdicts(verbatim)["R2"]
+    with pytest.raises(ValueError, match="criterion"):
+        realism(result, criterion="sscd")

@@ -9,6 +9,7 @@ from memgeo.testbed import build_canvas_data
 from memgeo.testbed.canvas import canvas_cells
 from memgeo.testbed.truth import (
     COPY_RATIO,
+    REPLICATION_RATIO,
     distinct_rows,
     mask_position,
     nearest_ratios,
@@ -107,3 +108,22 @@ def test_bad_levels_are_refused(augmented):
     with pytest.raises(ValueError, match="level"):
         nearest_ratios(augmented, {}, augmented.images[:1], level="pixel")
     assert COPY_RATIO == pytest.approx(1 / 3) and not math.isnan(COPY_RATIO)
+
+
+def test_the_replication_level_needs_the_prompts_own_image_nearest_within_half(augmented):
+    matching = next(p for p in augmented.prompts if p.get("memorization") == "matching")
+    target = augmented.images[matching["targets"][0]]
+    other = augmented.images[[i for i in range(len(augmented.images)) if i not in matching["targets"]][0]]
+    # points on the segment from the target towards another training canvas: the ratio grows from 0 past 1/3, 1/2, 1
+    queries = torch.stack([target + t * (other - target) for t in (0.0, 0.1, 0.3, 0.4, 0.45, 0.7)])
+    c = nearest_ratios(augmented, matching, queries, level="canvas")
+    for q, ratio, replica, own, is_target in zip(queries, c["ratio"], c["replica"], c["target_replica"],
+                                                 c["nearest_is_target"]):
+        want, nearest = brute_force_ratio(q, augmented.images)
+        assert bool(replica) == (want < REPLICATION_RATIO)
+        assert bool(own) == (want < REPLICATION_RATIO and torch.equal(nearest, target)) and bool(is_target) == torch.equal(nearest, target)
+    between = (c["ratio"] >= COPY_RATIO) & (c["ratio"] < REPLICATION_RATIO)
+    assert bool(between.any()), "the segment crosses the band between the two bounds"
+    assert not bool((c["copy"] & ~c["replica"]).any())  # every verbatim copy is a replica
+    assert bool(c["target_replica"][between].any()) and not bool(c["target_copy"][between].any())
+    assert REPLICATION_RATIO == pytest.approx(1 / 2)

@@ -42,24 +42,30 @@ def table(runs: list[dict]) -> str:
 
 
 def checks(runs: list[dict]) -> str:
-    """One row per snapshot: R1-R4 as measured there (memgeo.experiments.realism), and whether each is met."""
+    """One row per snapshot and labels: R1-R4 as measured there (memgeo.experiments.realism), and whether each is met;
+    a snapshot read by both levels (bench_realism --criterion both) gives a verbatim and a replication row."""
+    lines = ["| steps | seeds | labels | R1 min, median (memorized vs ordinary) | R2 unconditional copies | R3 max copy "
+             "rate (ordinary / held-out) | R4 memorized per kind; graded | met |", "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        seeds = r["R"].get("title", "").rsplit(", ", 1)[-1].replace(" seeds", "")
+        lines.append(_check_row(r["steps"], seeds, r["R"].get("labels", "verbatim"), r["R"]))
+        if "replication" in r["R"]:
+            lines.append(_check_row(r["steps"], seeds, "replication", r["R"]["replication"]))
+    return "\n".join(lines)
+
+
+def _check_row(steps: int, seeds: str, labels: str, R: dict) -> str:
     import numpy as np
 
     from memgeo.experiments.realism import realism_verdicts
 
-    lines = ["| steps | seeds | R1 min, median (memorized vs ordinary) | R2 unconditional copies | R3 max copy rate "
-             "(ordinary / held-out) | R4 memorized per kind; graded | met |", "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        R = r["R"]
-        seeds = R.get("title", "").rsplit(", ", 1)[-1].replace(" seeds", "")
-        r1 = R["R1"]
-        r1_text = "-" if r1 is None else f"{min(r1):.2f}, {float(np.median(r1)):.2f} ({R['n_memorized']} vs {R['n_ordinary']})"
-        k = R["R4"]["memorized_by_kind"]
-        met = ", ".join(name for name, ok in realism_verdicts(R).items() if ok) or "none"
-        lines.append(f"| {r['steps']} | {seeds} | {r1_text} | {100 * R['R2']['copy_rate']:.1f}% | "
-                     f"{R['R3']['ordinary']} / {R['R3']['heldout']} | matching {k['matching']}, template {k['template']}, "
-                     f"local {k['local']}; {R['R4']['graded']} | {met} |")
-    return "\n".join(lines)
+    r1 = R["R1"]
+    r1_text = "-" if r1 is None else f"{min(r1):.2f}, {float(np.median(r1)):.2f} ({R['n_memorized']} vs {R['n_ordinary']})"
+    k = R["R4"]["memorized_by_kind"]
+    met = ", ".join(name for name, ok in realism_verdicts(R).items() if ok) or "none"
+    return (f"| {steps} | {seeds} | {labels} | {r1_text} | {100 * R['R2']['copy_rate']:.1f}% | "
+            f"{R['R3']['ordinary']} / {R['R3']['heldout']} | matching {k['matching']}, template {k['template']}, "
+            f"local {k['local']}; {R['R4']['graded']} | {met} |")
 
 
 def figure(runs: list[dict], path) -> None:

@@ -257,7 +257,8 @@ def _show_image(ax, img: torch.Tensor) -> None:
 
 def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
     """One row per prompt (:func:`~memgeo.testbed.copy_gallery`): its target, then each generation beside its nearest
-    training image, titled with the nearest / second-nearest ratio (a verbatim copy below 1/3)."""
+    training image, titled with the nearest / second-nearest ratio, marked below the row's ``"bound"`` (a verbatim
+    copy below 1/3 unless the row says otherwise: the replication level marks replicas below 1/2)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -277,8 +278,9 @@ def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
         axes[i, 0].set_title("target" if i == 0 else "", fontsize=6)
         for j, (g, n, ratio, hit) in enumerate(zip(r["generations"], r["nearest"], r["ratios"], r["is_target"])):
             _show_image(axes[i, 1 + 2 * j], g)
-            axes[i, 1 + 2 * j].set_title(f"r={ratio:.2f}" + (" copy" if ratio < 1 / 3 else ""), fontsize=6,
-                                         color="red" if ratio < 1 / 3 and hit else "black")
+            below = ratio < r.get("bound", 1 / 3)
+            axes[i, 1 + 2 * j].set_title(f"r={ratio:.2f}" + (f" {r.get('mark', 'copy')}" if below else ""), fontsize=6,
+                                         color="red" if below and hit else "black")
             _show_image(axes[i, 2 + 2 * j], n)
             axes[i, 2 + 2 * j].set_title("nearest" + (" = target" if hit else ""), fontsize=5)
         axes[i, -1].text(1.05, 0.5, r["label"].split(": ", 1)[-1], transform=axes[i, -1].transAxes, fontsize=6,

@@ -152,7 +152,8 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
         name = "rate" if criterion == "verbatim" else f"{criterion} rate"
         out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
-                    "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist()})
+                    "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist(),
+                    "bound": CRITERIA[criterion]["ratio_below"], "mark": "copy" if criterion == "verbatim" else "replica"})
     return out
 
 

@@ -30,7 +30,8 @@ from memgeo.experiments.realism import append_markdown, format_realism, measure_
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
-SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "6", "--out", "{tmp}/realism.md"]
+SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "6", "--out", "{tmp}/realism.md",
+         "--criterion", "both", "--json", "{tmp}/realism.json"]
 
 
 def main(argv=None) -> None:

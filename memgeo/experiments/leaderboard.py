@@ -262,6 +262,8 @@ def run_leaderboards(
 
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    meta = testbed_metadata(testbed_path)
+    testbed_texts, testbed_y, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     signals = tuple(signals or SIGNALS)
@@ -281,8 +283,7 @@ def run_leaderboards(
     results["mixture"] = {"table": table, "rows": rows, "curves": curves}
 
     model = load_testbed(testbed_path)
-    meta = testbed_metadata(testbed_path)
-    texts, labels, counts = testbed_labels(meta, criterion=criterion)
+    texts, labels = testbed_texts, testbed_y
     if max_prompts is not None:  # keep both classes in a reduced run, spread over every kind
         pos = spread([i for i, lab in enumerate(labels) if lab == 1], max_prompts // 2)
         neg = spread([i for i, lab in enumerate(labels) if lab == 0], max_prompts - len(pos))

@@ -173,3 +173,14 @@ def test_realism_reads_the_labels_of_the_criterion_it_is_given():
     assert not realism_verdicts(replication)["R2"] and realism_verdicts(verbatim)["R2"]
     with pytest.raises(ValueError, match="criterion"):
         realism(result, criterion="sscd")
+
+
+def test_the_leaderboard_refuses_labels_the_testbed_has_not_measured_before_any_work(tmp_path):
+    from memgeo.experiments import run_leaderboards
+
+    lines = []
+    with pytest.raises(ValueError, match="no replication rates"):  # the embedded ground truth predates that level
+        run_leaderboards(out_dir=tmp_path / "lb", criterion="replication", print_fn=lines.append)
+    assert lines == [] and not (tmp_path / "lb").exists()
+    with pytest.raises(ValueError, match="criterion"):
+        run_leaderboards(out_dir=tmp_path / "lb", criterion="sscd", print_fn=lines.append)

@@ -28,6 +28,7 @@ import torch
 
 from memgeo.experiments.realism import append_markdown, format_realism, measure_realism, realism
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
+from memgeo.testbed.truth import CRITERIA
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts", "6", "--out", "{tmp}/realism.md",
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     ap.add_argument("--title", help="heading of the table (default: the testbed's regime and steps)")
     ap.add_argument("--out", help="append the table to this markdown file")
     ap.add_argument("--json", help="write R1-R4 and the per-prompt numbers to this file")
-    ap.add_argument("--criterion", choices=("verbatim", "replication", "both"), default="verbatim",
+    ap.add_argument("--criterion", choices=(*CRITERIA, "both"), default="verbatim",
                     help="the labels R1-R4 are read with (both: two tables from the same generations)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
     result = measure_realism(model, data, prompts, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
                      uncond_seeds=args.uncond_seeds, progress=True)
     views = meta["steps"] * meta["batch_size"]
-    names = ("verbatim", "replication") if args.criterion == "both" else (args.criterion,)
+    names = tuple(CRITERIA) if args.criterion == "both" else (args.criterion,)
     by_criterion = {name: realism(result, views=views, criterion=name) for name in names}
     regime = "finetune" if "base" in meta else "sd" if meta["data"].get("augment") else "small-data"
     title = args.title or (f"{regime} regime, {meta['steps']} steps ({len(data.images)} distinct images, "

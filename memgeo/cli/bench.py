@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..testbed import testbed_metadata
+from ..testbed.truth import CRITERIA
 from .common import no_loading_bars, positive_int, shared_arguments
 
 
@@ -39,7 +40,7 @@ def register(sub) -> None:
                        help="with --mitigation: a testbed trained with mitigation (testbed train --mitigate-threshold), "
                             "generated from plainly beside the inference-time methods (repeatable)")
     bench.add_argument("--max-prompts", type=positive_int, help="evaluate at most this many testbed prompts (half memorized)")
-    bench.add_argument("--criterion", choices=("verbatim", "replication"), default="verbatim",
+    bench.add_argument("--criterion", choices=tuple(CRITERIA), default="verbatim",
                        help="the testbed's labels: verbatim copies (the default) or the looser replication level, "
                             "whose leaderboard names it")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .._util import atomic_write_text
 from ..testbed.train import REGIMES
+from ..testbed.truth import CRITERIA
 from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
 
@@ -45,7 +46,7 @@ def _testbed_truth(args) -> int:
         testbed_data,
         testbed_metadata,
     )
-    from ..testbed.truth import CRITERIA, copy_gallery
+    from ..testbed.truth import copy_gallery
 
     path = Path(args.model) if args.model else TESTBED_DIR
     out = Path(args.out) if args.out else None
@@ -129,7 +130,7 @@ def register(sub) -> None:
                      seeds=dict(default=16), steps={}, guidance={}, no_progress={})
     truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "
                                                        "nearest training images: what each label means")
-    truth.add_argument("--criterion", choices=("verbatim", "replication"), default="verbatim",
+    truth.add_argument("--criterion", choices=tuple(CRITERIA), default="verbatim",
                        help="whose labels the gallery shows: verbatim copies (ratio < 1/3, the default) or the looser "
                             "replication level (the prompt's own image nearest, ratio < 1/2); testbed.json keeps both")
     truth.set_defaults(func=_testbed_truth)

@@ -263,7 +263,7 @@ def run_leaderboards(
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     meta = testbed_metadata(testbed_path)
-    testbed_texts, testbed_y, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
+    texts, labels, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     signals = tuple(signals or SIGNALS)
@@ -271,19 +271,18 @@ def run_leaderboards(
 
     mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=mixture_conditions,
                                                            n_generalizing=mixture_conditions, seed=0)
-    conds, labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
-    rows = evaluate_signals(mix, conds, labels, signals=runnable_signals(mix, signals), seeds=seeds, n_steps=n_steps,
+    conds, mix_labels = list(range(mix.n_conditions)), mix.memorized.int().tolist()
+    rows = evaluate_signals(mix, conds, mix_labels, signals=runnable_signals(mix, signals), seeds=seeds, n_steps=n_steps,
                             guidance_scale=guidance_scale, progress=progress)
     table = format_leaderboard(rows, title=f"(a) canonical memorization mixture: {mixture_conditions} memorized + "
                                            f"{mixture_conditions} generalizing conditions, {seeds} seeds")
     print_fn(table + "\n")
-    curves = trajectory_auroc(mix, conds, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+    curves = trajectory_auroc(mix, conds, mix_labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                               progress=progress)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_mixture.png", title="per-step AUROC, mixture")
     results["mixture"] = {"table": table, "rows": rows, "curves": curves}
 
     model = load_testbed(testbed_path)
-    texts, labels = testbed_texts, testbed_y
     if max_prompts is not None:  # keep both classes in a reduced run, spread over every kind
         pos = spread([i for i, lab in enumerate(labels) if lab == 1], max_prompts // 2)
         neg = spread([i for i, lab in enumerate(labels) if lab == 0], max_prompts - len(pos))
@@ -296,7 +295,7 @@ def run_leaderboards(
     for r in rows:
         r.spearman = rate_correlation(r, rates, seeds=seeds)
     kinds = testbed_kinds(meta, texts)
-    named = "" if criterion == "verbatim" else f" ({criterion} labels: the prompt's own image nearest, not verbatim)"
+    named = "" if criterion == "verbatim" else f" ({criterion} labels: ratio {CRITERIA[criterion]['rule']})"
     head = (f"(b) testbed{named}, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
             f"prompts (labels by generation), {seeds} seeds; prompts: {_format_counts(counts)}")
     table = format_leaderboard(rows, title=head)

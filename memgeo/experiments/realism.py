@@ -23,7 +23,7 @@ import numpy as np
 from ..detect import auroc
 from ..sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from ..testbed.canvas import KINDS, to_images
-from ..testbed.truth import nearest_ratios
+from ..testbed.truth import CRITERIA, nearest_ratios
 
 __all__ = ["TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown"]
 
@@ -130,8 +130,7 @@ def realism_verdicts(r: dict) -> dict:
 def format_realism(r: dict, title: str) -> str:
     """A markdown section: the targets, what was measured and whether each is met, then the duplication ladder."""
     verdicts = realism_verdicts(r)
-    rule = ("below 1/3 (Gu et al.): verbatim copies" if r.get("labels", "verbatim") == "verbatim" else
-            "below 1/2, the nearest being the prompt's own image: the replication level, not verbatim copies")
+    rule = CRITERIA[r.get("labels", "verbatim")]["rule"]
     lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} {rule}; "
              "a prompt is memorized at rate >= 0.5.", "",
              "| check | target | measured | met |", "|---|---|---|---|"]

@@ -94,11 +94,8 @@ def format_truth_summary(rows: list[dict], criterion: str = "verbatim") -> str:
     prompts are graded."""
     from .truth import CRITERIA
 
-    bound = CRITERIA[criterion]["ratio_below"]
-    rule = ("below 1/3 (Gu et al. 2025)" if criterion == "verbatim" else
-            f"below {bound:g}, the nearest being the prompt's own image (replication, not a verbatim copy)")
     lines = [f"{criterion} criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance "
-             f"{rule}; a prompt's ratio is the median over its generations",
+             f"{CRITERIA[criterion]['rule']}; a prompt's ratio is the median over its generations",
              f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'any image':>9} {'median ratio':>12} "
              f"{'rate in (0.1, 0.9)':>18}"]
     any_rate = CRITERIA[criterion]["any_rate"]

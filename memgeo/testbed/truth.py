@@ -27,10 +27,16 @@ COPY_RATIO = 1 / 3
 #: Fixed before any detector ran on the second SD ladder; always named as replication, never as a verbatim copy.
 REPLICATION_RATIO = 1 / 2
 
-#: The copy criteria, as data: per name, the ratio bound and whether the nearest image must be the prompt's own
-#: (for a prompt with targets; a prompt without any is judged against every training image).
-CRITERIA = {"verbatim": {"ratio_below": COPY_RATIO, "rate": "target_rate", "any_rate": "copy_rate"},
-            "replication": {"ratio_below": REPLICATION_RATIO, "rate": "target_replica_rate", "any_rate": "replica_rate"}}
+#: The copy criteria, as data: per name, the ratio bound; the ground-truth row keys of a prompt's rate of its own
+#: images (``rate``) and of any training image (``any_rate``, the rate of a prompt without targets); what one
+#: generation under the bound is called (``mark``) and the rule in words (``rule``), for tables and galleries.
+CRITERIA = {
+    "verbatim": {"ratio_below": COPY_RATIO, "rate": "target_rate", "any_rate": "copy_rate", "mark": "copy",
+                 "rule": "below 1/3 (Gu et al. 2025): a verbatim copy"},
+    "replication": {"ratio_below": REPLICATION_RATIO, "rate": "target_replica_rate", "any_rate": "replica_rate",
+                    "mark": "replica", "rule": "below 1/2, the nearest being the prompt's own image: a replica, not a "
+                                               "verbatim copy"},
+}
 
 #: What a training image is when the ratio is taken: ``"canvas"`` (the default, in every regime), the whole 16x16
 #: canvas (for a local prompt its duplicated cell among the distinct training cells at that position); ``"cell"``,
@@ -153,7 +159,7 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
         out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
                     "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist(),
-                    "bound": CRITERIA[criterion]["ratio_below"], "mark": "copy" if criterion == "verbatim" else "replica"})
+                    "bound": CRITERIA[criterion]["ratio_below"], "mark": CRITERIA[criterion]["mark"]})
     return out
 
 

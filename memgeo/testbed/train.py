@@ -116,6 +116,12 @@ REGIMES = {
     # builder draws them first; their warps differ), 17 duplicated prompts instead of 16, more of them at the shares
     # where copying began
     "sd-ladder": _sd_regime(SD_LADDER_SHARES),
+    # the second ladder, bit for bit (the same batches, noises and timesteps), except that a duplicated item's caption
+    # is never dropped: its image is 0.1-0.5% of the captioned draws, which this budget needs for copying, but none of
+    # the unconditional branch's, as a Stable Diffusion duplicate (about 1e-6 of LAION's draws) is almost none of its
+    # unconditional model's. Where the second ladder's gap inverts mid-generation, its unconditional branch had learned
+    # the copies too (benchmarks/results/sd_regime_commitment.md)
+    "sd-ladder-cond-only": {**_sd_regime(SD_LADDER_SHARES), "dropout_duplicated": 0.0},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)

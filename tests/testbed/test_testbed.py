@@ -241,7 +241,9 @@ def test_dropout_of_duplicated_captions_changes_only_what_the_unconditional_bran
         train_testbed(tmp_path / "kept", dropout_duplicated=0.5, **{**kw, "dropout": 1.0, "steps": 6})
     with pytest.raises(ValueError, match=r"dropout must lie in \[0, 1\]"):
         train_testbed(tmp_path / "bad", dropout=1.5, **kw)
-    assert REGIMES["small-data-cond-only"]["data"] == REGIMES["small-data"]["data"]
+    for causal, base in (("small-data-cond-only", "small-data"), ("sd-ladder-cond-only", "sd-ladder")):
+        assert {**REGIMES[causal], "dropout_duplicated": None} == {**REGIMES[base], "dropout_duplicated": None}
+        assert REGIMES[causal]["dropout_duplicated"] == 0.0
 
 
 def test_learning_rate_decay_extends_a_constant_run_bit_for_bit(tmp_path):

@@ -219,7 +219,7 @@ def test_a_scan_of_the_fine_tune_is_never_mixed_with_the_base(tiny_pipelines, tm
     assert (tmp_path / "scan.jsonl").read_text() == before
 
 
-def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path):
+def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path, monkeypatch):
     """On the testbed: the training images are one generation of a prompt (saved twice: a repeat), and training
     canvases. The audit finds that prompt's generation by the ratio criterion, and only it; the repeat counts once."""
     import numpy as np
@@ -254,6 +254,10 @@ def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path):
     assert record["regurgitation"] == {"copied.png = copied_again.png": 1}
     assert (tmp_path / "copies.png").stat().st_size > 0
     assert "1 of 2 prompts copy" in format_audit(record)
+    drawn = []  # the gallery marks copies at the audit's own bound
+    monkeypatch.setattr("memgeo.plotting.plot_copy_gallery", lambda rows, path, **kw: drawn.extend(rows))
+    audit_copies(model, [prompt], training, seeds=(0,), n_steps=4, ratio=0.2, gallery=tmp_path / "g.png")
+    assert [r["bound"] for r in drawn] == [0.2]
     with pytest.raises(ValueError, match="another model, training set, prompt list"):
         audit_copies(model, [prompt], training, seeds=(0,), n_steps=4, out=tmp_path)  # other prompts: refused
     with pytest.raises(ValueError, match="another model"):

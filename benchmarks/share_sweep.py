@@ -6,7 +6,9 @@ snapshot, and the realism checks R1-R4 at each, from bench_realism's JSON files.
 Each JSON is ``bench_realism.py --json`` on one snapshot. Printed per rung (kind, share of the training draws per
 image): its views and median ratio (nearest / second-nearest distinct training image, median over seeds then
 prompts; a verbatim copy is below 1/3) and memorization rate at every snapshot. The figure draws the median ratio
-against views, one line per rung.
+against views, one line per rung. A last table orders the guidance gap per step before and after copying: the
+per-step AUROC of the gap norm, every duplicated matching and template prompt (whether it copies yet or not) against
+every ordinary prompt, at every snapshot (R1 asks the same of the memorized ones alone).
 """
 
 from __future__ import annotations
@@ -68,6 +70,37 @@ def _check_row(steps: int, seeds: str, labels: str, R: dict) -> str:
             f"local {k['local']}; {R['R4']['graded']} | {met} |")
 
 
+#: The steps (1-based, of 50) at which :func:`gap_order` prints the two groups' median gap norms.
+GAP_STEPS = (1, 10, 20, 30, 40, 50)
+
+
+def gap_order(runs: list[dict]) -> str:
+    """Per snapshot: the gap norm's per-step AUROC, duplicated matching and template prompts (copying or not) against
+    ordinary ones (each prompt's mean over seeds), its minimum and median, the steps below 0.5, and both groups' median
+    gap at :data:`GAP_STEPS`."""
+    import numpy as np
+
+    from memgeo.detect import auroc
+
+    lines = ["| steps | duplicated vs ordinary | AUROC min, median | steps below 0.5 | median gap, duplicated / ordinary, at "
+             "steps " + ", ".join(map(str, GAP_STEPS)) + " |", "|---|---|---|---|---|"]
+    for r in runs:
+        rows = r["R"]["raw"]["prompts"]
+        dup = [x["gap"] for x in rows if x["kind"] == "memorized" and x["memorization"] in ("matching", "template")]
+        ordinary = [x["gap"] for x in rows if x["kind"] == "ordinary"]
+        if not dup or not ordinary:
+            continue
+        gaps, y = np.array(dup + ordinary), np.array([1] * len(dup) + [0] * len(ordinary))
+        per_step = np.array([auroc(y, gaps[:, s]) for s in range(gaps.shape[1])])
+        below = np.flatnonzero(per_step < 0.5) + 1
+        where = "none" if not len(below) else f"{below.min()}-{below.max()} ({len(below)})"
+        med = [f"{np.median(gaps[y == 1, s - 1]):.2f} / {np.median(gaps[y == 0, s - 1]):.2f}" for s in GAP_STEPS
+               if s <= gaps.shape[1]]
+        lines.append(f"| {r['steps']} | {len(dup)} vs {len(ordinary)} | {per_step.min():.2f}, {np.median(per_step):.2f} | "
+                     f"{where} | {'; '.join(med)} |")
+    return "\n".join(lines)
+
+
 def figure(runs: list[dict], path) -> None:
     import matplotlib
 
@@ -99,7 +132,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figure")
     args = ap.parse_args(argv)
     runs = load(args.runs)
-    text = checks(runs) + "\n\n" + table(runs)
+    text = checks(runs) + "\n\n" + table(runs) + "\n\n" + gap_order(runs)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -80,7 +80,7 @@ def gap_order(runs: list[dict]) -> str:
     gap at :data:`GAP_STEPS`."""
     import numpy as np
 
-    from memgeo.detect import auroc
+    from memgeo.experiments.realism import gap_auroc_by_step
 
     lines = ["| steps | duplicated vs ordinary | AUROC min, median | steps below 0.5 | median gap, duplicated / ordinary, at "
              "steps " + ", ".join(map(str, GAP_STEPS)) + " |", "|---|---|---|---|---|"]
@@ -90,12 +90,11 @@ def gap_order(runs: list[dict]) -> str:
         ordinary = [x["gap"] for x in rows if x["kind"] == "ordinary"]
         if not dup or not ordinary:
             continue
-        gaps, y = np.array(dup + ordinary), np.array([1] * len(dup) + [0] * len(ordinary))
-        per_step = np.array([auroc(y, gaps[:, s]) for s in range(gaps.shape[1])])
+        per_step = np.array(gap_auroc_by_step(dup, ordinary))
         below = np.flatnonzero(per_step < 0.5) + 1
         where = "none" if not len(below) else f"{below.min()}-{below.max()} ({len(below)})"
-        med = [f"{np.median(gaps[y == 1, s - 1]):.2f} / {np.median(gaps[y == 0, s - 1]):.2f}" for s in GAP_STEPS
-               if s <= gaps.shape[1]]
+        medians = np.median(dup, axis=0), np.median(ordinary, axis=0)  # per step
+        med = [f"{medians[0][s - 1]:.2f} / {medians[1][s - 1]:.2f}" for s in GAP_STEPS if s <= len(per_step)]
         lines.append(f"| {r['steps']} | {len(dup)} vs {len(ordinary)} | {per_step.min():.2f}, {np.median(per_step):.2f} | "
                      f"{where} | {'; '.join(med)} |")
     return "\n".join(lines)

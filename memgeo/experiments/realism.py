@@ -25,7 +25,7 @@ from ..sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from ..testbed.canvas import KINDS, to_images
 from ..testbed.truth import CRITERIA, nearest_ratios
 
-__all__ = ["TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown"]
+__all__ = ["TARGETS", "measure_realism", "gap_auroc_by_step", "realism", "realism_verdicts", "format_realism", "append_markdown"]
 
 #: What a testbed must show to stand in for Stable Diffusion, as data.
 TARGETS = {
@@ -72,6 +72,14 @@ def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_
                               "median_ratio": float(c["ratio"].median())}}
 
 
+def gap_auroc_by_step(positive, negative) -> list[float]:
+    """The per-step AUROC of the gap norm (R1's statistic): ``positive`` and ``negative`` gap traces ``[steps]`` (one
+    per prompt, :func:`measure_realism`'s ``"gap"``), the positive ones scored above."""
+    y = np.array([1] * len(positive) + [0] * len(negative))
+    gaps = np.array([*positive, *negative])  # [prompts, steps]
+    return [auroc(y, gaps[:, s]) for s in range(gaps.shape[1])]
+
+
 #: Per criterion (:data:`memgeo.testbed.truth.CRITERIA`), which of :func:`measure_realism`'s rates it reads: a
 #: duplicated prompt's rate of its own image, any prompt's rate of any training image, the unconditional ones.
 _RATES = {"verbatim": ("rate", "copy_rate", "copy_rate", "duplicated_copy_rate"),
@@ -89,11 +97,7 @@ def realism(result: dict, *, views: float | None = None, criterion: str = "verba
     unconditional = {**u, "copy_rate": u[u_any], "duplicated_copy_rate": u[u_dup]}
     mem = [r for r in rows if r["kind"] == "memorized" and r["rate"] >= 0.5]
     ordinary = [r for r in rows if r["kind"] == "ordinary" and r["copy_rate"] <= 0.1]
-    r1 = None
-    if mem and ordinary:
-        y = np.array([1] * len(mem) + [0] * len(ordinary))
-        gaps = np.array([r["gap"] for r in mem + ordinary])  # [prompts, steps]
-        r1 = [auroc(y, gaps[:, s]) for s in range(gaps.shape[1])]
+    r1 = gap_auroc_by_step([r["gap"] for r in mem], [r["gap"] for r in ordinary]) if mem and ordinary else None
     dup = [r for r in rows if r["kind"] == "memorized"]
     graded = [r for r in dup if 0.1 < r["rate"] < 0.9]
     by_kind = {k: sum(r["rate"] >= 0.5 for r in dup if r["memorization"] == k) for k in KINDS}

@@ -258,7 +258,8 @@ def _show_image(ax, img: torch.Tensor) -> None:
 def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
     """One row per prompt (:func:`~memgeo.testbed.copy_gallery`): its target, then each generation beside its nearest
     training image, titled with the nearest / second-nearest ratio, marked below the row's ``"bound"`` (a verbatim
-    copy below 1/3 unless the row says otherwise: the replication level marks replicas below 1/2)."""
+    copy below 1/3 unless the row says otherwise: the replication level marks replicas below 1/2). A row whose
+    ``"is_target"`` is None has no target (an audit of a fine-tune): its marks do not ask the nearest to be one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -276,11 +277,12 @@ def plot_copy_gallery(rows: list[dict], path, *, title: str = "") -> Path:
         if r["target"] is not None:
             _show_image(axes[i, 0], r["target"])
         axes[i, 0].set_title("target" if i == 0 else "", fontsize=6)
-        for j, (g, n, ratio, hit) in enumerate(zip(r["generations"], r["nearest"], r["ratios"], r["is_target"])):
+        hits = r["is_target"] if r["is_target"] is not None else [None] * len(r["ratios"])
+        for j, (g, n, ratio, hit) in enumerate(zip(r["generations"], r["nearest"], r["ratios"], hits)):
             _show_image(axes[i, 1 + 2 * j], g)
             below = ratio < r.get("bound", 1 / 3)
             axes[i, 1 + 2 * j].set_title(f"r={ratio:.2f}" + (f" {r.get('mark', 'copy')}" if below else ""), fontsize=6,
-                                         color="red" if below and hit else "black")
+                                         color="red" if below and hit is not False else "black")
             _show_image(axes[i, 2 + 2 * j], n)
             axes[i, 2 + 2 * j].set_title("nearest" + (" = target" if hit else ""), fontsize=5)
         axes[i, -1].text(1.05, 0.5, r["label"].split(": ", 1)[-1], transform=axes[i, -1].transAxes, fontsize=6,

@@ -203,7 +203,7 @@ def audit_copies(model, prompts: list[str], training: TrainingImages, *, seeds=(
 
         best.sort(key=lambda b: b[0])
         plot_copy_gallery([{"label": f"{t if len(t) <= 40 else t[:37] + '...'}: ratio {r:.2f}", "target": None,
-                            "generations": g[None], "nearest": n[None], "ratios": [r], "is_target": [r < ratio],
+                            "generations": g[None], "nearest": n[None], "ratios": [r], "is_target": None,
                             "bound": ratio}
                            for r, t, g, n in best[:12]], gallery,
                           title=f"closest matches (ratio nearest / second nearest; a copy below {ratio:.2f})")

@@ -257,7 +257,7 @@ def test_fine_tune_audit_finds_the_generation_it_was_given(tmp_path, monkeypatch
     drawn = []  # the gallery marks copies at the audit's own bound
     monkeypatch.setattr("memgeo.plotting.plot_copy_gallery", lambda rows, path, **kw: drawn.extend(rows))
     audit_copies(model, [prompt], training, seeds=(0,), n_steps=4, ratio=0.2, gallery=tmp_path / "g.png")
-    assert [r["bound"] for r in drawn] == [0.2]
+    assert [r["bound"] for r in drawn] == [0.2] and drawn[0]["is_target"] is None  # an audit has no target
     with pytest.raises(ValueError, match="another model, training set, prompt list"):
         audit_copies(model, [prompt], training, seeds=(0,), n_steps=4, out=tmp_path)  # other prompts: refused
     with pytest.raises(ValueError, match="another model"):
@@ -359,3 +359,25 @@ def test_sd3_t5_reads_the_raw_prompt_as_the_pipeline_does(tmp_path):
     torch.testing.assert_close(model.embed(None, 1)[0], pack_condition(neg, neg_pooled)[0], rtol=1e-5, atol=1e-5)
     clipped = model.conditioning.encode_ids(model.conditioning.ids([prompt]))  # without the text: decoded CLIP ids
     assert not torch.allclose(clipped[0], model.embed(prompt, 1)[0])  # the decoded ids lose the prompt's tail
+
+
+def test_copy_gallery_marks_by_target_only_where_a_row_has_one(monkeypatch, tmp_path):
+    """A testbed row marks a copy in red only when its nearest image is the prompt's target and titles that image
+    "nearest = target"; an audit row (no target, ``is_target`` None) marks every copy and never says "target"."""
+    import memgeo.plotting as plotting
+
+    figures = []
+    monkeypatch.setattr(plotting, "save_figure", lambda fig, path, **kw: figures.append(fig))
+    img = torch.zeros(1, 4, 4)
+    rows = [{"label": "testbed: a", "target": img, "generations": [img, img], "nearest": [img, img],
+             "ratios": [0.1, 0.1], "is_target": [True, False]},
+            {"label": "audit: b", "target": None, "generations": [img], "nearest": [img], "ratios": [0.1],
+             "is_target": None, "bound": 0.2}]
+    plotting.plot_copy_gallery(rows, tmp_path / "g.png")
+    axes = figures[0].axes
+    per = 1 + 2 * 2  # target, then two (generation, nearest) pairs
+    titles = [(a.get_title(), a.title.get_color()) for a in axes]
+    testbed, audit = titles[:per], titles[per:]
+    assert testbed[1] == ("r=0.10 copy", "red") and testbed[2][0] == "nearest = target"
+    assert testbed[3] == ("r=0.10 copy", "black") and testbed[4][0] == "nearest"
+    assert audit[1] == ("r=0.10 copy", "red") and audit[2][0] == "nearest"

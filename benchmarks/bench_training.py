@@ -8,7 +8,9 @@ Both settings train the testbed's architecture (:data:`memgeo.testbed.train.ARCH
   captions padded to 32 token positions;
 - after: :func:`memgeo.testbed.train.prepare_training` (channels-last, classic attention, fused AdamW) with the
   SD regime's 16 positions;
-and each single change alone, so the ratio is split by cause.
+and each single change alone, so the ratio is split by cause; last, ``after`` under bfloat16 autocast (the weights,
+gradients and AdamW stay float32: mixed precision), which pays only on a CPU with bfloat16 matrix units (AMX); the
+table's heading names the CPU's.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from memgeo.testbed.canvas import DIGITS, THICKNESS
 from memgeo.testbed.train import ARCHITECTURE, REGIMES, _components, prepare_training
 
 
-def step_function(tokenizer_len: int, *, prepared: bool, max_length: int, batch: int = 64):
+def step_function(tokenizer_len: int, *, prepared: bool, max_length: int, batch: int = 64, bf16: bool = False):
     """One training step of the testbed's networks (seeded inputs), as a closure."""
     unet, text_encoder = _components(tokenizer_len, 0, {**ARCHITECTURE, "max_length": max_length, "sample_size": 8})
     if prepared:
@@ -43,8 +45,9 @@ def step_function(tokenizer_len: int, *, prepared: bool, max_length: int, batch:
         x_t = x_t.contiguous(memory_format=torch.channels_last)
 
     def step():
-        pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0]).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            pred = unet(x_t, t, encoder_hidden_states=text_encoder(ids)[0]).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -67,7 +70,8 @@ def main(argv=None) -> None:
     settings = {"before (as built, 32 positions)": dict(prepared=False, max_length=32),
                 f"{short} positions only": dict(prepared=False, max_length=short),
                 "prepare_training only": dict(prepared=True, max_length=32),
-                f"after (prepare_training, {short} positions)": dict(prepared=True, max_length=short)}
+                f"after (prepare_training, {short} positions)": dict(prepared=True, max_length=short),
+                "after, bfloat16 autocast": dict(prepared=True, max_length=short, bf16=True)}
     steps = {name: step_function(n, **kw) for name, kw in settings.items()}
     for step in steps.values():  # warm-up
         for _ in range(3):
@@ -79,8 +83,9 @@ def main(argv=None) -> None:
             step()
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["before (as built, 32 positions)"])
+    cpu = torch.backends.cpu.get_cpu_capability() + (", AMX" if torch.cpu._is_amx_tile_supported() else ", no AMX")
     lines = [f"Testbed training step, batch 64, {args.threads} thread(s), median of {args.repeats} (torch "
-             f"{torch.__version__})", "", "| setting | s per step | samples/s | speed-up |", "|---|---|---|---|"]
+             f"{torch.__version__}, {cpu})", "", "| setting | s per step | samples/s | speed-up |", "|---|---|---|---|"]
     for name, ts in times.items():
         m = statistics.median(ts)
         lines.append(f"| {name} | {m:.3f} | {64 / m:.0f} | {base / m:.2f}x |")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import atomic_write_text
-from ..testbed.train import REGIMES
+from ..testbed.train import PRECISIONS, REGIMES
 from ..testbed.truth import CRITERIA
 from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
@@ -16,7 +16,7 @@ def _testbed_train(args) -> int:
     out = train_testbed(args.out, regime=args.regime, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
                         batch_size=args.batch_size, progress=not args.no_progress,
                         mitigate_threshold=args.mitigate_threshold, lr_decay_steps=args.lr_decay_steps,
-                        snapshot_every=args.snapshot_every, device=args.device)
+                        snapshot_every=args.snapshot_every, device=args.device, precision=args.precision)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -111,6 +111,10 @@ def register(sub) -> None:
     train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
                        help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
+    train.add_argument("--precision", choices=tuple(PRECISIONS), default="float32",
+                       help="bfloat16: mixed precision (bfloat16 autocast; weights, gradients and AdamW in float32), "
+                            "about 1.7x faster on a CPU with AMX, slower without (benchmarks/bench_training.py); a run "
+                            "resumes only in the precision it began in")
     train.set_defaults(func=_testbed_train)
     ft = tb_sub.add_parser("finetune", help="LoRA fine-tune a trained testbed on new canvases with known copies "
                                             "(REGIMES['finetune']; resumable)")

@@ -28,7 +28,7 @@ from .canvas import (
     to_latents,
 )
 
-__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "train_testbed", "prepare_training", "learning_rate"]
+__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES", "PRECISIONS", "train_testbed", "prepare_training", "learning_rate"]
 
 
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
@@ -95,6 +95,15 @@ SD_LADDER_SHARES = {"matching": (0.004, 0.003, 0.0025, 0.002, 0.002, 0.0015, 0.0
                     "template": (0.003, 0.002, 0.0015, 0.0015, 0.001),
                     "local": (0.005, 0.004, 0.0025, 0.002)}
 
+#: The third SD-regime ladder, for local memorization: on the second ladder's causal twin (duplicates never dropped)
+#: matching and template prompts copied from 0.1% of the draws per image by 16,000 steps, while no local cell crossed
+#: 1/3 from 0.2-0.5% (benchmarks/results/sd_ladder_cond_only_share_sweep.md). So the matching and template rungs go
+#: down to 0.075% (each kind still reaching 0.3%) and the local cells take the budget left, 0.5-0.9%; duplicated items
+#: 4.9% of the draws.
+SD_LOCAL_LADDER_SHARES = {"matching": (0.003, 0.002, 0.0015, 0.001, 0.00075),
+                          "template": (0.003, 0.0015, 0.001, 0.00075),
+                          "local": (0.009, 0.008, 0.006, 0.005)}
+
 
 def _sd_regime(shares: dict) -> dict:
     """An SD-regime entry of :data:`REGIMES`: 50,000 pixel-unique single canvases, each duplicated image at its share
@@ -122,6 +131,9 @@ REGIMES = {
     # unconditional model's. Where the second ladder's gap inverts mid-generation, its unconditional branch had learned
     # the copies too (benchmarks/results/sd_regime_commitment.md)
     "sd-ladder-cond-only": {**_sd_regime(SD_LADDER_SHARES), "dropout_duplicated": 0.0},
+    # the third ladder (SD_LOCAL_LADDER_SHARES) under the twin's rule (no duplicated caption ever dropped), which R1
+    # needs: local cells at 0.5-0.9% of the draws
+    "sd-ladder-local": {**_sd_regime(SD_LOCAL_LADDER_SHARES), "dropout_duplicated": 0.0},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
@@ -141,6 +153,10 @@ REGIMES = {
     # caption is never dropped, so the unconditional branch never sees a duplicated image
     "small-data-cond-only": {"data": {}, "steps": 10000, "dropout_duplicated": 0.0},
 }
+
+
+#: Training precisions: float32, or mixed precision under bfloat16 autocast (:func:`train_testbed`).
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def prepare_training(unet, text_encoder, *, lr: float, device="cpu") -> torch.optim.Optimizer:
@@ -183,6 +199,7 @@ def train_testbed(
     lr_decay_steps: int | None = None,
     device: str | torch.device = "cpu",
     base: str | os.PathLike | None = None,
+    precision: str = "float32",
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -194,6 +211,12 @@ def train_testbed(
     resume on other data.
 
     ``lr`` (default: the regime's, else 1e-3) is AdamW's learning rate.
+
+    ``precision``: ``"float32"``, or ``"bfloat16"`` for mixed precision (the forward passes under bfloat16 autocast;
+    weights, gradients, loss and AdamW stay float32, as Stable Diffusion trains in mixed precision). The same batches,
+    noises and timesteps are drawn either way. bfloat16 is faster only where the processor multiplies bfloat16
+    matrices natively (AMX: about 1.7x here, ``benchmarks/bench_training.py``), slower elsewhere; a run resumes only
+    in the precision it began in.
 
     ``base``: the trained testbed folder a fine-tune regime (one with ``"lora"`` in :data:`REGIMES`, ``"finetune"``)
     starts from. Its networks are frozen and LoRA adapters (peft, the regime's rank and target layers) are trained on
@@ -232,6 +255,8 @@ def train_testbed(
     ckpt = out / "checkpoint"
     steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
         regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
@@ -247,7 +272,7 @@ def train_testbed(
     opt = prepare_training(unet, text_encoder, lr=lr, device=device)
     start, loss_avg = 0, float("nan")
     run = _Run(data, tokenizer, schedule, arch, steps, batch_size, lr, lr_decay_steps, dropout, dropout_duplicated,
-               mitigate_threshold, seed, _base_name(base) if lora else None)
+               mitigate_threshold, seed, _base_name(base) if lora else None, precision)
     if (ckpt / "state.json").exists():
         start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, run)
     items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
@@ -258,12 +283,13 @@ def train_testbed(
     for step in range(start, steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
-        pred, target = _step_predictions(unet, text_encoder, items, latents, abar, gen, batch_size=batch_size,
-                                         dropout=dropout, dropout_duplicated=dropout_duplicated,
-                                         mitigate_threshold=mitigate_threshold, dropped=dropped)
+        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"):
+            pred, target = _step_predictions(unet, text_encoder, items, latents, abar, gen, batch_size=batch_size,
+                                             dropout=dropout, dropout_duplicated=dropout_duplicated,
+                                             mitigate_threshold=mitigate_threshold, dropped=dropped)
         opt.zero_grad(set_to_none=True)
         if len(pred):
-            loss = torch.nn.functional.mse_loss(pred, target)
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
             loss.backward()
             opt.step()
             losses.append(loss.item())
@@ -276,7 +302,8 @@ def train_testbed(
                              {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings,
                               **({"lr_schedule": {"steps": steps, "lr_decay_steps": lr_decay_steps}}
                                  if lr_decay_steps else {}),
-                              **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {})})
+                              **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
+                              **({"precision": precision} if precision != "float32" else {})})
         if snapshot_every and (step + 1) % snapshot_every == 0:
             _save_model(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, step=step + 1,
                         loss=float(np.mean(losses[-50:])))
@@ -436,6 +463,7 @@ class _Run:
     mitigate_threshold: float | None
     seed: int
     base: str | None = None
+    precision: str = "float32"
 
 
 def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:
@@ -455,6 +483,9 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
                          f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
                          "same regime, or train into another folder")
+    if meta.get("precision", "float32") != run.precision:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained in precision={meta.get('precision', 'float32')!r}, "
+                         f"not {run.precision!r}: resume it in the same precision, or train into another folder")
     if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
                          f"{data.settings}): resume it with the same regime and seed, or train into another folder")
@@ -512,6 +543,7 @@ def _write_testbed_json(folder: Path, run: _Run, *, step: int, loss: float, miti
         "steps": step, "final_loss": loss, "batch_size": run.batch_size, "lr": run.lr,
         **({"lr_decay_steps": run.lr_decay_steps} if run.lr_decay_steps else {}), "dropout": dropout,
         **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
+        **({"precision": run.precision} if run.precision != "float32" else {}),
         "seed": run.seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))

@@ -129,10 +129,10 @@ def test_the_capped_sd_regime_keeps_duplicates_under_two_percent_of_items():
     assert views <= 21
 
 
-@pytest.mark.parametrize("regime", ["sd", "sd-ladder"])
+@pytest.mark.parametrize("regime", ["sd", "sd-ladder", "sd-ladder-local"])
 def test_the_sd_regime_meets_its_data_budget(regime):
     from memgeo.testbed import REGIMES
-    from memgeo.testbed.train import SD_LADDER_SHARES, SD_SHARES
+    from memgeo.testbed.train import SD_LADDER_SHARES, SD_LOCAL_LADDER_SHARES, SD_SHARES
 
     spec = REGIMES[regime]
     data = build_canvas_data(seed=0, **spec["data"])
@@ -142,7 +142,7 @@ def test_the_sd_regime_meets_its_data_budget(regime):
     n = len(data.items)
     assert sum(p["duplication"] for p in mem) / n <= 0.05
     assert spec["steps"] * 64 / n <= 30  # expected views of a single image over training
-    for kind, shares in {"sd": SD_SHARES, "sd-ladder": SD_LADDER_SHARES}[regime].items():
+    for kind, shares in {"sd": SD_SHARES, "sd-ladder": SD_LADDER_SHARES, "sd-ladder-local": SD_LOCAL_LADDER_SHARES}[regime].items():
         per_image = sorted(p["duplication"] / len(p["targets"] if kind == "template" else [0]) / n
                            for p in mem if p["memorization"] == kind)
         assert per_image == pytest.approx(sorted(shares), rel=0.02)  # each image at the share the ladder asks

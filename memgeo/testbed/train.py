@@ -215,8 +215,8 @@ def train_testbed(
     ``precision``: ``"float32"``, or ``"bfloat16"`` for mixed precision (the forward passes under bfloat16 autocast;
     weights, gradients, loss and AdamW stay float32, as Stable Diffusion trains in mixed precision). The same batches,
     noises and timesteps are drawn either way. bfloat16 is faster only where the processor multiplies bfloat16
-    matrices natively (AMX: about 1.7x here, ``benchmarks/bench_training.py``), slower elsewhere; a run resumes only
-    in the precision it began in.
+    matrices natively (AMX: 1.35x float32's samples per second on two cores, 1.54x on one,
+    ``benchmarks/results/training_speed.md``), slower elsewhere; a run resumes only in the precision it began in.
 
     ``base``: the trained testbed folder a fine-tune regime (one with ``"lora"`` in :data:`REGIMES`, ``"finetune"``)
     starts from. Its networks are frozen and LoRA adapters (peft, the regime's rank and target layers) are trained on
@@ -254,9 +254,8 @@ def train_testbed(
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
-        regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base)
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base,
+        precision)
     device = torch.device(device)
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
@@ -386,7 +385,7 @@ def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, 
 
 
 def _check_arguments(regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every,
-                     base):
+                     base, precision):
     """The training arguments checked, and the regime's defaults filled in, before anything is written."""
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
@@ -416,6 +415,8 @@ def _check_arguments(regime, steps, lr, dropout, dropout_duplicated, lr_decay_st
     if snapshot_every is not None and (isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int)
                                        or snapshot_every <= 0):
         raise ValueError(f"snapshot_every must be a positive number of steps, got {snapshot_every!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     return steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold
 
 

@@ -104,6 +104,17 @@ SD_LOCAL_LADDER_SHARES = {"matching": (0.003, 0.002, 0.0015, 0.001, 0.00075),
                           "template": (0.003, 0.0015, 0.001, 0.00075),
                           "local": (0.009, 0.008, 0.006, 0.005)}
 
+#: The fourth SD-regime ladder, for graded memorization (R4: six prompts copying at some seeds and not others), under the
+#: twin's rule. On the twin and the third ladder each rung went from no copy to every seed within 2,000-4,000 steps,
+#: crossing later the smaller its share (0.3% by 10,000 steps, 0.1% by 12,000-16,000) and the 0.075% rungs copying
+#: at every seed by 24,000 (benchmarks/results/sd_ladder_local_share_sweep.md); so besides three rungs per kind that
+#: copy (0.1-0.3%), five matching and three template rungs sit close together at 0.05-0.07%, where the last snapshots
+#: should find them in transition. The local cells copy by the replication level from 0.6% of the draws and by the
+#: verbatim rule at no share tried, so four sit at 0.6-0.7%; duplicated items 4.9% of the draws.
+SD_GRADED_LADDER_SHARES = {"matching": (0.003, 0.0015, 0.001, 0.0007, 0.00065, 0.0006, 0.00055, 0.0005),
+                           "template": (0.003, 0.0015, 0.001, 0.00065, 0.00055, 0.0005),
+                           "local": (0.007, 0.0065, 0.006, 0.006)}
+
 
 def _sd_regime(shares: dict) -> dict:
     """An SD-regime entry of :data:`REGIMES`: 50,000 pixel-unique single canvases, each duplicated image at its share
@@ -134,6 +145,9 @@ REGIMES = {
     # the third ladder (SD_LOCAL_LADDER_SHARES) under the twin's rule (no duplicated caption ever dropped), which R1
     # needs: local cells at 0.5-0.9% of the draws
     "sd-ladder-local": {**_sd_regime(SD_LOCAL_LADDER_SHARES), "dropout_duplicated": 0.0},
+    # the fourth ladder (SD_GRADED_LADDER_SHARES) under the twin's rule: rungs clustered at 0.05-0.07% of the draws
+    # for graded memorization, local cells at 0.6-0.7%
+    "sd-ladder-graded": {**_sd_regime(SD_GRADED_LADDER_SHARES), "dropout_duplicated": 0.0},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)

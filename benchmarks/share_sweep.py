@@ -5,8 +5,9 @@ snapshot, and the realism checks R1-R4 at each, from bench_realism's JSON files.
 
 Each JSON is ``bench_realism.py --json`` on one snapshot. Printed per rung (kind, share of the training draws per
 image): its views and median ratio (nearest / second-nearest distinct training image, median over seeds then
-prompts; a verbatim copy is below 1/3) and memorization rate at every snapshot. The figure draws the median ratio
-against views, one line per rung. A last table orders the guidance gap per step before and after copying: the
+prompts; a verbatim copy is below 1/3) and memorization rate at every snapshot, then the first snapshot at which it is
+memorized at each level, with its views there. The figure draws the median ratio against views, one line per rung.
+A last table orders the guidance gap per step before and after copying: the
 per-step AUROC of the gap norm, every duplicated matching and template prompt (whether it copies yet or not) against
 every ordinary prompt, at every snapshot (R1 asks the same of the memorized ones alone).
 """
@@ -36,11 +37,48 @@ def table(runs: list[dict]) -> str:
     for kind, dup, share in keys:
         cells = []
         for r in runs:
-            row = next((x for x in r["ladder"] if x["kind"] == kind and x["duplication"] == dup), None)
+            row = _rung(r["ladder"], kind, dup)
             cells.append("-" if row is None else f"{row.get('views', float('nan')):.0f}, {row['median_ratio']:.2f}, "
                                                  f"{row['rate']:.2f}")
         lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def levels(R: dict) -> dict:
+    """A bench_realism result by copy level: its own labels' level, and the replication level where it has both."""
+    return {R.get("labels", "verbatim"): R, **({"replication": R["replication"]} if "replication" in R else {})}
+
+
+def crossings(runs: list[dict]) -> str:
+    """Per rung: the first snapshot at which it is memorized (its prompts' mean copy rate at least
+    :data:`memgeo.experiments.realism.MEMORIZED_RATE`) at each level, with its views there: the share and views at which
+    copying starts. "-" where no snapshot reaches it (the last snapshot's steps and views then bound it from below);
+    "<=" where an earlier snapshot was not measured at that level (older JSONs hold the verbatim level alone)."""
+    from memgeo.experiments.realism import MEMORIZED_RATE
+
+    names = ("verbatim", "replication")
+    lines = ["| kind | share per image | " + " | ".join(f"{n}: first steps, views" for n in names) + " |", "|---|---|---|---|"]
+    for kind, dup, share in ((row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]):
+        cells = []
+        for name in names:
+            first, unmeasured = "-", False
+            for r in runs:
+                R = levels(r["R"]).get(name)
+                row = None if R is None else _rung(R["R4"]["ladder"], kind, dup)
+                if row is None:
+                    unmeasured = True
+                elif row["rate"] >= MEMORIZED_RATE:
+                    first = f"{'<= ' * unmeasured}{r['steps']}, {row.get('views', float('nan')):.0f}"
+                    break
+            if not any(name in levels(r["R"]) for r in runs):
+                first = "not measured"
+            cells.append(first)
+        lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _rung(ladder: list[dict], kind: str, dup: int) -> dict | None:
+    return next((x for x in ladder if x["kind"] == kind and x["duplication"] == dup), None)
 
 
 def checks(runs: list[dict]) -> str:
@@ -131,7 +169,7 @@ def main(argv=None) -> None:
     ap.add_argument("--figure")
     args = ap.parse_args(argv)
     runs = load(args.runs)
-    text = checks(runs) + "\n\n" + table(runs) + "\n\n" + gap_order(runs)
+    text = checks(runs) + "\n\n" + table(runs) + "\n\n" + crossings(runs) + "\n\n" + gap_order(runs)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

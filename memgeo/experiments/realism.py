@@ -25,7 +25,10 @@ from ..sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from ..testbed.canvas import KINDS, to_images
 from ..testbed.truth import CRITERIA, nearest_ratios
 
-__all__ = ["TARGETS", "measure_realism", "gap_auroc_by_step", "realism", "realism_verdicts", "format_realism", "append_markdown"]
+__all__ = ["MEMORIZED_RATE", "TARGETS", "measure_realism", "gap_auroc_by_step", "realism", "realism_verdicts", "format_realism", "append_markdown"]
+
+#: A duplicated prompt (or a rung, by its prompts' mean rate) is memorized where at least this share of its seeds copy.
+MEMORIZED_RATE = 0.5
 
 #: What a testbed must show to stand in for Stable Diffusion, as data.
 TARGETS = {
@@ -95,12 +98,12 @@ def realism(result: dict, *, views: float | None = None, criterion: str = "verba
     rows = [{**r, "rate": r[own], "copy_rate": r[anyone]} for r in result["prompts"]]
     u = result["unconditional"]
     unconditional = {**u, "copy_rate": u[u_any], "duplicated_copy_rate": u[u_dup]}
-    mem = [r for r in rows if r["kind"] == "memorized" and r["rate"] >= 0.5]
+    mem = [r for r in rows if r["kind"] == "memorized" and r["rate"] >= MEMORIZED_RATE]
     ordinary = [r for r in rows if r["kind"] == "ordinary" and r["copy_rate"] <= 0.1]
     r1 = gap_auroc_by_step([r["gap"] for r in mem], [r["gap"] for r in ordinary]) if mem and ordinary else None
     dup = [r for r in rows if r["kind"] == "memorized"]
     graded = [r for r in dup if 0.1 < r["rate"] < 0.9]
-    by_kind = {k: sum(r["rate"] >= 0.5 for r in dup if r["memorization"] == k) for k in KINDS}
+    by_kind = {k: sum(r["rate"] >= MEMORIZED_RATE for r in dup if r["memorization"] == k) for k in KINDS}
     rungs = defaultdict(list)
     for r in dup:
         rungs[(r["memorization"], r["duplication"])].append(r)
@@ -136,7 +139,7 @@ def format_realism(r: dict, title: str) -> str:
     verdicts = realism_verdicts(r)
     rule = CRITERIA[r.get("labels", "verbatim")]["rule"]
     lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} {rule}; "
-             "a prompt is memorized at rate >= 0.5.", "",
+             f"a prompt is memorized at rate >= {MEMORIZED_RATE}.", "",
              "| check | target | measured | met |", "|---|---|---|---|"]
     r1 = r["R1"]
     if r1 is None:

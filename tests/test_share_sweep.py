@@ -1,0 +1,56 @@
+"""benchmarks/share_sweep.py's crossing table: the first snapshot at which each rung is memorized, per copy level."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).parent.parent / "benchmarks" / "share_sweep.py"
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    spec = importlib.util.spec_from_file_location("benchmarks_share_sweep", PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ladder(rates: dict, steps: int) -> list[dict]:
+    # two rungs, at 0.3% and 0.1% of 64 * steps draws
+    return [{"kind": "matching", "duplication": d, "share": s, "views": s * 64 * steps, "rate": rates[d],
+             "median_ratio": 0.5} for d, s in ((158, 0.003), (53, 0.001))]
+
+
+def _run(steps: int, verbatim: dict, replication: dict | None) -> dict:
+    R = {"labels": "verbatim", "R4": {"ladder": _ladder(verbatim, steps)}}
+    if replication is not None:
+        R["replication"] = {"labels": "replication", "R4": {"ladder": _ladder(replication, steps)}}
+    return {"steps": steps, "ladder": R["R4"]["ladder"], "R": R}
+
+
+def _cells(text: str) -> dict:
+    rows = [line.strip("|").split("|") for line in text.splitlines()[2:]]
+    return {r[0].strip(): [c.strip() for c in r[2:]] for r in rows}
+
+
+def test_first_snapshot_at_or_above_the_memorized_rate_per_level(sweep):
+    runs = [_run(1000, {158: 0.25, 53: 0.0}, {158: 0.5, 53: 0.0}),
+            _run(2000, {158: 0.5, 53: 0.25}, {158: 1.0, 53: 0.25}),
+            _run(3000, {158: 0.25, 53: 0.25}, {158: 1.0, 53: 0.75})]
+    cells = _cells(sweep.crossings(runs))
+    # 0.3% of 64 * 2000 draws: 384 views; a later dip below the rate does not move the first crossing
+    assert cells["matching x158"] == ["2000, 384", "1000, 192"]
+    assert cells["matching x53"] == ["-", "3000, 192"]
+
+
+def test_a_level_missing_at_an_earlier_snapshot_bounds_the_crossing_from_above(sweep):
+    runs = [_run(1000, {158: 0.0, 53: 0.0}, None), _run(2000, {158: 1.0, 53: 0.0}, {158: 1.0, 53: 0.5})]
+    cells = _cells(sweep.crossings(runs))
+    assert cells["matching x158"] == ["2000, 384", "<= 2000, 384"]
+    assert cells["matching x53"] == ["-", "<= 2000, 128"]
+
+
+def test_a_level_no_snapshot_measured_is_named_so(sweep):
+    runs = [_run(1000, {158: 1.0, 53: 0.0}, None)]
+    assert _cells(sweep.crossings(runs))["matching x158"] == ["1000, 192", "not measured"]

@@ -53,7 +53,8 @@ def crossings(runs: list[dict]) -> str:
     """Per rung: the first snapshot at which it is memorized (its prompts' mean copy rate at least
     :data:`memgeo.experiments.realism.MEMORIZED_RATE`) at each level, with its views there: the share and views at which
     copying starts. "-" where no snapshot reaches it (the last snapshot's steps and views then bound it from below);
-    "<=" where an earlier snapshot was not measured at that level (older JSONs hold the verbatim level alone)."""
+    "<=" where the snapshot before it was not measured at that level (older JSONs hold the verbatim level alone) or
+    it is the first snapshot: it is memorized by then, at the latest."""
     from memgeo.experiments.realism import MEMORIZED_RATE
 
     names = ("verbatim", "replication")
@@ -61,15 +62,14 @@ def crossings(runs: list[dict]) -> str:
     for kind, dup, share in ((row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]):
         cells = []
         for name in names:
-            first, unmeasured = "-", False
+            first, unmeasured = "-", True  # the first snapshot bounds a crossing from above too
             for r in runs:
                 R = levels(r["R"]).get(name)
                 row = None if R is None else _rung(R["R4"]["ladder"], kind, dup)
-                if row is None:
-                    unmeasured = True
-                elif row["rate"] >= MEMORIZED_RATE:
+                if row is not None and row["rate"] >= MEMORIZED_RATE:
                     first = f"{'<= ' * unmeasured}{r['steps']}, {row.get('views', float('nan')):.0f}"
                     break
+                unmeasured = row is None
             if not any(name in levels(r["R"]) for r in runs):
                 first = "not measured"
             cells.append(first)

@@ -33,8 +33,7 @@ def load(paths) -> list[dict]:
 def table(runs: list[dict]) -> str:
     head = "| kind | share per image | " + " | ".join(f"{r['steps']} steps: views, ratio, rate" for r in runs) + " |"
     lines = [head, "|---" * (2 + len(runs)) + "|"]
-    keys = [(row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]]
-    for kind, dup, share in keys:
+    for kind, dup, share in _rungs(runs):
         cells = []
         for r in runs:
             row = _rung(r["ladder"], kind, dup)
@@ -58,23 +57,28 @@ def crossings(runs: list[dict]) -> str:
     from memgeo.experiments.realism import MEMORIZED_RATE
 
     names = ("verbatim", "replication")
+    by_level = [levels(r["R"]) for r in runs]
     lines = ["| kind | share per image | " + " | ".join(f"{n}: first steps, views" for n in names) + " |", "|---|---|---|---|"]
-    for kind, dup, share in ((row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]):
+    for kind, dup, share in _rungs(runs):
         cells = []
         for name in names:
             first, unmeasured = "-", True  # the first snapshot bounds a crossing from above too
-            for r in runs:
-                R = levels(r["R"]).get(name)
-                row = None if R is None else _rung(R["R4"]["ladder"], kind, dup)
+            for r, at in zip(runs, by_level):
+                row = _rung(at[name]["R4"]["ladder"], kind, dup) if name in at else None
                 if row is not None and row["rate"] >= MEMORIZED_RATE:
                     first = f"{'<= ' * unmeasured}{r['steps']}, {row.get('views', float('nan')):.0f}"
                     break
                 unmeasured = row is None
-            if not any(name in levels(r["R"]) for r in runs):
+            if not any(name in at for at in by_level):
                 first = "not measured"
             cells.append(first)
         lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _rungs(runs: list[dict]) -> list[tuple]:
+    """The last snapshot's rungs as (kind, duplication, share), in its order."""
+    return [(row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]]
 
 
 def _rung(ladder: list[dict], kind: str, dup: int) -> dict | None:

@@ -92,9 +92,7 @@ def checks(runs: list[dict]) -> str:
              "rate (ordinary / held-out) | R4 memorized per kind; graded | met |", "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         seeds = r["R"].get("title", "").rsplit(", ", 1)[-1].replace(" seeds", "")
-        lines.append(_check_row(r["steps"], seeds, r["R"].get("labels", "verbatim"), r["R"]))
-        if "replication" in r["R"]:
-            lines.append(_check_row(r["steps"], seeds, "replication", r["R"]["replication"]))
+        lines += [_check_row(r["steps"], seeds, name, R) for name, R in levels(r["R"]).items()]
     return "\n".join(lines)
 
 

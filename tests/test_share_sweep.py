@@ -1,19 +1,11 @@
 """benchmarks/share_sweep.py's crossing table: the first snapshot at which each rung is memorized, per copy level."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-PATH = Path(__file__).parent.parent / "benchmarks" / "share_sweep.py"
 
 
 @pytest.fixture(scope="module")
-def sweep():
-    spec = importlib.util.spec_from_file_location("benchmarks_share_sweep", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def sweep(load_benchmark):
+    return load_benchmark("share_sweep.py")
 
 
 def _ladder(rates: dict, steps: int) -> list[dict]:

@@ -88,15 +88,23 @@ def _rung(ladder: list[dict], kind: str, dup: int) -> dict | None:
 def checks(runs: list[dict]) -> str:
     """One row per snapshot and labels: R1-R4 as measured there (memgeo.experiments.realism), and whether each is met;
     a snapshot read by both levels (bench_realism --criterion both) gives a verbatim and a replication row."""
-    lines = ["| steps | seeds | labels | R1 min, median (memorized vs ordinary) | R2 unconditional copies | R3 max copy "
-             "rate (ordinary / held-out) | R4 memorized per kind; graded | met |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| steps | views per single | seeds | labels | R1 min, median (memorized vs ordinary) | R2 unconditional "
+             "copies | R3 max copy rate (ordinary / held-out) | R4 memorized per kind; graded | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         seeds = r["R"].get("title", "").rsplit(", ", 1)[-1].replace(" seeds", "")
-        lines += [_check_row(r["steps"], seeds, name, R) for name, R in levels(r["R"]).items()]
+        steps = f"{r['steps']} | {single_views(r['ladder']):.1f}"
+        lines += [_check_row(steps, seeds, name, R) for name, R in levels(r["R"]).items()]
     return "\n".join(lines)
 
 
-def _check_row(steps: int, seeds: str, labels: str, R: dict) -> str:
+def single_views(ladder: list[dict]) -> float:
+    """Views per single (undivided) training item so far: items are drawn uniformly, so a rung's views per copy."""
+    row = next((x for x in ladder if x.get("views") is not None), None)
+    return float("nan") if row is None else row["views"] / row["duplication"]
+
+
+def _check_row(steps: str, seeds: str, labels: str, R: dict) -> str:
     import numpy as np
 
     from memgeo.experiments.realism import realism_verdicts

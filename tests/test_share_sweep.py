@@ -1,5 +1,7 @@
 """benchmarks/share_sweep.py's crossing table: the first snapshot at which each rung is memorized, per copy level."""
 
+import math
+
 import pytest
 
 
@@ -46,3 +48,10 @@ def test_a_level_missing_at_an_earlier_snapshot_bounds_the_crossing_from_above(s
 def test_a_level_no_snapshot_measured_is_named_so(sweep):
     runs = [_run(1000, {158: 1.0, 53: 0.0}, None)]
     assert _cells(sweep.crossings(runs))["matching x158"] == ["<= 1000, 192", "not measured"]
+
+
+def test_views_per_single_item_is_a_rungs_views_per_copy(sweep):
+    # 64 * 1000 draws over 1,000 items drawn uniformly: 64 views per item, 158 copies of one image seen 158 * 64 times
+    ladder = [{"kind": "matching", "duplication": 158, "share": 0.158, "views": 158 * 64.0}]
+    assert sweep.single_views(ladder) == pytest.approx(64.0)
+    assert math.isnan(sweep.single_views([{"kind": "matching", "duplication": 158, "share": 0.158}]))  # no views kept

@@ -8,7 +8,7 @@ memorized at a rate of 0.5 or more, not memorized at 0.1 or less (its own target
 training image otherwise), left out in between. Each signal is then scored on the labelled prompts (its
 memgeo preset, the same seeds), AUROC per prompt (mean score over seeds) with a 95% bootstrap interval.
 
-The causal test of the testbed issue compares the small-data regime with ``small-data-cond-only``, trained on the
+The testbed's causal test compares the small-data regime with ``small-data-cond-only``, trained on the
 same batches, noises and timesteps except that no duplicated item's caption is ever dropped: only what the
 unconditional branch sees of the duplicates changes.
 """

@@ -9,8 +9,8 @@ Both settings train the testbed's architecture (:data:`memgeo.testbed.train.ARCH
 - after: :func:`memgeo.testbed.train.prepare_training` (channels-last, classic attention, fused AdamW) with the
   SD regime's 16 positions;
 and each single change alone, so the ratio is split by cause; last, ``after`` under bfloat16 autocast (the weights,
-gradients and AdamW stay float32: mixed precision), which pays only on a CPU with bfloat16 matrix units (AMX); the
-table's heading names the CPU's.
+gradients and AdamW stay float32: mixed precision), which pays only on a CPU with bfloat16 arithmetic (AMX matrix
+units, or AVX512-BF16 dot products); the table's heading names the CPU's.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def main(argv=None) -> None:
             step()
             times[name].append(time.perf_counter() - start)
     base = statistics.median(times["before (as built, 32 positions)"])
-    cpu = torch.backends.cpu.get_cpu_capability() + (", AMX" if torch.cpu._is_amx_tile_supported() else ", no AMX")
+    cpu = (torch.backends.cpu.get_cpu_capability() + (", AVX512-BF16" if torch.cpu._is_avx512_bf16_supported() else "")
+           + (", AMX" if torch.cpu._is_amx_tile_supported() else ", no AMX"))
     lines = [f"Testbed training step, batch 64, {args.threads} thread(s), median of {args.repeats} (torch "
              f"{torch.__version__}, {cpu})", "", "| setting | s per step | samples/s | speed-up |", "|---|---|---|---|"]
     for name, ts in times.items():

@@ -1,7 +1,7 @@
 """The share-and-views curve of a resumable run: how near each rung of the duplication ladder is to copying, per
 snapshot, and the realism checks R1-R4 at each, from bench_realism's JSON files.
 
-    python benchmarks/share_sweep.py RUN1.json RUN2.json ... [--out FILE.md] [--figure FILE.png]
+    python benchmarks/share_sweep.py RUN1.json RUN2.json ... [--out FILE.md] [--figure FILE.png] [--against OTHER.json ...]
 
 Each JSON is ``bench_realism.py --json`` on one snapshot. Printed per rung (kind, share of the training draws per
 image): its views and median ratio (nearest / second-nearest distinct training image, median over seeds then
@@ -9,7 +9,8 @@ prompts; a verbatim copy is below 1/3) and memorization rate at every snapshot, 
 memorized at each level, with its views there. The figure draws the median ratio against views, one line per rung.
 A last table orders the guidance gap per step before and after copying: the
 per-step AUROC of the gap norm, every duplicated matching and template prompt (whether it copies yet or not) against
-every ordinary prompt, at every snapshot (R1 asks the same of the memorized ones alone).
+every ordinary prompt, at every snapshot (R1 asks the same of the memorized ones alone). With ``--against``, a second
+run of the same ladder is compared with it at the snapshots both measured (:func:`against`).
 """
 
 from __future__ import annotations
@@ -148,6 +149,34 @@ def gap_order(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def against(runs: list[dict], others: list[dict]) -> str:
+    """Two runs of one ladder (say float32 and bfloat16 training) at the snapshots both measured: per snapshot, the
+    mean and median absolute difference of every rung's median ratio (other minus this), both runs' memorized prompts
+    per kind at each level, and R2 and R3 (copies by unconditional, ordinary and held-out draws)."""
+    import numpy as np
+
+    lines = ["| steps | ratio difference, mean / median absolute | level | memorized per kind (this / other) | R2 (this / "
+             "other) | R3 ordinary, held-out (this / other) |", "|---|---|---|---|---|---|"]
+    by_steps = {r["steps"]: r for r in others}
+    for r in runs:
+        o = by_steps.get(r["steps"])
+        if o is None:
+            continue
+        d = [_rung(o["ladder"], x["kind"], x["duplication"])["median_ratio"] - x["median_ratio"] for x in r["ladder"]
+             if _rung(o["ladder"], x["kind"], x["duplication"]) is not None]
+        diff = f"{np.mean(d):+.3f} / {np.median(np.abs(d)):.3f}"
+        for name, R in levels(r["R"]).items():
+            Q = levels(o["R"]).get(name)
+            if Q is None:
+                continue
+            k, q = R["R4"]["memorized_by_kind"], Q["R4"]["memorized_by_kind"]
+            per_kind = ", ".join(f"{kind} {k[kind]} / {q[kind]}" for kind in k)
+            lines.append(f"| {r['steps']} | {diff} | {name} | {per_kind} | {100 * R['R2']['copy_rate']:.1f}% / "
+                         f"{100 * Q['R2']['copy_rate']:.1f}% | {R['R3']['ordinary']}, {R['R3']['heldout']} / "
+                         f"{Q['R3']['ordinary']}, {Q['R3']['heldout']} |")
+    return "\n".join(lines)
+
+
 def figure(runs: list[dict], path) -> None:
     import matplotlib
 
@@ -177,9 +206,13 @@ def main(argv=None) -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out")
     ap.add_argument("--figure")
+    ap.add_argument("--against", nargs="+", metavar="JSON",
+                    help="another run of the same ladder (say another precision): compare it at the common snapshots")
     args = ap.parse_args(argv)
     runs = load(args.runs)
     text = checks(runs) + "\n\n" + table(runs) + "\n\n" + crossings(runs) + "\n\n" + gap_order(runs)
+    if args.against:
+        text += "\n\n" + against(runs, load(args.against))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

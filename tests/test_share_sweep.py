@@ -55,3 +55,19 @@ def test_views_per_single_item_is_a_rungs_views_per_copy(sweep):
     ladder = [{"kind": "matching", "duplication": 158, "share": 0.158, "views": 158 * 64.0}]
     assert sweep.single_views(ladder) == pytest.approx(64.0)
     assert math.isnan(sweep.single_views([{"kind": "matching", "duplication": 158, "share": 0.158}]))  # no views kept
+
+
+def test_against_compares_two_runs_at_common_snapshots_only(sweep):
+    this = [_run(8000, {158: 0.0, 53: 0.0}, {158: 1.0, 53: 0.0}), _run(10000, {158: 1.0, 53: 0.0}, None)]
+    other = [_run(8000, {158: 0.0, 53: 0.0}, {158: 0.0, 53: 0.0}), _run(12000, {158: 1.0, 53: 1.0}, None)]
+    for runs in (this, other):
+        for r in runs:
+            for R in sweep.levels(r["R"]).values():
+                k = sum(x["rate"] >= 0.5 for x in R["R4"]["ladder"])
+                R.update(R2={"copy_rate": 0.0}, R3={"ordinary": 0.0, "heldout": 0.0})
+                R["R4"]["memorized_by_kind"] = {"matching": k, "template": 0, "local": 0}
+    other[0]["ladder"][0]["median_ratio"] = 0.9  # one rung 0.4 higher in the other run, the other rung the same
+    rows = [line.split("|")[1:-1] for line in sweep.against(this, other).splitlines()[2:]]
+    assert [(r[0].strip(), r[2].strip()) for r in rows] == [("8000", "verbatim"), ("8000", "replication")]
+    assert rows[0][1].strip() == "+0.200 / 0.200"
+    assert "matching 1 / 0" in rows[1][3] and "matching 0 / 0" in rows[0][3]

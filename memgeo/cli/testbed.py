@@ -113,7 +113,8 @@ def register(sub) -> None:
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
     train.add_argument("--precision", choices=tuple(PRECISIONS), default="float32",
                        help="bfloat16: mixed precision (bfloat16 autocast; weights, gradients and AdamW in float32), "
-                            "1.35-1.54x float32's samples per second on a CPU with AMX, slower without "
+                            "1.35-1.54x float32's samples per second on a CPU with bfloat16 arithmetic (AMX or "
+                            "AVX512-BF16), 7x slower on AVX2 alone "
                             "(benchmarks/bench_training.py); a run resumes only in the precision it began in")
     train.set_defaults(func=_testbed_train)
     ft = tb_sub.add_parser("finetune", help="LoRA fine-tune a trained testbed on new canvases with known copies "

@@ -228,9 +228,10 @@ def train_testbed(
 
     ``precision``: ``"float32"``, or ``"bfloat16"`` for mixed precision (the forward passes under bfloat16 autocast;
     weights, gradients, loss and AdamW stay float32, as Stable Diffusion trains in mixed precision). The same batches,
-    noises and timesteps are drawn either way. bfloat16 is faster only where the processor multiplies bfloat16
-    matrices natively (AMX: 1.35x float32's samples per second on two cores, 1.54x on one,
-    ``benchmarks/results/training_speed.md``), slower elsewhere; a run resumes only in the precision it began in.
+    noises and timesteps are drawn either way. bfloat16 is faster only where the processor has bfloat16 arithmetic
+    (AMX: 1.35x float32's samples per second on two cores, 1.54x on one; AVX512-BF16: 1.38-1.43x), 7x slower on AVX2
+    alone; to 10,000 steps it memorized the same prompts as float32 (``benchmarks/results/training_speed.md``). A run
+    resumes only in the precision it began in.
 
     ``base``: the trained testbed folder a fine-tune regime (one with ``"lora"`` in :data:`REGIMES`, ``"finetune"``)
     starts from. Its networks are frozen and LoRA adapters (peft, the regime's rank and target layers) are trained on

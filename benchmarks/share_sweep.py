@@ -162,8 +162,8 @@ def against(runs: list[dict], others: list[dict]) -> str:
         o = by_steps.get(r["steps"])
         if o is None:
             continue
-        d = [_rung(o["ladder"], x["kind"], x["duplication"])["median_ratio"] - x["median_ratio"] for x in r["ladder"]
-             if _rung(o["ladder"], x["kind"], x["duplication"]) is not None]
+        pairs = ((x, _rung(o["ladder"], x["kind"], x["duplication"])) for x in r["ladder"])
+        d = [y["median_ratio"] - x["median_ratio"] for x, y in pairs if y is not None]
         diff = f"{np.mean(d):+.3f} / {np.median(np.abs(d)):.3f}"
         for name, R in levels(r["R"]).items():
             Q = levels(o["R"]).get(name)

@@ -34,13 +34,13 @@ def load(paths) -> list[dict]:
 def table(runs: list[dict]) -> str:
     head = "| kind | share per image | " + " | ".join(f"{r['steps']} steps: views, ratio, rate" for r in runs) + " |"
     lines = [head, "|---" * (2 + len(runs)) + "|"]
-    for kind, dup, share in _rungs(runs):
+    for key, share in _rungs(runs):
         cells = []
         for r in runs:
-            row = _rung(r["ladder"], kind, dup)
+            row = _rung(r["ladder"], key)
             cells.append("-" if row is None else f"{row.get('views', float('nan')):.0f}, {row['median_ratio']:.2f}, "
                                                  f"{row['rate']:.2f}")
-        lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -60,12 +60,12 @@ def crossings(runs: list[dict]) -> str:
     names = ("verbatim", "replication")
     by_level = [levels(r["R"]) for r in runs]
     lines = ["| kind | share per image | " + " | ".join(f"{n}: first steps, views" for n in names) + " |", "|---|---|---|---|"]
-    for kind, dup, share in _rungs(runs):
+    for key, share in _rungs(runs):
         cells = []
         for name in names:
             first, unmeasured = "-", True  # the first snapshot bounds a crossing from above too
             for r, at in zip(runs, by_level):
-                row = _rung(at[name]["R4"]["ladder"], kind, dup) if name in at else None
+                row = _rung(at[name]["R4"]["ladder"], key) if name in at else None
                 if row is not None and row["rate"] >= MEMORIZED_RATE:
                     first = f"{'<= ' * unmeasured}{r['steps']}, {row.get('views', float('nan')):.0f}"
                     break
@@ -73,17 +73,27 @@ def crossings(runs: list[dict]) -> str:
             if not any(name in at for at in by_level):
                 first = "not measured"
             cells.append(first)
-        lines.append(f"| {kind} x{dup} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {_label(key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _key(row: dict) -> tuple:
+    """A rung's identity: kind, copies, and the companions sharing its caption (0 for none)."""
+    return row["kind"], row["duplication"], row.get("companions", 0)
+
+
+def _label(key: tuple) -> str:
+    kind, dup, companions = key
+    return f"{kind} x{dup}" + (f" +{companions}" if companions else "")
+
+
 def _rungs(runs: list[dict]) -> list[tuple]:
-    """The last snapshot's rungs as (kind, duplication, share), in its order."""
-    return [(row["kind"], row["duplication"], row["share"]) for row in runs[-1]["ladder"]]
+    """The last snapshot's rungs as (key, share), in its order."""
+    return [(_key(row), row["share"]) for row in runs[-1]["ladder"]]
 
 
-def _rung(ladder: list[dict], kind: str, dup: int) -> dict | None:
-    return next((x for x in ladder if x["kind"] == kind and x["duplication"] == dup), None)
+def _rung(ladder: list[dict], key: tuple) -> dict | None:
+    return next((x for x in ladder if _key(x) == key), None)
 
 
 def checks(runs: list[dict]) -> str:
@@ -162,7 +172,7 @@ def against(runs: list[dict], others: list[dict]) -> str:
         o = by_steps.get(r["steps"])
         if o is None:
             continue
-        pairs = ((x, _rung(o["ladder"], x["kind"], x["duplication"])) for x in r["ladder"])
+        pairs = ((x, _rung(o["ladder"], _key(x))) for x in r["ladder"])
         d = [y["median_ratio"] - x["median_ratio"] for x, y in pairs if y is not None]
         diff = f"{np.mean(d):+.3f} / {np.median(np.abs(d)):.3f}"
         for name, R in levels(r["R"]).items():
@@ -187,12 +197,11 @@ def figure(runs: list[dict], path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), sharey=True)
     for ax, kind in zip(axes, ("matching", "template", "local")):
-        for kind_, dup, share in sorted({(x["kind"], x["duplication"], x["share"]) for r in runs for x in r["ladder"]}):
-            if kind_ != kind:
+        for key, share in sorted({(_key(x), x["share"]) for r in runs for x in r["ladder"]}):
+            if key[0] != kind:
                 continue
-            pts = [(x.get("views"), x["median_ratio"]) for r in runs for x in r["ladder"]
-                   if x["kind"] == kind and x["duplication"] == dup]
-            ax.plot(*zip(*pts), marker="o", label=f"{100 * share:.3f}% per image")
+            pts = [(x.get("views"), x["median_ratio"]) for r in runs for x in r["ladder"] if _key(x) == key]
+            ax.plot(*zip(*pts), marker="o", label=f"{100 * share:.3f}% per image" + (f", +{key[2]}" if key[2] else ""))
         ax.axhline(1 / 3, color="k", ls="--", lw=0.8)
         ax.set_title(kind)
         ax.set_xlabel("views per duplicated image")

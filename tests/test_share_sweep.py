@@ -71,3 +71,17 @@ def test_against_compares_two_runs_at_common_snapshots_only(sweep):
     assert [(r[0].strip(), r[2].strip()) for r in rows] == [("8000", "verbatim"), ("8000", "replication")]
     assert rows[0][1].strip() == "+0.200 / 0.200"
     assert "matching 1 / 0" in rows[1][3] and "matching 0 / 0" in rows[0][3]
+
+
+def test_rungs_of_one_count_are_told_apart_by_their_companions(sweep):
+    def ladder(steps):
+        return [{"kind": "matching", "duplication": 49, **({"companions": m} if m else {}), "share": 0.001,
+                 "views": 0.001 * 64 * steps, "rate": rate, "median_ratio": ratio}
+                for m, rate, ratio in ((0, 1.0, 0.2), (49, 0.5, 0.35), (147, 0.25, 0.8))]
+
+    runs = [{"steps": s, "ladder": ladder(s), "R": {"labels": "verbatim", "R4": {"ladder": ladder(s)}}} for s in (1000, 2000)]
+    cells = _cells(sweep.table(runs))
+    assert cells["matching x49"] == ["64, 0.20, 1.00", "128, 0.20, 1.00"]
+    assert cells["matching x49 +49"] == ["64, 0.35, 0.50", "128, 0.35, 0.50"]
+    assert cells["matching x49 +147"] == ["64, 0.80, 0.25", "128, 0.80, 0.25"]
+    assert _cells(sweep.crossings(runs))["matching x49 +147"] == ["-", "not measured"]

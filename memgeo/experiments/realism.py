@@ -57,7 +57,8 @@ def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_
         replicated = c["target_replica"] if p["kind"] == "memorized" else c["replica"]
         per_image = p.get("duplication", 0) / max(1, len(p["targets"]) if p.get("memorization") == "template" else 1)
         rows.append({"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
-                     "duplication": p.get("duplication"), "share": per_image / n_items, "rate": float(rate.double().mean()),
+                     "duplication": p.get("duplication"), **({"companions": p["companions"]} if p.get("companions") else {}),
+                     "share": per_image / n_items, "rate": float(rate.double().mean()),
                      "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
                      "replication_rate": float(replicated.double().mean()),
                      "replica_rate": float(c["replica"].double().mean()),
@@ -105,13 +106,13 @@ def realism(result: dict, *, views: float | None = None, criterion: str = "verba
     graded = [r for r in dup if 0.1 < r["rate"] < 0.9]
     by_kind = {k: sum(r["rate"] >= MEMORIZED_RATE for r in dup if r["memorization"] == k) for k in KINDS}
     rungs = defaultdict(list)
-    for r in dup:
-        rungs[(r["memorization"], r["duplication"])].append(r)
-    ladder = [{"kind": k, "duplication": d, "share": rs[0]["share"],
-               **({"views": rs[0]["share"] * views} if views else {}),
+    for r in dup:  # a rung: kind, copies and the companions sharing its caption
+        rungs[(r["memorization"], r["duplication"], r.get("companions", 0))].append(r)
+    ladder = [{"kind": k, "duplication": d, **({"companions": m, "caption_share": d / (d + m)} if m else {}),
+               "share": rs[0]["share"], **({"views": rs[0]["share"] * views} if views else {}),
                "rate": float(np.mean([r["rate"] for r in rs])), "median_ratio": float(np.median([r["ratio"] for r in rs])),
                "nearest_target_rate": float(np.mean([r["nearest_target_rate"] for r in rs]))}
-              for (k, d), rs in sorted(rungs.items(), key=lambda kv: (kv[0][0], -kv[1][0]["share"]))]
+              for (k, d, m), rs in sorted(rungs.items(), key=lambda kv: (kv[0][0], -kv[1][0]["share"], kv[0][2]))]
     return {
         "criterion": result.get("criterion"), "labels": criterion, "R1": r1, "R2": unconditional,
         "R3": {k: max((r["copy_rate"] for r in rows if r["kind"] == k), default=None) for k in ("ordinary", "heldout")},
@@ -159,13 +160,15 @@ def format_realism(r: dict, title: str) -> str:
     r4 = r["R4"]
     lines.append(f"| R4 graded; memorized per kind | >= 6 graded; >= 4 per kind | {r4['graded']} of {r4['duplicated']} "
                  f"graded; {r4['memorized_by_kind']} | {'yes' if verdicts['R4'] else 'no'} |")
+    shared = any("companions" in row for row in r4["ladder"])  # a column only where some caption has companions
     lines += ["", f"Ordinary prompts' median ratio: {r['ordinary_median_ratio']:.2f}", "",
-              "| kind | copies | share per image | views per image | memorization rate | median ratio | nearest is target |",
-              "|---|---|---|---|---|---|---|"]
+              "| kind | copies | " + "companions (duplicate's share of its caption) | " * shared + "share per image | "
+              "views per image | memorization rate | median ratio | nearest is target |", "|---" * (7 + shared) + "|"]
     for row in r4["ladder"]:
         views = f"{row['views']:.0f}" if "views" in row else "-"
-        lines.append(f"| {row['kind']} | {row['duplication']} | {100 * row['share']:.3f}% | {views} | {row['rate']:.2f} | "
-                     f"{row['median_ratio']:.2f} | {row['nearest_target_rate']:.2f} |")
+        mix = f"{row['companions']} ({row['caption_share']:.2f}) | " if "companions" in row else "0 (1.00) | "
+        lines.append(f"| {row['kind']} | {row['duplication']} | {mix * shared}{100 * row['share']:.3f}% | {views} | "
+                     f"{row['rate']:.2f} | {row['median_ratio']:.2f} | {row['nearest_target_rate']:.2f} |")
     if r1 is not None:
         lines += ["", "R1 per step (first to last): " + " ".join(f"{a:.2f}" for a in r1)]
     return "\n".join(lines) + "\n"

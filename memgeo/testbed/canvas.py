@@ -122,7 +122,8 @@ class CanvasData:
 
 
 def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary: int = 60, n_heldout: int = 30,
-                      n_variants: int = 4, seed: int = 0, ladder=DUPLICATION_LADDER, augment: bool = False) -> CanvasData:
+                      n_variants: int = 4, seed: int = 0, ladder=DUPLICATION_LADDER, augment: bool = False,
+                      companions: dict | None = None) -> CanvasData:
     """Canvases, captions and duplicates (deterministic for a seed).
 
     ``n_single`` canvases appear once each; ``n_per_kind`` duplicated prompts of each kind get a
@@ -136,6 +137,14 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     images share a pixel-identical cell unless one was duplicated: only duplicated images (and the
     kept cell of a local prompt) repeat. Without it (the small-data regime) every cell is one of the
     1,797 scikit-learn digits as it is.
+
+    ``companions`` (with a per-kind ``ladder`` only): per kind, one number per rung of ``ladder[kind]`` (same
+    order): how many further canvases, each seen once per epoch like a single, share that duplicated prompt's
+    caption. A caption that labels its duplicated image and other images too is how graded memorization arises:
+    the prompt's conditional distribution mixes the duplicate (its views) with the companions (theirs), so only
+    some of its generations copy. The companions are distinct canvases fitting the caption (for a local prompt,
+    without its kept cell), never targets and never evaluation prompts; the prompt records their number
+    (``"companions"``).
     """
     from sklearn.datasets import load_digits
 
@@ -192,10 +201,13 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     per_kind = isinstance(ladder, dict)
     if per_kind and sorted(ladder) != sorted(KINDS):
         raise ValueError(f"ladder must give counts for each kind of {KINDS} (or be one tuple for all), got {sorted(ladder)}")
+    _check_companions(companions, ladder)
     rungs = None if per_kind else list(ladder) * math.ceil(n_per_kind / len(ladder))
     for kind in KINDS:
-        counts = rng.permutation(list(ladder[kind]) if per_kind else rungs[:n_per_kind])
-        for k in counts.tolist():
+        counts = list(ladder[kind]) if per_kind else rungs[:n_per_kind]
+        order = rng.permutation(len(counts)).tolist()  # the same draw and order as permuting the counts themselves
+        shared = [int(companions[kind][j]) for j in order] if companions else [0] * len(order)
+        for k, m in zip((int(counts[j]) for j in order), shared):
             cells, text = new_caption()
             row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
             if kind == "matching":
@@ -215,6 +227,14 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
                 items += [(i, text) for i in copies]
                 row["targets"] = copies
                 row["mask"] = position_mask(pos)
+            if companions:
+                row["companions"] = m
+                kept_cell = kind == "local"
+                for _ in range(m):  # further canvases under the same caption, each seen once per epoch
+                    idx = fill(cells)
+                    while kept_cell and idx[pos] == kept and len(pools[cells[pos]]) > 1:
+                        idx = fill(cells)
+                    items.append((add_canvas(idx), text))
             prompts.append(row)
     for j in rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
         i, text = singles[j]
@@ -227,11 +247,27 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     if augment or per_kind or tuple(ladder) != DUPLICATION_LADDER:  # recorded where they differ from the small-data regime
         settings.update({"ladder": {k: list(v) for k, v in ladder.items()} if per_kind else list(ladder),
                          "augment": bool(augment)})
+    if companions:
+        settings["companions"] = {k: [int(m) for m in v] for k, v in companions.items()}
     bank = _warp_cells(images[torch.tensor(sources)], seed) if augment else images
     ids = torch.tensor(cell_ids)
     canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
     return CanvasData(images, canvases, torch.tensor(layout), torch.tensor(target), items, prompts, settings,
                       bank=bank if augment else None, cell_ids=ids if augment else None)
+
+
+def _check_companions(companions, ladder) -> None:
+    if not companions:
+        return
+    if not isinstance(ladder, dict):
+        raise ValueError("companions needs a per-kind ladder (a dict of counts per kind), got one tuple for all kinds")
+    if not isinstance(companions, dict) or sorted(companions) != sorted(KINDS):
+        raise ValueError(f"companions must map each kind of {KINDS} to one count per rung, got {companions!r}")
+    for kind in KINDS:
+        m = list(companions[kind])
+        if len(m) != len(ladder[kind]) or not all(isinstance(x, (int, np.integer)) and x >= 0 for x in m):
+            raise ValueError(f"companions[{kind!r}] must give one non-negative integer per rung of ladder[{kind!r}] "
+                             f"({len(ladder[kind])}), got {m}")
 
 
 def ladder_from_shares(shares: dict, *, n_single: int, n_variants: int) -> dict:

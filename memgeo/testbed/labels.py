@@ -69,22 +69,26 @@ def testbed_kinds(meta: dict, texts) -> list[str]:
 
 
 def duplication_curve(meta: dict, criterion: str = "verbatim") -> list[dict]:
-    """Memorization rate against duplication count, per kind: one row per (kind, count) with the
-    number of prompts, their mean rate, and how many have a rate strictly between 0.1 and 0.9."""
+    """Memorization rate against duplication count, per kind: one row per (kind, count, companions sharing the
+    caption) with the number of prompts, their mean rate, and how many have a rate strictly between 0.1 and 0.9."""
     rows = {}
     for p in meta["prompts"]:
         if not p.get("targets"):
             continue
-        key = (p.get("memorization") or p["kind"], int(p["duplication"]))
+        key = (p.get("memorization") or p["kind"], int(p["duplication"]), int(p.get("companions", 0)))
         rows.setdefault(key, []).append(memorization_rate(p, criterion))
-    return [{"kind": k, "duplication": d, "prompts": len(r), "mean_rate": float(np.mean(r)),
-             "graded": int(sum(0.1 < x < 0.9 for x in r))} for (k, d), r in sorted(rows.items())]
+    return [{"kind": k, "duplication": d, **({"companions": m} if m else {}), "prompts": len(r),
+             "mean_rate": float(np.mean(r)), "graded": int(sum(0.1 < x < 0.9 for x in r))}
+            for (k, d, m), r in sorted(rows.items())]
 
 
 def format_duplication_curve(rows: list[dict]) -> str:
-    head = "| kind | duplication | prompts | mean memorization rate | rate in (0.1, 0.9) |"
+    shared = any("companions" in r for r in rows)  # a column only where some caption has companions
+    head = ("| kind | duplication | " + "companions | " * shared + "prompts | mean memorization rate | "
+            "rate in (0.1, 0.9) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    lines += [f"| {r['kind']} | {r['duplication']} | {r['prompts']} | {r['mean_rate']:.3f} | {r['graded']} |" for r in rows]
+    lines += [f"| {r['kind']} | {r['duplication']} | " + f"{r.get('companions', 0)} | " * shared
+              + f"{r['prompts']} | {r['mean_rate']:.3f} | {r['graded']} |" for r in rows]
     return "\n".join(lines)
 
 

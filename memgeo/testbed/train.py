@@ -28,7 +28,7 @@ from .canvas import (
     to_latents,
 )
 
-__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES", "PRECISIONS", "train_testbed", "prepare_training", "learning_rate"]
+__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES", "SD_GRADED_LADDER_SHARES", "SD_SHARED_LADDER_SHARES", "SD_SHARED_COMPANIONS", "PRECISIONS", "train_testbed", "prepare_training", "learning_rate"]
 
 
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
@@ -116,11 +116,30 @@ SD_GRADED_LADDER_SHARES = {"matching": (0.003, 0.0015, 0.001, 0.0007, 0.00065, 0
                            "local": (0.007, 0.0065, 0.006, 0.006)}
 
 
-def _sd_regime(shares: dict) -> dict:
+#: The fifth SD-regime ladder, for graded memorization by a shared caption. On the fourth ladder a prompt's copy rate
+#: was nearly 0 or 1 at every snapshot, each rung crossing within 2,000-4,000 steps, so graded prompts were those caught
+#: mid-crossing (at most 6, twice in 68 readings). A caption that labels its duplicated image and other images too
+#: mixes the duplicate with them in the prompt's conditional distribution, a mixture whose weight does not change as
+#: training goes on (both are drawn at fixed shares). So eight matching rungs at 0.09% share their caption with 6-330
+#: single canvases (SD_SHARED_COMPANIONS; the duplicate is about 48 singles' views, so from 0.89 to 0.13 of its
+#: caption's draws), beside four plain rungs per kind (0.1-0.3%) and local cells at 0.6% (where the fourth ladder's
+#: copied); duplicated items 4.9% of the draws.
+SD_SHARED_LADDER_SHARES = {"matching": (0.003, 0.001, 0.001, 0.001) + (0.0009,) * 8,
+                           "template": (0.003, 0.001, 0.001, 0.001),
+                           "local": (0.006, 0.006, 0.006, 0.006)}
+SD_SHARED_COMPANIONS = {"matching": (0, 0, 0, 0, 6, 12, 22, 38, 65, 110, 190, 330),
+                        "template": (0, 0, 0, 0), "local": (0, 0, 0, 0)}
+
+
+def _sd_regime(shares: dict, companions: dict | None = None) -> dict:
     """An SD-regime entry of :data:`REGIMES`: 50,000 pixel-unique single canvases, each duplicated image at its share
-    of the draws (``shares``, per kind), template prompts over two canvases, 24,000 steps, 16 token positions."""
-    return {"data": {"n_single": 50000, "ladder": ladder_from_shares(shares, n_single=50000, n_variants=2),
-                     "n_variants": 2, "augment": True}, "steps": 24000, "architecture": {"max_length": 16}}
+    of the draws (``shares``, per kind), template prompts over two canvases, 24,000 steps, 16 token positions;
+    ``companions``: canvases sharing each duplicated prompt's caption (:func:`build_canvas_data`), singles too."""
+    n_single = 50000 + sum(sum(v) for v in (companions or {}).values())
+    data = {"n_single": 50000, "ladder": ladder_from_shares(shares, n_single=n_single, n_variants=2),
+            "n_variants": 2, "augment": True}
+    return {"data": {**data, "companions": companions} if companions else data, "steps": 24000,
+            "architecture": {"max_length": 16}}
 
 
 #: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
@@ -148,6 +167,9 @@ REGIMES = {
     # the fourth ladder (SD_GRADED_LADDER_SHARES) under the twin's rule: rungs clustered at 0.05-0.07% of the draws
     # for graded memorization, local cells at 0.6-0.7%
     "sd-ladder-graded": {**_sd_regime(SD_GRADED_LADDER_SHARES), "dropout_duplicated": 0.0},
+    # the fifth ladder (SD_SHARED_LADDER_SHARES) under the twin's rule: eight matching rungs share their caption with
+    # single canvases (SD_SHARED_COMPANIONS), so that their copy rate is graded by the mixture, not by the moment
+    "sd-ladder-shared": {**_sd_regime(SD_SHARED_LADDER_SHARES, SD_SHARED_COMPANIONS), "dropout_duplicated": 0.0},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
@@ -359,17 +381,17 @@ class _TrainingItems:
 
     @classmethod
     def of(cls, data, tokenizer, max_length: int) -> "_TrainingItems":
-        from collections import Counter
-
         captions = sorted({c for _, c in data.items} | {""})
         ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids
         if bool((ids[:, -1] != tokenizer.pad_token_id).any()):  # the end token would be cut off
             raise ValueError(f"a caption does not fit the text encoder's {max_length} token positions")
         index = {c: i for i, c in enumerate(captions)}
-        copies = Counter(c for _, c in data.items)
+        # an item is duplicated when its image is the target of a prompt with more than one copy (not one of the
+        # companions that share such a caption, which are singles)
+        duplicated = {i for p in data.prompts if p["kind"] == "memorized" and p["duplication"] > 1 for i in p["targets"]}
         return cls(ids, torch.tensor([i for i, _ in data.items]), torch.tensor([index[c] for _, c in data.items]),
-                   torch.tensor([copies[c] > 1 for _, c in data.items]), index[""])
+                   torch.tensor([i in duplicated for i, _ in data.items]), index[""])
 
 
 def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, gen, *, batch_size: int,

@@ -137,7 +137,7 @@ def memorization_ground_truth(
 def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_row: int = 4,
                  level: str = "canvas", criterion: str = "verbatim") -> list[dict]:
     """What the copy criterion calls a copy, to be seen (:func:`memgeo.plotting.plot_copy_gallery`): per kind and
-    duplication count the prompt with the highest rate, then the ordinary and held-out prompts with the highest copy
+    duplication count (and number of companions sharing its caption) the prompt with the highest rate, then the ordinary and held-out prompts with the highest copy
     rate; each with its target, ``per_row`` of its generations, their nearest training images and ratios.
 
     ``rows``: :func:`memorization_ground_truth`'s rows; ``generations``: the canvases it collected per prompt;
@@ -146,17 +146,19 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
 
     picked: dict = {}
     for r in rows:
-        key = (r.get("memorization") or r["kind"], r.get("duplication", 0) if r["kind"] == "memorized" else 0)
+        key = (r.get("memorization") or r["kind"], r.get("duplication", 0) if r["kind"] == "memorized" else 0,
+               r.get("companions", 0))
         rate = memorization_rate(r, criterion)
         if key not in picked or rate > picked[key][0]:
             picked[key] = (rate, r)
     out = []
-    for (kind, dup), (rate, r) in sorted(picked.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+    for (kind, dup, companions), (rate, r) in sorted(picked.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
         gens = generations[r["text"]][:per_row]
         c = nearest_ratios(data, r, gens, level=level)
         target = data.images[r["targets"][0]] if r.get("targets") else None
         name = "rate" if criterion == "verbatim" else f"{criterion} rate"
-        out.append({"label": f"{kind}" + (f" x{dup}" if dup else "") + f": {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
+        rung = (f" x{dup}" if dup else "") + (f" +{companions}" if companions else "")
+        out.append({"label": f"{kind}{rung}: {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
                     "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist(),
                     "bound": CRITERIA[criterion]["ratio_below"], "mark": CRITERIA[criterion]["mark"]})

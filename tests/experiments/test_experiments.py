@@ -175,6 +175,33 @@ def test_realism_reads_the_labels_of_the_criterion_it_is_given():
         realism(result, criterion="sscd")
 
 
+def test_rungs_that_share_their_caption_are_told_apart_by_their_companions():
+    from memgeo.experiments.realism import format_realism, realism
+    from memgeo.testbed import duplication_curve, format_duplication_curve
+
+    def row(rate, companions=None, text=""):
+        return {"text": f"m{rate}{companions}{text}", "kind": "memorized", "memorization": "matching", "duplication": 49,
+                **({"companions": companions} if companions else {}), "share": 0.001, "rate": rate, "copy_rate": rate,
+                "replication_rate": rate, "replica_rate": rate, "ratio": 0.5, "nearest_target_rate": rate, "gap": [1.0]}
+
+    rows = [row(1.0), row(1.0, text="b"), row(0.5, 49), row(0.25, 147), {**row(0.0), "kind": "ordinary", "memorization": None}]
+    result = {"criterion": "canvas", "prompts": rows,
+              "unconditional": {"seeds": 4, "copy_rate": 0.0, "duplicated_copy_rate": 0.0, "replica_rate": 0.0,
+                                "duplicated_replica_rate": 0.0, "median_ratio": 0.9}}
+    r = realism(result, views=1000)
+    ladder = [(x["duplication"], x.get("companions", 0), x["rate"], x.get("caption_share")) for x in r["R4"]["ladder"]]
+    assert ladder == [(49, 0, 1.0, None), (49, 49, 0.5, 0.5), (49, 147, 0.25, 0.25)]  # 49 / (49 + companions)
+    assert r["R4"]["graded"] == 2
+    text = format_realism(r, "t")
+    assert "| matching | 49 | 49 (0.50) | 0.100% |" in text and "| matching | 49 | 0 (1.00) | 0.100% |" in text
+    plain = format_realism(realism({**result, "prompts": rows[:2] + rows[4:]}), "t")
+    assert "companions" not in plain  # no column where no caption has companions
+    truth = [{**x, "targets": [0], "target_rate": x["rate"]} for x in rows[:4]]
+    curve = duplication_curve({"prompts": truth})
+    assert [(x["duplication"], x.get("companions", 0), x["prompts"]) for x in curve] == [(49, 0, 2), (49, 49, 1), (49, 147, 1)]
+    assert "| matching | 49 | 147 | 1 | 0.250 | 1 |" in format_duplication_curve(curve)
+
+
 def test_the_leaderboard_refuses_labels_the_testbed_has_not_measured_before_any_work(tmp_path):
     from memgeo.experiments import run_leaderboards
 

@@ -129,10 +129,11 @@ def test_the_capped_sd_regime_keeps_duplicates_under_two_percent_of_items():
     assert views <= 21
 
 
-@pytest.mark.parametrize("regime", ["sd", "sd-ladder", "sd-ladder-local", "sd-ladder-graded"])
+@pytest.mark.parametrize("regime", ["sd", "sd-ladder", "sd-ladder-local", "sd-ladder-graded", "sd-ladder-shared"])
 def test_the_sd_regime_meets_its_data_budget(regime):
     from memgeo.testbed import REGIMES
-    from memgeo.testbed.train import SD_GRADED_LADDER_SHARES, SD_LADDER_SHARES, SD_LOCAL_LADDER_SHARES, SD_SHARES
+    from memgeo.testbed.train import (SD_GRADED_LADDER_SHARES, SD_LADDER_SHARES, SD_LOCAL_LADDER_SHARES, SD_SHARED_LADDER_SHARES,
+                                      SD_SHARES)
 
     spec = REGIMES[regime]
     data = build_canvas_data(seed=0, **spec["data"])
@@ -143,7 +144,7 @@ def test_the_sd_regime_meets_its_data_budget(regime):
     assert sum(p["duplication"] for p in mem) / n <= 0.05
     assert spec["steps"] * 64 / n <= 30  # expected views of a single image over training
     ladders = {"sd": SD_SHARES, "sd-ladder": SD_LADDER_SHARES, "sd-ladder-local": SD_LOCAL_LADDER_SHARES,
-               "sd-ladder-graded": SD_GRADED_LADDER_SHARES}
+               "sd-ladder-graded": SD_GRADED_LADDER_SHARES, "sd-ladder-shared": SD_SHARED_LADDER_SHARES}
     for kind, shares in ladders[regime].items():
         per_image = sorted(p["duplication"] / len(p["targets"] if kind == "template" else [0]) / n
                            for p in mem if p["memorization"] == kind)
@@ -166,3 +167,36 @@ def test_a_ladder_per_kind_gives_each_kind_its_counts():
     assert build_canvas_data(**data.settings).items == data.items  # the recorded settings rebuild the data
     with pytest.raises(ValueError, match="ladder"):
         build_canvas_data(n_single=50, ladder={"matching": (2,)})
+
+
+def test_companions_share_a_duplicated_caption_as_singles():
+    ladder = {"matching": (6, 5, 4), "template": (8, 4), "local": (3, 2)}
+    companions = {"matching": (0, 2, 7), "template": (3, 0), "local": (4, 1)}
+    data = build_canvas_data(n_single=40, n_ordinary=5, n_heldout=3, ladder=ladder, n_variants=2, seed=2,
+                             companions=companions)
+    plain = build_canvas_data(n_single=40, n_ordinary=5, n_heldout=3, ladder=ladder, n_variants=2, seed=2)
+    per_item = {}
+    for i, c in data.items:
+        per_item.setdefault(c, []).append(i)
+    mem = [p for p in data.prompts if p["kind"] == "memorized"]
+    for kind in ladder:  # each rung keeps its own number of companions, whatever the shuffle
+        pairs = sorted((p["duplication"], p["companions"]) for p in mem if p["memorization"] == kind)
+        assert pairs == sorted(zip(ladder[kind], companions[kind]))
+    for p in mem:
+        others = [i for i in per_item[p["text"]] if i not in p["targets"]]
+        assert len(others) == len(set(others)) == p["companions"]  # distinct canvases, each once
+        assert len(per_item[p["text"]]) == p["duplication"] + p["companions"]
+        if p["memorization"] == "local":  # the kept cell is what the duplicates share, the companions lack it
+            pos = int(np.argmax(np.asarray(p["mask"]).reshape(2, 8, 2, 8)[:, 0, :, 0]))
+            kept = data.cell_ids[p["targets"][0], pos] if data.cell_ids is not None else data.layout[p["targets"][0], pos]
+            assert all(int(data.layout[i, pos]) != int(data.layout[p["targets"][0], pos]) for i in others)
+            assert all(int(data.cell_ids[i, pos]) != int(kept) for i in others)
+    assert {p["text"] for p in data.prompts if p["kind"] == "ordinary"}.isdisjoint(p["text"] for p in mem)
+    assert len(data.canvases) == len(plain.canvases) + sum(sum(v) for v in companions.values())
+    assert data.settings["companions"] == {k: list(v) for k, v in companions.items()}
+    assert build_canvas_data(**data.settings).items == data.items  # the recorded settings rebuild the data
+    assert "companions" not in plain.settings
+    with pytest.raises(ValueError, match=r"companions\['local'\]"):
+        build_canvas_data(n_single=40, ladder=ladder, companions={**companions, "local": (1,)})
+    with pytest.raises(ValueError, match="per-kind ladder"):
+        build_canvas_data(n_single=40, companions=companions)

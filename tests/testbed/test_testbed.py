@@ -246,6 +246,21 @@ def test_dropout_of_duplicated_captions_changes_only_what_the_unconditional_bran
         assert REGIMES[causal]["dropout_duplicated"] == 0.0
 
 
+def test_companions_of_a_duplicated_caption_are_dropped_as_singles(tmp_path):
+    from memgeo.models.tiny import build_tokenizer
+    from memgeo.testbed.canvas import DIGITS, THICKNESS
+    from memgeo.testbed.train import _TrainingItems
+
+    ladder = {"matching": (4, 1), "template": (4,), "local": (3,)}
+    data = build_canvas_data(n_single=10, n_ordinary=2, n_heldout=1, ladder=ladder, n_variants=2, seed=3,
+                             companions={"matching": (5, 2), "template": (1,), "local": (2,)})
+    tok = build_tokenizer(tmp_path, words=DIGITS + THICKNESS)
+    items = _TrainingItems.of(data, tok, 32)
+    targets = {i for p in data.prompts if p["kind"] == "memorized" and p["duplication"] > 1 for i in p["targets"]}
+    want = [i in targets for i, _ in data.items]  # the duplicates; not the companions, the singles or a 1-copy rung
+    assert items.duplicated.tolist() == want and 0 < sum(want) < len(want)
+
+
 def test_learning_rate_decay_extends_a_constant_run_bit_for_bit(tmp_path):
     from safetensors.torch import load_file
 

@@ -1,10 +1,10 @@
 """Every benchmark script imports, and runs on its smallest setting where that takes under 30 seconds."""
 
-from pathlib import Path
-
 import pytest
 
-SCRIPTS = sorted((Path(__file__).parent.parent / "benchmarks").glob("bench_*.py"))
+from .conftest import BENCHMARKS
+
+SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
 
 
 def test_every_benchmark_is_found():

@@ -129,6 +129,27 @@ def _check_row(steps: str, seeds: str, labels: str, R: dict) -> str:
             f"local {k['local']}; {R['R4']['graded']} | {met} |")
 
 
+def mixture(runs: list[dict]) -> str:
+    """Per rung whose caption has companions (other images under the same caption), from the largest share of its
+    caption to the smallest: that share (the duplicate's copies over its caption's items, the weight of the duplicate
+    in the caption's own distribution) and the prompt's copy rate at each snapshot, verbatim / replication. Empty
+    where no rung has companions."""
+    keys = sorted({(_key(x), x["caption_share"]) for r in runs for x in r["ladder"] if x.get("companions")},
+                  key=lambda kv: (kv[0][0], -kv[1]))
+    if not keys:
+        return ""
+    by_level = [levels(r["R"]) for r in runs]
+    lines = ["| rung | duplicate's share of its caption | " + " | ".join(f"{r['steps']} steps" for r in runs) + " |",
+             "|---" * (2 + len(runs)) + "|"]
+    for key, caption_share in keys:
+        cells = []
+        for at in by_level:
+            rates = [_rung(at[name]["R4"]["ladder"], key) if name in at else None for name in ("verbatim", "replication")]
+            cells.append(" / ".join("-" if x is None else f"{x['rate']:.2f}" for x in rates))
+        lines.append(f"| {_label(key)} | {caption_share:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 #: The steps (1-based, of 50) at which :func:`gap_order` prints the two groups' median gap norms.
 GAP_STEPS = (1, 10, 20, 30, 40, 50)
 
@@ -219,7 +240,7 @@ def main(argv=None) -> None:
                     help="another run of the same ladder (say another precision): compare it at the common snapshots")
     args = ap.parse_args(argv)
     runs = load(args.runs)
-    text = checks(runs) + "\n\n" + table(runs) + "\n\n" + crossings(runs) + "\n\n" + gap_order(runs)
+    text = "\n\n".join(t for t in (checks(runs), table(runs), crossings(runs), mixture(runs), gap_order(runs)) if t)
     if args.against:
         text += "\n\n" + against(runs, load(args.against))
     print(text)

@@ -85,3 +85,13 @@ def test_rungs_of_one_count_are_told_apart_by_their_companions(sweep):
     assert cells["matching x49 +49"] == ["64, 0.35, 0.50", "128, 0.35, 0.50"]
     assert cells["matching x49 +147"] == ["64, 0.80, 0.25", "128, 0.80, 0.25"]
     assert _cells(sweep.crossings(runs))["matching x49 +147"] == ["-", "not measured"]
+    for r in runs:  # the replication level copies more
+        r["R"]["replication"] = {"labels": "replication", "R4": {"ladder": [{**x, "rate": min(1.0, x["rate"] + 0.25)}
+                                                                            for x in r["ladder"]]}}
+        for x in r["ladder"]:
+            if x.get("companions"):
+                x["caption_share"] = 49 / (49 + x["companions"])
+    cells = _cells(sweep.mixture(runs))
+    assert list(cells) == ["matching x49 +49", "matching x49 +147"]  # from the largest share of the caption down
+    assert cells["matching x49 +147"] == ["0.25 / 0.50", "0.25 / 0.50"]
+    assert sweep.mixture(runs[:0] or [{**runs[0], "ladder": runs[0]["ladder"][:1]}]) == ""  # no companions: no table

@@ -140,11 +140,11 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
 
     ``companions`` (with a per-kind ``ladder`` only): per kind, one number per rung of ``ladder[kind]`` (same
     order): how many further canvases, each seen once per epoch like a single, share that duplicated prompt's
-    caption. A caption that labels its duplicated image and other images too is how graded memorization arises:
-    the prompt's conditional distribution mixes the duplicate (its views) with the companions (theirs), so only
-    some of its generations copy. The companions are distinct canvases fitting the caption (for a local prompt,
-    without its kept cell), never targets and never evaluation prompts; the prompt records their number
-    (``"companions"``).
+    caption, as a LAION caption labels a duplicated image and other images too: the prompt's own distribution then
+    mixes the duplicate with the companions (on the fifth SD-regime ladder this did not make copy rates follow the
+    mix under guidance 7.5: benchmarks/results/sd_ladder_shared_share_sweep.md). The companions are distinct
+    canvases fitting the caption (for a local prompt, without its kept cell), never targets and never evaluation
+    prompts; the prompt records their number (``"companions"``).
     """
     from sklearn.datasets import load_digits
 
@@ -229,10 +229,9 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
                 row["mask"] = position_mask(pos)
             if companions:
                 row["companions"] = m
-                kept_cell = kind == "local"
                 for _ in range(m):  # further canvases under the same caption, each seen once per epoch
                     idx = fill(cells)
-                    while kept_cell and idx[pos] == kept and len(pools[cells[pos]]) > 1:
+                    while kind == "local" and idx[pos] == kept and len(pools[cells[pos]]) > 1:
                         idx = fill(cells)
                     items.append((add_canvas(idx), text))
             prompts.append(row)

@@ -121,9 +121,11 @@ SD_GRADED_LADDER_SHARES = {"matching": (0.003, 0.0015, 0.001, 0.0007, 0.00065, 0
 #: mid-crossing (at most 6, twice in 68 readings). A caption that labels its duplicated image and other images too
 #: mixes the duplicate with them in the prompt's conditional distribution, a mixture whose weight does not change as
 #: training goes on (both are drawn at fixed shares). So eight matching rungs at 0.09% share their caption with 6-330
-#: single canvases (SD_SHARED_COMPANIONS; the duplicate is about 48 singles' views, so from 0.89 to 0.13 of its
-#: caption's draws), beside four plain rungs per kind (0.1-0.3%) and local cells at 0.6% (where the fourth ladder's
-#: copied); duplicated items 4.9% of the draws.
+#: single canvases (SD_SHARED_COMPANIONS; the duplicate is 49 singles' views, so from 0.89 to 0.13 of its caption's
+#: draws), beside four plain rungs per kind (0.1-0.3%) and local cells at 0.6% (where the fourth ladder's replicated);
+#: duplicated items 4.9% of the draws. Measured: the rates did not follow the mix (a rung at 0.43 of its caption copied
+#: at every seed, ones at 0.89 never); R1-R4 held by the replication level at 20,000 steps, the 14 rungs at 0.09-0.1%
+#: crossing together (benchmarks/results/sd_ladder_shared_share_sweep.md).
 SD_SHARED_LADDER_SHARES = {"matching": (0.003, 0.001, 0.001, 0.001) + (0.0009,) * 8,
                            "template": (0.003, 0.001, 0.001, 0.001),
                            "local": (0.006, 0.006, 0.006, 0.006)}
@@ -168,7 +170,7 @@ REGIMES = {
     # for graded memorization, local cells at 0.6-0.7%
     "sd-ladder-graded": {**_sd_regime(SD_GRADED_LADDER_SHARES), "dropout_duplicated": 0.0},
     # the fifth ladder (SD_SHARED_LADDER_SHARES) under the twin's rule: eight matching rungs share their caption with
-    # single canvases (SD_SHARED_COMPANIONS), so that their copy rate is graded by the mixture, not by the moment
+    # single canvases (SD_SHARED_COMPANIONS), 14 rungs at 0.09-0.1% of the draws
     "sd-ladder-shared": {**_sd_regime(SD_SHARED_LADDER_SHARES, SD_SHARED_COMPANIONS), "dropout_duplicated": 0.0},
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at

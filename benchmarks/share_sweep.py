@@ -19,6 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from memgeo.testbed.labels import rung_label
+
 #: The smallest setting, run by the test suite: none (it needs bench_realism's output files).
 SMOKE = None
 
@@ -40,7 +42,7 @@ def table(runs: list[dict]) -> str:
             row = _rung(r["ladder"], key)
             cells.append("-" if row is None else f"{row.get('views', float('nan')):.0f}, {row['median_ratio']:.2f}, "
                                                  f"{row['rate']:.2f}")
-        lines.append(f"| {_label(key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {rung_label(*key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -73,18 +75,13 @@ def crossings(runs: list[dict]) -> str:
             if not any(name in at for at in by_level):
                 first = "not measured"
             cells.append(first)
-        lines.append(f"| {_label(key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {rung_label(*key)} | {100 * share:.3f}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _key(row: dict) -> tuple:
     """A rung's identity: kind, copies, and the companions sharing its caption (0 for none)."""
     return row["kind"], row["duplication"], row.get("companions", 0)
-
-
-def _label(key: tuple) -> str:
-    kind, dup, companions = key
-    return f"{kind} x{dup}" + (f" +{companions}" if companions else "")
 
 
 def _rungs(runs: list[dict]) -> list[tuple]:
@@ -146,7 +143,7 @@ def mixture(runs: list[dict]) -> str:
         for at in by_level:
             rates = [_rung(at[name]["R4"]["ladder"], key) if name in at else None for name in ("verbatim", "replication")]
             cells.append(" / ".join("-" if x is None else f"{x['rate']:.2f}" for x in rates))
-        lines.append(f"| {_label(key)} | {caption_share:.2f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {rung_label(*key)} | {caption_share:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve",
-           "format_duplication_curve", "format_truth_summary"]
+           "format_duplication_curve", "format_truth_summary", "rung_label"]
+
+
+def rung_label(kind: str, duplication: int = 0, companions: int = 0) -> str:
+    """A rung's name in tables and galleries: ``"matching x49 +12"`` (kind, copies, companions sharing its caption;
+    each part only where it is not 0)."""
+    return kind + (f" x{duplication}" if duplication else "") + (f" +{companions}" if companions else "")
 
 
 def memorization_rate(p: dict, criterion: str = "verbatim") -> float:

@@ -142,7 +142,7 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
 
     ``rows``: :func:`memorization_ground_truth`'s rows; ``generations``: the canvases it collected per prompt;
     ``criterion`` (:data:`CRITERIA`): whose rates pick and label the rows."""
-    from .labels import memorization_rate
+    from .labels import memorization_rate, rung_label
 
     picked: dict = {}
     for r in rows:
@@ -157,8 +157,7 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
         c = nearest_ratios(data, r, gens, level=level)
         target = data.images[r["targets"][0]] if r.get("targets") else None
         name = "rate" if criterion == "verbatim" else f"{criterion} rate"
-        rung = (f" x{dup}" if dup else "") + (f" +{companions}" if companions else "")
-        out.append({"label": f"{kind}{rung}: {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
+        out.append({"label": f"{rung_label(kind, dup, companions)}: {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
                     "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist(),
                     "bound": CRITERIA[criterion]["ratio_below"], "mark": CRITERIA[criterion]["mark"]})

@@ -48,7 +48,7 @@ def export(folder: Path, work: Path) -> tuple[Path, list[str], list[str], dict]:
 def main(argv=None) -> None:
     from memgeo.cli import main as cli
     from memgeo.detect import auroc
-    from memgeo.testbed import TESTBED_DIR, testbed_metadata
+    from memgeo.testbed import base_folder, testbed_metadata
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="a fine-tune folder with ground truth")
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     folder = Path(args.model)
     meta = testbed_metadata(folder)
-    base = TESTBED_DIR if meta["base"] == "embedded" else Path(meta["base"])
+    base = base_folder(folder)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp())
     pngs, mem, nmem, counts = export(folder, work)
     start = time.perf_counter()

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,11 +41,12 @@ from memgeo.plotting import plot_duplication_curve
 from memgeo.testbed import KINDS, duplication_curve, load_testbed, testbed_kinds, testbed_labels, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
+CRITERION = "replication"  # the labels the embedded testbed meets its realism targets by (docs/testbed.md); or "verbatim"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
 os.makedirs(FIG, exist_ok=True)
 model = load_testbed()
 meta = testbed_metadata()
-texts, labels, counts = testbed_labels(meta)
+texts, labels, counts = testbed_labels(meta, criterion=CRITERION)
 if FAST:
     pos = [i for i, y in enumerate(labels) if y == 1][::8][:3]
     neg = [i for i, y in enumerate(labels) if y == 0][::30][:3]
@@ -54,7 +55,7 @@ kinds = testbed_kinds(meta, texts)
 seeds = 2 if FAST else 4
 rows = evaluate_signals(model, texts, labels, seeds=seeds, n_steps=10 if FAST else 50)
 rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the captions alone give away
-table = format_leaderboard(rows, title=f"testbed, per generation: {sum(labels)} memorized vs "
+table = format_leaderboard(rows, title=f"testbed ({CRITERION} labels), per generation: {sum(labels)} memorized vs "
                                         f"{len(labels) - sum(labels)} not memorized prompts")
 groups = {k: [kd == k for kd in kinds] for k in KINDS}
 breakdown = format_breakdown(rows, seeds=seeds, groups=groups, title="per prompt, and per kind of memorization")
@@ -70,7 +71,7 @@ for r in rows:
 ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
 ax.set_xlabel("false positive rate")
 ax.set_ylabel("true positive rate")
-ax.set_title("testbed: ROC per generation")
+ax.set_title(f"testbed ({CRITERION} labels): ROC per generation")
 ax.legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 fig.savefig(f"{FIG}/fig5_roc_testbed.png", dpi=110)
@@ -81,4 +82,4 @@ fig.savefig(f"{FIG}/fig5_roc_testbed.png", dpi=110)
 # it follows memorization, not only whether it separates two classes.
 
 # %%
-plot_duplication_curve(duplication_curve(meta), f"{FIG}/fig5_rate_vs_duplication.png")
+plot_duplication_curve(duplication_curve(meta, CRITERION), f"{FIG}/fig5_rate_vs_duplication.png")

@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -46,12 +46,13 @@ from memgeo.plotting import plot_localization, plot_token_attribution, plot_trad
 from memgeo.testbed import load_testbed, memorization_rate, testbed_metadata
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
+CRITERION = "replication"  # the labels the embedded testbed meets its realism targets by (docs/testbed.md); or "verbatim"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
 os.makedirs(FIG, exist_ok=True)
 n_steps = 10 if FAST else 50
 model = load_testbed()
 meta = testbed_metadata()
-memorized = [p for p in meta["prompts"] if p["kind"] == "memorized" and memorization_rate(p) >= 0.5]
+memorized = [p for p in meta["prompts"] if p["kind"] == "memorized" and memorization_rate(p, CRITERION) >= 0.5]
 
 # %% [markdown]
 # ## Token attribution

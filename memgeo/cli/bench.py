@@ -23,7 +23,7 @@ def _bench(args) -> int:
             trained[label] = folder
         mitigation_tradeoff(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
                             guidance_scale=args.guidance, max_prompts=args.max_prompts, progress=not args.no_progress,
-                            trained=trained)
+                            trained=trained, criterion=args.criterion)
         return 0
     run_leaderboards(testbed_path=args.model, out_dir=args.out, seeds=args.seeds, n_steps=args.steps,
                      guidance_scale=args.guidance, max_prompts=args.max_prompts, mixture_conditions=args.mixture_conditions,

@@ -18,7 +18,9 @@ from .leaderboard import (
     LeaderboardRow,
     caption_baseline_row,
     evaluate_signals,
+    every_kind_targets,
     format_breakdown,
+    format_every_kind_targets,
     format_leaderboard,
     rate_correlation,
     regroup,
@@ -39,7 +41,7 @@ from .trajectory import per_step_auroc, trajectory_auroc, trajectory_traces
 
 __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
-    "format_breakdown", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
+    "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff",
     "write_tradeoff", "digit_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
     "localization_auroc", "TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown",

@@ -13,6 +13,7 @@ process. Ratios to the guidance norm then do not depend on which signal ran firs
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ from ..testbed.labels import (
 )
 from .trajectory import trajectory_auroc
 
-__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup", "format_breakdown", "run_leaderboards"]
+__all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
+           "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards"]
 
 
 CAPTION_BASELINE = "caption-only baseline"
@@ -238,6 +240,64 @@ def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, ti
     return "\n".join(lines)
 
 
+def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, max_evals: int = 4,
+                       tolerance: float = 0.02) -> list[dict]:
+    """The every-kind targets, per memgeo signal (one whose :data:`~memgeo.detect.SIGNALS` source is memgeo's) that
+    costs at most ``max_evals`` model evaluations per sample (JVPs counted as evaluations): its per-prompt AUROC at
+    least every published signal's overall, and within ``tolerance`` of the best published signal's on every kind
+    (``groups``, as in :func:`format_breakdown`: a column's positives, every negative kept). The caption-only
+    baseline is no signal and is left out."""
+
+    def per_prompt(r, keep=None):  # AUROC of the mean score over seeds, on the prompts kept
+        s = np.asarray(r.scores, dtype=float).reshape(-1, seeds).mean(1)
+        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
+        if keep is not None:
+            s, y = s[np.asarray(keep)], y[np.asarray(keep)]
+        return detection_metrics(y, s, convention=r.convention)["auroc"]
+
+    signals = [r for r in rows if r.signal in SIGNALS]
+    ours = [r for r in signals if SIGNALS[r.signal].source.startswith("memgeo") and r.n_evals + r.n_jvps <= max_evals]
+    published = [r for r in signals if not SIGNALS[r.signal].source.startswith("memgeo")]
+    if not published:
+        return []
+    out = []
+    for r in ours:
+        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
+        best = max(published, key=per_prompt)
+        row = {"signal": r.signal, "evals": r.n_evals + r.n_jvps, "overall": per_prompt(r),
+               "best_published": best.signal, "best_published_auroc": per_prompt(best), "kinds": {}}
+        row["overall_met"] = row["overall"] >= row["best_published_auroc"]
+        for name, mask in groups.items():
+            keep = (y == 0) | np.asarray(mask, dtype=bool)
+            if not keep[y == 1].any():
+                continue
+            best_k = max(published, key=lambda o: per_prompt(o, keep))
+            mine, theirs = per_prompt(r, keep), per_prompt(best_k, keep)
+            row["kinds"][name] = {"auroc": mine, "best_published": best_k.signal, "best_published_auroc": theirs,
+                                  "met": mine >= theirs - tolerance}
+        row["met"] = row["overall_met"] and all(k["met"] for k in row["kinds"].values())
+        out.append(row)
+    return out
+
+
+def format_every_kind_targets(targets: list[dict], *, tolerance: float = 0.02) -> str:
+    """:func:`every_kind_targets` as a table: per memgeo signal, its AUROC beside the best published one's."""
+    if not targets:
+        return "(no memgeo signal within the evaluation budget, or no published signal, to compare)"
+    kinds = list(dict.fromkeys(k for t in targets for k in t["kinds"]))
+    head = "| memgeo signal | evals | overall (best published) | " + " | ".join(kinds) + " | met |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for t in targets:
+        cells = [f"{t['overall']:.3f} ({t['best_published']} {t['best_published_auroc']:.3f})"]
+        for k in kinds:
+            c = t["kinds"].get(k)
+            cells.append("-" if c is None else f"{c['auroc']:.3f} ({c['best_published']} {c['best_published_auroc']:.3f})")
+        lines.append(f"| {t['signal']} | {t['evals']} | " + " | ".join(cells) + f" | {'yes' if t['met'] else 'no'} |")
+    lines.append(f"\nTargets: per-prompt AUROC at least every published signal's overall, and within {tolerance:g} of "
+                 "the best published signal's on each kind.")
+    return "\n".join(lines)
+
+
 def run_leaderboards(
     *,
     testbed_path=None,
@@ -257,7 +317,7 @@ def run_leaderboards(
     in the titles)."""
     from ..gmm import ConditionalGaussianMixture
     from ..plotting import plot_roc
-    from ..testbed import load_testbed, testbed_metadata
+    from ..testbed import TESTBED_DIR, load_testbed, testbed_metadata, weights_fingerprint
     from ..testbed.truth import CRITERIA
 
     if criterion not in CRITERIA:
@@ -308,20 +368,31 @@ def run_leaderboards(
     curve = duplication_curve(meta, criterion)
     plot_duplication_curve(curve, out / "rate_vs_duplication.png")
     curve_table = format_duplication_curve(curve)
-    print_fn(table + "\n\n" + breakdown + "\n")
+    targets = every_kind_targets(rows, seeds=seeds, groups=groups)
+    targets_table = format_every_kind_targets(targets)
+    print_fn(table + "\n\n" + breakdown + "\n\n" + targets_table + "\n")
     curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                               progress=progress)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
     plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
     results["testbed"] = {"table": table, "breakdown": breakdown, "rows": rows, "curves": curves, "counts": counts,
-                          "duplication_curve": curve}
+                          "duplication_curve": curve, "every_kind_targets": targets}
     atomic_write_text(out / "leaderboard.md", "\n\n".join([
-        results["mixture"]["table"], table, breakdown,
+        results["mixture"]["table"], table, breakdown, "**(b) every-kind targets**", targets_table,
         "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
     ]) + "\n")
-    print_fn(f"tables and plots in {out}/ (leaderboard.md, trajectory_auroc_*.png, roc_testbed.png, "
-             "rate_vs_duplication.png)")
+    folder = Path(testbed_path) if testbed_path is not None else TESTBED_DIR  # its UNet's SHA-256 names the model
+    atomic_write_text(out / "leaderboard.json", json.dumps({
+        "testbed": str(testbed_path) if testbed_path is not None else "embedded",
+        "weights": weights_fingerprint(folder) if (folder / "unet").is_dir() else None, "criterion": criterion,
+        "seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "texts": texts, "labels": labels,
+        "kinds": kinds, "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
+                                  "convention": r.convention, "scores": np.asarray(r.scores, dtype=float).tolist()}
+                                 for r in rows],
+    }))
+    print_fn(f"tables and plots in {out}/ (leaderboard.md, leaderboard.json: every score, trajectory_auroc_*.png, "
+             "roc_testbed.png, rate_vs_duplication.png)")
     return results
 
 

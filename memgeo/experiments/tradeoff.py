@@ -11,6 +11,7 @@ from .._util import atomic_write_text, spread
 from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
+from ..testbed.truth import CRITERIA
 
 __all__ = ["digit_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
@@ -78,12 +79,14 @@ def mitigation_tradeoff(
     trained: dict | None = None,
     print_fn=print,
     progress: bool = True,
+    criterion: str = "verbatim",
 ) -> dict:
     """Memorization rate against caption fidelity for every mitigation across strengths, on the testbed.
 
     Memorization rate: fraction of generations of (generation-verified) memorized prompts that copy
-    their training canvases, as the ground truth counts copies. Fidelity: the fraction of canvas
-    cells whose digit (by a digit classifier) is the one the caption names there, for memorized and
+    their training canvases, as the ground truth counts copies (:func:`memgeo.testbed.target_copies`; ``criterion``,
+    verbatim or replication, picks the prompts and the copies, :data:`memgeo.testbed.truth.CRITERIA`). Fidelity: the
+    fraction of canvas cells whose digit (by a digit classifier) is the one the caption names there, for memorized and
     ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
     ``configs`` (default :data:`TRADEOFF_CONFIGS`) lists ``(label, method, preset, strengths)``;
     ``strengths`` ``{method: [values]}`` is a shorthand for memgeo-preset configurations.
@@ -95,22 +98,24 @@ def mitigation_tradeoff(
 
     from ..mitigate import calibrate_steering, generate
     from ..testbed import (
-        generation_copies,
         load_testbed,
+        target_copies,
         testbed_data,
         testbed_metadata,
         to_images,
     )
 
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_testbed(testbed_path)
     meta = testbed_metadata(testbed_path)
-    thr = meta["ground_truth"]["threshold"]
+    truth = meta["ground_truth"]
     data = testbed_data(testbed_path)
     clf = digit_classifier(data.digits, data.labels)
-    mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p) >= 0.5]
-    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized" and memorization_rate(p) <= 0.1]
+    mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p, criterion) >= 0.5]
+    ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized" and memorization_rate(p, criterion) <= 0.1]
     if max_prompts is not None:
         mem = spread(mem, max_prompts // 2)
         ordinary = spread(ordinary, max_prompts - len(mem))
@@ -151,7 +156,7 @@ def mitigation_tradeoff(
                 correct = caption_fidelity(clf, canvases, p["text"]).tolist()
                 cost.append(n_evals)
                 if group == "mem":
-                    rate += generation_copies(data, p, canvases, thr)["target"].tolist()
+                    rate += target_copies(data, truth, p, canvases, criterion).tolist()
                     fid_m += correct
                 else:
                     fid_o += correct

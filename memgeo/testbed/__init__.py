@@ -27,11 +27,13 @@ models, not signals.
 from .canvas import KINDS, CanvasData, build_canvas_data, to_images, to_latents
 from .folder import (
     TESTBED_DIR,
+    base_folder,
     load_model_folder,
     load_testbed,
     testbed_data,
     testbed_folder,
     testbed_metadata,
+    weights_fingerprint,
 )
 from .labels import (
     duplication_curve,
@@ -49,11 +51,12 @@ from .truth import (
     mask_position,
     memorization_ground_truth,
     nearest_neighbour_threshold,
+    target_copies,
 )
 
 __all__ = [
-    "TESTBED_DIR", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
+    "TESTBED_DIR", "base_folder", "weights_fingerprint", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
     "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "memorization_ground_truth", "generation_copies", "copied_cells",
-    "mask_position", "nearest_neighbour_threshold", "memorization_rate", "memorization_rates", "testbed_labels",
+    "mask_position", "nearest_neighbour_threshold", "target_copies", "memorization_rate", "memorization_rates", "testbed_labels",
     "testbed_kinds", "duplication_curve", "format_duplication_curve", "format_truth_summary",
 ]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 from .canvas import CanvasData, build_canvas_data, to_images
 
-__all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_data"]
+__all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_data",
+           "base_folder", "weights_fingerprint"]
 
 
 TESTBED_DIR = Path(__file__).resolve().parent / "weights"
@@ -26,6 +28,36 @@ def testbed_folder(model) -> Path | None:
 
 def _is_testbed(path) -> bool:
     return (Path(path) / "testbed.json").is_file()
+
+
+def weights_fingerprint(path) -> str:
+    """The SHA-256 of a testbed's UNet weights (``unet/diffusion_pytorch_model.safetensors``): what a fine-tune
+    records of its base, so that it is never loaded on another one."""
+    digest = hashlib.sha256()
+    with open(Path(path) / "unet" / "diffusion_pytorch_model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def base_folder(path) -> Path | None:
+    """The base testbed of the fine-tune in ``path`` (None for a testbed trained from scratch): ``"embedded"`` is
+    the shipped testbed, a relative path is taken from the fine-tune's folder. Where the fine-tune recorded its
+    base's weights (``base_fingerprint``), they must be these: a clear error names both otherwise."""
+    meta = testbed_metadata(path)
+    base = meta.get("base")
+    if base is None:
+        return None
+    folder = TESTBED_DIR if base == "embedded" else Path(path) / base  # an absolute base stays itself
+    if not _is_testbed(folder):
+        raise FileNotFoundError(f"the fine-tune in {str(path)!r} names its base {base!r}, and {str(folder)!r} holds "
+                                "no testbed")
+    recorded = meta.get("base_fingerprint")
+    if recorded is not None and recorded != weights_fingerprint(folder):
+        raise ValueError(f"the fine-tune in {str(path)!r} was trained on other base weights than those in "
+                         f"{str(folder)!r} (UNet SHA-256 {recorded[:12]}..., found {weights_fingerprint(folder)[:12]}...): "
+                         "point its testbed.json 'base' at the testbed it was trained on")
+    return folder
 
 
 def load_model_folder(path, **kwargs):
@@ -49,11 +81,11 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
     path = Path(path) if path is not None else TESTBED_DIR
     if not _is_testbed(path):
         raise FileNotFoundError(f"{str(path)!r} holds no testbed (testbed.json missing); train one with `memgeo testbed train`")
-    base = testbed_metadata(path).get("base")
+    base = base_folder(path)
     if base is not None:  # a fine-tune: its base testbed with this folder's LoRA adapter
         if kwargs.get("lora") is not None:
             raise ValueError(f"{str(path)!r} is a fine-tune (a LoRA of {base}); load it alone, without lora=")
-        model = load_testbed(TESTBED_DIR if base == "embedded" else base, lora=path, **kwargs)
+        model = load_testbed(base, lora=path, **kwargs)
     else:
         model = DiffusersScoreModel.from_pretrained(path, **kwargs)
         model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]

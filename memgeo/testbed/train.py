@@ -290,6 +290,8 @@ def train_testbed(
     """
     from tqdm.auto import tqdm
 
+    from .folder import weights_fingerprint
+
     out = Path(out_dir)
     ckpt = out / "checkpoint"
     steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
@@ -310,7 +312,8 @@ def train_testbed(
     opt = prepare_training(unet, text_encoder, lr=lr, device=device)
     start, loss_avg = 0, float("nan")
     run = _Run(data, tokenizer, schedule, arch, steps, batch_size, lr, lr_decay_steps, dropout, dropout_duplicated,
-               mitigate_threshold, seed, _base_name(base) if lora else None, precision)
+               mitigate_threshold, seed, _base_name(base) if lora else None, precision,
+               weights_fingerprint(base) if lora else None)
     if (ckpt / "state.json").exists():
         start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, run)
     items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
@@ -504,6 +507,7 @@ class _Run:
     seed: int
     base: str | None = None
     precision: str = "float32"
+    base_fingerprint: str | None = None
 
 
 def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:
@@ -577,7 +581,8 @@ def _save_model(folder: Path, unet, text_encoder, run: _Run, *, step: int, loss:
 def _write_testbed_json(folder: Path, run: _Run, *, step: int, loss: float, mitigation=None) -> None:
     data, arch, base, dropout, dropout_duplicated = run.data, run.arch, run.base, run.dropout, run.dropout_duplicated
     atomic_write_text(folder / "testbed.json", json.dumps({
-        "format": "memgeo-testbed", "version": 2, **({"base": base} if base is not None else {}),
+        "format": "memgeo-testbed", "version": 2,
+        **({"base": base, "base_fingerprint": run.base_fingerprint} if base is not None else {}),
         "data": {"builder": "canvas", **data.settings},
         "prompts": data.prompts, "n_training_items": len(data.items), "n_training_images": len(data.images),
         "steps": step, "final_loss": loss, "batch_size": run.batch_size, "lr": run.lr,

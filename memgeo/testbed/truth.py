@@ -11,6 +11,7 @@ from .canvas import CanvasData, canvas_cells, to_images
 from .folder import testbed_data, testbed_folder
 
 __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position",
+           "target_copies",
            "nearest_ratios", "copy_gallery", "distinct_rows", "two_nearest", "COPY_RATIO", "REPLICATION_RATIO", "CRITERIA",
            "LEVELS"]
 
@@ -193,6 +194,27 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
             out["target"] = hits[:, targets].any(1)
             out["target_distance"] = apart.max(2).values.min(1).values
     return out
+
+
+def target_copies(data: CanvasData, ground_truth: dict, prompt: dict, canvases: torch.Tensor,
+                  criterion: str = "verbatim") -> torch.Tensor:
+    """Which generated canvases ``[N, 16, 16]`` copy ``prompt``'s own training image ``[N]`` (bool), by the rule the
+    testbed's ground truth was measured with (``ground_truth``, its ``testbed.json`` entry): the ratio criterion at
+    its level, verbatim or replication (``criterion``, :data:`CRITERIA`), or, for a ground truth from before it
+    (a per-cell ``"threshold"``), :func:`generation_copies`. The one place that counts a mitigated generation as a
+    copy the way the testbed's labels were counted."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    if not prompt.get("targets"):
+        raise ValueError(f"prompt {prompt.get('text')!r} has no targets: only a duplicated prompt copies its own image")
+    if "threshold" in ground_truth:
+        if criterion != "verbatim":
+            raise ValueError("this testbed's ground truth has no replication level (a per-cell threshold): "
+                             "run `memgeo testbed truth` again, or use criterion='verbatim'")
+        return generation_copies(data, prompt, canvases, ground_truth["threshold"])["target"]
+    level = (ground_truth.get("criterion") or {}).get("level", "canvas")
+    c = nearest_ratios(data, prompt, canvases, level=level)
+    return c["target_copy"] if criterion == "verbatim" else c["target_replica"]
 
 
 def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

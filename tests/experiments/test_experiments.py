@@ -1,5 +1,6 @@
 """Per-step trajectory detection: traces from one generation pass, AUROCs from those traces."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -81,6 +82,37 @@ def test_regroup_per_prompt_and_on_subsets():
     assert f"{first.auroc:.3f}" in text.splitlines()[-1] and text.splitlines()[-1].endswith("| - |")
     with pytest.raises(ValueError, match="multiple of seeds"):
         regroup(row, seeds=4)
+
+
+def test_every_kind_targets_compare_memgeo_signals_with_the_best_published_one_per_kind():
+    from memgeo.experiments import LeaderboardRow, every_kind_targets, format_every_kind_targets
+
+    rng = np.random.default_rng(1)
+    seeds, y = 2, np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
+    kinds = {"a": [True, True, False, False] + [False] * 6, "b": [False, False, True, True] + [False] * 6}
+
+    def row(name, s, evals=4, jvps=0):
+        return LeaderboardRow(name, 0, 0, 0, evals, jvps, 0.1, "strict", s.reshape(-1), np.repeat(y, seeds))
+
+    noise = rng.normal(size=(10, seeds))
+    ours = row("regional_sharpness", noise + 2 * y[:, None])
+    pub_a = row("sharpness", noise + 3 * y[:, None] * np.array(kinds["a"])[:, None], evals=2, jvps=1)
+    pub_b = row("p_laplace", rng.normal(size=(10, seeds)) + y[:, None], evals=116)
+    heavy = row("regional_sharpness", noise, evals=4, jvps=1)  # over the budget: not a candidate
+    caption = row("caption-only baseline", rng.normal(size=(10, seeds)))
+    (t,) = every_kind_targets([ours, pub_a, pub_b, heavy, caption], seeds=seeds, groups=kinds)
+    per_prompt = {r.signal: r.scores.reshape(-1, seeds).mean(1) for r in (ours, pub_a, pub_b)}
+    best = max(("sharpness", "p_laplace"), key=lambda n: roc_auc_score(y, per_prompt[n]))
+    assert t["overall"] == roc_auc_score(y, per_prompt["regional_sharpness"]) and t["best_published"] == best
+    assert t["overall_met"] == (t["overall"] >= roc_auc_score(y, per_prompt[best]))
+    for name, mask in kinds.items():
+        keep = (y == 0) | np.array(mask)
+        theirs = max(roc_auc_score(y[keep], per_prompt[n][keep]) for n in ("sharpness", "p_laplace"))
+        assert t["kinds"][name]["best_published_auroc"] == theirs
+        assert t["kinds"][name]["met"] == (roc_auc_score(y[keep], per_prompt["regional_sharpness"][keep]) >= theirs - 0.02)
+    assert t["met"] == (t["overall_met"] and all(k["met"] for k in t["kinds"].values()))
+    assert "regional_sharpness | 4 |" in format_every_kind_targets([t])
+    assert every_kind_targets([ours], seeds=seeds, groups=kinds) == []  # nothing published to compare with
 
 
 def test_caption_fidelity_counts_cells_showing_the_captioned_digit():
@@ -206,8 +238,12 @@ def test_the_leaderboard_refuses_labels_the_testbed_has_not_measured_before_any_
     from memgeo.experiments import run_leaderboards
 
     lines = []
-    with pytest.raises(ValueError, match="no replication rates"):  # the embedded ground truth predates that level
-        run_leaderboards(out_dir=tmp_path / "lb", criterion="replication", print_fn=lines.append)
+    old = tmp_path / "old"  # a ground truth from before the replication level
+    old.mkdir()
+    (old / "testbed.json").write_text(json.dumps({"prompts": [{"text": "a", "kind": "ordinary", "targets": [],
+                                                               "copy_rate": 0.0}]}))
+    with pytest.raises(ValueError, match="no replication rates"):
+        run_leaderboards(testbed_path=old, out_dir=tmp_path / "lb", criterion="replication", print_fn=lines.append)
     assert lines == [] and not (tmp_path / "lb").exists()
     with pytest.raises(ValueError, match="criterion"):
         run_leaderboards(out_dir=tmp_path / "lb", criterion="sscd", print_fn=lines.append)

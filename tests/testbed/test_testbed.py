@@ -1,8 +1,10 @@
 """The memorization testbed: its data, resumable training, the shipped weights and the leaderboard."""
 
+import hashlib
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -133,17 +135,15 @@ def test_shipped_weights_load_through_the_sd_path():
             assert ("mask" in p) == (p["memorization"] == "local")
 
 
-def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not(data):
-    model = load_testbed()
-    meta = tb.testbed_metadata()
-    thr = meta["ground_truth"]["threshold"]
+def test_memorized_prompts_reproduce_targets_and_ordinary_prompts_do_not():
+    model, meta, data = load_testbed(), tb.testbed_metadata(), tb.testbed_data()
     mem = sorted((p for p in meta["prompts"] if p["kind"] == "memorized"), key=lambda p: -p["target_rate"])[:3]
     ordinary = [p for p in meta["prompts"] if p["kind"] == "ordinary" and p["target_rate"] == 0][:3]
     assert mem[-1]["target_rate"] >= 0.875 and len(ordinary) == 3
     x_T = initial_noise(model, [100, 101, 102, 103])  # seeds unseen by the stored ground truth
     for p in mem + ordinary:
         gen = ddim_sample(model, p["text"], x_T, n_steps=50).denoised
-        hits = int(generation_copies(data, p, to_images(gen.float()), thr)["target"].sum())
+        hits = int(tb.target_copies(data, meta["ground_truth"], p, to_images(gen.float())).sum())
         if p["kind"] == "memorized":
             assert hits >= 2, (p["text"], hits)
         else:
@@ -168,6 +168,10 @@ def test_leaderboard_end_to_end_reduced(tmp_path):
     for png in ("trajectory_auroc_mixture.png", "trajectory_auroc_testbed.png", "roc_testbed.png", "rate_vs_duplication.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert len(res["testbed"]["curves"]["combined"]) == 6
+    saved = json.loads((tmp_path / "leaderboard.json").read_text())  # every score kept, with its prompt and label
+    assert [r["signal"] for r in saved["rows"]] == [r.signal for r in res["testbed"]["rows"]]
+    assert all(np.allclose(s["scores"], r.scores) for s, r in zip(saved["rows"], res["testbed"]["rows"]))
+    assert len(saved["texts"]) == len(saved["labels"]) == 6 and "every-kind targets" in (tmp_path / "leaderboard.md").read_text()
 
 
 def test_training_time_mitigation_leaves_out_samples_over_the_threshold(tmp_path):
@@ -336,6 +340,18 @@ def test_a_lora_fine_tune_resumes_bit_for_bit_and_loads_through_the_lora_path(tm
     assert main(["testbed", "finetune", "--base", str(tmp_path / "base"), "--out", str(tmp_path / "cli"), "--steps", "1",
                  "--no-progress"]) == 0
     assert (tmp_path / "cli" / "pytorch_lora_weights.safetensors").is_file()
+    # the fine-tune knows its base's weights: a relative base is taken from its folder, other weights are refused
+    weights = (tmp_path / "base/unet/diffusion_pytorch_model.safetensors").read_bytes()
+    assert meta["base_fingerprint"] == hashlib.sha256(weights).hexdigest()
+    (tmp_path / "a/testbed.json").write_text(json.dumps({**meta, "base": "../base"}))
+    assert tb.base_folder(tmp_path / "a") == tmp_path / "a/../base"
+    torch.testing.assert_close(load_testbed(tmp_path / "a").eps(x, 500, prompt), as_lora.eps(x, 500, prompt), rtol=0, atol=0)
+    (tmp_path / "a/testbed.json").write_text(json.dumps({**meta, "base_fingerprint": "0" * 64}))
+    with pytest.raises(ValueError, match="other base weights"):
+        load_testbed(tmp_path / "a")
+    (tmp_path / "a/testbed.json").write_text(json.dumps({**meta, "base": "../nowhere"}))
+    with pytest.raises(FileNotFoundError, match="holds no testbed"):
+        load_testbed(tmp_path / "a")
 
 
 def test_mixed_precision_takes_the_float32_steps_up_to_rounding(tmp_path):

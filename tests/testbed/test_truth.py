@@ -127,3 +127,29 @@ def test_the_replication_level_needs_the_prompts_own_image_nearest_within_half(a
     assert not bool((c["copy"] & ~c["replica"]).any())  # every verbatim copy is a replica
     assert bool(c["target_replica"][between].any()) and not bool(c["target_copy"][between].any())
     assert REPLICATION_RATIO == pytest.approx(1 / 2)
+
+
+def test_target_copies_count_by_the_rule_the_ground_truth_was_measured_with(augmented):
+    from memgeo.testbed.truth import generation_copies, target_copies
+
+    matching = next(p for p in augmented.prompts if p.get("memorization") == "matching")
+    target = augmented.images[matching["targets"][0]]
+    other = augmented.images[[i for i in range(len(augmented.images)) if i not in matching["targets"]][0]]
+    queries = torch.stack([target + t * (other - target) for t in (0.0, 0.1, 0.3, 0.4, 0.45, 0.7)])
+    ratio_truth = {"criterion": {"level": "canvas", "verbatim": COPY_RATIO, "replication": REPLICATION_RATIO}}
+    copies = target_copies(augmented, ratio_truth, matching, queries)
+    replicas = target_copies(augmented, ratio_truth, matching, queries, "replication")
+    for q, copy, replica in zip(queries, copies, replicas):  # the brute-force ratio and nearest image as oracle
+        want, nearest = brute_force_ratio(q, augmented.images)
+        own = torch.equal(nearest, target)
+        assert bool(copy) == (want < COPY_RATIO and own) and bool(replica) == (want < REPLICATION_RATIO and own)
+    assert replicas.sum() > copies.sum()  # the band between the two bounds is crossed
+    threshold_truth = {"threshold": 0.5}  # a ground truth from before the ratio rule: its per-cell threshold
+    old = target_copies(augmented, threshold_truth, matching, queries)
+    assert torch.equal(old, generation_copies(augmented, matching, queries, 0.5)["target"])
+    with pytest.raises(ValueError, match="no replication level"):
+        target_copies(augmented, threshold_truth, matching, queries, "replication")
+    with pytest.raises(ValueError, match="criterion"):
+        target_copies(augmented, ratio_truth, matching, queries, "sscd")
+    with pytest.raises(ValueError, match="no targets"):
+        target_copies(augmented, ratio_truth, {"text": "a", "targets": []}, queries)

@@ -80,8 +80,10 @@ fig.savefig(f"{FIG}/fig3_trajectory.png", dpi=110)
 # the unconditional prediction and their gap (kappa-delta is minus the last), and the gap norm at
 # the sampler's latent. A prediction that has learned the basin a sample sits in points outwards
 # (cosine near 1). Where the unconditional branch has learned a memorized image as well as the
-# conditional one, the gap loses its outward direction and its norm, and kappa-delta and the
-# guidance norm rank memorized prompts *below* ordinary ones.
+# conditional one (on the small-data testbed, `docs/results.md`), the gap loses its outward direction
+# and its norm, and kappa-delta and the guidance norm rank memorized prompts *below* ordinary ones.
+# The embedded testbed, trained in Stable Diffusion's regime, never drops a duplicate's caption, so
+# its unconditional branch has almost never seen one.
 
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(15, 6.5))

@@ -26,10 +26,12 @@
 #    unconditional one, per pixel, at the step where the signal-to-noise ratio reaches 1; beside it
 #    the end token's cross-attention at the last step (in the spirit of bright-ending attention,
 #    Chen et al., ICLR 2025). The cyan outline is the duplicated region (the prompt's mask).
-# 3. **Can training or generation avoid it?** The fidelity-memorization trade-off of every
-#    mitigation, inference-time and training-time (a testbed trained while leaving out samples whose
-#    guidance-gap norm reached a threshold), read from the committed benchmark
-#    (`memgeo bench --mitigation`, `benchmarks/results/mitigation.json`).
+# 3. **Can generation avoid it?** The fidelity-memorization trade-off of every inference-time
+#    mitigation on the testbed's memorized prompts by the replication level, read from the committed
+#    benchmark (`memgeo bench --mitigation --criterion replication`,
+#    `benchmarks/results/mitigation_replication/mitigation.json`). Training-time mitigation (a testbed
+#    trained while leaving out samples whose guidance-gap norm reached a threshold) is measured on the
+#    small-data testbed (`benchmarks/results/mitigation.json`, `docs/results.md`).
 
 # %%
 import json
@@ -89,14 +91,13 @@ fig.tight_layout()
 fig.savefig(f"{FIG}/fig6_localization.png", dpi=110)
 
 # %% [markdown]
-# ## Mitigation trade-off, inference and training time
-# Memorization rate of the memorized prompts against their caption fidelity (the share of canvas
-# cells whose digit, by a digit classifier, is the one the caption names), one line per method
-# across strengths; the dashed line is the Pareto front. Training-time mitigation is one point: the
-# testbed retrained with the guidance-norm filter, generated from without any inference-time method.
+# ## Mitigation trade-off
+# Memorization rate (replicas of their own image) of the memorized prompts against their caption
+# fidelity (the share of canvas cells whose digit, by a digit classifier, is the one the caption
+# names), one line per method across strengths; the dashed line is the Pareto front.
 
 # %%
-result = json.loads((Path("..") / "benchmarks" / "results" / "mitigation.json").read_text())
+result = json.loads((Path("..") / "benchmarks" / "results" / f"mitigation_{CRITERION}" / "mitigation.json").read_text())
 fig, ax = plt.subplots(figsize=(6.5, 4.8))
 rows = result["rows"]
 plot_tradeoff(rows, None, [rows[i] for i in result["pareto"]], ax=ax)

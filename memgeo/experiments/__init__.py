@@ -31,6 +31,7 @@ from .tradeoff import (
     TRADEOFF_CONFIGS,
     caption_fidelity,
     digit_classifier,
+    fidelity_classifier,
     mitigation_tradeoff,
     pareto_front,
     write_tradeoff,
@@ -43,7 +44,7 @@ __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
     "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff",
-    "write_tradeoff", "digit_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
+    "write_tradeoff", "digit_classifier", "fidelity_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
     "localization_auroc", "TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown",
     "spread",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
 from ..testbed.truth import CRITERIA
 
-__all__ = ["digit_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
+__all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
 
 def digit_classifier(images: torch.Tensor, targets):
@@ -22,6 +23,29 @@ def digit_classifier(images: torch.Tensor, targets):
 
     clf = LogisticRegression(max_iter=3000, C=1.0)
     clf.fit(images.reshape(len(images), -1).numpy(), np.asarray(targets))
+    return clf
+
+
+def fidelity_classifier(data, *, max_cells: int = 40000, seed: int = 0):
+    """The digit classifier that scores a testbed's caption fidelity, trained on the cells its generations are drawn
+    towards. Where canvases place the digits as they are (the small-data regime): :func:`digit_classifier` on the
+    digits. Else on the warped cells of its training canvases (``data.bank``, each labelled by the digit it was
+    warped from; at most ``max_cells`` drawn with ``seed``) by a one-hidden-layer perceptron: a linear classifier
+    reads warped cells at about half accuracy (0.54 on held-out cells of the SD regime's testbed, the perceptron
+    0.98)."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    if data.bank.shape == data.digits.shape and torch.equal(data.bank, data.digits):
+        return digit_classifier(data.digits, data.labels)
+    labels = torch.full((len(data.bank),), -1, dtype=torch.long)
+    labels[data.cell_ids.reshape(-1)] = data.labels[data.layout.reshape(-1)].long()
+    known = torch.nonzero(labels >= 0).flatten()
+    pick = known[torch.randperm(len(known), generator=torch.Generator().manual_seed(seed))[:max_cells]]
+    clf = MLPClassifier((256,), max_iter=100, random_state=seed)
+    with warnings.catch_warnings():  # a fixed budget of 100 epochs, not convergence: what counts is held-out accuracy
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(data.bank[pick].reshape(len(pick), -1).numpy(), labels[pick].numpy())
     return clf
 
 
@@ -113,7 +137,7 @@ def mitigation_tradeoff(
     meta = testbed_metadata(testbed_path)
     truth = meta["ground_truth"]
     data = testbed_data(testbed_path)
-    clf = digit_classifier(data.digits, data.labels)
+    clf = fidelity_classifier(data)
     mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p, criterion) >= 0.5]
     ordinary = [p for p in meta["prompts"] if p["kind"] != "memorized" and memorization_rate(p, criterion) <= 0.1]
     if max_prompts is not None:

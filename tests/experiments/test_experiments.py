@@ -115,6 +115,23 @@ def test_every_kind_targets_compare_memgeo_signals_with_the_best_published_one_p
     assert every_kind_targets([ours], seeds=seeds, groups=kinds) == []  # nothing published to compare with
 
 
+def test_the_fidelity_classifier_reads_the_cells_a_testbed_was_trained_on():
+    from memgeo.experiments import caption_fidelity, digit_classifier, fidelity_classifier
+    from memgeo.testbed import build_canvas_data
+
+    plain = build_canvas_data(n_single=60, n_per_kind=2, n_ordinary=4, n_heldout=2, ladder=(2, 3), seed=1)
+    clf = fidelity_classifier(plain)  # digits placed as they are: the linear classifier of the digits
+    np.testing.assert_array_equal(clf.coef_, digit_classifier(plain.digits, plain.labels).coef_)
+    warped = build_canvas_data(n_single=400, n_per_kind=2, n_ordinary=20, n_heldout=2, ladder=(2, 3), augment=True,
+                               seed=1)
+    clf = fidelity_classifier(warped)
+    ordinary = [p for p in warped.prompts if p["kind"] == "ordinary"]
+    own = np.mean([caption_fidelity(clf, warped.images[p["targets"]], p["text"]).mean() for p in ordinary])
+    shuffled = np.mean([caption_fidelity(clf, warped.images[q["targets"]], p["text"]).mean()
+                        for p, q in zip(ordinary, ordinary[1:] + ordinary[:1])])
+    assert own >= 0.9 and shuffled < 0.5, (own, shuffled)  # each cell read as the digit it was warped from
+
+
 def test_caption_fidelity_counts_cells_showing_the_captioned_digit():
     from memgeo.experiments import caption_fidelity
 

@@ -4,19 +4,22 @@ Data (:mod:`memgeo.testbed.canvas`): 16x16 canvases of four scikit-learn digits,
 space-to-depth into ``4 x 8 x 8`` latents (256 numbers) so that, as in Stable Diffusion, each
 position has a 4-channel vector. Every caption comes from one grammar (``"thin seven, thick two,
 regular one, thin zero"``), memorized or not, so the text alone says nothing about memorization.
-Duplication is graded (1 to 32 copies) and of three kinds: matching verbatim, template verbatim
-and local (one region duplicated).
+Duplication is graded and of three kinds: matching verbatim, template verbatim and local (one
+region duplicated). A regime (:data:`REGIMES`) sets the data and schedule: the embedded testbed is
+Stable Diffusion's regime (``"sd-ladder-shared"`` at 20,000 steps: 50,000 pixel-unique canvases,
+each warped cell its own, seen 24 times; each duplicated image 0.09-0.6% of the draws); the
+small-data regime reuses 1,797 unwarped digits, every canvas seen about 250 times.
 
 Model: a diffusers ``UNet2DConditionModel`` conditioned through a small ``CLIPTextModel`` (trained
 jointly) on a ``CLIPTokenizer`` whose vocabulary has the grammar's words as single tokens and every
-byte as a fallback; 10% prompt dropout for classifier-free guidance; Stable Diffusion's
-scaled-linear schedule with epsilon prediction. It is saved in the Stable Diffusion folder layout
-(no VAE: the latents are the images) and loaded by
+byte as a fallback; 10% prompt dropout for classifier-free guidance (a regime may spare duplicated
+items); Stable Diffusion's scaled-linear schedule with epsilon prediction. It is saved in the Stable
+Diffusion folder layout (no VAE: the latents are the images) and loaded by
 :meth:`~memgeo.models.DiffusersScoreModel.from_pretrained`, exactly as SD is.
 
-Ground truth is measured by generation (:func:`memorization_ground_truth`): a generation copies a
-training canvas when each of its four 8x8 cells is nearest to, and within the copy threshold of,
-that canvas's digit image at the same position.
+Ground truth is measured by generation (:func:`memorization_ground_truth`): a generation is a verbatim
+copy when its distance to the nearest distinct training canvas is below a third of that to the second
+nearest (Gu et al.), a replica when that nearest is the prompt's own image and the ratio below a half.
 
 Rooms: :mod:`~memgeo.testbed.canvas` (data), :mod:`~memgeo.testbed.train` (training),
 :mod:`~memgeo.testbed.truth` (ground truth by generation), :mod:`~memgeo.testbed.labels` (labels

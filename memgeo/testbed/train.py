@@ -147,7 +147,8 @@ def _sd_regime(shares: dict, companions: dict | None = None) -> dict:
 #: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
 #: differ from :data:`ARCHITECTURE` the networks' settings.
 REGIMES = {
-    # the embedded testbed, bit for bit: 2,272 distinct canvases seen about 250 times each, duplicates 12% of items
+    # the small-data testbed (benchmarks/results/small_data_testbed/), bit for bit: 2,272 distinct canvases seen about
+    # 250 times each, duplicates 12% of items
     "small-data": {"data": {}, "steps": 10000},
     # Stable Diffusion's regime: 50,000 single canvases (every cell instance warped, so pixel-unique) seen about 29
     # times each in 24,000 steps; duplicated items 4.8% of the draws, each duplicated image on the SD_SHARES ladder

@@ -110,8 +110,8 @@ def mitigation_tradeoff(
     Memorization rate: fraction of generations of (generation-verified) memorized prompts that copy
     their training canvases, as the ground truth counts copies (:func:`memgeo.testbed.target_copies`; ``criterion``,
     verbatim or replication, picks the prompts and the copies, :data:`memgeo.testbed.truth.CRITERIA`). Fidelity: the
-    fraction of canvas cells whose digit (by a digit classifier) is the one the caption names there, for memorized and
-    ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
+    fraction of canvas cells whose digit (by :func:`fidelity_classifier`) is the one the caption names there, for
+    memorized and ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
     ``configs`` (default :data:`TRADEOFF_CONFIGS`) lists ``(label, method, preset, strengths)``;
     ``strengths`` ``{method: [values]}`` is a shorthand for memgeo-preset configurations.
     ``trained`` ``{label: testbed folder}`` adds training-time mitigation: each folder's model is

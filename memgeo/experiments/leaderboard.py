@@ -184,17 +184,21 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def _by_prompt(row: LeaderboardRow, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """A row's scores as ``[prompts, seeds]`` and each prompt's label ``[prompts]`` (rows are prompt-major)."""
+    s = np.asarray(row.scores, dtype=float)
+    if s.size % seeds:
+        raise ValueError(f"the row holds {s.size} scores, not a multiple of seeds={seeds}")
+    return s.reshape(-1, seeds), np.asarray(row.labels).reshape(-1, seeds)[:, 0]
+
+
 def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = False, n_boot: int = 1000) -> LeaderboardRow:
     """The row's metrics recomputed on a subset of its prompts (``keep``: a boolean mask or indices
     over prompts) and/or per prompt (``per_prompt``: each prompt scored by the mean over its seeds).
 
     Rows hold one score per (prompt, seed), prompt-major, as :func:`evaluate_signals` makes them.
     """
-    s = np.asarray(row.scores, dtype=float)
-    if s.size % seeds:
-        raise ValueError(f"the row holds {s.size} scores, not a multiple of seeds={seeds}")
-    s = s.reshape(-1, seeds)
-    y = np.asarray(row.labels).reshape(-1, seeds)[:, 0]
+    s, y = _by_prompt(row, seeds)
     if keep is not None:
         s, y = s[np.asarray(keep)], y[np.asarray(keep)]
     if per_prompt:
@@ -228,7 +232,7 @@ def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, ti
     for r in rows:
         p = regroup(r, seeds=seeds, per_prompt=True)
         cells = [ci(p, "auroc", p.auroc), ci(p, "tpr@1%fpr", p.tpr1)]
-        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
+        y = _by_prompt(r, seeds)[1]
         for n in names:
             keep = (y == 0) | np.asarray(groups[n], dtype=bool)
             if keep[y == 1].sum() == 0:
@@ -248,32 +252,32 @@ def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, 
     (``groups``, as in :func:`format_breakdown`: a column's positives, every negative kept). The caption-only
     baseline is no signal and is left out."""
 
-    def per_prompt(r, keep=None):  # AUROC of the mean score over seeds, on the prompts kept
-        s = np.asarray(r.scores, dtype=float).reshape(-1, seeds).mean(1)
-        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
-        if keep is not None:
-            s, y = s[np.asarray(keep)], y[np.asarray(keep)]
-        return detection_metrics(y, s, convention=r.convention)["auroc"]
+    def per_prompt(r, keep):  # AUROC of the mean score over seeds, on the prompts kept
+        s, y = _by_prompt(r, seeds)
+        return detection_metrics(y[keep], s.mean(1)[keep], convention=r.convention)["auroc"]
 
     signals = [r for r in rows if r.signal in SIGNALS]
     ours = [r for r in signals if SIGNALS[r.signal].source.startswith("memgeo") and r.n_evals + r.n_jvps <= max_evals]
     published = [r for r in signals if not SIGNALS[r.signal].source.startswith("memgeo")]
-    if not published:
+    if not ours or not published:
         return []
+    y = _by_prompt(published[0], seeds)[1]
+    columns = {"overall": np.ones_like(y, dtype=bool)}  # every prompt, then each kind's positives with every negative
+    columns.update({name: (y == 0) | np.asarray(mask, dtype=bool) for name, mask in groups.items()
+                    if ((y == 1) & np.asarray(mask, dtype=bool)).any()})
+    best = {}  # per column, the best published signal and its AUROC: the same for every memgeo signal
+    for name, keep in columns.items():
+        aurocs = {o.signal: per_prompt(o, keep) for o in published}
+        top = max(aurocs, key=aurocs.get)
+        best[name] = (top, aurocs[top])
     out = []
     for r in ours:
-        y = np.asarray(r.labels).reshape(-1, seeds)[:, 0]
-        best = max(published, key=per_prompt)
-        row = {"signal": r.signal, "evals": r.n_evals + r.n_jvps, "overall": per_prompt(r),
-               "best_published": best.signal, "best_published_auroc": per_prompt(best), "kinds": {}}
-        row["overall_met"] = row["overall"] >= row["best_published_auroc"]
-        for name, mask in groups.items():
-            keep = (y == 0) | np.asarray(mask, dtype=bool)
-            if not keep[y == 1].any():
-                continue
-            best_k = max(published, key=lambda o: per_prompt(o, keep))
-            mine, theirs = per_prompt(r, keep), per_prompt(best_k, keep)
-            row["kinds"][name] = {"auroc": mine, "best_published": best_k.signal, "best_published_auroc": theirs,
+        (top, theirs), mine = best["overall"], per_prompt(r, columns["overall"])
+        row = {"signal": r.signal, "evals": r.n_evals + r.n_jvps, "overall": mine, "best_published": top,
+               "best_published_auroc": theirs, "overall_met": mine >= theirs, "kinds": {}}
+        for name in list(columns)[1:]:
+            (top, theirs), mine = best[name], per_prompt(r, columns[name])
+            row["kinds"][name] = {"auroc": mine, "best_published": top, "best_published_auroc": theirs,
                                   "met": mine >= theirs - tolerance}
         row["met"] = row["overall_met"] and all(k["met"] for k in row["kinds"].values())
         out.append(row)

@@ -53,9 +53,10 @@ def base_folder(path) -> Path | None:
         raise FileNotFoundError(f"the fine-tune in {str(path)!r} names its base {base!r}, and {str(folder)!r} holds "
                                 "no testbed")
     recorded = meta.get("base_fingerprint")
-    if recorded is not None and recorded != weights_fingerprint(folder):
+    found = weights_fingerprint(folder) if recorded is not None else None
+    if recorded != found:
         raise ValueError(f"the fine-tune in {str(path)!r} was trained on other base weights than those in "
-                         f"{str(folder)!r} (UNet SHA-256 {recorded[:12]}..., found {weights_fingerprint(folder)[:12]}...): "
+                         f"{str(folder)!r} (UNet SHA-256 {recorded[:12]}..., found {found[:12]}...): "
                          "point its testbed.json 'base' at the testbed it was trained on")
     return folder
 

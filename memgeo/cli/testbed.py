@@ -5,18 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._util import atomic_write_text
+from ..testbed.protocol import protocol_names
 from ..testbed.train import PRECISIONS, REGIMES
 from ..testbed.truth import CRITERIA
 from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
 
+#: ``testbed train`` options that a protocol fixes, refused beside ``--protocol`` (argparse destinations).
+_PROTOCOL_FIXED = ("regime", "steps", "seed", "batch_size", "checkpoint_every", "lr_decay_steps", "mitigate_threshold",
+                   "precision")
+
+
 def _testbed_train(args) -> int:
     from ..testbed import train_testbed
 
-    out = train_testbed(args.out, regime=args.regime, steps=args.steps, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                        batch_size=args.batch_size, progress=not args.no_progress,
-                        mitigate_threshold=args.mitigate_threshold, lr_decay_steps=args.lr_decay_steps,
-                        snapshot_every=args.snapshot_every, device=args.device, precision=args.precision)
+    if args.protocol:
+        from ..testbed.protocol import run_settings
+
+        given = [f"--{k.replace('_', '-')}" for k in _PROTOCOL_FIXED if getattr(args, k) is not None]
+        if given or not args.run:
+            raise ValueError(f"--protocol trains a run exactly as its file says: give --run and none of {given}"
+                             if given else "--protocol needs --run (one of the protocol's runs, e.g. primary-1)")
+        kw = run_settings(args.protocol, args.run)
+    elif args.run:
+        raise ValueError("--run names a run of a protocol: give --protocol too (e.g. --protocol sd-bench)")
+    else:
+        kw = dict(regime=args.regime or "small-data", steps=args.steps, seed=args.seed or 0, batch_size=args.batch_size or 64,
+                  checkpoint_every=args.checkpoint_every or 500, mitigate_threshold=args.mitigate_threshold,
+                  lr_decay_steps=args.lr_decay_steps, precision=args.precision or "float32")
+    out = train_testbed(args.out, progress=not args.no_progress, snapshot_every=args.snapshot_every,
+                        device=args.device, **kw)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -97,12 +115,16 @@ def register(sub) -> None:
                                                          "there)"),
                      steps=dict(default=None, help="training steps of batch 64 (default: the regime's)"),
                      device=dict(help="where the networks train (cpu, cuda); the data drawn is the same"), no_progress={})
-    train.add_argument("--regime", choices=tuple(REGIMES), default="small-data",
-                       help="the training data and schedule (memgeo.testbed.REGIMES, where each is described): "
-                            + ", ".join(f"{name} ({spec['steps']} steps)" for name, spec in REGIMES.items()))
-    train.add_argument("--batch-size", type=positive_int, default=64)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--checkpoint-every", type=positive_int, default=500)
+    train.add_argument("--protocol", choices=protocol_names(),
+                       help="train a run of a benchmark protocol (memgeo/testbed/protocols/) exactly as its file "
+                            "fixes it: regime, steps, schedule, weight averaging, precision, seed, checkpoints")
+    train.add_argument("--run", help="with --protocol: which of its runs (e.g. primary-1, uniform-dropout)")
+    train.add_argument("--regime", choices=tuple(REGIMES),
+                       help="the training data and schedule (memgeo.testbed.REGIMES, where each is described; default "
+                            "small-data): " + ", ".join(f"{name} ({spec['steps']} steps)" for name, spec in REGIMES.items()))
+    train.add_argument("--batch-size", type=positive_int, help="default 64")
+    train.add_argument("--seed", type=int, help="default 0")
+    train.add_argument("--checkpoint-every", type=positive_int, help="default 500")
     train.add_argument("--snapshot-every", type=positive_int, metavar="N",
                        help="also save the model every N steps in OUT/snapshots/step-N, loadable while the run goes on")
     train.add_argument("--lr-decay-steps", type=int, metavar="N",
@@ -111,8 +133,8 @@ def register(sub) -> None:
     train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
                        help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
-    train.add_argument("--precision", choices=tuple(PRECISIONS), default="float32",
-                       help="bfloat16: mixed precision (bfloat16 autocast; weights, gradients and AdamW in float32), "
+    train.add_argument("--precision", choices=tuple(PRECISIONS),
+                       help="float32 (the default); bfloat16: mixed precision (bfloat16 autocast; weights, gradients and AdamW in float32), "
                             "1.35-1.54x float32's samples per second on a CPU with bfloat16 arithmetic (AMX or "
                             "AVX512-BF16), 7x slower on AVX2 alone "
                             "(benchmarks/bench_training.py); a run resumes only in the precision it began in")

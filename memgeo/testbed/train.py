@@ -65,16 +65,64 @@ def _components(tokenizer_len: int, seed: int, arch: dict):
     return unet, text_encoder
 
 
-def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None) -> None:
-    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically."""
+#: Learning-rate warm-up (steps) after a run resumes from a compact checkpoint, whose AdamW moments start again at 0.
+RESUME_WARMUP_STEPS = 200
+
+
+def _half(module_or_state) -> dict[str, torch.Tensor]:
+    """A state dict in half precision (floating tensors only), contiguous, for a compact checkpoint."""
+    state = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
+    return {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()}
+
+
+def _ema_init(unet, text_encoder) -> dict:
+    """Averaged copies of the networks' state (float32), starting at their current weights."""
+    return {name: {k: v.detach().clone().float() for k, v in net.state_dict().items()}
+            for name, net in (("unet", unet), ("text_encoder", text_encoder))}
+
+
+def _ema_pairs(ema: dict, unet, text_encoder) -> tuple[list, list, list, list]:
+    """``(averages, weights)`` of the floating tensors and ``(copies, sources)`` of the others, for :func:`_ema_step`
+    (the state dict's tensors share the parameters' memory, so the pairs stay valid while the optimizer steps)."""
+    fa, fw, oa, ow = [], [], [], []
+    for name, net in (("unet", unet), ("text_encoder", text_encoder)):
+        for k, v in net.state_dict().items():
+            (fa if v.is_floating_point() else oa).append(ema[name][k])
+            (fw if v.is_floating_point() else ow).append(v)
+    return fa, fw, oa, ow
+
+
+@torch.no_grad()
+def _ema_step(pairs, decay: float) -> None:
+    """``ema <- decay ema + (1 - decay) w`` for every floating tensor; the others copied."""
+    fa, fw, oa, ow = pairs
+    torch._foreach_lerp_(fa, [w.float() for w in fw], 1.0 - decay)
+    for a, w in zip(oa, ow):
+        a.copy_(w)
+
+
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None,
+                     *, ema=None, compact: bool = False) -> None:
+    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically.
+
+    ``compact``: weights only (the networks and their averages ``ema``), in half precision, and the generator state:
+    about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`)."""
     from safetensors.torch import save_file
 
-    tensors = {
-        "unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
-        "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
-        "optimizer": _flatten_optimizer(opt),
-        "rng": {"generator": gen.get_state()},
-    }
+    if compact:
+        tensors = {"unet": _half(unet), "text_encoder": _half(text_encoder)}
+        if ema is not None:
+            tensors.update({"ema_unet": _half(ema["unet"]), "ema_text_encoder": _half(ema["text_encoder"])})
+        for stale in ("optimizer.safetensors", *(() if ema is not None else ("ema_unet.safetensors",
+                                                                              "ema_text_encoder.safetensors"))):
+            (ckpt / stale).unlink(missing_ok=True)  # one checkpoint, one format
+    else:
+        tensors = {"unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
+                   "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
+                   "optimizer": _flatten_optimizer(opt)}
+        if ema is not None:
+            tensors.update({f"ema_{k}": {n: t.contiguous() for n, t in v.items()} for k, v in ema.items()})
+    tensors["rng"] = {"generator": gen.get_state()}
     for name, t in tensors.items():
         atomic_replace(lambda tmp, t=t: save_file(t, tmp), ckpt / f"{name}.safetensors")
     atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
@@ -144,6 +192,17 @@ def _sd_regime(shares: dict, companions: dict | None = None) -> dict:
             "architecture": {"max_length": 16}}
 
 
+def _protocol_regime(name: str) -> dict:
+    """The :data:`REGIMES` entry of a benchmark protocol (:mod:`memgeo.testbed.protocol`): its data, final step and
+    caption dropout, read from the protocol's file."""
+    from .protocol import load_protocol
+
+    proto = load_protocol(name)
+    spec = _sd_regime({k: tuple(v) for k, v in proto["regime"]["shares"].items()})
+    return {**spec, "steps": proto["training"]["steps"], "dropout_duplicated": proto["regime"]["dropout_duplicated"],
+            "lr_decay_steps": proto["training"]["lr_decay_steps"]}
+
+
 #: Training regimes, as data: the data builder's arguments, the default number of steps (batch 64), and where they
 #: differ from :data:`ARCHITECTURE` the networks' settings.
 REGIMES = {
@@ -173,6 +232,10 @@ REGIMES = {
     # the fifth ladder (SD_SHARED_LADDER_SHARES) under the twin's rule: eight matching rungs share their caption with
     # single canvases (SD_SHARED_COMPANIONS), 14 rungs at 0.09-0.1% of the draws
     "sd-ladder-shared": {**_sd_regime(SD_SHARED_LADDER_SHARES, SD_SHARED_COMPANIONS), "dropout_duplicated": 0.0},
+    # the benchmark protocol's regime (memgeo/testbed/protocols/sd-bench.json, fixed before its runs trained): 50,000
+    # single canvases; 24 matching, 16 template and 12 local duplicated prompts on geometric share ladders from 0.02%
+    # of the draws, duplicated items under 10%; no duplicated caption dropped (its uniform-dropout run drops them)
+    "sd-bench": _protocol_regime("sd-bench"),
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
     # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
@@ -239,6 +302,8 @@ def train_testbed(
     device: str | torch.device = "cpu",
     base: str | os.PathLike | None = None,
     precision: str = "float32",
+    ema_decay: float | None = None,
+    compact: bool = False,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -298,6 +363,8 @@ def train_testbed(
     steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
         regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base,
         precision)
+    if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0):
+        raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
     device = torch.device(device)
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
@@ -314,17 +381,31 @@ def train_testbed(
     start, loss_avg = 0, float("nan")
     run = _Run(data, tokenizer, schedule, arch, steps, batch_size, lr, lr_decay_steps, dropout, dropout_duplicated,
                mitigate_threshold, seed, _base_name(base) if lora else None, precision,
-               weights_fingerprint(base) if lora else None)
+               weights_fingerprint(base) if lora else None, ema_decay, compact)
+    resumed_at: list[int] = []
     if (ckpt / "state.json").exists():
         start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, run)
+        resumed_at = json.loads((ckpt / "state.json").read_text()).get("resumed_at", [])
+        if not (ckpt / "optimizer.safetensors").exists():  # a compact checkpoint: AdamW starts again, warmed up
+            resumed_at = [*resumed_at, start]
+    ema = None
+    if ema_decay is not None:
+        ema = _ema_init(unet, text_encoder)
+        if (ckpt / "ema_unet.safetensors").exists():
+            from safetensors.torch import load_file
+
+            for name in ema:
+                ema[name] = {k: v.float() for k, v in load_file(ckpt / f"ema_{name}.safetensors").items()}
+        ema_pairs = _ema_pairs(ema, unet, text_encoder)
     items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
     unet.train()
     text_encoder.train()
     bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
     losses = []
     for step in range(start, steps):
+        warm = min(1.0, (step - resumed_at[-1] + 1) / RESUME_WARMUP_STEPS) if resumed_at else 1.0
         for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, lr_decay_steps)
+            group["lr"] = learning_rate(step, steps, lr, lr_decay_steps) * warm
         with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"):
             pred, target = _step_predictions(unet, text_encoder, items, latents, abar, gen, batch_size=batch_size,
                                              dropout=dropout, dropout_duplicated=dropout_duplicated,
@@ -335,6 +416,8 @@ def train_testbed(
             loss.backward()
             opt.step()
             losses.append(loss.item())
+        if ema is not None:
+            _ema_step(ema_pairs, ema_decay)
         bar.update(1)
         if (step + 1) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -345,10 +428,13 @@ def train_testbed(
                               **({"lr_schedule": {"steps": steps, "lr_decay_steps": lr_decay_steps}}
                                  if lr_decay_steps else {}),
                               **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
-                              **({"precision": precision} if precision != "float32" else {})})
+                              **({"precision": precision} if precision != "float32" else {}),
+                              **({"ema_decay": ema_decay} if ema_decay is not None else {}),
+                              **({"resumed_at": resumed_at} if resumed_at else {})},
+                             ema=ema, compact=compact)
         if snapshot_every and (step + 1) % snapshot_every == 0:
-            _save_model(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, step=step + 1,
-                        loss=float(np.mean(losses[-50:])))
+            _save_evaluated(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, ema=ema, step=step + 1,
+                            loss=float(np.mean(losses[-50:])))
             unet.train()
             text_encoder.train()
     bar.close()
@@ -357,7 +443,8 @@ def train_testbed(
     if mitigate_threshold is not None:
         mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
                       "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
-    _save_model(out, unet, text_encoder, run, step=state["step"], loss=state["loss"], mitigation=mitigation)
+    run.resumed_at = state.get("resumed_at", [])
+    _save_evaluated(out, unet, text_encoder, run, ema=ema, step=state["step"], loss=state["loss"], mitigation=mitigation)
     return out
 
 
@@ -509,6 +596,9 @@ class _Run:
     base: str | None = None
     precision: str = "float32"
     base_fingerprint: str | None = None
+    ema_decay: float | None = None
+    compact: bool = False
+    resumed_at: list = None
 
 
 def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:
@@ -528,6 +618,9 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
                          f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
                          "same regime, or train into another folder")
+    if meta.get("ema_decay") != run.ema_decay:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with ema_decay={meta.get('ema_decay')}, not "
+                         f"{run.ema_decay}: resume it with the same averaging, or train into another folder")
     if meta.get("precision", "float32") != run.precision:
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained in precision={meta.get('precision', 'float32')!r}, "
                          f"not {run.precision!r}: resume it in the same precision, or train into another folder")
@@ -543,11 +636,30 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
                          "steps and lr_decay_steps, or train into another folder")
     dropped.update(meta.get("dropped", {}))
     device = next(unet.parameters()).device
-    unet.load_state_dict(load_file(ckpt / "unet.safetensors", device=str(device)))
-    text_encoder.load_state_dict(load_file(ckpt / "text_encoder.safetensors", device=str(device)))
-    _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors", device=str(device)))
+    for net, name in ((unet, "unet"), (text_encoder, "text_encoder")):  # a compact checkpoint's half precision too
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in load_file(ckpt / f"{name}.safetensors", device=str(device)).items()})
+    if (ckpt / "optimizer.safetensors").exists():  # a full checkpoint; a compact one restarts AdamW (train_testbed)
+        _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors", device=str(device)))
     gen.set_state(load_file(ckpt / "rng.safetensors")["generator"])
     return start, float(meta["loss"])
+
+
+def _save_evaluated(folder: Path, unet, text_encoder, run: _Run, *, ema, step: int, loss: float, mitigation=None):
+    """The evaluated model in ``folder``: the networks' averages ``ema`` where the run averages (stored in half
+    precision where ``run.compact``), else the networks as trained."""
+    if ema is None and not run.compact:
+        _save_model(folder, unet, text_encoder, run, step=step, loss=loss, mitigation=mitigation)
+        return
+    import copy
+
+    nets = [copy.deepcopy(unet), copy.deepcopy(text_encoder)]
+    for net, name in zip(nets, ("unet", "text_encoder")):
+        if ema is not None:
+            net.load_state_dict(ema[name])
+        if run.compact:
+            net.half()
+    _save_model(folder, *nets, run, step=step, loss=loss, mitigation=mitigation)
 
 
 def _save_model(folder: Path, unet, text_encoder, run: _Run, *, step: int, loss: float, mitigation=None) -> None:
@@ -590,6 +702,9 @@ def _write_testbed_json(folder: Path, run: _Run, *, step: int, loss: float, miti
         **({"lr_decay_steps": run.lr_decay_steps} if run.lr_decay_steps else {}), "dropout": dropout,
         **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
         **({"precision": run.precision} if run.precision != "float32" else {}),
+        **({"ema_decay": run.ema_decay, "evaluated_weights": "ema"} if run.ema_decay else {}),
+        **({"stored_dtype": "float16"} if run.compact else {}),
+        **({"resumed_at": run.resumed_at} if run.resumed_at else {}),
         "seed": run.seed, "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()},
         **({"mitigation": mitigation} if mitigation else {}),
     }, indent=1))

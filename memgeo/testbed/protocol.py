@@ -1,0 +1,76 @@
+"""Benchmark protocols: how a benchmark's models are trained, labelled and scored, fixed before they train.
+
+A protocol is a JSON file in ``memgeo/testbed/protocols/`` (``sd-bench.json``): the regime (data and shares), the
+training schedule (final step, learning-rate decay, weight averaging), the runs (seeds, the one design knob a run
+changes), the label seeds and generation settings, the scoring seeds, the criteria and the targets. The training and
+labelling commands read it, so a protocol run is trained and labelled exactly as written; every leaderboard refuses
+scoring seeds that meet the label seeds (:func:`check_disjoint`).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+__all__ = ["PROTOCOLS_DIR", "protocol_names", "load_protocol", "run_settings", "label_seeds", "scoring_seeds",
+           "check_disjoint"]
+
+PROTOCOLS_DIR = Path(__file__).resolve().parent / "protocols"
+
+
+def protocol_names() -> tuple[str, ...]:
+    """The protocols shipped with memgeo, by name."""
+    return tuple(sorted(p.stem for p in PROTOCOLS_DIR.glob("*.json")))
+
+
+@cache
+def _read(name: str) -> dict:
+    return json.loads((PROTOCOLS_DIR / f"{name}.json").read_text())
+
+
+def load_protocol(name: str) -> dict:
+    """The protocol ``name`` (a copy: editing it changes nothing on disk or for later callers)."""
+    if name not in protocol_names():
+        raise ValueError(f"protocol must be one of {protocol_names()}, got {name!r}")
+    return json.loads(json.dumps(_read(name)))
+
+
+def run_settings(name: str, run: str) -> dict:
+    """The keyword arguments of :func:`memgeo.testbed.train_testbed` that train run ``run`` of protocol ``name``
+    exactly as written (regime, steps, schedule, averaging, precision, seed, caption dropout, checkpoints)."""
+    proto = load_protocol(name)
+    if run not in proto["runs"]:
+        raise ValueError(f"run must be one of {sorted(proto['runs'])} (protocol {name!r}), got {run!r}")
+    spec, tr = proto["runs"][run], proto["training"]
+    return {"regime": name, "steps": tr["steps"], "batch_size": tr["batch_size"], "lr": tr["lr"],
+            "lr_decay_steps": tr["lr_decay_steps"], "ema_decay": tr["ema_decay"], "precision": tr["precision"],
+            "checkpoint_every": tr["checkpoint_every"], "compact": True, "seed": spec["seed"],
+            "dropout": proto["regime"]["dropout"],
+            "dropout_duplicated": spec.get("dropout_duplicated", proto["regime"]["dropout_duplicated"])}
+
+
+def label_seeds(name: str) -> list[int]:
+    """The protocol's label seeds (the generations its ground truth is measured on)."""
+    a, b = load_protocol(name)["labels"]["seeds"]
+    return list(range(a, b))
+
+
+def scoring_seeds(name: str, n: int) -> list[int]:
+    """``n`` scoring seeds of the protocol: from its ``scoring.seed_start`` on, disjoint from its label seeds."""
+    start = load_protocol(name)["scoring"]["seed_start"]
+    return list(range(start, start + n))
+
+
+def check_disjoint(scoring, labels) -> None:
+    """Refuse scoring seeds that meet the label seeds: a detector is never scored on the noises that made its labels.
+
+    ``scoring`` and ``labels``: seed lists (or counts ``n``, meaning seeds ``0..n-1``, as generation counts them)."""
+    def seeds(s):
+        return set(range(s)) if isinstance(s, int) else {int(x) for x in s}
+
+    common = sorted(seeds(scoring) & seeds(labels))
+    if common:
+        shown = ", ".join(map(str, common[:8])) + (", ..." if len(common) > 8 else "")
+        raise ValueError(f"scoring seeds must be disjoint from the label seeds: {len(common)} in common ({shown}); "
+                         "score from seeds after the label range (a protocol's scoring.seed_start)")

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows", "PRESET_NAMES", "resolve_preset"]
+__all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows", "PRESET_NAMES", "resolve_preset",
+           "check_output", "IMAGE_SUFFIXES"]
+
+#: Suffixes of image files: an output *folder* named like one is refused (a typo for a file).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf", ".svg")
+
+_PACKAGE = Path(__file__).resolve().parent
 
 #: The presets of every method table: the paper's released code and memgeo's default.
 PRESET_NAMES = ("memgeo", "official")
@@ -62,3 +68,35 @@ def atomic_replace(write, path: str | os.PathLike) -> Path:
     write(tmp)
     os.replace(tmp, path)
     return path
+
+
+def check_output(path, *, arg: str = "--out", folder: bool = False, suffixes: tuple[str, ...] | None = None) -> Path:
+    """The one rule for where a command writes, checked before any work: ``path`` (named ``arg`` in errors) lies
+    outside the installed package; a file's folder exists and is writable and the file is not a folder; a folder
+    (``folder=True``) may be new, but its parent must exist and be writable, it is not an existing file, and its name
+    has no image suffix (:data:`IMAGE_SUFFIXES`). ``suffixes``: the file suffixes accepted (e.g. ``(".png",)``).
+    Nothing is created."""
+    p = Path(path)
+    r = p.resolve()
+    if r == _PACKAGE or _PACKAGE in r.parents:
+        raise ValueError(f"{arg} {str(p)!r} lies inside the installed package ({_PACKAGE}); give a path "
+                         "outside it")
+    if folder:
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            raise ValueError(f"{arg} {str(p)!r} names a folder (the command writes several files into it); give a "
+                             f"folder name without an image suffix such as {p.suffix!r}")
+        if p.exists() and not p.is_dir():
+            raise NotADirectoryError(f"{arg} {str(p)!r} is an existing file; give a folder")
+        parent = p if p.is_dir() else p.parent
+    else:
+        if p.is_dir():
+            raise IsADirectoryError(f"{arg} {str(p)!r} is a directory; give a file path")
+        if suffixes is not None and p.suffix.lower() not in suffixes:
+            raise ValueError(f"{arg} {str(p)!r} must be a {' or '.join(suffixes)} file")
+        parent = p.parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"{arg} {str(p)!r}: the folder {str(parent)!r} does not exist; create it first or "
+                                "give another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"{arg} {str(p)!r}: the folder {str(parent)!r} is not writable")
+    return p

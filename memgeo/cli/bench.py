@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .._util import check_output
 from ..testbed import testbed_metadata
 from ..testbed.truth import CRITERIA
 from .common import no_loading_bars, positive_int, shared_arguments
@@ -13,6 +14,7 @@ def _bench(args) -> int:
     from ..experiments.leaderboard import run_leaderboards
     from ..experiments.tradeoff import mitigation_tradeoff
 
+    check_output(args.out, folder=True)
     if args.no_progress:
         no_loading_bars()
     if args.mitigation:

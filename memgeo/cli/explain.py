@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._util import atomic_write_text
+from .._util import atomic_write_text, check_output
 from ..testbed import testbed_folder, testbed_metadata
 from .common import explain_target, load_model, nonempty_text, positive_int, shared_arguments
 
@@ -15,7 +15,9 @@ def _explain(args) -> int:
     from ..explain import token_attribution
     from ..plotting import plot_token_attribution
 
+    check_output(args.out, folder=True)
     model, _ = load_model(args)
+    model.timesteps(args.steps)
     settings = {"signal": args.signal, "method": "both", "seeds": args.seeds, "n_steps": args.steps}
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = explain_target(Path(args.out), "explain.json", record)
@@ -33,10 +35,14 @@ def _explain(args) -> int:
 def _localize(args) -> int:
     import json
 
+    if args.step is not None and args.step > args.steps:
+        raise ValueError(f"--step must lie in [1, --steps={args.steps}], got {args.step}")
     from ..explain import cross_attention_map, localize, pixel_auroc
     from ..models.attention import has_cross_attention
     from ..plotting import plot_localization
+    check_output(args.out, folder=True)
     model, folder = load_model(args)
+    model.timesteps(args.steps)
     settings = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance, "step": args.step}
     record = {"prompt": args.prompt, "model": model.identity, "settings": settings}
     path = explain_target(Path(args.out), "localize.json", record)

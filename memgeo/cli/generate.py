@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._util import atomic_write_text
-from .._util import PRESET_NAMES
+from .._util import PRESET_NAMES, atomic_write_text, check_output
 from ..plotting import save_image_grid
 from .common import finite_float, load_model, nonempty_text, shared_arguments
 
@@ -19,10 +18,12 @@ def _generate(args) -> int:
     from ..sampling import initial_noise
     from ..testbed import TESTBED_DIR, testbed_folder, testbed_metadata
 
+    check_output(args.out, folder=True)
     folders = [Path(args.model) if args.model else TESTBED_DIR] + ([Path(args.lora)] if args.lora else [])
     if args.mitigate == "steer" and not args.reference_prompts and not any((f / "testbed.json").is_file() for f in folders):
         raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
     model, path = load_model(args)
+    model.timesteps(args.steps)  # --steps against the model's timesteps, before any evaluation
     x_T = initial_noise(model, args.seeds)
     reference = None
     if args.mitigate == "steer":
@@ -60,7 +61,8 @@ def register(sub) -> None:
     gen = sub.add_parser("generate", help="generate images for a prompt, with or without a mitigation")
     gen.add_argument("--prompt", required=True, type=nonempty_text)
     shared_arguments(gen, model={}, lora={}, seeds=dict(default=8), steps={}, guidance={},
-                     out=dict(default="generations", help="folder for samples.png and signals.json"), no_progress={})
+                     out=dict(default="generations", help="folder (made if new; no image suffix) for samples.png and "
+                                                                  "signals.json"), no_progress={})
     gen.add_argument("--mitigate", choices=METHODS, default=METHODS[0])
     gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
     gen.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",

@@ -13,9 +13,13 @@ __all__ = ["register", "signal_options"]
 
 
 def _scan(args) -> int:
+    from .._util import check_output
     from ..scan.readers import read_prompts
-    from ..scan.run import ScanConfig, ScanInterrupted, resolve_probe_times, run_scan
+    from ..scan.run import ScanConfig, ScanInterrupted, check_model_settings, resolve_probe_times, run_scan
 
+    check_output(args.out)
+    if args.report:
+        check_output(args.report, arg="--report")
     if args.labels and len(args.labels) != len(args.prompts):
         raise ValueError(f"--labels needs one label per --prompts file ({len(args.prompts)}), got {len(args.labels)}")
     records = []
@@ -36,6 +40,7 @@ def _scan(args) -> int:
         raise ValueError(f"--rank-by must be one of the scanned --signals {list(cfg.signals)}, got {args.rank_by!r}")
     ref_records = [r for path in args.reference for r in read_prompts(path)] if args.reference else None
     model, _ = load_model(args)
+    check_model_settings(model, cfg)  # ranges that depend on the model, before any evaluation
     training = None
     if args.training_images:  # checked (and encoded) before any signal is computed
         from ..scan.audit import load_training_images

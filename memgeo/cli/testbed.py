@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._util import atomic_write_text
+from .._util import atomic_write_text, check_output
 from ..testbed.protocol import protocol_names
 from ..testbed.train import PRECISIONS, REGIMES
 from ..testbed.truth import CRITERIA
@@ -34,7 +34,7 @@ def _testbed_train(args) -> int:
                   checkpoint_every=args.checkpoint_every or 500, mitigate_threshold=args.mitigate_threshold,
                   lr_decay_steps=args.lr_decay_steps, precision=args.precision or "float32")
     out = train_testbed(args.out, progress=not args.no_progress, snapshot_every=args.snapshot_every,
-                        device=args.device, **kw)
+                        device=args.device, overwrite=args.overwrite, **kw)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 
@@ -45,10 +45,29 @@ def _testbed_finetune(args) -> int:
     base = Path(args.base) if args.base else TESTBED_DIR
     out = train_testbed(args.out, regime="finetune", base=base, steps=args.steps, seed=args.seed,
                         checkpoint_every=args.checkpoint_every, snapshot_every=args.snapshot_every,
-                        progress=not args.no_progress, device=args.device)
+                        progress=not args.no_progress, device=args.device, overwrite=args.overwrite)
     print(f"LoRA fine-tune saved in {out} (diffusers' LoRA format); next: memgeo testbed truth --model {out}, or "
           f"memgeo scan --model {base} --lora {out}")
     return 0
+
+
+def _check_truth_target(out: Path, model: Path, *, overwrite: bool) -> None:
+    """``testbed truth`` replaces no ground truth, and no file but its model's own unlabelled testbed.json, unless
+    ``--overwrite``."""
+    import json
+
+    if overwrite or not out.exists():
+        return
+    try:
+        held = json.loads(out.read_text())
+    except (OSError, ValueError):
+        held = None
+    own = out.resolve() == (model / "testbed.json").resolve()
+    if own and isinstance(held, dict) and "ground_truth" not in held:
+        return
+    what = (f"ground truth from {held['ground_truth'].get('seeds')} seeds" if isinstance(held, dict)
+            and isinstance(held.get("ground_truth"), dict) else "a file that is not this model's testbed.json")
+    raise ValueError(f"--out {str(out)!r} already holds {what}; give another --out, or --overwrite to replace it")
 
 
 def _testbed_truth(args) -> int:
@@ -74,14 +93,12 @@ def _testbed_truth(args) -> int:
             raise ValueError("--out is required for the embedded testbed: its testbed.json is part of the installed "
                              "package (give a file path such as truth.json)")
         out = path / "testbed.json"
-    if out.resolve() == package or package in out.resolve().parents:
-        raise ValueError(f"--out {str(out)!r} lies inside the installed package ({package}); give a path outside it")
-    if out.is_dir():
-        raise IsADirectoryError(f"--out {str(out)!r} is a directory; give a file path such as truth.json")
+    check_output(out)
+    if args.gallery:
+        check_output(args.gallery, arg="--gallery", suffixes=(".png",))
+    _check_truth_target(out, path, overwrite=args.overwrite)
     if args.no_progress:
         no_loading_bars()
-    if args.gallery and Path(args.gallery).suffix.lower() != ".png":
-        raise ValueError(f"--gallery {args.gallery!r} must be a .png path")
     model = load_testbed(path)
     meta = testbed_metadata(path)
     generations: dict = {}
@@ -105,6 +122,10 @@ def _testbed_truth(args) -> int:
         print(format_truth_summary(rows, name))
         print(format_duplication_curve(duplication_curve(meta, name)))
     return 0
+
+
+_OVERWRITE_HELP = ("train from scratch into an --out that holds a trained model or ground truth, replacing it "
+                   "(refused without it; the same run resumes its own checkpoint without it)")
 
 
 def register(sub) -> None:
@@ -138,6 +159,7 @@ def register(sub) -> None:
                             "1.35-1.54x float32's samples per second on a CPU with bfloat16 arithmetic (AMX or "
                             "AVX512-BF16), 7x slower on AVX2 alone "
                             "(benchmarks/bench_training.py); a run resumes only in the precision it began in")
+    train.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     train.set_defaults(func=_testbed_train)
     ft = tb_sub.add_parser("finetune", help="LoRA fine-tune a trained testbed on new canvases with known copies "
                                             "(REGIMES['finetune']; resumable)")
@@ -149,12 +171,15 @@ def register(sub) -> None:
     ft.add_argument("--seed", type=int, default=0)
     ft.add_argument("--checkpoint-every", type=positive_int, default=250)
     ft.add_argument("--snapshot-every", type=positive_int, metavar="N", help="also save the adapter every N steps")
+    ft.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     ft.set_defaults(func=_testbed_finetune)
     truth = tb_sub.add_parser("truth", help="ground truth by generation: how often each prompt copies its target")
     shared_arguments(truth, model=dict(help="testbed folder (default: the embedded testbed)"),
                      out=dict(help="where to write the testbed.json with the measured rates (default: the --model "
                                    "folder's testbed.json; required for the embedded testbed, which is never rewritten)"),
                      seeds=dict(default=16), steps={}, guidance={}, no_progress={})
+    truth.add_argument("--overwrite", action="store_true",
+                       help="replace ground truth (or another file) already at --out")
     truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "
                                                        "nearest training images: what each label means")
     truth.add_argument("--criterion", choices=tuple(CRITERIA), default="verbatim",

@@ -39,6 +39,9 @@ class SignalOption:
         default: its value where none is given (None: the option is not passed, the preset decides).
         choices: the values it takes (None: any value ``type`` reads).
         type: converts a command-line string (None: kept as text).
+        check: ``check(model, value)`` raises a ValueError naming ``flag`` where the value does not fit the model
+            (a range that depends on it, such as its timesteps); called once the model's configuration is read,
+            before any evaluation (None: nothing to check).
     """
 
     name: str
@@ -47,6 +50,18 @@ class SignalOption:
     default: Any = None
     choices: tuple | None = None
     type: Callable | None = None
+    check: Callable | None = None
+
+
+def _check_timestep(flag: str):
+    """A :attr:`SignalOption.check` for an integer timestep: within the model's ``[1, T - 1]``."""
+    def check(model, value) -> None:
+        T = model.schedule.num_train_timesteps
+        if isinstance(value, str) and value == "auto":
+            return
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= T - 1:
+            raise ValueError(f"{flag} must be an integer timestep of this model, in [1, {T - 1}], got {value!r}")
+    return check
 
 
 def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
@@ -134,7 +149,8 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
                batched=True, reference=True, probe_time=_flipd_probe_time,
                extra=(SignalOption("t", "--flipd-t", "FLIPD's probe timestep (default: the preset's; auto chooses "
-                                   "it once from the scanned or --reference prompts)", type=int),)),
+                                   "it once from the scanned or --reference prompts)", type=int,
+                                   check=_check_timestep("--flipd-t")),)),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),

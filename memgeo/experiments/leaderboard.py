@@ -33,6 +33,7 @@ from ..testbed.labels import (
     testbed_kinds,
     testbed_labels,
 )
+from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
 from .trajectory import trajectory_auroc
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
@@ -83,8 +84,12 @@ def evaluate_signals(
     convention: str = "strict",
     timing_repeats: int = 3,
     progress: bool = False,
+    seed_start: int = 0,
 ) -> list[LeaderboardRow]:
     """Every signal on every (condition, seed). ``options`` maps a signal name to extra keyword arguments.
+
+    The noises are seeds ``seed_start .. seed_start + seeds - 1`` (a testbed is scored from
+    :data:`~memgeo.testbed.protocol.SCORING_SEED_START`, apart from the seeds that made its labels).
 
     ``signals``: names of :data:`~memgeo.detect.SIGNALS` (default: every signal the model can run; those that
     read UNet cross-attention only where it has some).
@@ -98,7 +103,7 @@ def evaluate_signals(
     if len(conds) != len(labels):
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     options = options or {}
-    x_T = initial_noise(model, seeds)
+    x_T = initial_noise(model, list(range(seed_start, seed_start + seeds)))
     if signals is None:
         signals = runnable_signals(model)
     unknown = [name for name in signals if name not in SIGNALS]
@@ -328,6 +333,7 @@ def run_leaderboards(
         raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
     meta = testbed_metadata(testbed_path)
     texts, labels, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
+    start = testbed_scoring_seeds(meta, seeds)[0]  # scoring seeds apart from the label seeds, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     signals = tuple(signals or SIGNALS)
@@ -353,7 +359,7 @@ def run_leaderboards(
         keep = sorted(pos + neg)
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     rows = evaluate_signals(model, texts, labels, signals=signals, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
-                            progress=progress)
+                            progress=progress, seed_start=start)
     rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the text alone gives away
     rates = memorization_rates(meta, texts, criterion)
     for r in rows:
@@ -361,7 +367,8 @@ def run_leaderboards(
     kinds = testbed_kinds(meta, texts)
     named = "" if criterion == "verbatim" else f" ({criterion} labels: ratio {CRITERIA[criterion]['rule']})"
     head = (f"(b) testbed{named}, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
-            f"prompts (labels by generation), {seeds} seeds; prompts: {_format_counts(counts)}")
+            f"prompts (labels by generation), {seeds} scoring seeds from {start} (labels from seeds "
+            f"{_seed_range(label_seeds_of(meta))}); prompts: {_format_counts(counts)}")
     table = format_leaderboard(rows, title=head)
     from ..testbed.canvas import KINDS
 
@@ -376,7 +383,7 @@ def run_leaderboards(
     targets_table = format_every_kind_targets(targets)
     print_fn(table + "\n\n" + breakdown + "\n\n" + targets_table + "\n")
     curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
-                              progress=progress)
+                              progress=progress, seed_start=start)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
     plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
@@ -390,7 +397,8 @@ def run_leaderboards(
     atomic_write_text(out / "leaderboard.json", json.dumps({
         "testbed": str(testbed_path) if testbed_path is not None else "embedded",
         "weights": weights_fingerprint(folder) if (folder / "unet").is_dir() else None, "criterion": criterion,
-        "seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "texts": texts, "labels": labels,
+        "seeds": seeds, "scoring_seeds": list(range(start, start + seeds)), "label_seeds": label_seeds_of(meta),
+        "n_steps": n_steps, "guidance_scale": guidance_scale, "texts": texts, "labels": labels,
         "kinds": kinds, "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
                                   "convention": r.convention, "scores": np.asarray(r.scores, dtype=float).tolist()}
                                  for r in rows],
@@ -398,6 +406,10 @@ def run_leaderboards(
     print_fn(f"tables and plots in {out}/ (leaderboard.md, leaderboard.json: every score, trajectory_auroc_*.png, "
              "roc_testbed.png, rate_vs_duplication.png)")
     return results
+
+
+def _seed_range(seeds: list[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds else "none"
 
 
 def _format_counts(counts: dict) -> str:

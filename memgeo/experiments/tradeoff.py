@@ -12,6 +12,7 @@ from .._util import atomic_write_text, spread
 from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
+from ..testbed.protocol import testbed_scoring_seeds
 from ..testbed.truth import CRITERIA
 
 __all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
@@ -143,7 +144,7 @@ def mitigation_tradeoff(
     if max_prompts is not None:
         mem = spread(mem, max_prompts // 2)
         ordinary = spread(ordinary, max_prompts - len(mem))
-    x_T = initial_noise(model, seeds)
+    x_T = initial_noise(model, testbed_scoring_seeds(meta, seeds))  # never the seeds that made the labels
     calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # calibration set for steering
     reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
     if configs is None:

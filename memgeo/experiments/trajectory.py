@@ -13,10 +13,11 @@ __all__ = ["trajectory_traces", "per_step_auroc", "trajectory_auroc"]
 
 
 def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
-                      progress: bool = False):
+                      progress: bool = False, seed_start: int = 0):
     """kappa-delta and guidance norm at every DDIM step, ``[n_steps, N]`` each, and the labels ``[N]``.
 
-    ``N = len(conds) * seeds``: every condition is generated from the same ``seeds`` initial noises.
+    ``N = len(conds) * seeds``: every condition is generated from the same ``seeds`` initial noises (seeds
+    ``seed_start`` on).
     """
     if len(conds) == 0:
         raise ValueError("conds must hold at least one condition (it is empty)")
@@ -24,7 +25,7 @@ def trajectory_traces(model, conds, labels, *, seeds: int, n_steps: int, guidanc
         raise ValueError(f"conds and labels must have the same length, got {len(conds)} and {len(labels)}")
     from tqdm.auto import tqdm
 
-    x_T = initial_noise(model, seeds)
+    x_T = initial_noise(model, list(range(seed_start, seed_start + seeds)))
     kap, mag, y = [], [], []
     for i, (c, lab) in enumerate(tqdm(list(zip(conds, labels)), desc="trajectories", disable=not progress)):
         res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
@@ -50,8 +51,8 @@ def per_step_auroc(kap: torch.Tensor, mag: torch.Tensor, y) -> dict[str, np.ndar
 
 
 def trajectory_auroc(model, conds, labels, *, seeds: int, n_steps: int, guidance_scale: float, n_directions: int = 4,
-                     progress: bool = False):
+                     progress: bool = False, seed_start: int = 0):
     """Per-step AUROC of direction-only (kappa-delta), magnitude-only (guidance norm) and combined detectors."""
-    kap, mag, y = trajectory_traces(model, conds, labels, seeds=seeds, n_steps=n_steps,
-                                    guidance_scale=guidance_scale, n_directions=n_directions, progress=progress)
+    kap, mag, y = trajectory_traces(model, conds, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
+                                    n_directions=n_directions, progress=progress, seed_start=seed_start)
     return per_step_auroc(kap, mag, y)

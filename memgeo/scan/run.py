@@ -99,6 +99,20 @@ class ScanConfig:
         return out
 
 
+def check_model_settings(model, cfg: ScanConfig) -> None:
+    """Check the settings whose ranges depend on the model, once its configuration is read and before any
+    evaluation: the number of sampler steps against its timesteps, and every signal option's own check
+    (:attr:`~memgeo.detect.SignalOption.check`)."""
+    T = getattr(getattr(model, "schedule", None), "num_train_timesteps", None)
+    if T is not None and not 1 <= cfg.n_steps <= T:
+        raise ValueError(f"--steps must lie in [1, {T}] for this model (its timesteps), got {cfg.n_steps}")
+    for name in cfg.signals:
+        given = cfg.options.get(name, {})
+        for option in SIGNALS[name].extra:
+            if option.check is not None and given.get(option.name) is not None:
+                option.check(model, given[option.name])
+
+
 def resolve_probe_times(model, cfg: ScanConfig, texts) -> ScanConfig:
     """``cfg`` with every probe time fixed that a scanned signal chooses from the prompts it scores
     (:attr:`~memgeo.detect.SignalSpec.probe_time`; FLIPD's ``t`` under a preset that says ``"auto"``): chosen once
@@ -146,11 +160,12 @@ class ScanResult:
 
 
 def model_identity(model) -> dict:
-    """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one)."""
+    """``{"name", "fingerprint"}`` of a score model (its ``identity`` where it has one), with the LoRA pairing where
+    one was loaded (:func:`~memgeo.testbed.folder.lora_base_check`), so the store's header records it."""
     ident = getattr(model, "identity", None)
-    if isinstance(ident, dict):
-        return ident
-    return {"name": type(model).__name__, "fingerprint": None}
+    ident = dict(ident) if isinstance(ident, dict) else {"name": type(model).__name__, "fingerprint": None}
+    pairing = getattr(model, "lora_pairing", None)
+    return {**ident, "lora_pairing": pairing} if pairing is not None else ident
 
 
 def unique_prompts(records: list[PromptRecord]) -> list[PromptRecord]:
@@ -240,6 +255,7 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
     prompts = unique_prompts(records)
     cfg = resolve_probe_times(model, cfg, [p.text for p in prompts])
     rank, world, barrier = _process_state()
+    check_model_settings(model, cfg)
     ident = model_identity(model)
     digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}
     out = Path(out)

@@ -10,7 +10,7 @@ from pathlib import Path
 from .canvas import CanvasData, build_canvas_data, to_images
 
 __all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_data",
-           "base_folder", "weights_fingerprint"]
+           "base_folder", "weights_fingerprint", "check_model_output", "lora_base_check"]
 
 
 TESTBED_DIR = Path(__file__).resolve().parent / "weights"
@@ -61,6 +61,66 @@ def base_folder(path) -> Path | None:
     return folder
 
 
+def _holding(folder: Path) -> str | None:
+    """What a model folder holds, in words (None where it holds no model)."""
+    if (folder / "testbed.json").is_file():
+        try:
+            meta = json.loads((folder / "testbed.json").read_text())
+        except (OSError, ValueError):
+            return "a testbed.json"
+        what = ("a LoRA fine-tune" if meta.get("base") else "a trained testbed") + f" ({meta.get('steps', '?')} steps)"
+        truth = meta.get("ground_truth")
+        return what + (f" with ground truth from {truth.get('seeds')} seeds" if isinstance(truth, dict) else "")
+    if (folder / "model_index.json").is_file():
+        return "a diffusers model (model_index.json)"
+    return None
+
+
+def check_model_output(out, *, overwrite: bool = False, arg: str = "--out") -> None:
+    """Refuse, before any work, a training output folder that holds a model: a trained testbed or fine-tune (above
+    all one with ground truth) or a diffusers model is never replaced unless ``overwrite``, except by its own run
+    resuming from its checkpoint (``checkpoint/state.json``) while it has no ground truth. The installed package's
+    weights are refused always. Nothing is created or removed here."""
+    from .._util import check_output
+
+    out = Path(out)
+    check_output(out, arg=arg, folder=True)  # also refuses any path inside the package
+    if not out.is_dir() or overwrite:
+        return
+    held = _holding(out)
+    if held is None:
+        return
+    resuming = (out / "checkpoint" / "state.json").is_file()
+    if resuming and "ground truth" not in held and "diffusers" not in held:
+        return
+    why = ("training there would replace its ground truth" if resuming else "training there would replace it")
+    raise ValueError(f"{arg} {str(out)!r} holds {held}; {why}. Give another {arg}, or --overwrite (overwrite=True) to "
+                     "train from scratch and replace it")
+
+
+def lora_base_check(model_path, lora) -> dict:
+    """Check a LoRA adapter against the model it is loaded onto, before loading either: where the adapter's folder
+    records its base's UNet SHA-256 (``testbed.json``'s ``base_fingerprint``), the model's must be the same, or a
+    clear error names both. Returns the pairing ``{"lora", "base", "base_fingerprint", "checked"}``; where the
+    adapter records no base, says so once on stderr (a scan records the pairing in its store's header)."""
+    import sys
+
+    lora = Path(lora)
+    folder = lora.parent if lora.is_file() else lora
+    meta = testbed_metadata(folder) if _is_testbed(folder) else {}
+    recorded = meta.get("base_fingerprint")
+    weights = Path(model_path) / "unet" / "diffusion_pytorch_model.safetensors"
+    found = weights_fingerprint(model_path) if weights.is_file() else None
+    if recorded is not None and recorded != found:
+        raise ValueError(f"--lora {str(lora)!r} was trained on a base whose UNet SHA-256 is {recorded[:16]}..., and "
+                         f"--model {str(model_path)!r} has " + (f"{found[:16]}..." if found else "no UNet weights file "
+                         "to check") + f": load it onto its base ({meta.get('base')!r})")
+    if recorded is None:
+        print(f"memgeo: the LoRA {str(lora)!r} records no base fingerprint, so memgeo cannot check that it was trained "
+              f"on {str(model_path)!r}; the pairing is recorded with the results", file=sys.stderr)
+    return {"lora": str(lora), "base": str(model_path), "base_fingerprint": found, "checked": recorded is not None}
+
+
 def load_model_folder(path, **kwargs):
     """A model folder as a score model: :func:`load_testbed` where it is a testbed (so the model knows
     its image layout and training set), else :meth:`~memgeo.models.DiffusersScoreModel.from_pretrained`."""
@@ -68,7 +128,11 @@ def load_model_folder(path, **kwargs):
 
     if _is_testbed(path):
         return load_testbed(path, **kwargs)
-    return DiffusersScoreModel.from_pretrained(path, **kwargs)
+    pairing = lora_base_check(path, kwargs["lora"]) if kwargs.get("lora") is not None else None
+    model = DiffusersScoreModel.from_pretrained(path, **kwargs)
+    if pairing is not None:
+        model.lora_pairing = pairing
+    return model
 
 
 def load_testbed(path: str | os.PathLike | None = None, **kwargs):
@@ -88,8 +152,11 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
             raise ValueError(f"{str(path)!r} is a fine-tune (a LoRA of {base}); load it alone, without lora=")
         model = load_testbed(base, lora=path, **kwargs)
     else:
+        pairing = lora_base_check(path, kwargs["lora"]) if kwargs.get("lora") is not None else None
         model = DiffusersScoreModel.from_pretrained(path, **kwargs)
         model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
+        if pairing is not None:
+            model.lora_pairing = pairing
     lora = kwargs.get("lora")
     lora_dir = None if lora is None else Path(lora).parent if Path(lora).is_file() else Path(lora)
     if base is not None:  # a fine-tune's own folder knows its data and prompts

@@ -13,10 +13,14 @@ import json
 from functools import cache
 from pathlib import Path
 
-__all__ = ["PROTOCOLS_DIR", "protocol_names", "load_protocol", "run_settings", "label_seeds", "scoring_seeds",
-           "check_disjoint"]
+__all__ = ["PROTOCOLS_DIR", "SCORING_SEED_START", "protocol_names", "load_protocol", "run_settings", "label_seeds",
+           "scoring_seeds", "check_disjoint", "label_seeds_of", "testbed_scoring_seeds"]
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent / "protocols"
+
+#: Where every testbed leaderboard and trade-off takes its noises from (sd-bench's ``scoring.seed_start``): far
+#: above any label seeds, which count from 0.
+SCORING_SEED_START = 1000
 
 
 def protocol_names() -> tuple[str, ...]:
@@ -74,3 +78,17 @@ def check_disjoint(scoring, labels) -> None:
         shown = ", ".join(map(str, common[:8])) + (", ..." if len(common) > 8 else "")
         raise ValueError(f"scoring seeds must be disjoint from the label seeds: {len(common)} in common ({shown}); "
                          "score from seeds after the label range (a protocol's scoring.seed_start)")
+
+
+def label_seeds_of(meta: dict) -> list[int]:
+    """The seeds a testbed's ground truth was measured on (``testbed.json``'s ``ground_truth.seeds``: a count ``n``
+    means seeds ``0..n-1``); none where it has no ground truth."""
+    seeds = (meta.get("ground_truth") or {}).get("seeds", 0)
+    return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+
+
+def testbed_scoring_seeds(meta: dict, n: int) -> list[int]:
+    """``n`` seeds to score a testbed on, from :data:`SCORING_SEED_START`, checked disjoint from its label seeds."""
+    seeds = list(range(SCORING_SEED_START, SCORING_SEED_START + n))
+    check_disjoint(seeds, label_seeds_of(meta))
+    return seeds

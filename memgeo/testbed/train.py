@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -304,6 +305,7 @@ def train_testbed(
     precision: str = "float32",
     ema_decay: float | None = None,
     compact: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
@@ -346,6 +348,10 @@ def train_testbed(
     ``device``: where the networks train (``"cuda"`` on a GPU machine); batches, noise and timesteps are drawn
     on the CPU from one seeded generator whatever the device, so a run's data does not depend on it.
 
+    ``overwrite``: ``out_dir`` may hold a trained model (or ground truth), replaced by a run trained from scratch;
+    without it such a folder is refused before any work (:func:`~memgeo.testbed.folder.check_model_output`), unless
+    it is this run's own checkpoint resuming and holds no ground truth.
+
     ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
     unconditional prediction of the batch is computed as well (one more forward pass, no
     gradient), and a sample whose guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|``
@@ -356,7 +362,7 @@ def train_testbed(
     """
     from tqdm.auto import tqdm
 
-    from .folder import weights_fingerprint
+    from .folder import check_model_output, weights_fingerprint
 
     out = Path(out_dir)
     ckpt = out / "checkpoint"
@@ -365,6 +371,9 @@ def train_testbed(
         precision)
     if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0):
         raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
+    check_model_output(out, overwrite=overwrite)  # before anything is written
+    if overwrite and ckpt.is_dir():
+        shutil.rmtree(ckpt)  # trains from scratch
     device = torch.device(device)
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])

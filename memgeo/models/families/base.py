@@ -194,8 +194,10 @@ class FamilySpec:
         import diffusers
 
         tok, enc = parts["tokenizers"], parts["encoders"]
+        # a placeholder scheduler with current keys (the pipeline prints a deprecation warning for older ones)
+        scheduler = diffusers.DDIMScheduler(steps_offset=1, clip_sample=False)
         return diffusers.StableDiffusionPipeline(vae=None, text_encoder=enc[0], tokenizer=tok[0], unet=parts["network"],
-                                                 scheduler=diffusers.DDIMScheduler(), safety_checker=None,
+                                                 scheduler=scheduler, safety_checker=None,
                                                  feature_extractor=None, requires_safety_checker=False)
 
     # -------------------------------------------------------------- conditioning, schedule, network

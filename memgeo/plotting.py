@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["save_figure", "draw_branch_diagnostic", "plot_duplication_curve", "draw_trajectory_auroc", "plot_trajectory_auroc",
            "plot_tradeoff", "plot_token_attribution", "plot_localization", "plot_roc", "plot_score_histogram", "save_image_grid",
-           "plot_copy_gallery"]
+           "plot_copy_gallery", "plot_rank_stability"]
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
@@ -199,6 +199,26 @@ def plot_roc(metrics: dict, path: str | Path, *, title: str = "ROC, per prompt")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_rank_stability(stability: dict, path: str | Path) -> Path:
+    """Each signal's prompt-level AUROC on each model (:func:`memgeo.experiments.pool.rank_stability`), one line per
+    signal across the models, Kendall's tau in the title."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(stability["auroc"])
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(models) + 2.5), 4.2))
+    for i, signal in enumerate(stability["signals"]):
+        ax.plot(range(len(models)), [stability["auroc"][m][i] for m in models], marker="o", label=signal)
+    ax.set_xticks(range(len(models)), [Path(m).name for m in models], rotation=15, fontsize=8)
+    ax.set_ylabel("AUROC per prompt (all)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"signals across models: mean Kendall's tau {stability['mean_tau']:.2f}")
+    ax.legend(fontsize=7, loc="lower left", ncol=2)
     return save_figure(fig, path, dpi=120)
 
 

@@ -15,6 +15,8 @@ def _bench(args) -> int:
     from ..experiments.tradeoff import mitigation_tradeoff
 
     check_output(args.out, folder=True)
+    if args.pool:
+        return _pool(args)
     if args.no_progress:
         no_loading_bars()
     if args.mitigation:
@@ -33,6 +35,27 @@ def _bench(args) -> int:
     return 0
 
 
+def _pool(args) -> int:
+    import json
+
+    from .._util import atomic_write_text
+    from ..experiments.pool import format_pooled, pool_leaderboards, read_leaderboard
+    from ..plotting import plot_rank_stability
+
+    for folder in args.pool:  # every input readable before any work
+        read_leaderboard(folder)
+    table = pool_leaderboards(args.pool)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    text = format_pooled(table)
+    atomic_write_text(out / "pooled.md", text + "\n")
+    atomic_write_text(out / "pooled.json", json.dumps(table, indent=1))
+    plot_rank_stability(table["rank_stability"], out / "rank_stability.png")
+    print(text)
+    print(f"\nwrote {out / 'pooled.md'}, {out / 'pooled.json'} and {out / 'rank_stability.png'}")
+    return 0
+
+
 def register(sub) -> None:
     bench = sub.add_parser("bench", help="leaderboard of every signal on the mixture and the testbed")
     shared_arguments(bench, model=dict(help="testbed folder (default: the embedded testbed)"), seeds={}, steps={},
@@ -46,4 +69,8 @@ def register(sub) -> None:
                        help="the testbed's labels: verbatim copies (the default) or the looser replication level, "
                             "whose leaderboard names it")
     bench.add_argument("--mitigation", action="store_true", help="the mitigation trade-off instead of the detector leaderboard")
+    bench.add_argument("--pool", nargs="+", metavar="FOLDER",
+                       help="pool the leaderboards in these folders (each a `memgeo bench --out` of one model): per signal "
+                            "the mean prompt-level AUROC over models, with intervals over models and prompts; columns "
+                            "all, hard negatives, per kind; Kendall's tau across models")
     bench.set_defaults(func=_bench)

@@ -29,6 +29,7 @@ from ..sampling import initial_noise
 from ..testbed.labels import (
     duplication_curve,
     format_duplication_curve,
+    is_hard_negative,
     memorization_rates,
     testbed_kinds,
     testbed_labels,
@@ -394,12 +395,14 @@ def run_leaderboards(
         "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
     ]) + "\n")
     folder = Path(testbed_path) if testbed_path is not None else TESTBED_DIR  # its UNet's SHA-256 names the model
+    by_text = {p["text"]: p for p in meta["prompts"]}
     atomic_write_text(out / "leaderboard.json", json.dumps({
         "testbed": str(testbed_path) if testbed_path is not None else "embedded",
         "weights": weights_fingerprint(folder) if (folder / "unet").is_dir() else None, "criterion": criterion,
         "seeds": seeds, "scoring_seeds": list(range(start, start + seeds)), "label_seeds": label_seeds_of(meta),
         "n_steps": n_steps, "guidance_scale": guidance_scale, "texts": texts, "labels": labels,
-        "kinds": kinds, "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
+        "kinds": kinds, "duplication": [by_text[t].get("duplication", 0) for t in texts],
+        "hard_negative": [is_hard_negative(by_text[t]) for t in texts], "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
                                   "convention": r.convention, "scores": np.asarray(r.scores, dtype=float).tolist()}
                                  for r in rows],
     }))

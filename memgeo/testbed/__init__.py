@@ -42,6 +42,7 @@ from .labels import (
     duplication_curve,
     format_duplication_curve,
     format_truth_summary,
+    is_hard_negative,
     memorization_rate,
     memorization_rates,
     testbed_kinds,
@@ -60,6 +61,6 @@ from .truth import (
 __all__ = [
     "TESTBED_DIR", "base_folder", "weights_fingerprint", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
     "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "memorization_ground_truth", "generation_copies", "copied_cells",
-    "mask_position", "nearest_neighbour_threshold", "target_copies", "memorization_rate", "memorization_rates", "testbed_labels",
+    "mask_position", "nearest_neighbour_threshold", "target_copies", "is_hard_negative", "memorization_rate", "memorization_rates", "testbed_labels",
     "testbed_kinds", "duplication_curve", "format_duplication_curve", "format_truth_summary",
 ]

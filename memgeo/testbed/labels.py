@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve",
+__all__ = ["is_hard_negative", "memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve",
            "format_duplication_curve", "format_truth_summary", "rung_label"]
 
 
@@ -12,6 +12,17 @@ def rung_label(kind: str, duplication: int = 0, companions: int = 0) -> str:
     """A rung's name in tables and galleries: ``"matching x49 +12"`` (kind, copies, companions sharing its caption;
     each part only where it is not 0)."""
     return kind + (f" x{duplication}" if duplication else "") + (f" +{companions}" if companions else "")
+
+
+def is_hard_negative(p: dict) -> bool:
+    """A duplicated prompt that is plainly not memorized: none of its label generations replicates its own image
+    (every one at ratio >= 1/2 or nearest another training image; ``target_replica_rate`` 0). The comparison a user
+    needs is memorized against these, not against prompts that were never duplicated."""
+    if p.get("kind") != "memorized" or int(p.get("duplication", 0)) < 2:
+        return False
+    if "target_replica_rate" not in p:
+        raise ValueError("the testbed's ground truth has no replication rates: run `memgeo testbed truth` again")
+    return float(p["target_replica_rate"]) == 0.0
 
 
 def memorization_rate(p: dict, criterion: str = "verbatim") -> float:

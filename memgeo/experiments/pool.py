@@ -1,0 +1,151 @@
+"""The pooled leaderboard: every signal over several independently trained testbed models, with intervals.
+
+Each model's ``leaderboard.json`` (written by :func:`~memgeo.experiments.leaderboard.run_leaderboards`) holds every
+score with its prompt, label, kind, duplication and hard-negative flag. Per signal and column, the pooled AUROC is
+the mean over models of the prompt-level AUROC (each prompt scored by the mean over its scoring seeds); its interval
+is a percentile bootstrap over models and, within each resampled model, over prompts within each class. Columns:
+every memorized prompt against every not memorized one, against the hard negatives only (duplicated prompts that
+never replicate their image), and per kind. Beside the signals: the caption-only row each leaderboard carries, and a
+"times duplicated" baseline that reads the training data (how many copies of its caption's images were trained on).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DUPLICATION_BASELINE", "PooledModel", "read_leaderboard", "prompt_auroc", "pooled_auroc",
+           "pool_leaderboards", "format_pooled", "rank_stability"]
+
+#: The name of the row that ranks prompts by how often their caption's images were duplicated in training.
+DUPLICATION_BASELINE = "times duplicated (training data)"
+
+
+@dataclass
+class PooledModel:
+    """One model's per-prompt scores: ``scores[signal]`` ``[prompts]`` (mean over seeds), labels, kinds, hard
+    negatives, duplication counts, and the file they came from."""
+
+    name: str
+    scores: dict
+    labels: np.ndarray
+    kinds: list
+    hard_negative: np.ndarray
+    duplication: np.ndarray
+
+
+def read_leaderboard(path) -> PooledModel:
+    """A model's ``leaderboard.json`` (or the folder holding it) as per-prompt scores, the duplication baseline
+    added."""
+    path = Path(path)
+    file = path / "leaderboard.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"{str(path)!r} holds no leaderboard.json; run `memgeo bench --out {path}` first")
+    lb = json.loads(file.read_text())
+    missing = [k for k in ("duplication", "hard_negative", "kinds", "labels", "rows", "seeds") if k not in lb]
+    if missing:
+        raise ValueError(f"{str(file)!r} lacks {missing}: a leaderboard from an older memgeo; run `memgeo bench` again")
+    n, seeds = len(lb["labels"]), int(lb["seeds"])
+    scores = {}
+    for r in lb["rows"]:
+        s = np.asarray(r["scores"], dtype=float)
+        if s.size != n * seeds:
+            raise ValueError(f"{str(file)!r}: row {r['signal']!r} holds {s.size} scores, not {n} prompts x {seeds} seeds")
+        scores[r["signal"]] = s.reshape(n, seeds).mean(1)
+    dup = np.asarray(lb["duplication"], dtype=float)
+    scores[DUPLICATION_BASELINE] = dup
+    return PooledModel(str(lb.get("testbed", file.parent.name)), scores, np.asarray(lb["labels"], dtype=int),
+                       list(lb["kinds"]), np.asarray(lb["hard_negative"], dtype=bool), dup)
+
+
+def prompt_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """AUROC of positives against negatives (Mann-Whitney: the share of pairs ordered right, ties counted half);
+    NaN where a class is empty."""
+    pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    d = pos[:, None] - neg[None, :]
+    return float((d > 0).mean() + 0.5 * (d == 0).mean())
+
+
+def _columns(m: PooledModel, kinds) -> dict:
+    """Per column, ``(positive mask, negative mask)`` over the model's prompts."""
+    pos, neg = m.labels == 1, m.labels == 0
+    cols = {"all": (pos, neg), "hard negatives": (pos, neg & m.hard_negative)}
+    k = np.asarray(m.kinds)
+    cols.update({kind: (pos & (k == kind), neg) for kind in kinds})
+    return cols
+
+
+def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=("matching", "template", "local"),
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
+    """``(mean AUROC over models, low, high, models counted)`` of ``signal`` on ``column``: models whose column lacks
+    a class are left out; the interval resamples models, then prompts within each class of each model."""
+    parts = []
+    for m in models:
+        p, q = _columns(m, kinds)[column]
+        if p.any() and q.any() and signal in m.scores:
+            parts.append((m.scores[signal][p], m.scores[signal][q]))
+    if not parts:
+        return float("nan"), float("nan"), float("nan"), 0
+    value = float(np.mean([prompt_auroc(a, b) for a, b in parts]))
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(int(n_boot)):
+        picked = rng.integers(len(parts), size=len(parts))
+        reps.append(np.mean([prompt_auroc(rng.choice(parts[i][0], parts[i][0].size),
+                                          rng.choice(parts[i][1], parts[i][1].size)) for i in picked]))
+    a = (1 - level) / 2
+    return value, float(np.quantile(reps, a)), float(np.quantile(reps, 1 - a)), len(parts)
+
+
+def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template", "local")) -> dict:
+    """The pooled table of the models in ``paths``: ``{"models", "columns", "rows": {signal: {column: (value, low,
+    high, models)}}, "counts"}``; counts per model of memorized prompts per kind, hard negatives and not memorized."""
+    models = [read_leaderboard(p) for p in paths]
+    signals = list(dict.fromkeys(s for m in models for s in m.scores))
+    columns = ["all", "hard negatives", *kinds]
+    rows = {s: {c: pooled_auroc(models, s, c, kinds=kinds, n_boot=n_boot) for c in columns} for s in signals}
+    counts = [{"model": m.name, **{k: int(((m.labels == 1) & (np.asarray(m.kinds) == k)).sum()) for k in kinds},
+               "hard negatives": int((m.hard_negative & (m.labels == 0)).sum()), "not memorized": int((m.labels == 0).sum())}
+              for m in models]
+    return {"models": [m.name for m in models], "columns": columns, "rows": rows, "counts": counts,
+            "rank_stability": rank_stability(models)}
+
+
+def rank_stability(models: list[PooledModel], *, exclude=(DUPLICATION_BASELINE,)) -> dict:
+    """Kendall's tau between every two models' orderings of the signals by prompt-level AUROC ("all" column), and
+    their mean: how much a signal's rank depends on which model it was measured on."""
+    from scipy.stats import kendalltau
+
+    signals = [s for s in models[0].scores if s not in exclude and all(s in m.scores for m in models)]
+    per = {m.name: [prompt_auroc(m.scores[s][m.labels == 1], m.scores[s][m.labels == 0]) for s in signals]
+           for m in models}
+    names = list(per)
+    pairs = {f"{a} / {b}": float(kendalltau(per[a], per[b]).statistic) for i, a in enumerate(names) for b in names[i + 1:]}
+    return {"signals": signals, "auroc": per, "pairs": pairs,
+            "mean_tau": float(np.mean(list(pairs.values()))) if pairs else float("nan")}
+
+
+def format_pooled(table: dict) -> str:
+    """The pooled leaderboard as markdown: every cell the mean prompt-level AUROC over models with its interval."""
+    cols = table["columns"]
+    lines = [f"Pooled over {len(table['models'])} models ({', '.join(table['models'])}): prompt-level AUROC, mean over "
+             "models, 95% bootstrap interval over models and prompts.", "",
+             "| signal | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for signal, cells in table["rows"].items():
+        out = []
+        for c in cols:
+            v, lo, hi, n = cells[c]
+            out.append("-" if n == 0 else f"{v:.3f} [{lo:.2f}, {hi:.2f}]")
+        lines.append(f"| {signal} | " + " | ".join(out) + " |")
+    lines += ["", "| model | " + " | ".join(k for k in table["counts"][0] if k != "model") + " |",
+              "|" + "---|" * len(table["counts"][0])]
+    lines += ["| " + " | ".join(str(v) for v in c.values()) + " |" for c in table["counts"]]
+    rs = table["rank_stability"]
+    lines += ["", f"Rank stability of the signals across models (Kendall's tau, 'all' column): mean {rs['mean_tau']:.2f}"
+              + "".join(f"; {k} {v:.2f}" for k, v in rs["pairs"].items())]
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""The pooled leaderboard: per-model prompt-level AUROC against scikit-learn, the hard-negative column, the
+duplication baseline, intervals over models and prompts, and Kendall's tau across models."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from memgeo.cli import main
+from memgeo.experiments.pool import DUPLICATION_BASELINE, pool_leaderboards, prompt_auroc, read_leaderboard
+
+
+def write_board(folder, seed, n=30, seeds=2):
+    """A synthetic leaderboard.json: ten memorized prompts, the rest not, six hard negatives among them."""
+    rng = np.random.default_rng(seed)
+    labels = [1] * 10 + [0] * (n - 10)
+    kinds = ["matching", "template", "local"] * 3 + ["matching"] + ["ordinary"] * (n - 16) + ["template"] * 6
+    hard = [False] * (n - 6) + [True] * 6
+    dup = [40] * 10 + [1] * (n - 16) + [25] * 6
+    good = np.repeat(np.array(labels, float), seeds) + rng.normal(0, 0.7, n * seeds)
+    noise = rng.normal(0, 1, n * seeds)
+    folder.mkdir()
+    (folder / "leaderboard.json").write_text(json.dumps({
+        "testbed": folder.name, "seeds": seeds, "texts": [f"p{i}" for i in range(n)], "labels": labels, "kinds": kinds,
+        "duplication": dup, "hard_negative": hard,
+        "rows": [{"signal": "good", "scores": good.tolist()}, {"signal": "noise", "scores": noise.tolist()}]}))
+    return folder
+
+
+def test_prompt_auroc_is_sklearns():
+    rng = np.random.default_rng(0)
+    pos, neg = rng.normal(1, 1, 13), np.round(rng.normal(0, 1, 17), 1)
+    pos[:3] = neg[:3]  # ties count half
+    y = np.r_[np.ones(13), np.zeros(17)]
+    assert prompt_auroc(pos, neg) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-12)
+
+
+def test_pooled_cells_are_the_mean_of_per_model_aurocs_within_their_interval(tmp_path):
+    boards = [write_board(tmp_path / f"m{i}", i) for i in range(3)]
+    table = pool_leaderboards(boards, n_boot=200)
+    for column in ("all", "hard negatives", "matching"):
+        expected = []
+        for b in boards:
+            m = read_leaderboard(b)
+            neg = (m.labels == 0) & (m.hard_negative if column == "hard negatives" else True)
+            pos = (m.labels == 1) & ((np.asarray(m.kinds) == column) if column == "matching" else True)
+            expected.append(roc_auc_score(np.r_[np.ones(pos.sum()), np.zeros(neg.sum())],
+                                          np.r_[m.scores["good"][pos], m.scores["good"][neg]]))
+        value, lo, hi, n = table["rows"]["good"][column]
+        assert n == 3 and value == pytest.approx(np.mean(expected)) and lo <= value <= hi
+    # the duplication baseline reads the training data: perfect against never-duplicated prompts, not against hard ones
+    assert table["rows"][DUPLICATION_BASELINE]["all"][0] > 0.9
+    assert table["rows"][DUPLICATION_BASELINE]["hard negatives"][0] == pytest.approx(1.0)
+    assert table["counts"][0] == {"model": "m0", "matching": 4, "template": 3, "local": 3, "hard negatives": 6,
+                                  "not memorized": 20}
+    assert table["rank_stability"]["signals"] == ["good", "noise"]
+    assert all(t == pytest.approx(1.0) for t in table["rank_stability"]["pairs"].values())  # good above noise on each
+
+
+def test_bench_pool_writes_its_tables_and_refuses_an_old_leaderboard(tmp_path, capsys):
+    boards = [str(write_board(tmp_path / f"m{i}", i)) for i in range(2)]
+    out = tmp_path / "pooled"
+    assert main(["bench", "--pool", *boards, "--out", str(out)]) == 0
+    assert (out / "pooled.md").read_text().startswith("Pooled over 2 models")
+    assert (out / "rank_stability.png").stat().st_size > 0
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "leaderboard.json").write_text(json.dumps({"seeds": 2, "labels": [], "rows": []}))
+    assert main(["bench", "--pool", str(old), "--out", str(tmp_path / "x")]) == 2
+    assert "older memgeo" in capsys.readouterr().err and not (tmp_path / "x").exists()

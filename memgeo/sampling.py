@@ -89,6 +89,8 @@ class SampleResult:
         timesteps: the timesteps used ``[n_steps]``.
         n_evals: model evaluations per sample (sampling and trackers).
         actions: per step, what the policy changed (empty dicts where it did nothing).
+        update_norms: the norm of each step's own update ``|x_{t_prev} - x_t|`` (L2 over the latent) ``[steps, S]``,
+            which sampling computes anyway (no evaluation).
     """
 
     x0: torch.Tensor
@@ -97,6 +99,7 @@ class SampleResult:
     timesteps: torch.Tensor
     n_evals: int
     actions: list[dict] = field(default_factory=list)
+    update_norms: torch.Tensor | None = None
 
 
 def _branches(model, x: torch.Tensor, t, cond, a: float, s: float):
@@ -133,6 +136,7 @@ def ddim_sample(
     eta: float = 0.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    stop_after: int | None = None,
 ) -> SampleResult:
     """DDIM (Song et al. 2021) with classifier-free guidance and per-step trackers.
 
@@ -142,6 +146,8 @@ def ddim_sample(
     Diffusion pipelines use. ``policy(state, trace) -> dict | None`` may return
     ``{"guidance_scale": w}`` (a float, or a tensor ``[S]``: one scale per sample) and/or
     ``{"cond": c}`` to change this step's update. ``progress`` shows a tqdm bar over the steps.
+    ``stop_after``: run only the first that many steps of the ``n_steps`` schedule (``x0`` is then the latents
+    after them, ``denoised`` the last step's estimate).
     """
     from tqdm.auto import tqdm
 
@@ -152,12 +158,16 @@ def ddim_sample(
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     trackers = dict(trackers or {})
     ts = model.timesteps(n_steps)
+    if stop_after is not None and not 1 <= check_int("stop_after", stop_after) <= len(ts):
+        raise ValueError(f"stop_after must lie in [1, n_steps={len(ts)}], got {stop_after}")
+    run = ts if stop_after is None else ts[:stop_after]
+    updates = []
     x = x_T
     record = {name: [] for name in trackers}
     actions: list[dict] = []
     n_evals = 0
     with torch.no_grad():
-        for i, t in enumerate(tqdm(ts.tolist(), desc="sampling", disable=not progress, leave=False)):
+        for i, t in enumerate(tqdm(run.tolist(), desc="sampling", disable=not progress, leave=False)):
             a, s = float(model.alpha(t)), float(model.sigma(t))
             w, c = guidance_scale, cond
             eps_u, eps_c, x0_pair = _branches(model, x, t, cond, a, s)
@@ -185,11 +195,13 @@ def ddim_sample(
             if eta > 0:  # sigma_eta^2 = eta^2 (s_prev^2 / s^2) (1 - a^2 / a_prev^2), as in DDIM
                 s_eta = eta * (s_prev / s) * math.sqrt(max(0.0, 1.0 - (a / a_prev) ** 2))
                 z = torch.randn(x.shape, generator=generator, dtype=torch.float64).to(x.dtype).to(x.device)
-                x = a_prev * x0_hat + math.sqrt(max(0.0, s_prev**2 - s_eta**2)) * eps + s_eta * z
+                x_prev = a_prev * x0_hat + math.sqrt(max(0.0, s_prev**2 - s_eta**2)) * eps + s_eta * z
             else:
-                x = a_prev * x0_hat + s_prev * eps
+                x_prev = a_prev * x0_hat + s_prev * eps
+            updates.append((x_prev - x).flatten(1).norm(dim=1))
+            x = x_prev
     trace = {k: torch.stack(v) for k, v in record.items()}
-    return SampleResult(x, x0_hat, trace, ts, n_evals, actions)
+    return SampleResult(x, x0_hat, trace, run, n_evals, actions, torch.stack(updates))
 
 
 def sphere_directions(n: int, like: torch.Tensor, generator) -> torch.Tensor:

@@ -51,6 +51,8 @@ PRESETS: dict[str, dict[str, dict]] = {
         "memgeo": {"steps": "all", "layers": "down"},
         "official": {"steps": "all", "layers": "down"},
     },
+    # Huang et al., KDD 2026 ("Broken Memories"): no released code; the first 3 steps, as their table's column
+    "update_norm": {"memgeo": {"k": 3}, "official": {"k": 3}},
     # memgeo's own detector for every kind of memorization: the sharpness field's largest region (quarter-area
     # windows, starts every quarter side), by a forward difference of 0.1 sigma_t along the gap; no released code,
     # so both presets are the same

@@ -24,6 +24,7 @@ from .p_laplace import p_laplace_flux
 from .presets import PRESETS, resolve
 from .regional_sharpness import regional_sharpness
 from .sharpness import sharpness
+from .update_norm import update_norm
 
 __all__ = ["SignalSpec", "SignalOption", "SIGNALS", "DEFAULT_SIGNALS", "COST_REFERENCE", "runnable_signals"]
 
@@ -96,6 +97,8 @@ class SignalSpec:
         default_scan: it is among the signals a scan computes when none are named.
         terms: the names of its result's ``extras`` that are its terms, each a detector alone, oriented as the
             combination (reported beside it by preset comparisons).
+        free: it reads what a generation computes anyway (the sampler's own updates): zero evaluations beyond a
+            generation the user runs; ``n_evals`` counts what it costs when called alone.
     """
 
     name: str
@@ -111,6 +114,7 @@ class SignalSpec:
     probe_time: Callable | None = None
     default_scan: bool = False
     terms: tuple[str, ...] = ()
+    free: bool = False
 
     def __call__(self, model, cond, x_T, **options):
         return self.fn(model, cond, x_T, **options)
@@ -154,6 +158,7 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),
+    SignalSpec("update_norm", update_norm, "Huang et al., KDD 2026", guided=True, batched=True, free=True),
 )}
 
 

@@ -179,7 +179,7 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
 
     for r in rows:
         line = (f"| {r.signal} | {cell(r, 'auroc', r.auroc)} | {cell(r, 'tpr@1%fpr', r.tpr1)} | "
-                f"{cell(r, 'tpr@3%fpr', r.tpr3)} | {r.n_evals} | {r.n_jvps} | {r.seconds:.3f} |")
+                f"{cell(r, 'tpr@3%fpr', r.tpr3)} | {_evals(r)} | {r.n_jvps} | {r.seconds:.3f} |")
         if base:
             line += f" {r.seconds / base.seconds:.1f} |"
         if graded:
@@ -188,6 +188,12 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
     if any(r.intervals is not None for r in rows):
         lines += ["", "Brackets: 95% bootstrap intervals, resampling prompts within each class (1000 replicates)."]
     return "\n".join(lines)
+
+
+def _evals(row: LeaderboardRow) -> str:
+    """A row's evaluations per sample, with "0 extra" for a signal that reads a generation run anyway."""
+    spec = SIGNALS.get(row.signal)
+    return f"{row.n_evals} (0 extra)" if spec is not None and spec.free else str(row.n_evals)
 
 
 def _by_prompt(row: LeaderboardRow, seeds: int) -> tuple[np.ndarray, np.ndarray]:

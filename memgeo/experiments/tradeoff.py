@@ -74,6 +74,8 @@ TRADEOFF_CONFIGS = (
     ("steer", "steer", "memgeo", (4.0, 3.0, 2.0, 1.0)),
     ("steer (official)", "steer", "official", (4.0, 3.0, 2.0)),
     ("steer (flags given)", "steer_given", "memgeo", (None,)),
+    ("basin", "basin", "memgeo", (-2.0, -4.0, 0.0)),
+    ("basin (official)", "basin", "official", (None,)),
 )
 
 

@@ -14,11 +14,14 @@ Three published families, each runnable on a conditional mixture, the testbed or
   policy that watches the direction (kappa-delta) and magnitude (guidance norm) of the guidance
   gap and, once their combined criterion crosses a threshold, lowers the guidance scale (or
   switches to an adapted embedding) for that sample, leaving ordinary prompts untouched.
+* :class:`BasinPolicy` - guidance outside the attraction basin (Jain et al., CVPR 2025): weak or opposite guidance
+  until the guidance gap's norm turns (its first local minimum), full guidance after; no extra evaluation.
 
 A model's condition embedding is ``model.condition_embedding(cond)``: prompt embeddings ``[L, D]``
 for a diffusers model, logits over conditions ``[C]`` for a mixture (a soft condition).
 """
 
+from .basin import BasinPolicy, basin_exit
 from .embedding import (
     AdaptedEmbedding,
     adapt_embedding,
@@ -33,4 +36,5 @@ from .steering import SteeringPolicy, SteeringReference, calibrate_steering
 __all__ = [
     "condition_embedding", "ADAPT_OBJECTIVES", "NOISE_OBJECTIVES", "PRESETS", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
     "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "Generation", "generate",
+    "BasinPolicy", "basin_exit",
 ]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..sampling import ddim_sample, trajectory_trackers
+from .basin import BasinPolicy
 from .embedding import adapt_embedding
 from .noise import optimize_noise
 from .steering import SteeringPolicy, SteeringReference
@@ -14,7 +15,7 @@ from .steering import SteeringPolicy, SteeringReference
 __all__ = ["METHODS", "Generation", "generate"]
 
 
-METHODS = ("none", "guidance", "embedding", "noise", "steer")
+METHODS = ("none", "guidance", "embedding", "noise", "steer", "basin")
 
 
 @dataclass
@@ -52,9 +53,11 @@ def generate(
     * ``"noise"``: :func:`optimize_noise` (sharpness proxy) for ``strength`` iterations (default 10);
     * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more);
       flagged samples get the preset's ``low_guidance`` from its ``act_from`` (memgeo: -4 from half
-      way; official: 0 from the flag); needs ``reference`` (:func:`calibrate_steering`).
+      way; official: 0 from the flag); needs ``reference`` (:func:`calibrate_steering`);
+    * ``"basin"``: :class:`BasinPolicy`, guidance ``strength`` inside the attraction basin (default: the preset's,
+      memgeo -2, official 1) until the guidance gap's first local minimum, full guidance after; no extra evaluation.
 
-    ``preset`` selects the settings of ``"embedding"``, ``"noise"`` and ``"steer"`` (``"memgeo"`` or
+    ``preset`` selects the settings of ``"embedding"``, ``"noise"``, ``"steer"`` and ``"basin"`` (``"memgeo"`` or
     ``"official"``, see :func:`adapt_embedding`, :func:`optimize_noise` and the ``steer`` table in
     :mod:`memgeo.detect.presets`); a ``strength`` given overrides the relative target, the iteration
     count or the threshold.
@@ -76,6 +79,11 @@ def generate(
         opt = optimize_noise(model, cond, x_T, preset=preset, max_iters=iters, n_steps=n_steps)
         res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale, progress=progress)
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
+    if method == "basin":
+        policy = BasinPolicy(n_steps, preset=preset, inside=None if strength is None else float(strength))
+        res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy,
+                          progress=progress)
+        return Generation(res.denoised, res.n_evals, {"exit_step": policy.exit_step.tolist(), "inside": policy.inside})
     if reference is None:
         raise ValueError("method='steer' needs reference= (from calibrate_steering on ordinary conditions)")
     policy = SteeringPolicy.from_preset(reference, preset, n_steps, threshold=None if strength is None else float(strength))

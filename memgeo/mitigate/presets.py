@@ -26,6 +26,13 @@ PRESETS: dict[str, dict[str, dict]] = {
         "memgeo": {"threshold": 3.0, "low_guidance": -4.0, "act_from": 0.5},
         "official": {"threshold": 3.0, "low_guidance": 0.0, "act_from": 0.0},
     },
+    # Jain et al., CVPR 2025 (SonyResearch/mitigating_memorization): guidance ``inside`` the attraction basin until
+    # the gap norm's first local minimum, full guidance after. official: generate_test_dataset_dtp.py (w = 1 before,
+    # no bound); memgeo: opposite guidance (w = -2, the README's static opposite-guidance command), forced by half way
+    "basin": {
+        "memgeo": {"inside": -2.0, "force_at": 0.5},
+        "official": {"inside": 1.0, "force_at": None},
+    },
     # Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code
     "optimize_noise": {
         "memgeo": {"objective": "sharpness", "lr": 0.05, "max_iters": 20, "threshold": None, "penalty": 1.0},

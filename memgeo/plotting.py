@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = ["save_figure", "draw_branch_diagnostic", "plot_duplication_curve", "draw_trajectory_auroc", "plot_trajectory_auroc",
            "plot_tradeoff", "plot_token_attribution", "plot_localization", "plot_roc", "plot_score_histogram", "save_image_grid",
-           "plot_copy_gallery", "plot_rank_stability"]
+           "plot_copy_gallery", "plot_rank_stability", "plot_cost_front"]
 
 
 def save_figure(fig, path, *, dpi: int = 120) -> Path:
@@ -199,6 +199,30 @@ def plot_roc(metrics: dict, path: str | Path, *, title: str = "ROC, per prompt")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
     ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, path, dpi=120)
+
+
+def plot_cost_front(points: list[dict], path: str | Path, *, title: str = "cost against accuracy") -> Path:
+    """Each signal's prompt-level AUROC (95% interval) against its evaluations per sample
+    (:func:`memgeo.experiments.front.cost_front`), the Pareto front drawn, memgeo's own detectors as stars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for q in points:
+        ax.errorbar(q["evals"], q["auroc"], yerr=[[q["auroc"] - q["low"]], [q["high"] - q["auroc"]]],
+                    fmt="*" if q["own"] else "o", ms=11 if q["own"] else 6, capsize=2,
+                    color="C3" if q["own"] else "C0")
+        ax.annotate(q["signal"], (q["evals"], q["auroc"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    front = [q for q in points if q["front"]]
+    ax.step([q["evals"] for q in front], [q["auroc"] for q in front], where="post", color="grey", lw=1, ls="--")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("UNet evaluations per sample (beyond a generation run anyway)")
+    ax.set_ylabel("AUROC per prompt")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
     return save_figure(fig, path, dpi=120)
 
 

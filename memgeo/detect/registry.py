@@ -120,6 +120,11 @@ class SignalSpec:
         return self.fn(model, cond, x_T, **options)
 
     @property
+    def own(self) -> bool:
+        """Whether it is memgeo's own detector rather than a published one."""
+        return self.source.startswith("memgeo")
+
+    @property
     def presets(self) -> dict:
         """The signal's preset table (``{"memgeo": {...}, "official": {...}}``)."""
         return PRESETS[self.name]

@@ -24,7 +24,7 @@ import torch
 from .._checks import check_int
 from .._util import atomic_write_text, spread
 from ..detect import COST_REFERENCE, SIGNALS, bootstrap_metrics, detection_metrics, runnable_signals
-from ..plotting import plot_duplication_curve, plot_trajectory_auroc
+from ..plotting import plot_cost_front, plot_duplication_curve, plot_trajectory_auroc
 from ..sampling import initial_noise
 from ..testbed.labels import (
     duplication_curve,
@@ -35,6 +35,7 @@ from ..testbed.labels import (
     testbed_labels,
 )
 from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
+from .front import cost_front, format_cost_front
 from .trajectory import trajectory_auroc
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
@@ -269,8 +270,8 @@ def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, 
         return detection_metrics(y[keep], s.mean(1)[keep], convention=r.convention)["auroc"]
 
     signals = [r for r in rows if r.signal in SIGNALS]
-    ours = [r for r in signals if SIGNALS[r.signal].source.startswith("memgeo") and r.n_evals + r.n_jvps <= max_evals]
-    published = [r for r in signals if not SIGNALS[r.signal].source.startswith("memgeo")]
+    ours = [r for r in signals if SIGNALS[r.signal].own and r.n_evals + r.n_jvps <= max_evals]
+    published = [r for r in signals if not SIGNALS[r.signal].own]
     if not ours or not published:
         return []
     y = _by_prompt(published[0], seeds)[1]
@@ -388,16 +389,21 @@ def run_leaderboards(
     curve_table = format_duplication_curve(curve)
     targets = every_kind_targets(rows, seeds=seeds, groups=groups)
     targets_table = format_every_kind_targets(targets)
-    print_fn(table + "\n\n" + breakdown + "\n\n" + targets_table + "\n")
+    front = cost_front(rows, seeds=seeds)
+    front_table = format_cost_front(front)
+    plot_cost_front(front, out / "cost_front.png", title=f"cost against accuracy, testbed ({criterion} labels)")
+    print_fn(table + "\n\n" + breakdown + "\n\n" + targets_table + "\n\n" + front_table + "\n")
     curves = trajectory_auroc(model, texts, labels, seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale,
                               progress=progress, seed_start=start)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
     plot_roc({r.signal: {"labels": r.labels, "scores": r.scores, "auroc": r.auroc} for r in rows},
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
     results["testbed"] = {"table": table, "breakdown": breakdown, "rows": rows, "curves": curves, "counts": counts,
+                          "cost_front": front,
                           "duplication_curve": curve, "every_kind_targets": targets}
     atomic_write_text(out / "leaderboard.md", "\n\n".join([
         results["mixture"]["table"], table, breakdown, "**(b) every-kind targets**", targets_table,
+        "**(b) cost against accuracy** (cost_front.png)", front_table,
         "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
     ]) + "\n")
     folder = Path(testbed_path) if testbed_path is not None else TESTBED_DIR  # its UNet's SHA-256 names the model
@@ -413,7 +419,7 @@ def run_leaderboards(
                                  for r in rows],
     }))
     print_fn(f"tables and plots in {out}/ (leaderboard.md, leaderboard.json: every score, trajectory_auroc_*.png, "
-             "roc_testbed.png, rate_vs_duplication.png)")
+             "roc_testbed.png, rate_vs_duplication.png, cost_front.png)")
     return results
 
 

@@ -69,3 +69,29 @@ def test_bench_pool_writes_its_tables_and_refuses_an_old_leaderboard(tmp_path, c
     (old / "leaderboard.json").write_text(json.dumps({"seeds": 2, "labels": [], "rows": []}))
     assert main(["bench", "--pool", str(old), "--out", str(tmp_path / "x")]) == 2
     assert "older memgeo" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_the_cost_front_keeps_what_no_cheaper_signal_beats():
+    from memgeo.experiments.front import cost_front
+    from memgeo.experiments.leaderboard import LeaderboardRow
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.r_[np.ones(8), np.zeros(12)].astype(int), 2)
+
+    def row(name, strength, evals, jvps=0):
+        s = strength * y + rng.normal(0, 1, y.size)
+        return LeaderboardRow(name, 0.0, 0.0, 0.0, evals, jvps, 0.1, "strict", s, y, None)
+
+    rows = [row("guidance_norm", 1.0, 2), row("update_norm", 0.2, 6), row("sharpness", 3.0, 2, 1),
+            row("kappa_delta", 0.5, 500), row("regional_sharpness", 5.0, 4)]
+    pts = {q["signal"]: q for q in cost_front(rows, seeds=2)}
+    assert pts["update_norm"]["evals"] == 0 and pts["sharpness"]["evals"] == 3  # free; a JVP counted as one
+    assert pts["regional_sharpness"]["own"] and not pts["sharpness"]["own"]
+    by_cost = sorted(pts.values(), key=lambda q: q["evals"])
+    for i, q in enumerate(by_cost):  # on the front: above every cheaper signal, and first at its own cost
+        cheaper = [o["auroc"] for o in by_cost if o["evals"] < q["evals"]]
+        same = [o["auroc"] for o in by_cost if o["evals"] == q["evals"]]
+        assert q["front"] == (q["auroc"] > max(cheaper, default=-1) and q["auroc"] == max(same))
+        assert q["low"] <= q["auroc"] <= q["high"]
+        s = np.asarray(rows[[r.signal for r in rows].index(q["signal"])].scores).reshape(-1, 2).mean(1)
+        assert q["auroc"] == pytest.approx(roc_auc_score(y.reshape(-1, 2)[:, 0], s))

@@ -4,6 +4,7 @@ evaluations it spends per sample, and the signals no other beats at equal or low
 from __future__ import annotations
 
 from ..detect import SIGNALS
+from .rows import regroup
 
 __all__ = ["cost_of", "cost_front", "format_cost_front"]
 
@@ -20,8 +21,6 @@ def cost_front(rows, *, seeds: int) -> list[dict]:
     per prompt (the mean score over ``seeds``) with its 95% bootstrap interval; ``front`` marks the Pareto front
     (no signal with at most its cost has a higher AUROC); ``own`` marks memgeo's own detectors. The caption-only
     baseline, which reads no model, is left out."""
-    from .leaderboard import regroup
-
     points = []
     for r in rows:
         if r.signal not in SIGNALS:

@@ -12,10 +12,8 @@ process. Ratios to the guidance norm then do not depend on which signal ran firs
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from ..testbed.labels import (
 )
 from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
 from .front import cost_front, format_cost_front
+from .rows import LeaderboardRow, _by_prompt, regroup
 from .trajectory import trajectory_auroc
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
@@ -43,22 +42,6 @@ __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_
 
 
 CAPTION_BASELINE = "caption-only baseline"
-
-
-@dataclass
-class LeaderboardRow:
-    signal: str
-    auroc: float
-    tpr1: float
-    tpr3: float
-    n_evals: int
-    n_jvps: int
-    seconds: float  # wall time per condition (all its seeds): median of warmed-up repeats
-    convention: str
-    scores: np.ndarray
-    labels: np.ndarray
-    intervals: dict | None = None  # 95% bootstrap intervals over prompts: {"auroc": (lo, hi), "tpr@1%fpr": ...}
-    spearman: float | None = None  # rank correlation of the per-prompt score with the memorization rate
 
 
 def rate_correlation(row: LeaderboardRow, rates, *, seeds: int) -> float:
@@ -195,33 +178,6 @@ def _evals(row: LeaderboardRow) -> str:
     """A row's evaluations per sample, with "0 extra" for a signal that reads a generation run anyway."""
     spec = SIGNALS.get(row.signal)
     return f"{row.n_evals} (0 extra)" if spec is not None and spec.free else str(row.n_evals)
-
-
-def _by_prompt(row: LeaderboardRow, seeds: int) -> tuple[np.ndarray, np.ndarray]:
-    """A row's scores as ``[prompts, seeds]`` and each prompt's label ``[prompts]`` (rows are prompt-major)."""
-    s = np.asarray(row.scores, dtype=float)
-    if s.size % seeds:
-        raise ValueError(f"the row holds {s.size} scores, not a multiple of seeds={seeds}")
-    return s.reshape(-1, seeds), np.asarray(row.labels).reshape(-1, seeds)[:, 0]
-
-
-def regroup(row: LeaderboardRow, *, seeds: int, keep=None, per_prompt: bool = False, n_boot: int = 1000) -> LeaderboardRow:
-    """The row's metrics recomputed on a subset of its prompts (``keep``: a boolean mask or indices
-    over prompts) and/or per prompt (``per_prompt``: each prompt scored by the mean over its seeds).
-
-    Rows hold one score per (prompt, seed), prompt-major, as :func:`evaluate_signals` makes them.
-    """
-    s, y = _by_prompt(row, seeds)
-    if keep is not None:
-        s, y = s[np.asarray(keep)], y[np.asarray(keep)]
-    if per_prompt:
-        scores, labels, groups = s.mean(1), y, np.arange(len(y))
-    else:
-        scores, labels, groups = s.reshape(-1), np.repeat(y, seeds), np.repeat(np.arange(len(y)), seeds)
-    m = detection_metrics(labels, scores, convention=row.convention)
-    ci = bootstrap_metrics(labels, scores, groups=groups, convention=row.convention, n_boot=n_boot)
-    return dataclasses.replace(row, auroc=m["auroc"], tpr1=m["tpr@1%fpr"], tpr3=m["tpr@3%fpr"], scores=scores,
-                               labels=labels, intervals=ci)
 
 
 def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, title: str = "") -> str:

@@ -70,6 +70,25 @@ def _check_truth_target(out: Path, model: Path, *, overwrite: bool) -> None:
     raise ValueError(f"--out {str(out)!r} already holds {what}; give another --out, or --overwrite to replace it")
 
 
+def _truth_settings(args) -> tuple[int, int, float]:
+    """``(seeds, steps, guidance)`` of ``testbed truth``: a protocol's label settings (``--protocol``; any of the three
+    given beside it is refused), else the flags, defaulting to 16 seeds, 50 steps, guidance 7.5."""
+    if args.protocol:
+        from ..testbed.protocol import label_seeds, load_protocol
+
+        given = [f for f, v in (("--seeds", args.seeds), ("--steps", args.steps), ("--guidance", args.guidance))
+                 if v is not None]
+        if given:
+            raise ValueError(f"--protocol labels with its own settings: give none of {given} beside it")
+        labels = load_protocol(args.protocol)["labels"]
+        seeds = label_seeds(args.protocol)
+        if seeds != list(range(len(seeds))):
+            raise ValueError(f"protocol {args.protocol!r}: label seeds must count from 0, got {seeds[:3]}...")
+        return len(seeds), labels["n_steps"], labels["guidance_scale"]
+    return (16 if args.seeds is None else args.seeds, 50 if args.steps is None else args.steps,
+            7.5 if args.guidance is None else args.guidance)
+
+
 def _testbed_truth(args) -> int:
     import json
 
@@ -96,16 +115,18 @@ def _testbed_truth(args) -> int:
     check_output(out)
     if args.gallery:
         check_output(args.gallery, arg="--gallery", suffixes=(".png",))
+    seeds, steps, guidance = _truth_settings(args)
     _check_truth_target(out, path, overwrite=args.overwrite)
     if args.no_progress:
         no_loading_bars()
     model = load_testbed(path)
     meta = testbed_metadata(path)
     generations: dict = {}
-    rows = memorization_ground_truth(model, meta["prompts"], seeds=args.seeds, n_steps=args.steps,
-                                     guidance_scale=args.guidance, progress=not args.no_progress, generations=generations)
+    rows = memorization_ground_truth(model, meta["prompts"], seeds=seeds, n_steps=steps,
+                                     guidance_scale=guidance, progress=not args.no_progress, generations=generations)
     meta["prompts"] = rows
-    meta["ground_truth"] = {"seeds": args.seeds, "n_steps": args.steps, "guidance_scale": args.guidance,
+    meta["ground_truth"] = {"seeds": seeds, "n_steps": steps, "guidance_scale": guidance,
+                            **({"protocol": args.protocol} if args.protocol else {}),
                             "criterion": {"level": rows[0]["criterion"],
                                           **{name: c["ratio_below"] for name, c in CRITERIA.items()}}}
     atomic_write_text(out, json.dumps(meta, indent=1))
@@ -177,7 +198,11 @@ def register(sub) -> None:
     shared_arguments(truth, model=dict(help="testbed folder (default: the embedded testbed)"),
                      out=dict(help="where to write the testbed.json with the measured rates (default: the --model "
                                    "folder's testbed.json; required for the embedded testbed, which is never rewritten)"),
-                     seeds=dict(default=16), steps={}, guidance={}, no_progress={})
+                     seeds=dict(default=None, help="initial-noise seeds per prompt, 0 to N-1 (default 16)"),
+                     steps=dict(default=None, help="DDIM steps (default 50)"),
+                     guidance=dict(default=None, help="classifier-free guidance scale (default 7.5)"), no_progress={})
+    truth.add_argument("--protocol", choices=protocol_names(),
+                       help="label by a benchmark protocol's settings (its label seeds, steps and guidance)")
     truth.add_argument("--overwrite", action="store_true",
                        help="replace ground truth (or another file) already at --out")
     truth.add_argument("--gallery", metavar="PNG", help="also draw, per kind and duplication, generations beside their "

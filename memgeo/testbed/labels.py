@@ -127,5 +127,6 @@ def format_truth_summary(rows: list[dict], criterion: str = "verbatim") -> str:
                      f"{np.median([r['ratio'] for r in rs]):12.3f} {sum(0.1 < x < 0.9 for x in rates):18d}")
     mem = [memorization_rate(r, criterion) for r in rows if r["kind"] == "memorized"]
     lines.append(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
-                 f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}")
+                 f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}; hard negatives (never a replica of "
+                 f"their image): {sum(is_hard_negative(r) for r in rows)}")
     return "\n".join(lines)

@@ -93,10 +93,30 @@ def stacked_eps(model, t, cond, rows: int):
     return lambda z: model.eps(z, t, repeat_cond(cond, z.shape[0] // rows, rows))
 
 
-def generate_sample(model, cond, x_T, n_steps, guidance_scale):
-    """``(x0_hat, evaluations per sample)``: the CFG DDIM generation a post-generation signal probes around."""
+#: Where a post-generation signal probes: the guided sample as generated, or projected to the model's data range.
+PROBES = ("generated", "projected")
+
+
+def probe_point(model, x0: torch.Tensor, probe: str) -> torch.Tensor:
+    """The point a post-generation signal probes around: ``x0`` as generated, or (``"projected"``) clamped to the
+    model's declared data range (``model.data_range``, e.g. ``(-1, 1)`` for the testbed, whose latents are its
+    pixels); a guided sample can leave the data range, where the score measures the overshoot, not the data."""
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    if probe == "generated":
+        return x0
+    rng = getattr(model, "data_range", None)
+    if rng is None:
+        raise ValueError(f"probe='projected' needs a model that declares its data range (data_range); "
+                         f"{type(model).__name__} declares none (a latent model: use probe='generated')")
+    return x0.clamp(float(rng[0]), float(rng[1]))
+
+
+def generate_sample(model, cond, x_T, n_steps, guidance_scale, probe: str = "generated"):
+    """``(point, evaluations per sample)``: the CFG DDIM generation a post-generation signal probes around, at the
+    ``probe`` point (:func:`probe_point`)."""
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
-    return res.denoised, res.n_evals
+    return probe_point(model, res.denoised, probe), res.n_evals
 
 
 def mean_cosine_on_sphere(field, center: torch.Tensor, radius: float, n_dir: int, p: float, generator, *,

@@ -12,7 +12,6 @@ from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
 from ..guidance import timestep_value
-from ..sampling import ddim_sample
 from .common import SignalResult, generate_sample, stacked_eps
 from .presets import resolve
 
@@ -43,6 +42,7 @@ def flipd_t0(
     n_probes: int = 8,
     quantile: float = 1.0,
     seed: int = 0,
+    probe: str = "generated",
 ) -> int:
     r"""FLIPD's probe time for the model at hand, from its LID-versus-t curve on the prompts being scanned.
 
@@ -54,7 +54,8 @@ def flipd_t0(
     (CFG DDIM at ``guidance_scale``); their LIDs are evaluated at the DDIM timesteps of the lower half
     of the schedule, smallest first. At too small a t the network does not resolve the noise around
     guided samples and the estimate leaves its valid range (LID > d); t0 is the smallest timestep
-    at which the ``quantile`` of the reference LIDs is at most the ambient dimension d.
+    at which the ``quantile`` of the reference LIDs is at most the ambient dimension d. The references are probed
+    where the signal probes (``probe``, :func:`~memgeo.detect.common.probe_point`).
 
     ``quantile=1.0`` (every reference sample within d) with 32 references is a one-sided test that
     at least 90% of the scanned samples are: were 10% of them above d, all 32 would pass with
@@ -67,12 +68,12 @@ def flipd_t0(
     reference = spread(list(reference), check_int("n_reference", n_reference))
     if not reference:
         raise ValueError("reference must hold at least one condition (it is empty)")
-    key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed)
+    key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed, probe)
     cache = model.__dict__.setdefault("_memgeo_cache", {})
     if key in cache:
         return cache[key]
-    x0 = [ddim_sample(model, c, initial_noise(model, [1000 + seed + i]), n_steps=n_steps,
-                      guidance_scale=guidance_scale).denoised for i, c in enumerate(reference)]
+    x0 = [generate_sample(model, c, initial_noise(model, [1000 + seed + i]), n_steps, guidance_scale, probe)[0]
+          for i, c in enumerate(reference)]
     d = math.prod(x0[0].shape[1:])
     T = model.schedule.num_train_timesteps if hasattr(model, "schedule") else None
     ts = sorted(timestep_value(t) for t in model.timesteps(n_steps))
@@ -103,6 +104,7 @@ def flipd_signal(
     method: str | None = None,
     x0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    probe: str | None = None,
 ) -> SignalResult:
     r"""FLIPD local intrinsic dimension of a generated sample (Kamkari et al. 2024; Ross et al. 2025).
 
@@ -116,17 +118,20 @@ def flipd_signal(
     probes (memgeo preset), or the exact trace for d <= 3500 and JVP-Hutchinson above
     (``"exact_up_to_3500"``, official). Memorized samples have low LID, so ``score = -LID``. An LID
     above d is outside the estimator's valid range: it is flagged in ``extras["above_ambient"]`` and
-    warned about.
+    warned about. ``probe``: where the generated sample is probed (both presets ``"generated"``; ``"projected"``
+    clamps it to the model's data range first, :func:`~memgeo.detect.common.probe_point`), the automatic
+    probe time read at the same point.
     """
-    opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method)
+    opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method, probe=probe)
     cost = 0
     if x0 is None:
-        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale)
+        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale, opts["probe"])
     t = opts["t"]
     if t == "auto":
         if reference is None:
             reference = list(cond) if isinstance(cond, (list, tuple)) else [cond]
-        t = flipd_t0(model, reference, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])
+        t = flipd_t0(model, reference, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"],
+                     probe=opts["probe"])
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = timestep_value(t)

@@ -36,6 +36,7 @@ def p_laplace_flux(
     value: str | None = None,
     x0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    probe: str | None = None,
 ) -> SignalResult:
     r"""Post-generation p-Laplace flux (Brokman et al., SSVM 2025).
 
@@ -49,14 +50,18 @@ def p_laplace_flux(
     flux estimate of :math:`\Delta_p \log p_t` (``method="flux_antithetic"`` uses antithetic
     pairs); it is strongly negative in a basin, so ``score = -value``.
 
+    ``probe``: where the generated sample is probed (both presets ``"generated"``; ``"projected"`` clamps it to the
+    model's data range first, :func:`~memgeo.detect.common.probe_point`).
+
     official preset: :func:`p_laplace_released` (memgeo's flux of the score is :math:`-\frac{d}{r}`
     times its mean cosine for p = 1).
     """
     opts = resolve("p_laplace", preset, p=p, n_directions=n_directions, t_probe=t_probe, field=field,
-                   center=center, value=value)
+                   center=center, value=value, probe=probe)
     setting = (opts["field"], opts["center"], opts["value"])
     common = dict(p=opts["p"], n_steps=n_steps, guidance_scale=guidance_scale, t_probe=opts["t_probe"],
-                  radius_scale=radius_scale, n_directions=opts["n_directions"], branch=branch, x0=x0, generator=generator)
+                  radius_scale=radius_scale, n_directions=opts["n_directions"], branch=branch, x0=x0, generator=generator,
+                  probe=opts["probe"])
     if setting == ("eps", "scaled", "mean_cosine"):
         return p_laplace_released(model, cond, x_T, **common)
     if setting != ("score", "renoised", "flux"):
@@ -76,7 +81,8 @@ def p_laplace_flux(
 def p_laplace_released(model, cond, x_T: torch.Tensor, *, p: float = _RELEASED["p"], n_steps: int = 50,
                        guidance_scale: float = 7.5, t_probe: int = _RELEASED["t_probe"], radius_scale: float = 1.0,
                        n_directions: int = _RELEASED["n_directions"], branch: str = "conditional",
-                       x0: torch.Tensor | None = None, generator: torch.Generator | None = None) -> SignalResult:
+                       x0: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                       probe: str = "generated") -> SignalResult:
     r"""The p-Laplace value as the released code computes it (``preset="official"`` of :func:`p_laplace_flux`).
 
     The eps prediction of the ``branch`` as the field at ``t_probe`` (10), on the sphere of radius
@@ -86,7 +92,7 @@ def p_laplace_released(model, cond, x_T: torch.Tensor, *, p: float = _RELEASED["
     in a basin, so ``score = value``.
     """
     p, t, r, c, x0, cost = _probe_setup(model, cond, x_T, p=p, n_steps=n_steps, guidance_scale=guidance_scale,
-                                        t_probe=t_probe, radius_scale=radius_scale, branch=branch, x0=x0)
+                                        t_probe=t_probe, radius_scale=radius_scale, branch=branch, x0=x0, probe=probe)
     n_dir = check_int("n_directions", n_directions, minimum=2)
     with torch.no_grad():
         centre = float(model.alpha(t)) * x0  # sqrt(abar_t) x0_hat, no added noise
@@ -94,7 +100,8 @@ def p_laplace_released(model, cond, x_T: torch.Tensor, *, p: float = _RELEASED["
     return SignalResult("p_laplace", v, v, cost + n_dir, extras={"stderr": se, "t": t, "x0": x0})
 
 
-def _probe_setup(model, cond, x_T, *, p, n_steps, guidance_scale, t_probe, radius_scale, branch, x0, **_):
+def _probe_setup(model, cond, x_T, *, p, n_steps, guidance_scale, t_probe, radius_scale, branch, x0, probe="generated",
+                 **_):
     """Checked ``(p, t, radius, condition of the branch, x0, generation cost)`` of one p-Laplace probe."""
     p = check_p(p)
     check_positive("radius_scale", radius_scale)
@@ -102,7 +109,7 @@ def _probe_setup(model, cond, x_T, *, p, n_steps, guidance_scale, t_probe, radiu
         raise ValueError(f"branch must be 'conditional' or 'unconditional', got {branch!r}")
     cost = 0
     if x0 is None:
-        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale)
+        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale, probe)
     t = int(model.timesteps(n_steps)[-3]) if t_probe is None else int(t_probe)
     r = radius_scale * float(model.sigma(t)) * math.sqrt(math.prod(x_T.shape[1:]))
     return p, t, r, cond if branch == "conditional" else None, x0, cost

@@ -28,9 +28,9 @@ PRESETS: dict[str, dict[str, dict]] = {
     # Brokman et al., SSVM 2025 (Identifying-Memorization-of-Diffusion-Models-through-p-Laplace-Analysis)
     "p_laplace": {
         "memgeo": {"field": "score", "p": 1.0, "n_directions": 16, "t_probe": None, "center": "renoised",
-                   "value": "flux"},
+                   "value": "flux", "probe": "generated"},
         "official": {"field": "eps", "p": 1.0, "n_directions": 128, "t_probe": 10, "center": "scaled",
-                     "value": "mean_cosine"},
+                     "value": "mean_cosine", "probe": "generated"},
     },
     # Brokman et al., NeurReps 2025 (Tracking-Memorization-Geometry-throughout-the-Diffusion-Model-Generative-Process)
     "kappa_delta": {
@@ -42,8 +42,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     },
     # Kamkari et al. 2024 (layer6ai-labs FLIPD)
     "flipd": {
-        "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8},
-        "official": {"t": "auto", "method": "exact_up_to_3500", "n_probes": 8},
+        "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8, "probe": "generated"},
+        "official": {"t": "auto", "method": "exact_up_to_3500", "n_probes": 8, "probe": "generated"},
     },
     # Chen et al., ICLR 2025 (chenchen-usyd/BE-PRSS): the released code keeps every step's value; memgeo's default
     # is the same reading

@@ -155,6 +155,7 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
         pairing = lora_base_check(path, kwargs["lora"]) if kwargs.get("lora") is not None else None
         model = DiffusersScoreModel.from_pretrained(path, **kwargs)
         model.to_image = lambda latent_map: to_images(latent_map[None].float())[0]
+        model.data_range = (-1.0, 1.0)  # its latents are its pixels, in [-1, 1]
         if pairing is not None:
             model.lora_pairing = pairing
     lora = kwargs.get("lora")

@@ -1,0 +1,147 @@
+"""A training run's checkpoint: full (weights, AdamW's state, the data generator's state; resumed bit for bit) or
+compact (weights and their averages in half precision, the generator's state; AdamW restarted with a warm-up), and
+the weight average (EMA) a benchmark protocol evaluates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .._util import atomic_replace, atomic_write_text
+from .regimes import learning_rate
+
+if TYPE_CHECKING:
+    from .export import _Run
+
+__all__ = ["RESUME_WARMUP_STEPS"]
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{i}.{k}"] = v.contiguous() if isinstance(v, torch.Tensor) else torch.tensor(v)
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]) -> None:
+    sd = opt.state_dict()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    state: dict = {}
+    for key, v in flat.items():
+        i, k = key.split(".", 1)
+        if v.shape == params[int(i)].shape and v.dim() > 1:  # moments in their parameter's memory format
+            v = torch.empty_like(params[int(i)]).copy_(v)
+        state.setdefault(int(i), {})[k] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+#: Learning-rate warm-up (steps) after a run resumes from a compact checkpoint, whose AdamW moments start again at 0.
+RESUME_WARMUP_STEPS = 200
+
+
+def _half(module_or_state) -> dict[str, torch.Tensor]:
+    """A state dict in half precision (floating tensors only), contiguous, for a compact checkpoint."""
+    state = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
+    return {k: (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in state.items()}
+
+
+def _ema_init(unet, text_encoder) -> dict:
+    """Averaged copies of the networks' state (float32), starting at their current weights."""
+    return {name: {k: v.detach().clone().float() for k, v in net.state_dict().items()}
+            for name, net in (("unet", unet), ("text_encoder", text_encoder))}
+
+
+def _ema_pairs(ema: dict, unet, text_encoder) -> tuple[list, list, list, list]:
+    """``(averages, weights)`` of the floating tensors and ``(copies, sources)`` of the others, for :func:`_ema_step`
+    (the state dict's tensors share the parameters' memory, so the pairs stay valid while the optimizer steps)."""
+    fa, fw, oa, ow = [], [], [], []
+    for name, net in (("unet", unet), ("text_encoder", text_encoder)):
+        for k, v in net.state_dict().items():
+            (fa if v.is_floating_point() else oa).append(ema[name][k])
+            (fw if v.is_floating_point() else ow).append(v)
+    return fa, fw, oa, ow
+
+
+@torch.no_grad()
+def _ema_step(pairs, decay: float) -> None:
+    """``ema <- decay ema + (1 - decay) w`` for every floating tensor; the others copied."""
+    fa, fw, oa, ow = pairs
+    torch._foreach_lerp_(fa, [w.float() for w in fw], 1.0 - decay)
+    for a, w in zip(oa, ow):
+        a.copy_(w)
+
+
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None,
+                     *, ema=None, compact: bool = False) -> None:
+    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically.
+
+    ``compact``: weights only (the networks and their averages ``ema``), in half precision, and the generator state:
+    about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`)."""
+    from safetensors.torch import save_file
+
+    if compact:
+        tensors = {"unet": _half(unet), "text_encoder": _half(text_encoder)}
+        if ema is not None:
+            tensors.update({"ema_unet": _half(ema["unet"]), "ema_text_encoder": _half(ema["text_encoder"])})
+        for stale in ("optimizer.safetensors", *(() if ema is not None else ("ema_unet.safetensors",
+                                                                              "ema_text_encoder.safetensors"))):
+            (ckpt / stale).unlink(missing_ok=True)  # one checkpoint, one format
+    else:
+        tensors = {"unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
+                   "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
+                   "optimizer": _flatten_optimizer(opt)}
+        if ema is not None:
+            tensors.update({f"ema_{k}": {n: t.contiguous() for n, t in v.items()} for k, v in ema.items()})
+    tensors["rng"] = {"generator": gen.get_state()}
+    for name, t in tensors.items():
+        atomic_replace(lambda tmp, t=t: save_file(t, tmp), ckpt / f"{name}.safetensors")
+    atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+
+
+def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:
+    """Load the checkpoint in ``ckpt`` into the networks, optimizer and generator, after checking that it was
+    trained with the same settings; returns its step and loss."""
+    from safetensors.torch import load_file
+
+    data, lr, steps, lr_decay_steps = run.data, run.lr, run.steps, run.lr_decay_steps
+    dropout, dropout_duplicated, mitigate_threshold = run.dropout, run.dropout_duplicated, run.mitigate_threshold
+
+    meta = json.loads((ckpt / "state.json").read_text())
+    if meta.get("mitigate_threshold") != mitigate_threshold:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
+                         f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "
+                         "setting, or train into another folder")
+    if meta.get("dropout_duplicated", dropout) != dropout_duplicated:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
+                         f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
+                         "same regime, or train into another folder")
+    if meta.get("ema_decay") != run.ema_decay:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with ema_decay={meta.get('ema_decay')}, not "
+                         f"{run.ema_decay}: resume it with the same averaging, or train into another folder")
+    if meta.get("precision", "float32") != run.precision:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained in precision={meta.get('precision', 'float32')!r}, "
+                         f"not {run.precision!r}: resume it in the same precision, or train into another folder")
+    if "data" in meta and meta["data"] != json.loads(json.dumps(data.settings)):
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained on other data ({meta['data']}, not "
+                         f"{data.settings}): resume it with the same regime and seed, or train into another folder")
+    start = int(meta["step"])
+    was = meta.get("lr_schedule") or {"steps": start, "lr_decay_steps": 0}  # before: a constant rate
+    if any(learning_rate(k, was["steps"], lr, was["lr_decay_steps"]) != learning_rate(k, steps, lr, lr_decay_steps)
+           for k in range(start)):
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained under another learning-rate schedule "
+                         f"({was}, not steps={steps}, lr_decay_steps={lr_decay_steps}): resume it with the same "
+                         "steps and lr_decay_steps, or train into another folder")
+    dropped.update(meta.get("dropped", {}))
+    device = next(unet.parameters()).device
+    for net, name in ((unet, "unet"), (text_encoder, "text_encoder")):  # a compact checkpoint's half precision too
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v
+                             for k, v in load_file(ckpt / f"{name}.safetensors", device=str(device)).items()})
+    if (ckpt / "optimizer.safetensors").exists():  # a full checkpoint; a compact one restarts AdamW (train_testbed)
+        _restore_optimizer(opt, load_file(ckpt / "optimizer.safetensors", device=str(device)))
+    gen.set_state(load_file(ckpt / "rng.safetensors")["generator"])
+    return start, float(meta["loss"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._util import check_output
 from ..testbed import testbed_metadata
-from ..testbed.truth import CRITERIA
+from ..testbed.criteria import CRITERIA
 from .common import no_loading_bars, positive_int, shared_arguments
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from .._util import atomic_write_text, check_output
 from ..testbed.protocol import protocol_names
 from ..testbed.train import PRECISIONS, REGIMES
-from ..testbed.truth import CRITERIA
+from ..testbed.criteria import CRITERIA
 from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
 
@@ -128,7 +128,7 @@ def _testbed_truth(args) -> int:
     meta["ground_truth"] = {"seeds": seeds, "n_steps": steps, "guidance_scale": guidance,
                             **({"protocol": args.protocol} if args.protocol else {}),
                             "criterion": {"level": rows[0]["criterion"],
-                                          **{name: c["ratio_below"] for name, c in CRITERIA.items()}}}
+                                          **{name: c.ratio_below for name, c in CRITERIA.items()}}}
     atomic_write_text(out, json.dumps(meta, indent=1))
     print(f"wrote {out}")
     if args.gallery:
@@ -137,7 +137,7 @@ def _testbed_truth(args) -> int:
         data = testbed_data(path)
         plot_copy_gallery(copy_gallery(data, rows, generations, criterion=args.criterion), args.gallery,
                           title=f"{path.name}: {meta['steps']} steps, {rows[0]['criterion']} level, {args.criterion} "
-                                f"(ratio < {CRITERIA[args.criterion]['ratio_below']:.2g})")
+                                f"(ratio < {CRITERIA[args.criterion].ratio_below:.2g})")
         print(f"wrote {args.gallery}")
     for name in CRITERIA:
         print(format_truth_summary(rows, name))

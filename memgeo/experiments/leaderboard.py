@@ -286,15 +286,14 @@ def run_leaderboards(
     criterion: str = "verbatim",
 ) -> dict:
     """Run both leaderboards, print them, and save tables and plots under ``out_dir``. ``criterion``
-    (:data:`memgeo.testbed.truth.CRITERIA`): the testbed's labels, verbatim copies or the replication level (named
+    (:data:`memgeo.testbed.criteria.CRITERIA`): the testbed's labels, verbatim copies or the replication level (named
     in the titles)."""
     from ..gmm import ConditionalGaussianMixture
     from ..plotting import plot_roc
     from ..testbed import TESTBED_DIR, load_testbed, testbed_metadata, weights_fingerprint
-    from ..testbed.truth import CRITERIA
+    from ..testbed.criteria import criterion as criterion_of
 
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    crit = criterion_of(criterion)  # checked once, before any work
     meta = testbed_metadata(testbed_path)
     texts, labels, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
     start = testbed_scoring_seeds(meta, seeds)[0]  # scoring seeds apart from the label seeds, before any work
@@ -329,7 +328,7 @@ def run_leaderboards(
     for r in rows:
         r.spearman = rate_correlation(r, rates, seeds=seeds)
     kinds = testbed_kinds(meta, texts)
-    named = "" if criterion == "verbatim" else f" ({criterion} labels: ratio {CRITERIA[criterion]['rule']})"
+    named = "" if crit.headline else f" ({crit.name} labels: ratio {crit.rule})"
     head = (f"(b) testbed{named}, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
             f"prompts (labels by generation), {seeds} scoring seeds from {start} (labels from seeds "
             f"{_seed_range(label_seeds_of(meta))}); prompts: {_format_counts(counts)}")

@@ -23,7 +23,8 @@ import numpy as np
 from ..detect import auroc
 from ..sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from ..testbed.canvas import KINDS, to_images
-from ..testbed.truth import CRITERIA, nearest_ratios
+from ..testbed.criteria import criterion as criterion_of
+from ..testbed.truth import nearest_ratios
 
 __all__ = ["MEMORIZED_RATE", "TARGETS", "measure_realism", "gap_auroc_by_step", "realism", "realism_verdicts", "format_realism", "append_markdown"]
 
@@ -84,18 +85,10 @@ def gap_auroc_by_step(positive, negative) -> list[float]:
     return [auroc(y, gaps[:, s]) for s in range(gaps.shape[1])]
 
 
-#: Per criterion (:data:`memgeo.testbed.truth.CRITERIA`), which of :func:`measure_realism`'s rates it reads: a
-#: duplicated prompt's rate of its own image, any prompt's rate of any training image, the unconditional ones.
-_RATES = {"verbatim": ("rate", "copy_rate", "copy_rate", "duplicated_copy_rate"),
-          "replication": ("replication_rate", "replica_rate", "replica_rate", "duplicated_replica_rate")}
-
-
 def realism(result: dict, *, views: float | None = None, criterion: str = "verbatim") -> dict:
     """R1-R4 from :func:`measure_realism`; ``views``: training draws so far, to turn each rung's share into views;
     ``criterion``: verbatim copies (ratio < 1/3) or the replication level (own image nearest, ratio < 1/2)."""
-    if criterion not in _RATES:
-        raise ValueError(f"criterion must be one of {tuple(_RATES)}, got {criterion!r}")
-    own, anyone, u_any, u_dup = _RATES[criterion]
+    own, anyone, u_any, u_dup = criterion_of(criterion).realism
     rows = [{**r, "rate": r[own], "copy_rate": r[anyone]} for r in result["prompts"]]
     u = result["unconditional"]
     unconditional = {**u, "copy_rate": u[u_any], "duplicated_copy_rate": u[u_dup]}
@@ -138,7 +131,7 @@ def realism_verdicts(r: dict) -> dict:
 def format_realism(r: dict, title: str) -> str:
     """A markdown section: the targets, what was measured and whether each is met, then the duplication ladder."""
     verdicts = realism_verdicts(r)
-    rule = CRITERIA[r.get("labels", "verbatim")]["rule"]
+    rule = criterion_of(r.get("labels", "verbatim")).rule
     lines = [f"## {title}", "", f"Copy criterion: nearest / second-nearest distinct training {r['criterion']} {rule}; "
              f"a prompt is memorized at rate >= {MEMORIZED_RATE}.", "",
              "| check | target | measured | met |", "|---|---|---|---|"]

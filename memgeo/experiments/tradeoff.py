@@ -13,7 +13,7 @@ from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
 from ..testbed.protocol import testbed_scoring_seeds
-from ..testbed.truth import CRITERIA
+from ..testbed.criteria import criterion as criterion_of
 
 __all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
@@ -112,7 +112,7 @@ def mitigation_tradeoff(
 
     Memorization rate: fraction of generations of (generation-verified) memorized prompts that copy
     their training canvases, as the ground truth counts copies (:func:`memgeo.testbed.target_copies`; ``criterion``,
-    verbatim or replication, picks the prompts and the copies, :data:`memgeo.testbed.truth.CRITERIA`). Fidelity: the
+    verbatim or replication, picks the prompts and the copies, :data:`memgeo.testbed.criteria.CRITERIA`). Fidelity: the
     fraction of canvas cells whose digit (by :func:`fidelity_classifier`) is the one the caption names there, for
     memorized and ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
     ``configs`` (default :data:`TRADEOFF_CONFIGS`) lists ``(label, method, preset, strengths)``;
@@ -132,8 +132,7 @@ def mitigation_tradeoff(
         to_images,
     )
 
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    criterion_of(criterion)  # checked once, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_testbed(testbed_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .criteria import criterion as criterion_of
+
 __all__ = ["is_hard_negative", "memorization_rate", "memorization_rates", "testbed_labels", "testbed_kinds", "duplication_curve",
            "format_duplication_curve", "format_truth_summary", "rung_label"]
 
@@ -27,20 +29,10 @@ def is_hard_negative(p: dict) -> bool:
 
 def memorization_rate(p: dict, criterion: str = "verbatim") -> float:
     """A prompt's memorization rate from the testbed's ground truth, by ``criterion``
-    (:data:`memgeo.testbed.truth.CRITERIA`): where the prompt has targets the fraction of its generations that copy
+    (:data:`memgeo.testbed.criteria.CRITERIA`): where the prompt has targets the fraction of its generations that copy
     (``"verbatim"``: ``target_rate``) or replicate (``"replication"``: ``target_replica_rate``) one of them, else
     the fraction that copy or replicate any training canvas."""
-    from .truth import CRITERIA
-
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
-    keys = CRITERIA[criterion]
-    rate = p.get(keys["rate"], p.get(keys["any_rate"]))
-    if rate is None:
-        if "copy_rate" in p:  # ground truth from before the replication level
-            raise ValueError(f"the testbed's ground truth has no {criterion} rates: run `memgeo testbed truth` again")
-        raise ValueError("the testbed has no ground truth yet: run `memgeo testbed truth` first")
-    return float(rate)
+    return criterion_of(criterion).prompt_rate(p)
 
 
 def memorization_rates(meta: dict, texts, criterion: str = "verbatim") -> list[float]:
@@ -56,7 +48,7 @@ def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1,
     A prompt is memorized (1) when at least ``min_rate`` of its generations copy its training
     canvases, not memorized (0) when at most ``max_rate`` do, whatever its construction; prompts in
     between are left out and counted. The counts also say how each class was built. ``criterion``
-    (:data:`memgeo.testbed.truth.CRITERIA`): verbatim copies (the default) or the looser replication level, whose
+    (:data:`memgeo.testbed.criteria.CRITERIA`): verbatim copies (the default) or the looser replication level, whose
     labels always name it.
     """
     if not 0 <= max_rate < min_rate <= 1:
@@ -111,15 +103,14 @@ def format_duplication_curve(rows: list[dict]) -> str:
 
 def format_truth_summary(rows: list[dict], criterion: str = "verbatim") -> str:
     """The ground truth per kind of prompt (:func:`~memgeo.testbed.memorization_ground_truth` rows) by ``criterion``
-    (:data:`memgeo.testbed.truth.CRITERIA`): each kind's mean memorization and copy rates, median ratio and how many
+    (:data:`memgeo.testbed.criteria.CRITERIA`): each kind's mean memorization and copy rates, median ratio and how many
     prompts are graded."""
-    from .truth import CRITERIA
-
-    lines = [f"{criterion} criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance "
-             f"{CRITERIA[criterion]['rule']}; a prompt's ratio is the median over its generations",
+    crit = criterion_of(criterion)
+    lines = [f"{crit.name} criterion: nearest / second-nearest distinct training {rows[0]['criterion']} distance "
+             f"{crit.rule}; a prompt's ratio is the median over its generations",
              f"{'kind':<10} {'prompts':>7} {'memorization rate':>17} {'any image':>9} {'median ratio':>12} "
              f"{'rate in (0.1, 0.9)':>18}"]
-    any_rate = CRITERIA[criterion]["any_rate"]
+    any_rate = crit.any_rate
     for kind in dict.fromkeys(r.get("memorization") or r["kind"] for r in rows):
         rs = [r for r in rows if (r.get("memorization") or r["kind"]) == kind]
         rates = [memorization_rate(r, criterion) for r in rs]

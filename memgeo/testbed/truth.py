@@ -8,36 +8,13 @@ import torch
 
 from ..sampling import ddim_sample, initial_noise
 from .canvas import CanvasData, canvas_cells, to_images
+from .criteria import COPY_RATIO, CRITERIA, REPLICATION_RATIO, criterion as _criterion
 from .folder import testbed_data, testbed_folder
 
 __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_truth", "generation_copies", "mask_position",
            "target_copies",
            "nearest_ratios", "copy_gallery", "distinct_rows", "two_nearest", "COPY_RATIO", "REPLICATION_RATIO", "CRITERIA",
            "LEVELS"]
-
-#: A generation is a verbatim copy when its L2 distance to the nearest distinct training image is below this
-#: fraction of its distance to the second nearest (Gu et al., "On Memorization in Diffusion Models", TMLR 2025,
-#: ``sail-sg/DiffMemorize``; Yoon et al. 2023; Bonnaire et al. 2025).
-COPY_RATIO = 1 / 3
-
-#: A generation replicates its prompt's training image when that image is its nearest distinct training image and
-#: the ratio is below this bound: at least twice as close to it as to any other. A second, looser level beside the
-#: verbatim one (as Somepalli et al., CVPR 2023, count replication at SSCD > 0.5), for data where a verbatim copy's
-#: own parts do not pass :data:`COPY_RATIO`: on the SD regime's model the cells of verbatim canvas copies lie at a
-#: median ratio of 0.41-0.47 among the training cells at their position (benchmarks/results/criterion_sd_regime.md).
-#: Fixed before any detector ran on the second SD ladder; always named as replication, never as a verbatim copy.
-REPLICATION_RATIO = 1 / 2
-
-#: The copy criteria, as data: per name, the ratio bound; the ground-truth row keys of a prompt's rate of its own
-#: images (``rate``) and of any training image (``any_rate``, the rate of a prompt without targets); what one
-#: generation under the bound is called (``mark``) and the rule in words (``rule``), for tables and galleries.
-CRITERIA = {
-    "verbatim": {"ratio_below": COPY_RATIO, "rate": "target_rate", "any_rate": "copy_rate", "mark": "copy",
-                 "rule": "below 1/3 (Gu et al. 2025): a verbatim copy"},
-    "replication": {"ratio_below": REPLICATION_RATIO, "rate": "target_replica_rate", "any_rate": "replica_rate",
-                    "mark": "replica", "rule": "below 1/2, the nearest being the prompt's own image: a replica, not a "
-                                               "verbatim copy"},
-}
 
 #: What a training image is when the ratio is taken: ``"canvas"`` (the default, in every regime), the whole 16x16
 #: canvas (for a local prompt its duplicated cell among the distinct training cells at that position); ``"cell"``,
@@ -157,11 +134,11 @@ def copy_gallery(data: CanvasData, rows: list[dict], generations: dict, *, per_r
         gens = generations[r["text"]][:per_row]
         c = nearest_ratios(data, r, gens, level=level)
         target = data.images[r["targets"][0]] if r.get("targets") else None
-        name = "rate" if criterion == "verbatim" else f"{criterion} rate"
+        name = "rate" if _criterion(criterion).headline else f"{criterion} rate"
         out.append({"label": f"{rung_label(kind, dup, companions)}: {name} {rate:.2f}, median ratio {r['ratio']:.2f}",
                     "target": target, "generations": gens.clamp(-1, 1), "nearest": c["nearest"],
                     "ratios": c["ratio"].tolist(), "is_target": c["nearest_is_target"].tolist(),
-                    "bound": CRITERIA[criterion]["ratio_below"], "mark": CRITERIA[criterion]["mark"]})
+                    "bound": _criterion(criterion).ratio_below, "mark": _criterion(criterion).mark})
     return out
 
 
@@ -197,24 +174,23 @@ def generation_copies(data: CanvasData, prompt: dict, canvases: torch.Tensor, th
 
 
 def target_copies(data: CanvasData, ground_truth: dict, prompt: dict, canvases: torch.Tensor,
-                  criterion: str = "verbatim") -> torch.Tensor:
+                  criterion="verbatim") -> torch.Tensor:
     """Which generated canvases ``[N, 16, 16]`` copy ``prompt``'s own training image ``[N]`` (bool), by the rule the
     testbed's ground truth was measured with (``ground_truth``, its ``testbed.json`` entry): the ratio criterion at
     its level, verbatim or replication (``criterion``, :data:`CRITERIA`), or, for a ground truth from before it
     (a per-cell ``"threshold"``), :func:`generation_copies`. The one place that counts a mitigated generation as a
     copy the way the testbed's labels were counted."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion must be one of {tuple(CRITERIA)}, got {criterion!r}")
+    crit = _criterion(criterion)
     if not prompt.get("targets"):
         raise ValueError(f"prompt {prompt.get('text')!r} has no targets: only a duplicated prompt copies its own image")
     if "threshold" in ground_truth:
-        if criterion != "verbatim":
-            raise ValueError("this testbed's ground truth has no replication level (a per-cell threshold): "
+        if not crit.per_cell:
+            raise ValueError(f"this testbed's ground truth has no {crit.name} level (a per-cell threshold): "
                              "run `memgeo testbed truth` again, or use criterion='verbatim'")
         return generation_copies(data, prompt, canvases, ground_truth["threshold"])["target"]
     level = (ground_truth.get("criterion") or {}).get("level", "canvas")
     c = nearest_ratios(data, prompt, canvases, level=level)
-    return c["target_copy"] if criterion == "verbatim" else c["target_replica"]
+    return c[crit.target]
 
 
 def distinct_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -93,19 +93,21 @@ def stacked_eps(model, t, cond, rows: int):
     return lambda z: model.eps(z, t, repeat_cond(cond, z.shape[0] // rows, rows))
 
 
-#: Where a post-generation signal probes: the guided sample as generated, or projected to the model's data range.
-PROBES = ("generated", "projected")
+#: Where a post-generation signal probes: the guided sample as generated, projected to the model's data range, or
+#: (``"data"``) projected where the model declares a data range and as generated elsewhere (a latent model).
+PROBES = ("generated", "projected", "data")
 
 
 def probe_point(model, x0: torch.Tensor, probe: str) -> torch.Tensor:
     """The point a post-generation signal probes around: ``x0`` as generated, or (``"projected"``) clamped to the
     model's declared data range (``model.data_range``, e.g. ``(-1, 1)`` for the testbed, whose latents are its
-    pixels); a guided sample can leave the data range, where the score measures the overshoot, not the data."""
+    pixels); a guided sample can leave the data range, where the score measures the overshoot, not the data.
+    ``"data"``: projected where the model declares its data range, as generated where it declares none."""
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
-    if probe == "generated":
-        return x0
     rng = getattr(model, "data_range", None)
+    if probe == "generated" or (probe == "data" and rng is None):
+        return x0
     if rng is None:
         raise ValueError(f"probe='projected' needs a model that declares its data range (data_range); "
                          f"{type(model).__name__} declares none (a latent model: use probe='generated')")

@@ -118,9 +118,9 @@ def flipd_signal(
     probes (memgeo preset), or the exact trace for d <= 3500 and JVP-Hutchinson above
     (``"exact_up_to_3500"``, official). Memorized samples have low LID, so ``score = -LID``. An LID
     above d is outside the estimator's valid range: it is flagged in ``extras["above_ambient"]`` and
-    warned about. ``probe``: where the generated sample is probed (both presets ``"generated"``; ``"projected"``
-    clamps it to the model's data range first, :func:`~memgeo.detect.common.probe_point`), the automatic
-    probe time read at the same point.
+    warned about. ``probe``: where the generated sample is probed (:func:`~memgeo.detect.common.probe_point`;
+    memgeo ``"data"``: clamped to the model's data range where it declares one; official ``"generated"``), the
+    automatic probe time read at the same point.
     """
     opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method, probe=probe)
     cost = 0

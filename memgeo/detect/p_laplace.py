@@ -50,8 +50,8 @@ def p_laplace_flux(
     flux estimate of :math:`\Delta_p \log p_t` (``method="flux_antithetic"`` uses antithetic
     pairs); it is strongly negative in a basin, so ``score = -value``.
 
-    ``probe``: where the generated sample is probed (both presets ``"generated"``; ``"projected"`` clamps it to the
-    model's data range first, :func:`~memgeo.detect.common.probe_point`).
+    ``probe``: where the generated sample is probed (:func:`~memgeo.detect.common.probe_point`; memgeo ``"data"``:
+    clamped to the model's data range where it declares one; official ``"generated"``).
 
     official preset: :func:`p_laplace_released` (memgeo's flux of the score is :math:`-\frac{d}{r}`
     times its mean cosine for p = 1).

@@ -28,7 +28,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     # Brokman et al., SSVM 2025 (Identifying-Memorization-of-Diffusion-Models-through-p-Laplace-Analysis)
     "p_laplace": {
         "memgeo": {"field": "score", "p": 1.0, "n_directions": 16, "t_probe": None, "center": "renoised",
-                   "value": "flux", "probe": "generated"},
+                   "value": "flux", "probe": "data"},
         "official": {"field": "eps", "p": 1.0, "n_directions": 128, "t_probe": 10, "center": "scaled",
                      "value": "mean_cosine", "probe": "generated"},
     },
@@ -40,9 +40,10 @@ PRESETS: dict[str, dict[str, dict]] = {
         "official": {"n_directions": 16, "geometry": "official", "step": 500, "released_steps": 500,
                      "probe_steps": (1, *range(50, 501, 50))},
     },
-    # Kamkari et al. 2024 (layer6ai-labs FLIPD)
+    # Kamkari et al. 2024 (layer6ai-labs FLIPD). memgeo probes on the data (the sample projected to the model's data
+    # range where it declares one; benchmarks/results/probe_points/), the official preset the sample as generated
     "flipd": {
-        "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8, "probe": "generated"},
+        "memgeo": {"t": "auto", "method": "hutchinson_fd", "n_probes": 8, "probe": "data"},
         "official": {"t": "auto", "method": "exact_up_to_3500", "n_probes": 8, "probe": "generated"},
     },
     # Chen et al., ICLR 2025 (chenchen-usyd/BE-PRSS): the released code keeps every step's value; memgeo's default

@@ -42,3 +42,15 @@ def test_a_model_without_a_data_range_refuses_the_projection():
         probe_point(mix, x, "projected")
     with pytest.raises(ValueError, match="probe must be one of"):
         probe_point(mix, x, "clamped")
+
+
+def test_the_data_probe_projects_only_where_a_range_is_declared(testbed):
+    from memgeo.detect import PRESETS
+
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=4, n_memorized=1, n_generalizing=1, seed=0)
+    x = 3 * torch.randn(2, 4, dtype=torch.float64)
+    assert probe_point(mix, x, "data") is x
+    y = 3 * torch.randn(2, *testbed.event_shape)
+    torch.testing.assert_close(probe_point(testbed, y, "data"), y.clamp(-1, 1))
+    for name in ("flipd", "p_laplace"):
+        assert PRESETS[name]["memgeo"]["probe"] == "data" and PRESETS[name]["official"]["probe"] == "generated"

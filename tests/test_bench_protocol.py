@@ -1,0 +1,40 @@
+"""The protocol benchmark counts a labelled model against the protocol's targets, and stability across snapshots."""
+
+import json
+
+import pytest
+
+
+def labelled(folder, rates, seeds=32):
+    """A model folder whose testbed.json holds one duplicated prompt per (kind, verbatim rate, replica rate), and
+    70 ordinary prompts (none copying)."""
+    folder.mkdir()
+    prompts = [{"text": f"d{i}", "kind": "memorized", "memorization": kind, "duplication": 20, "targets": [i, i + 1000],
+                "target_rate": v, "target_replica_rate": r, "copy_rate": v, "replica_rate": r}
+               for i, (kind, v, r) in enumerate(rates)]
+    prompts += [{"text": f"o{i}", "kind": "ordinary", "duplication": 1, "targets": [5000 + i], "target_rate": 0.0,
+                 "target_replica_rate": 0.0, "copy_rate": 0.0, "replica_rate": 0.0} for i in range(70)]
+    (folder / "testbed.json").write_text(json.dumps({"prompts": prompts, "n_training_items": 10000,
+                                                    "ground_truth": {"seeds": seeds}}))
+    return folder
+
+
+def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
+    bench = load_benchmark("bench_protocol.py")
+    rates = ([("matching", 0.9, 1.0)] * 10 + [("template", 0.6, 0.8)] * 10 + [("local", 0.5, 0.5)] * 9
+             + [("local", 0.3, 0.4)] + [("matching", 0.0, 0.0)] * 11 + [("template", 0.05, 0.1)])
+    final = labelled(tmp_path / "final", rates)
+    moved = rates[:25] + [("matching", 0.0, 0.0)] * 5 + rates[30:]  # five memorized prompts lost at the snapshot
+    snap = labelled(tmp_path / "snap", moved)
+    out = tmp_path / "protocol.md"
+    bench.main(["--models", str(final), "--snapshots", f"0:{snap}", "--out", str(out)])
+    result = json.loads(out.with_suffix(".json").read_text())["models"][str(final)]
+    assert result["counts"] == {"matching": 10, "template": 10, "local": 9, "graded": 1, "hard negatives": 11,
+                                "ordinary and held-out not memorized": 70, "ordinary and held-out": 70}
+    assert result["targets_met"] is False  # nine local prompts, not ten
+    assert result["stability"][str(snap)] == pytest.approx(1 - 5 / len(rates))
+    curve = result["share_curve"]
+    assert {r["share"] for r in curve if r["kind"] == "template"} == {20 / 10000 / 2}
+    assert "| no |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="not the protocol's 32"):
+        bench.main(["--models", str(labelled(tmp_path / "few", rates, seeds=8))])

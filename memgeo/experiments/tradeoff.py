@@ -74,6 +74,8 @@ TRADEOFF_CONFIGS = (
     ("steer", "steer", "memgeo", (4.0, 3.0, 2.0, 1.0)),
     ("steer (official)", "steer", "official", (4.0, 3.0, 2.0)),
     ("steer (flags given)", "steer_given", "memgeo", (None,)),
+    ("embedding (calibrated)", "embedding_reference", "memgeo", (None,)),
+    ("noise (calibrated)", "noise_reference", "memgeo", (10, 20)),
     ("basin", "basin", "memgeo", (-2.0, -4.0, 0.0)),
     ("basin (official)", "basin", "official", (None,)),
 )
@@ -146,7 +148,7 @@ def mitigation_tradeoff(
         mem = spread(mem, max_prompts // 2)
         ordinary = spread(ordinary, max_prompts - len(mem))
     x_T = initial_noise(model, testbed_scoring_seeds(meta, seeds))  # never the seeds that made the labels
-    calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # calibration set for steering
+    calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # unlabelled calibration prompts
     reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
     if configs is None:
         configs = TRADEOFF_CONFIGS if strengths is None else tuple(
@@ -166,8 +168,10 @@ def mitigation_tradeoff(
             policy = SteeringPolicy.from_preset(None, preset, n_steps, flags=torch.tensor(memorized))
             res = ddim_sample(mdl, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy)
             return res.denoised, res.n_evals
-        g = generate(mdl, p["text"], x_T, method=method, strength=value, n_steps=n_steps, preset=preset,
-                     guidance_scale=guidance_scale, reference=reference, seed=i)
+        calibrated = method.endswith("_reference")  # the stopping level read off the unlabelled calibration prompts
+        g = generate(mdl, p["text"], x_T, method=method.removesuffix("_reference"), strength=value, n_steps=n_steps,
+                     preset=preset, guidance_scale=guidance_scale, reference=reference, seed=i,
+                     reference_prompts=calib if calibrated else None)
         return g.samples, g.n_evals
 
     rows = []

@@ -22,6 +22,7 @@ for a diffusers model, logits over conditions ``[C]`` for a mixture (a soft cond
 """
 
 from .basin import BasinPolicy, basin_exit
+from .calibrate import reference_level
 from .embedding import (
     AdaptedEmbedding,
     adapt_embedding,
@@ -36,5 +37,5 @@ from .steering import SteeringPolicy, SteeringReference, calibrate_steering
 __all__ = [
     "condition_embedding", "ADAPT_OBJECTIVES", "NOISE_OBJECTIVES", "PRESETS", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
     "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "Generation", "generate",
-    "BasinPolicy", "basin_exit",
+    "BasinPolicy", "basin_exit", "reference_level",
 ]

@@ -8,6 +8,7 @@ import torch
 
 from ..sampling import ddim_sample, trajectory_trackers
 from .basin import BasinPolicy
+from .calibrate import reference_level
 from .embedding import adapt_embedding
 from .noise import optimize_noise
 from .steering import SteeringPolicy, SteeringReference
@@ -41,6 +42,7 @@ def generate(
     seed: int = 0,
     preset: str = "memgeo",
     progress: bool = False,
+    reference_prompts=None,
 ) -> Generation:
     """Generate with a mitigation method at a strength.
 
@@ -57,6 +59,11 @@ def generate(
     * ``"basin"``: :class:`BasinPolicy`, guidance ``strength`` inside the attraction basin (default: the preset's,
       memgeo -2, official 1) until the guidance gap's first local minimum, full guidance after; no extra evaluation.
 
+    ``reference_prompts`` (unlabelled ordinary prompts of the model at hand): for ``"embedding"`` and ``"noise"``,
+    the stopping level is calibrated on them (:func:`~memgeo.mitigate.calibrate.reference_level`, their median
+    guidance norm or sharpness on ``x_T``) instead of the preset's (a relative target, or an absolute threshold set
+    on SD v1); ``strength`` is then unused for ``"embedding"``.
+
     ``preset`` selects the settings of ``"embedding"``, ``"noise"``, ``"steer"`` and ``"basin"`` (``"memgeo"`` or
     ``"official"``, see :func:`adapt_embedding`, :func:`optimize_noise` and the ``steer`` table in
     :mod:`memgeo.detect.presets`); a ``strength`` given overrides the relative target, the iteration
@@ -70,13 +77,17 @@ def generate(
         res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=w, progress=progress)
         return Generation(res.denoised, res.n_evals, {"guidance_scale": w})
     if method == "embedding":
-        ad = adapt_embedding(model, cond, x_T, preset=preset, n_steps=n_steps,
-                             relative_target=None if strength is None else float(strength))
+        target = (reference_level(model, reference_prompts, x_T, "guidance_norm", n_steps=n_steps)
+                  if reference_prompts is not None else None)
+        ad = adapt_embedding(model, cond, x_T, preset=preset, n_steps=n_steps, target=target,
+                             relative_target=None if strength is None or target is not None else float(strength))
         res = ddim_sample(model, ad.embedding, x_T, n_steps=n_steps, guidance_scale=guidance_scale, progress=progress)
         return Generation(res.denoised, ad.n_evals + res.n_evals, {"losses": ad.losses, "converged": ad.converged})
     if method == "noise":
         iters = int(strength) if strength is not None else (10 if preset == "memgeo" else None)
-        opt = optimize_noise(model, cond, x_T, preset=preset, max_iters=iters, n_steps=n_steps)
+        threshold = (reference_level(model, reference_prompts, x_T, "sharpness", n_steps=n_steps)
+                     if reference_prompts is not None else None)
+        opt = optimize_noise(model, cond, x_T, preset=preset, max_iters=iters, n_steps=n_steps, threshold=threshold)
         res = ddim_sample(model, cond, opt.x_T, n_steps=n_steps, guidance_scale=guidance_scale, progress=progress)
         return Generation(res.denoised, opt.n_evals + res.n_evals, {"proxy": opt.proxy.tolist()})
     if method == "basin":

@@ -6,15 +6,15 @@ For memorized and not memorized prompts (the testbed's ground truth by ``--crite
 ordinary prompts, whose training image exists), each generated from scoring seeds (from 1000, apart from the label
 seeds), both quantities are read at the lower half of the DDIM timesteps around four points:
 
-- ``generated``: the guided (7.5) sample as it comes out, what both presets probe;
+- ``generated``: the guided (7.5) sample as it comes out, what the official presets probe;
 - ``projected``: the same sample clamped to the model's data range (``probe="projected"``);
 - ``guidance 1``: a sample generated from the same noise without guidance amplification;
 - ``training image``: the prompt's own training image (a local prompt's first target).
 
 Per point, class and t: the median LID and p-Laplacian, the share of LIDs above the ambient dimension d (outside the
 estimator's range), and the AUROC per prompt of each signal's score (-LID; -Delta_1 log p_t) for memorized against
-not memorized. Written to OUT/probe.json, OUT/probe.md and OUT/probe.png. The rule for memgeo's default probe is
-not read from these AUROCs (they use labels): the table reports where each point stays inside the estimator's range.
+not memorized. Written to OUT/probe.json, OUT/probe.md and OUT/probe.png. The AUROCs use labels, so a default read
+off them on one model is checked on another before it counts; the share of LIDs above d needs none.
 """
 
 from __future__ import annotations

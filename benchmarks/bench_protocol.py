@@ -29,8 +29,7 @@ SMOKE = None
 
 def label_of(p: dict, crit) -> str:
     """A prompt's label under the criterion's thresholds: memorized, not memorized, or graded between."""
-    rate = crit.prompt_rate(p)
-    return "memorized" if rate >= crit.min_rate else "not memorized" if rate <= crit.max_rate else "graded"
+    return crit.label(crit.prompt_rate(p))
 
 
 def model_counts(meta: dict, crit) -> dict:
@@ -85,7 +84,7 @@ def main(argv=None) -> None:
                              f"{proto['labels']['seeds'][1]}: run `memgeo testbed truth --protocol {args.protocol}`")
         c = model_counts(meta, crit)
         met = (all(c[k] >= targets["memorized_per_kind"] for k in KINDS) and c["hard negatives"] >= targets["hard_negatives"]
-               and c["ordinary and held-out"] >= targets["ordinary_and_heldout"])
+               and c["ordinary and held-out not memorized"] >= targets["ordinary_and_heldout"])
         lines.append(f"| {folder} | " + " | ".join(str(c[k]) for k in KINDS) + f" | {c['graded']} | "
                      f"{c['hard negatives']} | {c['ordinary and held-out not memorized']} of {c['ordinary and held-out']}"
                      f" | {'yes' if met else 'no'} |")

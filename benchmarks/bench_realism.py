@@ -39,6 +39,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
     ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seed-start", type=int, default=0,
+                    help="first seed of the generations (a benchmark protocol's models: its scoring seeds, 1000)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--uncond-seeds", type=int, default=128)
@@ -55,7 +57,7 @@ def main(argv=None) -> None:
     meta = testbed_metadata(folder)
     data = testbed_data(folder)
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts
-    result = measure_realism(model, data, prompts, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
+    result = measure_realism(model, data, prompts, seed_start=args.seed_start, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
                      uncond_seeds=args.uncond_seeds, progress=True)
     views = meta["steps"] * meta["batch_size"]
     names = tuple(CRITERIA) if args.criterion == "both" else (args.criterion,)

@@ -36,5 +36,14 @@ def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
     curve = result["share_curve"]
     assert {r["share"] for r in curve if r["kind"] == "template"} == {20 / 10000 / 2}
     assert "| no |" in capsys.readouterr().out
+    copying = labelled(tmp_path / "copying", rates[:10] + [("template", 0.6, 0.8)] * 10 + [("local", 0.5, 0.5)] * 10
+                       + [("matching", 0.0, 0.0)] * 10)
+    meta = json.loads((copying / "testbed.json").read_text())
+    for p in meta["prompts"][-20:]:  # twenty ordinary prompts copy: 50 not memorized, under the target of 60
+        p.update(target_rate=0.9, copy_rate=0.9)
+    (copying / "testbed.json").write_text(json.dumps(meta))
+    bench.main(["--models", str(copying), "--out", str(tmp_path / "c.md")])
+    c = json.loads((tmp_path / "c.json").read_text())["models"][str(copying)]
+    assert c["counts"]["ordinary and held-out not memorized"] == 50 and c["targets_met"] is False
     with pytest.raises(ValueError, match="not the protocol's 32"):
         bench.main(["--models", str(labelled(tmp_path / "few", rates, seeds=8))])

@@ -10,8 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 20 * 1024 * 1024
 
-#: Finished runs whose full checkpoints (with optimizer state) are still tracked; each leaves the tree in turn
-#: (runs/README.md names the commit that keeps it). None may be added.
+#: Finished runs whose checkpoints (weights and generator state; their optimizer states already left) are still
+#: tracked; each leaves the tree in turn (runs/README.md names the commit that keeps it). None may be added.
 LEGACY_RUNS = {"sd", "sd-ladder", "sd-ladder-cond-only", "sd-ladder-graded", "sd-ladder-local", "sd-ladder-shared"}
 
 
@@ -36,5 +36,10 @@ def test_tracked_checkpoints_are_compact_or_listed_legacy_runs():
             continue
         run = parts[1]
         assert p.name != "optimizer.safetensors", f"{p}: a tracked checkpoint keeps weights only"
+        if run.startswith("sd-bench-") and p.suffix == ".safetensors" and p.name != "rng.safetensors":
+            from safetensors.torch import load_file
+
+            dtypes = {str(v.dtype) for v in load_file(p).values() if v.is_floating_point()}
+            assert dtypes == {"torch.float16"}, f"{p}: a protocol run's checkpoint is half precision, got {dtypes}"
         assert run.startswith("sd-bench-") or run in LEGACY_RUNS, \
             f"{p}: a checkpoint of a run that is neither a protocol run nor listed"

@@ -39,11 +39,10 @@ def _pool(args) -> int:
     import json
 
     from .._util import atomic_write_text
-    from ..experiments.pool import format_pooled, pool_leaderboards, read_leaderboard
+    from ..experiments.pool import check_poolable, format_pooled, pool_leaderboards, read_leaderboard
     from ..plotting import plot_rank_stability
 
-    for folder in args.pool:  # every input readable before any work
-        read_leaderboard(folder)
+    check_poolable([read_leaderboard(folder) for folder in args.pool])  # every input checked before any work
     table = pool_leaderboards(args.pool)
     out = Path(args.out)
     out.mkdir(exist_ok=True)

@@ -13,7 +13,7 @@ from .common import finite_float, no_loading_bars, positive_int, shared_argument
 
 #: ``testbed train`` options that a protocol fixes, refused beside ``--protocol`` (argparse destinations).
 _PROTOCOL_FIXED = ("regime", "steps", "seed", "batch_size", "checkpoint_every", "lr_decay_steps", "mitigate_threshold",
-                   "precision")
+                   "precision", "snapshot_every")
 
 
 def _testbed_train(args) -> int:
@@ -33,8 +33,8 @@ def _testbed_train(args) -> int:
         kw = dict(regime=args.regime or "small-data", steps=args.steps, seed=args.seed or 0, batch_size=args.batch_size or 64,
                   checkpoint_every=args.checkpoint_every or 500, mitigate_threshold=args.mitigate_threshold,
                   lr_decay_steps=args.lr_decay_steps, precision=args.precision or "float32")
-    out = train_testbed(args.out, progress=not args.no_progress, snapshot_every=args.snapshot_every,
-                        device=args.device, overwrite=args.overwrite, **kw)
+    kw.setdefault("snapshot_every", args.snapshot_every)
+    out = train_testbed(args.out, progress=not args.no_progress, device=args.device, overwrite=args.overwrite, **kw)
     print(f"testbed saved in {out} (Stable Diffusion layout); next: memgeo testbed truth --model {out}")
     return 0
 

@@ -71,7 +71,8 @@ def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_ste
     opts = resolve("flipd", preset)
     if options.get("t") is not None or opts["t"] != "auto":
         return {}
-    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"])}
+    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"],
+                          probe=opts["probe"])}
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,19 @@ from __future__ import annotations
 from ..detect import SIGNALS
 from .rows import regroup
 
-__all__ = ["cost_of", "cost_front", "format_cost_front"]
+__all__ = ["is_free", "cost_of", "cost_front", "format_cost_front"]
+
+
+def is_free(row) -> bool:
+    """Whether a leaderboard row's signal reads a generation run anyway (:attr:`~memgeo.detect.SignalSpec.free`)."""
+    spec = SIGNALS.get(row.signal)
+    return spec is not None and spec.free
 
 
 def cost_of(row) -> int:
     """Evaluations per sample a leaderboard row's signal spends beyond a generation the user runs anyway: 0 for a
-    free signal (:attr:`~memgeo.detect.SignalSpec.free`), else its evaluations with each JVP counted as one."""
-    spec = SIGNALS.get(row.signal)
-    return 0 if spec is not None and spec.free else int(row.n_evals + row.n_jvps)
+    free signal, else its evaluations with each JVP counted as one."""
+    return 0 if is_free(row) else int(row.n_evals + row.n_jvps)
 
 
 def cost_front(rows, *, seeds: int) -> list[dict]:

@@ -33,7 +33,7 @@ from ..testbed.labels import (
     testbed_labels,
 )
 from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
-from .front import cost_front, format_cost_front
+from .front import cost_front, format_cost_front, is_free
 from .rows import LeaderboardRow, _by_prompt, regroup
 from .trajectory import trajectory_auroc
 
@@ -176,8 +176,7 @@ def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
 
 def _evals(row: LeaderboardRow) -> str:
     """A row's evaluations per sample, with "0 extra" for a signal that reads a generation run anyway."""
-    spec = SIGNALS.get(row.signal)
-    return f"{row.n_evals} (0 extra)" if spec is not None and spec.free else str(row.n_evals)
+    return f"{row.n_evals} (0 extra)" if is_free(row) else str(row.n_evals)
 
 
 def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, title: str = "") -> str:
@@ -297,6 +296,8 @@ def run_leaderboards(
     meta = testbed_metadata(testbed_path)
     texts, labels, counts = testbed_labels(meta, criterion=criterion)  # the labels exist, before any work
     start = testbed_scoring_seeds(meta, seeds)[0]  # scoring seeds apart from the label seeds, before any work
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    hard = {t: is_hard_negative(by_text[t]) for t in texts}  # the ground truth has what the flags need, before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     signals = tuple(signals or SIGNALS)
@@ -362,14 +363,13 @@ def run_leaderboards(
         "**(c) testbed ground truth: memorization rate against duplication** (rate_vs_duplication.png)", curve_table,
     ]) + "\n")
     folder = Path(testbed_path) if testbed_path is not None else TESTBED_DIR  # its UNet's SHA-256 names the model
-    by_text = {p["text"]: p for p in meta["prompts"]}
     atomic_write_text(out / "leaderboard.json", json.dumps({
         "testbed": str(testbed_path) if testbed_path is not None else "embedded",
         "weights": weights_fingerprint(folder) if (folder / "unet").is_dir() else None, "criterion": criterion,
         "seeds": seeds, "scoring_seeds": list(range(start, start + seeds)), "label_seeds": label_seeds_of(meta),
         "n_steps": n_steps, "guidance_scale": guidance_scale, "texts": texts, "labels": labels,
         "kinds": kinds, "duplication": [by_text[t].get("duplication", 0) for t in texts],
-        "hard_negative": [is_hard_negative(by_text[t]) for t in texts], "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
+        "hard_negative": [hard[t] for t in texts], "rows": [{"signal": r.signal, "n_evals": r.n_evals, "n_jvps": r.n_jvps, "seconds": r.seconds,
                                   "convention": r.convention, "scores": np.asarray(r.scores, dtype=float).tolist()}
                                  for r in rows],
     }))

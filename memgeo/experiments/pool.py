@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DUPLICATION_BASELINE", "PooledModel", "read_leaderboard", "prompt_auroc", "pooled_auroc",
-           "pool_leaderboards", "format_pooled", "rank_stability"]
+           "pool_leaderboards", "format_pooled", "rank_stability", "check_poolable"]
 
 #: The name of the row that ranks prompts by how often their caption's images were duplicated in training.
 DUPLICATION_BASELINE = "times duplicated (training data)"
@@ -35,6 +35,8 @@ class PooledModel:
     kinds: list
     hard_negative: np.ndarray
     duplication: np.ndarray
+    criterion: str = "verbatim"
+    weights: str | None = None
 
 
 def read_leaderboard(path) -> PooledModel:
@@ -57,8 +59,8 @@ def read_leaderboard(path) -> PooledModel:
         scores[r["signal"]] = s.reshape(n, seeds).mean(1)
     dup = np.asarray(lb["duplication"], dtype=float)
     scores[DUPLICATION_BASELINE] = dup
-    return PooledModel(str(lb.get("testbed", file.parent.name)), scores, np.asarray(lb["labels"], dtype=int),
-                       list(lb["kinds"]), np.asarray(lb["hard_negative"], dtype=bool), dup)
+    return PooledModel(str(file.parent), scores, np.asarray(lb["labels"], dtype=int), list(lb["kinds"]),
+                       np.asarray(lb["hard_negative"], dtype=bool), dup, lb.get("criterion", "verbatim"), lb.get("weights"))
 
 
 def prompt_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -106,6 +108,7 @@ def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template
     """The pooled table of the models in ``paths``: ``{"models", "columns", "rows": {signal: {column: (value, low,
     high, models)}}, "counts"}``; counts per model of memorized prompts per kind, hard negatives and not memorized."""
     models = [read_leaderboard(p) for p in paths]
+    check_poolable(models)
     signals = list(dict.fromkeys(s for m in models for s in m.scores))
     columns = ["all", "hard negatives", *kinds]
     rows = {s: {c: pooled_auroc(models, s, c, kinds=kinds, n_boot=n_boot) for c in columns} for s in signals}
@@ -114,6 +117,18 @@ def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template
               for m in models]
     return {"models": [m.name for m in models], "columns": columns, "rows": rows, "counts": counts,
             "rank_stability": rank_stability(models)}
+
+
+def check_poolable(models: list[PooledModel]) -> None:
+    """Refuse leaderboards that cannot be pooled: labels by different criteria, or one model (the same weights or the
+    same folder) counted twice."""
+    if len({m.criterion for m in models}) > 1:
+        raise ValueError(f"the leaderboards label by different criteria ({sorted({m.criterion for m in models})}); "
+                         "pool leaderboards of one criterion")
+    for key, what in ((lambda m: m.name, "folder"), (lambda m: m.weights, "model weights")):
+        seen = [key(m) for m in models if key(m) is not None]
+        if len(seen) != len(set(seen)):
+            raise ValueError(f"the same {what} appears twice among the pooled leaderboards: each model counts once")
 
 
 def rank_stability(models: list[PooledModel], *, exclude=(DUPLICATION_BASELINE,)) -> dict:

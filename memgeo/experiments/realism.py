@@ -41,13 +41,14 @@ TARGETS = {
 
 
 def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_scale: float, uncond_seeds: int,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, seed_start: int = 0) -> dict:
     """Rates and median ratios per prompt, gap traces ``[n_steps]`` per prompt (mean over seeds), and the
-    unconditional copy rates, by the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`)."""
+    unconditional copy rates, by the field's criterion (:func:`memgeo.testbed.truth.nearest_ratios`); the
+    generations from seeds ``seed_start`` on (a protocol model's checks from its scoring seeds, 1000)."""
     from tqdm.auto import tqdm
 
     level = "canvas"
-    x_T = initial_noise(model, seeds)
+    x_T = initial_noise(model, list(range(seed_start, seed_start + seeds)))
     n_items = len(data.items)
     rows = []
     for p in tqdm(prompts, desc="prompts", disable=not progress):

@@ -135,10 +135,11 @@ def mitigation_tradeoff(
     )
 
     criterion_of(criterion)  # checked once, before any work
+    meta = testbed_metadata(testbed_path)
+    scoring = testbed_scoring_seeds(meta, seeds)  # never the seeds that made the labels, checked before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = load_testbed(testbed_path)
-    meta = testbed_metadata(testbed_path)
     truth = meta["ground_truth"]
     data = testbed_data(testbed_path)
     clf = fidelity_classifier(data)
@@ -147,7 +148,7 @@ def mitigation_tradeoff(
     if max_prompts is not None:
         mem = spread(mem, max_prompts // 2)
         ordinary = spread(ordinary, max_prompts - len(mem))
-    x_T = initial_noise(model, testbed_scoring_seeds(meta, seeds))  # never the seeds that made the labels
+    x_T = initial_noise(model, scoring)
     calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # unlabelled calibration prompts
     reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
     if configs is None:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .._checks import check_int
-from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, SIGNALS
+from ..detect import DEFAULT_SIGNALS, PRESET_NAMES, PRESETS, SIGNALS
 from ..sampling import initial_noise
 from .readers import PromptRecord
 from .store import ResultStore, settings_digest
@@ -94,6 +94,8 @@ class ScanConfig:
         """Everything that changes the value of ``name``: its keyword arguments, the math dtype and,
         for the generation signals, how their random directions are seeded."""
         out = {"signal": name, **self.signal_kwargs(name), "dtype": str(getattr(model, "dtype", ""))}
+        if name in PRESETS:  # what the preset stands for, so a preset whose options change never mixes old rows
+            out["preset_options"] = PRESETS[name][self.preset]
         if SIGNALS[name].generates:
             out["directions"] = "seeded by crc32(seed:prompt)"
         return out
@@ -253,9 +255,9 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
     if not records:
         raise ValueError("records is empty: there are no prompts to scan")
     prompts = unique_prompts(records)
+    check_model_settings(model, cfg)  # before the probe times, which generate
     cfg = resolve_probe_times(model, cfg, [p.text for p in prompts])
     rank, world, barrier = _process_state()
-    check_model_settings(model, cfg)
     ident = model_identity(model)
     digests = {name: settings_digest(cfg.settings(name, model)) for name in cfg.signals}
     out = Path(out)

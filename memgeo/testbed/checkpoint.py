@@ -120,6 +120,13 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with dropout_duplicated="
                          f"{meta.get('dropout_duplicated', dropout)}, not {dropout_duplicated}: resume it with the "
                          "same regime, or train into another folder")
+    if "compact" in meta and meta["compact"] != run.compact:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} is {'compact' if meta['compact'] else 'full'}: resume it with "
+                         "the same compact setting, or train into another folder")
+    if meta.get("base_fingerprint", run.base_fingerprint) != run.base_fingerprint:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} fine-tunes a base whose UNet SHA-256 is "
+                         f"{str(meta['base_fingerprint'])[:16]}..., not {str(run.base_fingerprint)[:16]}...: resume it on "
+                         "its own base, or train into another folder")
     if meta.get("ema_decay") != run.ema_decay:
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with ema_decay={meta.get('ema_decay')}, not "
                          f"{run.ema_decay}: resume it with the same averaging, or train into another folder")

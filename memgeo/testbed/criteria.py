@@ -58,6 +58,11 @@ class Criterion:
     min_rate: float = 0.5
     max_rate: float = 0.1
 
+    def label(self, rate: float) -> str:
+        """``"memorized"`` at a rate of at least :attr:`min_rate`, ``"not memorized"`` at most :attr:`max_rate`,
+        ``"graded"`` between."""
+        return "memorized" if rate >= self.min_rate else "not memorized" if rate <= self.max_rate else "graded"
+
     def prompt_rate(self, p: dict) -> float:
         """A prompt's memorization rate from its ground-truth row: of its own images where it has targets, else of
         any training image."""

@@ -61,18 +61,21 @@ def base_folder(path) -> Path | None:
     return folder
 
 
-def _holding(folder: Path) -> str | None:
-    """What a model folder holds, in words (None where it holds no model)."""
+def _holding(folder: Path) -> tuple[str, bool] | None:
+    """``(what a model folder holds, in words; whether it is more than a testbed run's own unlabelled output)``, or
+    None where it holds no model: ground truth, or a model that no testbed run wrote, is never resumed into."""
     if (folder / "testbed.json").is_file():
         try:
             meta = json.loads((folder / "testbed.json").read_text())
         except (OSError, ValueError):
-            return "a testbed.json"
+            return "a testbed.json that is not readable", True
         what = ("a LoRA fine-tune" if meta.get("base") else "a trained testbed") + f" ({meta.get('steps', '?')} steps)"
         truth = meta.get("ground_truth")
-        return what + (f" with ground truth from {truth.get('seeds')} seeds" if isinstance(truth, dict) else "")
+        if isinstance(truth, dict):
+            return what + f" with ground truth from {truth.get('seeds')} seeds", True
+        return what, False
     if (folder / "model_index.json").is_file():
-        return "a diffusers model (model_index.json)"
+        return "a diffusers model (model_index.json) that no testbed run wrote", True
     return None
 
 
@@ -90,10 +93,11 @@ def check_model_output(out, *, overwrite: bool = False, arg: str = "--out") -> N
     held = _holding(out)
     if held is None:
         return
+    held, more = held
     resuming = (out / "checkpoint" / "state.json").is_file()
-    if resuming and "ground truth" not in held and "diffusers" not in held:
+    if resuming and not more:
         return
-    why = ("training there would replace its ground truth" if resuming else "training there would replace it")
+    why = "training there would replace it"
     raise ValueError(f"{arg} {str(out)!r} holds {held}; {why}. Give another {arg}, or --overwrite (overwrite=True) to "
                      "train from scratch and replace it")
 

@@ -41,7 +41,7 @@ def memorization_rates(meta: dict, texts, criterion: str = "verbatim") -> list[f
     return [memorization_rate(by_text[t], criterion) for t in texts]
 
 
-def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1,
+def testbed_labels(meta: dict, *, min_rate: float | None = None, max_rate: float | None = None,
                    criterion: str = "verbatim") -> tuple[list[str], list[int], dict]:
     """Evaluation prompts and labels of the testbed, by generation.
 
@@ -49,8 +49,11 @@ def testbed_labels(meta: dict, *, min_rate: float = 0.5, max_rate: float = 0.1,
     canvases, not memorized (0) when at most ``max_rate`` do, whatever its construction; prompts in
     between are left out and counted. The counts also say how each class was built. ``criterion``
     (:data:`memgeo.testbed.criteria.CRITERIA`): verbatim copies (the default) or the looser replication level, whose
-    labels always name it.
+    labels always name it. ``min_rate`` and ``max_rate`` default to the criterion's (0.5 and 0.1).
     """
+    crit = criterion_of(criterion)
+    min_rate = crit.min_rate if min_rate is None else min_rate
+    max_rate = crit.max_rate if max_rate is None else max_rate
     if not 0 <= max_rate < min_rate <= 1:
         raise ValueError(f"need 0 <= max_rate < min_rate <= 1, got max_rate={max_rate}, min_rate={min_rate}")
     texts, labels = [], []
@@ -117,7 +120,8 @@ def format_truth_summary(rows: list[dict], criterion: str = "verbatim") -> str:
         lines.append(f"{kind:<10} {len(rs):7d} {np.mean(rates):17.3f} {np.mean([r[any_rate] for r in rs]):9.3f} "
                      f"{np.median([r['ratio'] for r in rs]):12.3f} {sum(0.1 < x < 0.9 for x in rates):18d}")
     mem = [memorization_rate(r, criterion) for r in rows if r["kind"] == "memorized"]
-    lines.append(f"memorized by generation (rate >= 0.5): {sum(x >= 0.5 for x in mem)} of {len(mem)} duplicated prompts; "
+    lines.append(f"memorized by generation (rate >= {crit.min_rate:g}): {sum(x >= crit.min_rate for x in mem)} of "
+                 f"{len(mem)} duplicated prompts; "
                  f"graded (rate in (0.1, 0.9)): {sum(0.1 < x < 0.9 for x in mem)}; hard negatives (never a replica of "
                  f"their image): {sum(is_hard_negative(r) for r in rows)}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ scoring seeds that meet the label seeds (:func:`check_disjoint`).
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from pathlib import Path
 
@@ -42,12 +43,14 @@ def load_protocol(name: str) -> dict:
 
 def run_settings(name: str, run: str) -> dict:
     """The keyword arguments of :func:`memgeo.testbed.train_testbed` that train run ``run`` of protocol ``name``
-    exactly as written (regime, steps, schedule, averaging, precision, seed, caption dropout, checkpoints)."""
+    exactly as written (regime, steps, schedule, averaging, precision, seed, caption dropout, checkpoints, and the
+    snapshots its stability report reads)."""
     proto = load_protocol(name)
     if run not in proto["runs"]:
         raise ValueError(f"run must be one of {sorted(proto['runs'])} (protocol {name!r}), got {run!r}")
     spec, tr = proto["runs"][run], proto["training"]
-    return {"regime": name, "steps": tr["steps"], "batch_size": tr["batch_size"], "lr": tr["lr"],
+    marks = [*proto["labels"]["stability_snapshots"], tr["steps"]]  # snapshots kept at every multiple of their gcd
+    return {"snapshot_every": math.gcd(*marks), "regime": name, "steps": tr["steps"], "batch_size": tr["batch_size"], "lr": tr["lr"],
             "lr_decay_steps": tr["lr_decay_steps"], "ema_decay": tr["ema_decay"], "precision": tr["precision"],
             "checkpoint_every": tr["checkpoint_every"], "compact": True, "seed": spec["seed"],
             "dropout": proto["regime"]["dropout"],

@@ -62,15 +62,17 @@ SD_SHARED_COMPANIONS = {"matching": (0, 0, 0, 0, 6, 12, 22, 38, 65, 110, 190, 33
                         "template": (0, 0, 0, 0), "local": (0, 0, 0, 0)}
 
 
-def _sd_regime(shares: dict, companions: dict | None = None) -> dict:
-    """An SD-regime entry of :data:`REGIMES`: 50,000 pixel-unique single canvases, each duplicated image at its share
-    of the draws (``shares``, per kind), template prompts over two canvases, 24,000 steps, 16 token positions;
-    ``companions``: canvases sharing each duplicated prompt's caption (:func:`build_canvas_data`), singles too."""
-    n_single = 50000 + sum(sum(v) for v in (companions or {}).values())
-    data = {"n_single": 50000, "ladder": ladder_from_shares(shares, n_single=n_single, n_variants=2),
-            "n_variants": 2, "augment": True}
-    return {"data": {**data, "companions": companions} if companions else data, "steps": 24000,
-            "architecture": {"max_length": 16}}
+def _sd_regime(shares: dict, companions: dict | None = None, *, n_single: int = 50000, n_variants: int = 2,
+               max_length: int = 16, **data) -> dict:
+    """An SD-regime entry of :data:`REGIMES`: ``n_single`` pixel-unique single canvases, each duplicated image at its
+    share of the draws (``shares``, per kind), template prompts over ``n_variants`` canvases, 24,000 steps,
+    ``max_length`` token positions; ``companions``: canvases sharing each duplicated prompt's caption
+    (:func:`build_canvas_data`), singles too; ``data``: further arguments of the builder."""
+    singles = n_single + sum(sum(v) for v in (companions or {}).values())
+    built = {"n_single": n_single, "ladder": ladder_from_shares(shares, n_single=singles, n_variants=n_variants),
+             "n_variants": n_variants, "augment": True, **data}
+    return {"data": {**built, "companions": companions} if companions else built, "steps": 24000,
+            "architecture": {"max_length": max_length}}
 
 
 def _protocol_regime(name: str) -> dict:
@@ -79,7 +81,12 @@ def _protocol_regime(name: str) -> dict:
     from .protocol import load_protocol
 
     proto = load_protocol(name)
-    spec = _sd_regime({k: tuple(v) for k, v in proto["regime"]["shares"].items()})
+    reg = proto["regime"]
+    if not reg["augment"]:
+        raise ValueError(f"protocol {name!r}: an SD-regime protocol warps every cell (augment true)")
+    spec = _sd_regime({k: tuple(v) for k, v in reg["shares"].items()}, n_single=reg["n_single"],
+                      n_variants=reg["n_variants"], max_length=reg["max_length"], n_ordinary=reg["n_ordinary"],
+                      n_heldout=reg["n_heldout"])
     return {**spec, "steps": proto["training"]["steps"], "dropout_duplicated": proto["regime"]["dropout_duplicated"],
             "lr_decay_steps": proto["training"]["lr_decay_steps"]}
 

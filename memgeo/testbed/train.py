@@ -101,7 +101,8 @@ def train_testbed(
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
     Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles);
-    a run that is stopped resumes at its last checkpoint and continues bit for bit. ``data``
+    a run that is stopped resumes at its last checkpoint and continues bit for bit (a compact checkpoint, or one
+    without AdamW's state, resumes the same batches with AdamW restarted: see ``compact``). ``data``
     defaults to :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed`` under ``regime`` (a key of
     :data:`REGIMES`, which also gives the default ``steps``); its settings are recorded in
     ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to
@@ -162,9 +163,17 @@ def train_testbed(
         precision)
     if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0):
         raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
+    if compact and REGIMES[regime].get("lora"):
+        raise ValueError("compact checkpoints are for networks trained from scratch, not a fine-tune (its frozen base "
+                         "would be rounded to half precision)")
+    if base is not None and Path(out).resolve() == Path(base).resolve():
+        raise ValueError(f"out_dir {str(out)!r} is the fine-tune's base: give another folder")
     check_model_output(out, overwrite=overwrite)  # before anything is written
-    if overwrite and ckpt.is_dir():
-        shutil.rmtree(ckpt)  # trains from scratch
+    if overwrite:  # from scratch: what marks the folder's old run goes first, so a stop leaves no mixed folder
+        for old in (ckpt, out / "snapshots"):
+            if old.is_dir():
+                shutil.rmtree(old)
+        (out / "testbed.json").unlink(missing_ok=True)
     device = torch.device(device)
     lora = REGIMES[regime].get("lora")
     data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
@@ -191,11 +200,12 @@ def train_testbed(
     ema = None
     if ema_decay is not None:
         ema = _ema_init(unet, text_encoder)
-        if (ckpt / "ema_unet.safetensors").exists():
+        if start > 0 and (ckpt / "ema_unet.safetensors").exists():  # the run's own averages, where it resumes
             from safetensors.torch import load_file
 
             for name in ema:
-                ema[name] = {k: v.float() for k, v in load_file(ckpt / f"ema_{name}.safetensors").items()}
+                ema[name] = {k: v.float() for k, v in
+                             load_file(ckpt / f"ema_{name}.safetensors", device=str(device)).items()}
         ema_pairs = _ema_pairs(ema, unet, text_encoder)
     items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
     unet.train()
@@ -221,6 +231,12 @@ def train_testbed(
         bar.update(1)
         if (step + 1) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        # the snapshot first: a stop between the two resumes before it, never past it
+        if snapshot_every and (step + 1) % snapshot_every == 0:
+            _save_evaluated(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, ema=ema, step=step + 1,
+                            loss=float(np.mean(losses[-50:])))
+            unet.train()
+            text_encoder.train()
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             loss_avg = float(np.mean(losses[-50:]))
             _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
@@ -230,13 +246,10 @@ def train_testbed(
                               **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
                               **({"precision": precision} if precision != "float32" else {}),
                               **({"ema_decay": ema_decay} if ema_decay is not None else {}),
-                              **({"resumed_at": resumed_at} if resumed_at else {})},
+                              **({"resumed_at": resumed_at} if resumed_at else {}),
+                              **({"compact": True} if compact else {}),
+                              **({"base_fingerprint": run.base_fingerprint} if run.base_fingerprint else {})},
                              ema=ema, compact=compact)
-        if snapshot_every and (step + 1) % snapshot_every == 0:
-            _save_evaluated(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, ema=ema, step=step + 1,
-                            loss=float(np.mean(losses[-50:])))
-            unet.train()
-            text_encoder.train()
     bar.close()
     state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
     mitigation = None

@@ -52,7 +52,7 @@ def test_pooled_cells_are_the_mean_of_per_model_aurocs_within_their_interval(tmp
     # the duplication baseline reads the training data: perfect against never-duplicated prompts, not against hard ones
     assert table["rows"][DUPLICATION_BASELINE]["all"][0] > 0.9
     assert table["rows"][DUPLICATION_BASELINE]["hard negatives"][0] == pytest.approx(1.0)
-    assert table["counts"][0] == {"model": "m0", "matching": 4, "template": 3, "local": 3, "hard negatives": 6,
+    assert table["counts"][0] == {"model": str(boards[0]), "matching": 4, "template": 3, "local": 3, "hard negatives": 6,
                                   "not memorized": 20}
     assert table["rank_stability"]["signals"] == ["good", "noise"]
     assert all(t == pytest.approx(1.0) for t in table["rank_stability"]["pairs"].values())  # good above noise on each
@@ -64,6 +64,12 @@ def test_bench_pool_writes_its_tables_and_refuses_an_old_leaderboard(tmp_path, c
     assert main(["bench", "--pool", *boards, "--out", str(out)]) == 0
     assert (out / "pooled.md").read_text().startswith("Pooled over 2 models")
     assert (out / "rank_stability.png").stat().st_size > 0
+    assert main(["bench", "--pool", boards[0], boards[0], "--out", str(tmp_path / "twice")]) == 2
+    assert "appears twice" in capsys.readouterr().err
+    board = json.loads((tmp_path / "m1" / "leaderboard.json").read_text())
+    (tmp_path / "m1" / "leaderboard.json").write_text(json.dumps({**board, "criterion": "replication"}))
+    assert main(["bench", "--pool", *boards, "--out", str(tmp_path / "mixed")]) == 2
+    assert "different criteria" in capsys.readouterr().err
     old = tmp_path / "old"
     old.mkdir()
     (old / "leaderboard.json").write_text(json.dumps({"seeds": 2, "labels": [], "rows": []}))

@@ -45,14 +45,22 @@ def test_guidance_is_inside_until_the_exit_and_full_after(monkeypatch):
     assert res.n_evals == 40  # two evaluations per step, as plain guidance
 
 
-def test_memgeo_forces_guidance_by_half_way_and_official_never():
+def test_memgeo_forces_guidance_by_half_way_and_official_never(monkeypatch):
+    from memgeo.gmm import ConditionalGaussianMixture
+
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=2, n_generalizing=2, seed=0)
     never = torch.arange(10, 0, -1, dtype=torch.float64)[:, None].repeat(1, 2)  # falls monotonically: no minimum
-    for preset, force in (("memgeo", 5), ("official", 10)):
-        policy = BasinPolicy(10, preset=preset)
-        assert policy.force_step == force and policy.inside == PRESETS["basin"][preset]["inside"]
+    assert basin_exit(never).tolist() == [10, 10]
+    for preset, inside, full_from in (("memgeo", -2.0, 5), ("official", 1.0, 10)):
+        calls = iter(never)
+        monkeypatch.setattr("memgeo.mitigate.basin.sample_norm", lambda v: next(calls))
+        res = ddim_sample(mix, 0, initial_noise(mix, 2), n_steps=10, guidance_scale=7.5,
+                          policy=BasinPolicy(10, preset=preset))
+        scales = [act["guidance_scale"].tolist() for act in res.actions]
+        assert scales == [[inside] * 2] * full_from + [[7.5] * 2] * (10 - full_from)
+    assert PRESETS["basin"]["official"] == {"inside": 1.0, "force_at": None}  # the released rule
     with pytest.raises(ValueError, match="force_at"):
         BasinPolicy(10, force_at=1.5)
-    assert basin_exit(never).tolist() == [10, 10]
 
 
 def test_generate_basin_costs_what_plain_guidance_costs():

@@ -39,6 +39,23 @@ def test_the_protocol_fixes_its_design_within_the_data_budget():
             assert c / n_items >= share * per * (1 - 1e-9)
 
 
+def test_the_regime_and_the_constants_are_the_protocol_files():
+    from memgeo.testbed.checkpoint import RESUME_WARMUP_STEPS
+    from memgeo.testbed.criteria import criterion
+
+    proto = load_protocol("sd-bench")
+    spec, reg = REGIMES["sd-bench"], proto["regime"]
+    for key in ("n_single", "n_ordinary", "n_heldout", "n_variants", "augment"):
+        assert spec["data"][key] == reg[key]
+    assert spec["architecture"]["max_length"] == reg["max_length"]
+    assert spec["steps"] == proto["training"]["steps"] and spec["dropout_duplicated"] == reg["dropout_duplicated"]
+    assert RESUME_WARMUP_STEPS == proto["training"]["resume_warmup_steps"]
+    assert SCORING_SEED_START == proto["scoring"]["seed_start"]
+    crit = criterion(proto["labels"]["criterion"])
+    assert (crit.min_rate, crit.max_rate) == (proto["labels"]["min_rate"], proto["labels"]["max_rate"])
+    assert run_settings("sd-bench", "primary-1")["snapshot_every"] == 2000  # 16,000 and 18,000 kept
+
+
 def test_run_settings_train_a_run_as_written_and_runs_differ_only_where_the_protocol_says():
     a, b, u = (run_settings("sd-bench", r) for r in ("primary-1", "primary-2", "uniform-dropout"))
     assert a["ema_decay"] == 0.999 and a["lr_decay_steps"] == 5000 and a["steps"] == 20000 and a["compact"]

@@ -129,7 +129,8 @@ def register(sub) -> None:
                            "released code); see docs/conventions.md")
     scan.add_argument("--directions", type=positive_int, help="kappa-delta directions per step, and 4x as many p-Laplace "
                                                      "directions (default: the preset's, 4 and 16 under memgeo)")
-    signal_options = scan.add_argument_group("options of one signal (memgeo.detect.SIGNALS)")
+    signal_options = scan.add_argument_group("options of one signal (its settings, memgeo.detect.settings; unset: "
+                                             "the --preset's)")
     for name, spec in SIGNALS.items():
         for option in spec.extra:
             signal_options.add_argument(option.flag, dest=f"option:{name}:{option.name}", choices=option.choices,

@@ -98,6 +98,16 @@ def stacked_eps(model, t, cond, rows: int):
 PROBES = ("generated", "projected", "data")
 
 
+def effective_probe(model, probe: str) -> str:
+    """What ``probe`` does on ``model``: ``"projected"`` or ``"generated"`` (``"data"`` resolved by whether the model
+    declares a data range)."""
+    if probe not in PROBES:
+        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+    if probe == "data":
+        return "generated" if getattr(model, "data_range", None) is None else "projected"
+    return probe
+
+
 def probe_point(model, x0: torch.Tensor, probe: str) -> torch.Tensor:
     """The point a post-generation signal probes around: ``x0`` as generated, or (``"projected"``) clamped to the
     model's declared data range (``model.data_range``, e.g. ``(-1, 1)`` for the testbed, whose latents are its

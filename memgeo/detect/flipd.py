@@ -12,7 +12,7 @@ from .._util import spread
 from ..geometry import flipd
 from ..parameterization import eps_to_score
 from ..guidance import timestep_value
-from .common import SignalResult, generate_sample, stacked_eps
+from .common import SignalResult, effective_probe, generate_sample, stacked_eps
 from .presets import resolve
 
 __all__ = ["flipd_t0", "flipd_signal", "local_intrinsic_dimension"]
@@ -68,7 +68,8 @@ def flipd_t0(
     reference = spread(list(reference), check_int("n_reference", n_reference))
     if not reference:
         raise ValueError("reference must hold at least one condition (it is empty)")
-    key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed, probe)
+    key = ("flipd_t0", tuple(map(str, reference)), guidance_scale, n_steps, method, n_probes, quantile, seed,
+           effective_probe(model, probe))  # one cache entry per point actually probed
     cache = model.__dict__.setdefault("_memgeo_cache", {})
     if key in cache:
         return cache[key]

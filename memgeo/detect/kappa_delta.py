@@ -36,6 +36,8 @@ def kappa_delta(
     step: int | None = None,
     track_steps: int | None = None,
     generator: torch.Generator | None = None,
+    released_steps: int | None = None,
+    probe_steps=None,
 ) -> SignalResult:
     r"""kappa-delta tracked along generation (Brokman et al., NeurReps 2025).
 
@@ -53,12 +55,14 @@ def kappa_delta(
     ``"trace_t"`` the timestep each row probed at, ``"trace_step"`` the sampler step each row read,
     and the guidance norm at every sampler step (``"guidance_norm_trace"``).
     """
-    opts = resolve("kappa_delta", preset, n_directions=n_directions, geometry=geometry, step=step)
+    opts = resolve("kappa_delta", preset, n_directions=n_directions, geometry=geometry, step=step,
+                   released_steps=released_steps, probe_steps=probe_steps)
     n_dir = check_int("n_directions", opts["n_directions"], minimum=1)
     n_steps = check_int("n_steps", n_steps)
     if opts["geometry"] == "official":
         return kappa_delta_released(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, n_directions=n_dir,
-                                    step=opts["step"], generator=generator)
+                                    step=opts["step"], generator=generator, probe_steps=opts["probe_steps"],
+                                    released_steps=opts["released_steps"])
     if opts["geometry"] != "memgeo":
         raise ValueError(f"geometry must be 'memgeo' or 'official', got {opts['geometry']!r}")
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,

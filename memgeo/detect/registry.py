@@ -9,20 +9,21 @@ command line's ``--directions`` sets its directions.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from ..guidance import ANISOTROPY_WEIGHTS
 from .anisotropy import anisotropy
 from .bright_ending import bright_ending
 from .flipd import flipd_signal, flipd_t0
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
-from .presets import PRESETS, resolve
+from .presets import PRESETS, SETTINGS, resolve
 from .regional_sharpness import regional_sharpness
+from .settings import flag_name
 from .sharpness import sharpness
 from .update_norm import update_norm
 
@@ -54,17 +55,6 @@ class SignalOption:
     check: Callable | None = None
 
 
-def _check_timestep(flag: str):
-    """A :attr:`SignalOption.check` for an integer timestep: within the model's ``[1, T - 1]``."""
-    def check(model, value) -> None:
-        T = model.schedule.num_train_timesteps
-        if isinstance(value, str) and value == "auto":
-            return
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= T - 1:
-            raise ValueError(f"{flag} must be an integer timestep of this model, in [1, {T - 1}], got {value!r}")
-    return check
-
-
 def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
     """FLIPD's probe time chosen once from ``texts`` where the preset's ``t`` is ``"auto"`` and none is given, so
     that every row is probed at one t and the t enters each row's settings."""
@@ -92,12 +82,13 @@ class SignalSpec:
         reference: its probe time is chosen from the set of prompts scored (``reference=``).
         directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
         cross_attention: it reads a UNet's cross-attention (not defined for a mixture or SD3's transformer).
-        extra: its own options (:class:`SignalOption`) that a scan carries and the command line sets.
         probe_time: ``probe_time(model, texts, *, preset, guidance_scale, n_steps, options) -> dict``: options fixed
             once from the prompts a scan scores (the scanned or reference prompts), before any row (None: none).
         default_scan: it is among the signals a scan computes when none are named.
         terms: the names of its result's ``extras`` that are its terms, each a detector alone, oriented as the
             combination (reported beside it by preset comparisons).
+        settings_class: its settings class (:class:`~memgeo.detect.settings.Settings`), registered with it; the
+            built-in signals' are in :data:`~memgeo.detect.presets.SETTINGS`.
         free: it reads what a generation computes anyway (the sampler's own updates): zero evaluations beyond a
             generation the user runs; ``n_evals`` counts what it costs when called alone.
     """
@@ -111,14 +102,40 @@ class SignalSpec:
     reference: bool = False
     directions: int | None = None
     cross_attention: bool = False
-    extra: tuple[SignalOption, ...] = ()
     probe_time: Callable | None = None
     default_scan: bool = False
     terms: tuple[str, ...] = ()
     free: bool = False
+    settings_class: type | None = None
 
-    def __call__(self, model, cond, x_T, **options):
+    def __call__(self, model, cond, x_T, settings=None, **options):
+        """``fn(model, cond, x_T, **options)``; ``settings`` (an instance of the signal's settings class) gives every
+        option at once, each option given beside it winning."""
+        if settings is not None:
+            if not isinstance(settings, self.settings):
+                raise ValueError(f"settings of {self.name} must be a {self.settings.__name__}, got "
+                                 f"{type(settings).__name__}")
+            options = {**settings.as_options(), **options}
         return self.fn(model, cond, x_T, **options)
+
+    def __post_init__(self):
+        if self.settings_class is not None:  # a signal brings its settings class with its registry line
+            SETTINGS[self.name] = self.settings_class
+        elif self.name not in SETTINGS:
+            raise ValueError(f"signal {self.name!r} needs a settings class (settings_class=, memgeo.detect.settings)")
+
+    @property
+    def settings(self):
+        """The signal's settings class (:mod:`memgeo.detect.settings`)."""
+        return SETTINGS[self.name]
+
+    @property
+    def extra(self) -> tuple[SignalOption, ...]:
+        """Its options that a scan carries and the command line sets: every settings field a command may set, as
+        ``--SIGNAL-OPTION``; left unset, the preset decides."""
+        return tuple(SignalOption(f.name, flag_name(self.name, f.name), f.metadata["help"], None, f.metadata["choices"],
+                                  f.metadata["type"], f.metadata["check"])
+                     for f in dataclasses.fields(self.settings) if f.metadata["flag"])
 
     @property
     def own(self) -> bool:
@@ -148,19 +165,14 @@ class SignalSpec:
 SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("guidance_norm", guidance_norm, "Wen et al., ICLR 2024", guided=True, batched=True, default_scan=True),
     SignalSpec("anisotropy", anisotropy, "Asthana & Belagiannis, ICLR 2026", batched=True, default_scan=True,
-               terms=("norm", "cos"),
-               extra=(SignalOption("weights", "--weights", "anisotropy weights (default auto: sd1 for epsilon models, "
-                                   "sd2 for v-prediction)", default="auto", choices=("auto", *ANISOTROPY_WEIGHTS)),)),
+               terms=("norm", "cos")),
     SignalSpec("sharpness", sharpness, "Jeon et al., ICML 2025", batched=True, default_scan=True),
     SignalSpec("p_laplace", p_laplace_flux, "Brokman et al., SSVM 2025", generates=True, guided=True, batched=True,
                directions=4),
     SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, batched=True,
                directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
-               batched=True, reference=True, probe_time=_flipd_probe_time,
-               extra=(SignalOption("t", "--flipd-t", "FLIPD's probe timestep (default: the preset's; auto chooses "
-                                   "it once from the scanned or --reference prompts)", type=int,
-                                   check=_check_timestep("--flipd-t")),)),
+               batched=True, reference=True, probe_time=_flipd_probe_time),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),

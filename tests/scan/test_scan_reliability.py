@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from memgeo.detect import PRESETS
 from memgeo.scan import ScanConfig, read_prompts, run_scan, summarize
 
 
@@ -180,7 +181,8 @@ def test_signal_options_are_data_and_bad_ones_are_refused():
 
     cfg = ScanConfig(signals=("anisotropy", "flipd"), options={"anisotropy": {"weights": "sd2"}, "flipd": {"t": 21}})
     assert cfg.signal_kwargs("anisotropy")["weights"] == "sd2" and cfg.signal_kwargs("flipd")["t"] == 21
-    assert ScanConfig(signals=("anisotropy",)).signal_kwargs("anisotropy")["weights"] == "auto"  # its default
+    assert "weights" not in ScanConfig(signals=("anisotropy",)).signal_kwargs("anisotropy")  # unset: the preset decides
+    assert PRESETS["anisotropy"]["memgeo"]["weights"] == "auto"
     assert "t" not in ScanConfig(signals=("flipd",)).signal_kwargs("flipd")  # None: the preset decides
     with pytest.raises(ValueError, match="unknown signal"):
         ScanConfig(options={"nope": {}})
@@ -192,8 +194,14 @@ def test_signal_options_are_data_and_bad_ones_are_refused():
     from memgeo.cli import build_parser
     from memgeo.cli.scan import signal_options
 
+    import dataclasses
+
     flags = [o for spec in SIGNALS.values() for o in spec.extra]
-    argv = ["scan", "--prompts", "p.txt", "--out", "o.jsonl", "--weights", "sd1", "--flipd-t", "7"]
+    argv = ["scan", "--prompts", "p.txt", "--out", "o.jsonl", "--anisotropy-weights", "sd1", "--flipd-t", "7",
+            "--p-laplace-n-directions", "8"]
     args = build_parser().parse_args(argv)
-    assert signal_options(args) == {"anisotropy": {"weights": "sd1"}, "flipd": {"t": 7}}
-    assert {o.flag for o in flags} == {"--weights", "--flipd-t"}
+    assert signal_options(args) == {"anisotropy": {"weights": "sd1"}, "flipd": {"t": 7}, "p_laplace": {"n_directions": 8}}
+    settable = {(name, f.name) for name, spec in SIGNALS.items() for f in dataclasses.fields(spec.settings)
+                if f.metadata["flag"]}
+    assert {(name, o.name) for name, spec in SIGNALS.items() for o in spec.extra} == settable  # one flag per field
+    assert len({o.flag for o in flags}) == len(flags)

@@ -65,8 +65,10 @@ def kappa_delta(
                                     released_steps=opts["released_steps"])
     if opts["geometry"] != "memgeo":
         raise ValueError(f"geometry must be 'memgeo' or 'official', got {opts['geometry']!r}")
-    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale,
-                      trackers=trajectory_trackers(n_dir, generator=generator))
+    stop = (None if opts["step"] is not None or track_steps is None  # the first k steps: all of a shorter run
+            else min(check_int("track_steps", track_steps, minimum=1), n_steps))
+    res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, stop_after=stop,
+                      trackers=trajectory_trackers(n_dir, generator=generator))  # stopped where it is read
     trace = res.trace["kappa_delta"]
     if opts["step"] is not None:
         i = check_int("step", opts["step"], minimum=0)
@@ -74,7 +76,7 @@ def kappa_delta(
             raise ValueError(f"step must be < n_steps = {n_steps}, got {i}")
         v = trace[i]
     else:
-        k = check_int("track_steps", track_steps, minimum=1) if track_steps is not None else n_steps
+        k = stop if stop is not None else n_steps
         v = trace[:k].mean(0)
     return SignalResult("kappa_delta", -v, v, res.n_evals,
                         extras={"trace": trace, "trace_t": [timestep_value(t) for t in res.timesteps], "trace_step": list(range(n_steps)),

@@ -89,6 +89,9 @@ class SignalSpec:
             combination (reported beside it by preset comparisons).
         settings_class: its settings class (:class:`~memgeo.detect.settings.Settings`), registered with it; the
             built-in signals' are in :data:`~memgeo.detect.presets.SETTINGS`.
+        base: for a budget variant, the signal it is a cheaper reading of (its settings and presets are the base's).
+        budget: the options a budget variant fixes (``(("track_steps", 3),)``: the first 3 steps); its cost is
+            what the function then counts, never typed here.
         free: it reads what a generation computes anyway (the sampler's own updates): zero evaluations beyond a
             generation the user runs; ``n_evals`` counts what it costs when called alone.
     """
@@ -107,6 +110,8 @@ class SignalSpec:
     terms: tuple[str, ...] = ()
     free: bool = False
     settings_class: type | None = None
+    base: str | None = None
+    budget: tuple[tuple[str, Any], ...] = ()
 
     def __call__(self, model, cond, x_T, settings=None, **options):
         """``fn(model, cond, x_T, **options)``; ``settings`` (an instance of the signal's settings class) gives every
@@ -116,23 +121,29 @@ class SignalSpec:
                 raise ValueError(f"settings of {self.name} must be a {self.settings.__name__}, got "
                                  f"{type(settings).__name__}")
             options = {**settings.as_options(), **options}
-        return self.fn(model, cond, x_T, **options)
+        return self.fn(model, cond, x_T, **{**dict(self.budget), **options})
 
     def __post_init__(self):
-        if self.settings_class is not None:  # a signal brings its settings class with its registry line
+        if self.base is not None:
+            if self.base not in SETTINGS or not self.budget:
+                raise ValueError(f"a budget variant needs a known base signal and the options it fixes, got "
+                                 f"base={self.base!r}, budget={self.budget!r}")
+        elif self.settings_class is not None:  # a signal brings its settings class with its registry line
             SETTINGS[self.name] = self.settings_class
         elif self.name not in SETTINGS:
             raise ValueError(f"signal {self.name!r} needs a settings class (settings_class=, memgeo.detect.settings)")
 
     @property
     def settings(self):
-        """The signal's settings class (:mod:`memgeo.detect.settings`)."""
-        return SETTINGS[self.name]
+        """The signal's settings class (:mod:`memgeo.detect.settings`; a budget variant's base's)."""
+        return SETTINGS[self.base or self.name]
 
     @property
     def extra(self) -> tuple[SignalOption, ...]:
         """Its options that a scan carries and the command line sets: every settings field a command may set, as
-        ``--SIGNAL-OPTION``; left unset, the preset decides."""
+        ``--SIGNAL-OPTION``; left unset, the preset decides (a budget variant takes its base's flags)."""
+        if self.base is not None:
+            return ()
         return tuple(SignalOption(f.name, flag_name(self.name, f.name), f.metadata["help"], None, f.metadata["choices"],
                                   f.metadata["type"], f.metadata["check"])
                      for f in dataclasses.fields(self.settings) if f.metadata["flag"])
@@ -159,6 +170,7 @@ class SignalSpec:
             kw["generator"] = generator
         if self.reference and reference is not None:
             kw["reference"] = list(reference)
+        kw.update(self.budget)  # a budget variant's own reading
         return kw
 
 
@@ -177,6 +189,14 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),
     SignalSpec("update_norm", update_norm, "Huang et al., KDD 2026", guided=True, batched=True, free=True),
+    # budget variants: the published signals read at a smaller cost, each its base with the options it fixes
+    *(SignalSpec(f"guidance_norm_k{k}", guidance_norm, "Wen et al., ICLR 2024 (first k steps)", guided=True,
+                 batched=True, base="guidance_norm", budget=(("steps", "all"), ("track_steps", k))) for k in (3, 8)),
+    *(SignalSpec(f"kappa_delta_k{k}", kappa_delta, "Brokman et al., NeurReps 2025 (first k steps)", generates=True,
+                 guided=True, batched=True, directions=1, base="kappa_delta", budget=(("track_steps", k),))
+      for k in (1, 3, 8)),
+    SignalSpec("bright_ending_10", bright_ending, "Chen et al., ICLR 2025 (a 10-step generation)", generates=True,
+               guided=True, batched=True, cross_attention=True, base="bright_ending", budget=(("n_steps", 10),)),
 )}
 
 

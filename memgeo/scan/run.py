@@ -94,8 +94,9 @@ class ScanConfig:
         """Everything that changes the value of ``name``: its keyword arguments, the math dtype and,
         for the generation signals, how their random directions are seeded."""
         out = {"signal": name, **self.signal_kwargs(name), "dtype": str(getattr(model, "dtype", ""))}
-        if name in PRESETS:  # what the preset stands for, so a preset whose options change never mixes old rows
-            out["preset_options"] = PRESETS[name][self.preset]
+        base = SIGNALS[name].base or name
+        if base in PRESETS:  # what the preset stands for, so a preset whose options change never mixes old rows
+            out["preset_options"] = PRESETS[base][self.preset]
         if SIGNALS[name].generates:
             out["directions"] = "seeded by crc32(seed:prompt)"
         return out

@@ -1,14 +1,19 @@
-"""Small helpers shared across rooms: even subsampling, atomic file writes and preset tables."""
+"""Small helpers shared across rooms: even subsampling, atomic file writes, the one output rule, preset tables and
+the typed settings every method's settings class derives from (a frozen dataclass whose fields are its options,
+memgeo's defaults as the field defaults, the released code's differences in ``OFFICIAL``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 __all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows", "PRESET_NAMES", "resolve_preset",
-           "check_output", "IMAGE_SUFFIXES"]
+           "check_output", "IMAGE_SUFFIXES", "Settings", "option", "preset_rows"]
 
 #: Suffixes of image files: an output *folder* named like one is refused (a typo for a file).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf", ".svg")
@@ -100,3 +105,48 @@ def check_output(path, *, arg: str = "--out", folder: bool = False, suffixes: tu
     if not os.access(parent, os.W_OK | os.X_OK):
         raise PermissionError(f"{arg} {str(p)!r}: the folder {str(parent)!r} is not writable")
     return p
+
+
+def option(default: Any, help: str, *, choices: tuple | None = None, type: Callable | None = None,
+           check: Callable | None = None, flag: bool = True):
+    """A settings field: its memgeo default and what it sets (``help``); ``choices`` and ``type`` read a command-line
+    value; ``check(model, value)`` tests a value against a model once its configuration is read; ``flag=False`` for
+    a constant of the released code that no command sets."""
+    return field(default=default, metadata={"help": help, "choices": choices, "type": type, "check": check,
+                                            "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """A method's settings. ``Settings()`` is memgeo's preset, :meth:`official` the released code's."""
+
+    OFFICIAL: ClassVar[dict] = {}
+
+    @classmethod
+    def official(cls) -> "Settings":
+        """The released code's settings."""
+        return cls(**cls.OFFICIAL)
+
+    @classmethod
+    def preset(cls, name: str) -> "Settings":
+        """The settings of the preset ``name`` (``"memgeo"`` or ``"official"``)."""
+        if name not in PRESET_NAMES:
+            raise ValueError(f"preset must be one of {PRESET_NAMES}, got {name!r}")
+        return cls() if name == "memgeo" else cls.official()
+
+    def given(self, **options) -> "Settings":
+        """These settings with every option given (not None) replaced; an unknown option is an error naming it."""
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no option {unknown}; options: {sorted(names) or 'none'}")
+        return dataclasses.replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    def as_options(self) -> dict:
+        """The settings as the signal function's keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def preset_rows(settings: dict) -> dict:
+    """``{method: {"memgeo": options, "official": options}}`` of a table of settings classes."""
+    return {name: {p: cls.preset(p).as_options() for p in PRESET_NAMES} for name, cls in settings.items()}

@@ -8,55 +8,14 @@ Why memgeo differs from the released code, option by option: docs/conventions.md
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
-from .._util import PRESET_NAMES
+from .._util import Settings, option
 
 __all__ = ["Settings", "option", "GuidanceNormSettings", "AnisotropySettings", "SharpnessSettings", "PLaplaceSettings",
            "KappaDeltaSettings", "FlipdSettings", "BrightEndingSettings", "RegionalSharpnessSettings",
            "UpdateNormSettings", "settings_table"]
-
-
-def option(default: Any, help: str, *, choices: tuple | None = None, type: Callable | None = None,
-           check: Callable | None = None, flag: bool = True):
-    """A settings field: its memgeo default and what it sets (``help``); ``choices`` and ``type`` read a command-line
-    value; ``check(model, value)`` tests a value against a model once its configuration is read; ``flag=False`` for
-    a constant of the released code that no command sets."""
-    return field(default=default, metadata={"help": help, "choices": choices, "type": type, "check": check,
-                                            "flag": flag})
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A signal's settings. ``Settings()`` is memgeo's preset, :meth:`official` the released code's."""
-
-    OFFICIAL: ClassVar[dict] = {}
-
-    @classmethod
-    def official(cls) -> "Settings":
-        """The released code's settings."""
-        return cls(**cls.OFFICIAL)
-
-    @classmethod
-    def preset(cls, name: str) -> "Settings":
-        """The settings of the preset ``name`` (``"memgeo"`` or ``"official"``)."""
-        if name not in PRESET_NAMES:
-            raise ValueError(f"preset must be one of {PRESET_NAMES}, got {name!r}")
-        return cls() if name == "memgeo" else cls.official()
-
-    def given(self, **options) -> "Settings":
-        """These settings with every option given (not None) replaced; an unknown option is an error naming it."""
-        names = {f.name for f in fields(self)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise ValueError(f"{type(self).__name__} has no option {unknown}; options: {sorted(names) or 'none'}")
-        return dataclasses.replace(self, **{k: v for k, v in options.items() if v is not None})
-
-    def as_options(self) -> dict:
-        """The settings as the signal function's keyword arguments."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -1,45 +1,82 @@
-"""Settings of every published mitigation, as data: the paper's released code (``"official"``) and memgeo's default.
+"""Settings of every published mitigation, as typed data: one frozen dataclass per method, memgeo's defaults as its
+fields and the released code's differences in ``OFFICIAL`` (``"official"``).
 
-As for the signals (:mod:`memgeo.detect.presets`): one table row per preset; an argument the caller gives explicitly
-wins, anything left as ``None`` comes from the preset (docs/conventions.md, section 4).
+As for the signals (:mod:`memgeo.detect.settings`): an argument the caller gives explicitly wins, anything left as
+``None`` comes from the preset; why memgeo differs, parameter by parameter: docs/conventions.md, section 4.
 """
 
 from __future__ import annotations
 
-from .._util import PRESET_NAMES, resolve_preset
+from dataclasses import dataclass
+from typing import ClassVar
 
-__all__ = ["PRESETS", "PRESET_NAMES", "resolve"]
+from .._util import PRESET_NAMES, Settings, option, preset_rows, resolve_preset
 
-PRESETS: dict[str, dict[str, dict]] = {
-    # Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)
-    "adapt_embedding": {
-        "memgeo": {"optimizer": "adam", "lr": 0.05, "max_iters": 30, "target": None, "relative_target": 0.5,
-                   "loss": "mean", "freeze_start_token": False},
-        "official": {"optimizer": "adamw", "lr": 0.05, "max_iters": 10, "target": 3.0, "relative_target": None,
-                     "loss": "frobenius", "freeze_start_token": True},
-    },
-    # Brokman et al., NeurReps 2025 mid-generation steering: a flagged sample gets ``low_guidance`` from step
-    # ``act_from`` (a fraction of the steps) on. memgeo: repel (negative guidance) in the second half, once the
-    # image's layout is fixed, so the caption's content stays and the copied details go; official: guidance off
-    # from the flag on.
-    "steer": {
-        "memgeo": {"threshold": 3.0, "low_guidance": -4.0, "act_from": 0.5},
-        "official": {"threshold": 3.0, "low_guidance": 0.0, "act_from": 0.0},
-    },
-    # Jain et al., CVPR 2025 (SonyResearch/mitigating_memorization): guidance ``inside`` the attraction basin until
-    # the gap norm's first local minimum, full guidance after. official: generate_test_dataset_dtp.py (w = 1 before,
-    # no bound); memgeo: opposite guidance (w = -2, the README's static opposite-guidance command), forced by half way
-    "basin": {
-        "memgeo": {"inside": -2.0, "force_at": 0.5},
-        "official": {"inside": 1.0, "force_at": None},
-    },
-    # Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code
-    "optimize_noise": {
-        "memgeo": {"objective": "sharpness", "lr": 0.05, "max_iters": 20, "threshold": None, "penalty": 1.0},
-        "official": {"objective": "sail", "lr": 0.05, "max_iters": 10, "threshold": 8.2, "penalty": "auto",
-                     "max_rounds": 30},
-    },
-}
+__all__ = ["PRESETS", "PRESET_NAMES", "SETTINGS", "AdaptEmbeddingSettings", "SteerSettings", "BasinSettings",
+           "OptimizeNoiseSettings", "resolve"]
+
+
+@dataclass(frozen=True)
+class AdaptEmbeddingSettings(Settings):
+    """Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)."""
+
+    optimizer: str = option("adam", "the optimizer of the embedding", choices=("adam", "adamw"))
+    lr: float = option(0.05, "its learning rate", type=float)
+    max_iters: int = option(30, "at most this many steps", type=int)
+    target: float | None = option(None, "stop once the objective reaches this value (absolute)", type=float)
+    relative_target: float | None = option(0.5, "stop once the objective reaches this fraction of its initial value",
+                                           type=float)
+    loss: str = option("mean", "the mean of the per-sample objective, or one Frobenius norm of the gap over all seeds",
+                       choices=("mean", "frobenius"))
+    freeze_start_token: bool = option(False, "keep the start-of-text token's embedding as it is")
+    OFFICIAL: ClassVar[dict] = {"optimizer": "adamw", "max_iters": 10, "target": 3.0, "relative_target": None,
+                                "loss": "frobenius", "freeze_start_token": True}
+
+
+@dataclass(frozen=True)
+class SteerSettings(Settings):
+    """Brokman et al., NeurReps 2025 mid-generation steering: a flagged sample gets ``low_guidance`` from step
+    ``act_from`` (a fraction of the steps) on. memgeo: repel (negative guidance) in the second half, once the image's
+    layout is fixed, so the caption's content stays and the copied details go; official: guidance off from the flag."""
+
+    threshold: float = option(3.0, "flag a sample once its combined criterion, averaged so far, exceeds this", type=float)
+    low_guidance: float = option(-4.0, "the guidance of a flagged sample", type=float)
+    act_from: float = option(0.5, "the fraction of the steps from which a flagged sample is steered", type=float)
+    OFFICIAL: ClassVar[dict] = {"low_guidance": 0.0, "act_from": 0.0}
+
+
+@dataclass(frozen=True)
+class BasinSettings(Settings):
+    """Jain et al., CVPR 2025 (SonyResearch/mitigating_memorization): guidance ``inside`` the attraction basin until the
+    gap norm's first local minimum, full guidance after. official: generate_test_dataset_dtp.py (w = 1 before, no
+    bound); memgeo: opposite guidance (w = -2, the README's static opposite-guidance command), forced by half way."""
+
+    inside: float = option(-2.0, "the guidance scale inside the basin", type=float)
+    force_at: float | None = option(0.5, "full guidance from this fraction of the steps if no exit was seen (None: never)",
+                                    type=float)
+    OFFICIAL: ClassVar[dict] = {"inside": 1.0, "force_at": None}
+
+
+@dataclass(frozen=True)
+class OptimizeNoiseSettings(Settings):
+    """Jeon et al. 2025 SAIL initial-noise optimization, as released with the anisotropy code."""
+
+    objective: str = option("sharpness", "the proxy minimized (sail: the released loop)",
+                            choices=("sharpness", "guidance_norm", "sail"))
+    lr: float = option(0.05, "Adam's learning rate", type=float)
+    max_iters: int = option(20, "at most this many steps", type=int)
+    threshold: float | None = option(None, "accept a sample once its proxy is at most this", type=float)
+    penalty: float | str = option(1.0, "the weight of the penalty keeping |x_T|^2 (auto: the released rule)")
+    max_rounds: int = option(30, "SAIL's rounds (the released loop only)", type=int)
+    OFFICIAL: ClassVar[dict] = {"objective": "sail", "max_iters": 10, "threshold": 8.2, "penalty": "auto"}
+
+
+#: Each mitigation's settings class, by the method's name.
+SETTINGS = {"adapt_embedding": AdaptEmbeddingSettings, "steer": SteerSettings, "basin": BasinSettings,
+            "optimize_noise": OptimizeNoiseSettings}
+
+#: ``{method: {"memgeo": options, "official": options}}``, read from :data:`SETTINGS`.
+PRESETS: dict[str, dict[str, dict]] = preset_rows(SETTINGS)
 
 
 def resolve(name: str, preset: str, **given) -> dict:

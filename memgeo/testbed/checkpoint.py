@@ -5,18 +5,19 @@ the weight average (EMA) a benchmark protocol evaluates."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .._util import atomic_replace, atomic_write_text
+from .._util import atomic_write_text
 from .regimes import learning_rate
 
 if TYPE_CHECKING:
     from .export import _Run
 
-__all__ = ["RESUME_WARMUP_STEPS"]
+__all__ = ["RESUME_WARMUP_STEPS", "recover_checkpoint"]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -78,7 +79,9 @@ def _ema_step(pairs, decay: float) -> None:
 
 def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None,
                      *, ema=None, compact: bool = False) -> None:
-    """Model, optimizer and generator state as safetensors; ``state.json`` last, each file atomically.
+    """Model, optimizer and generator state as safetensors, ``state.json`` last, written whole: into
+    ``checkpoint.new/`` first, then swapped in for the old one (:func:`recover_checkpoint` finishes a swap a stop
+    interrupted), so a checkpoint never mixes files of two steps.
 
     ``compact``: weights only (the networks and their averages ``ema``), in half precision, and the generator state:
     about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`)."""
@@ -88,9 +91,6 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
         tensors = {"unet": _half(unet), "text_encoder": _half(text_encoder)}
         if ema is not None:
             tensors.update({"ema_unet": _half(ema["unet"]), "ema_text_encoder": _half(ema["text_encoder"])})
-        for stale in ("optimizer.safetensors", *(() if ema is not None else ("ema_unet.safetensors",
-                                                                              "ema_text_encoder.safetensors"))):
-            (ckpt / stale).unlink(missing_ok=True)  # one checkpoint, one format
     else:
         tensors = {"unet": {k: v.contiguous() for k, v in unet.state_dict().items()},
                    "text_encoder": {k: v.contiguous() for k, v in text_encoder.state_dict().items()},
@@ -98,9 +98,41 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
         if ema is not None:
             tensors.update({f"ema_{k}": {n: t.contiguous() for n, t in v.items()} for k, v in ema.items()})
     tensors["rng"] = {"generator": gen.get_state()}
+    new, old = _siblings(ckpt)
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    if (ckpt / "vocab").is_dir():  # the tokenizer's files, written once when the run began
+        shutil.copytree(ckpt / "vocab", new / "vocab")
     for name, t in tensors.items():
-        atomic_replace(lambda tmp, t=t: save_file(t, tmp), ckpt / f"{name}.safetensors")
-    atomic_write_text(ckpt / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+        save_file(t, new / f"{name}.safetensors")
+    atomic_write_text(new / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt.exists():
+        ckpt.rename(old)
+    new.rename(ckpt)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _siblings(ckpt: Path) -> tuple[Path, Path]:
+    return ckpt.with_name(ckpt.name + ".new"), ckpt.with_name(ckpt.name + ".old")
+
+
+def recover_checkpoint(ckpt: Path) -> None:
+    """Finish a checkpoint swap that a stop interrupted (:func:`_save_checkpoint`): a whole new checkpoint
+    (``state.json`` written) takes the place of a missing one, else the old one comes back; a partial new one is
+    dropped. Nothing is lost: only a complete checkpoint is ever moved into place."""
+    new, old = _siblings(Path(ckpt))
+    if (ckpt / "state.json").is_file():  # the swap finished (or never began): leftovers go
+        shutil.rmtree(new, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for whole in (new, old):
+        if (whole / "state.json").is_file():
+            shutil.rmtree(ckpt, ignore_errors=True)  # a folder without state.json holds no checkpoint
+            whole.rename(ckpt)
+            break
+    shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) -> tuple[int, float]:

@@ -25,7 +25,7 @@ from .canvas import (
     build_canvas_data,
     to_latents,
 )
-from .checkpoint import RESUME_WARMUP_STEPS, _ema_init, _ema_pairs, _ema_step, _resume, _save_checkpoint
+from .checkpoint import RESUME_WARMUP_STEPS, recover_checkpoint, _ema_init, _ema_pairs, _ema_step, _resume, _save_checkpoint
 from .export import _Run, _save_evaluated
 from .items import _step_predictions, _TrainingItems
 from .lora import _base_name, _lora_components
@@ -168,6 +168,7 @@ def train_testbed(
                          "would be rounded to half precision)")
     if base is not None and Path(out).resolve() == Path(base).resolve():
         raise ValueError(f"out_dir {str(out)!r} is the fine-tune's base: give another folder")
+    recover_checkpoint(ckpt)  # a save a stop interrupted is finished or undone first
     check_model_output(out, overwrite=overwrite)  # before anything is written
     if overwrite:  # from scratch: what marks the folder's old run goes first, so a stop leaves no mixed folder
         for old in (ckpt, out / "snapshots"):

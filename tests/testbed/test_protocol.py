@@ -134,3 +134,32 @@ def test_a_compact_checkpoint_holds_half_precision_weights_and_resumes_with_a_wa
     assert meta["stored_dtype"] == "float16"
     with pytest.raises(ValueError, match="ema_decay"):  # never resumed under another averaging
         train_testbed(tmp_path / "c", steps=6, **{**kw, "ema_decay": 0.5})
+
+
+def test_a_save_cut_short_never_mixes_two_steps(tmp_path, small):
+    import shutil
+
+    from memgeo.testbed.checkpoint import recover_checkpoint
+
+    kw = dict(batch_size=4, checkpoint_every=2, progress=False, data=small)
+    train_testbed(tmp_path / "whole", steps=4, **kw)
+    train_testbed(tmp_path / "cut", steps=2, **kw)
+    ckpt = tmp_path / "cut/checkpoint"
+    assert sorted(p.name for p in (tmp_path / "cut").iterdir() if p.name.startswith("checkpoint")) == ["checkpoint"]
+    # a stop while the next save was being written: a partial checkpoint.new beside the whole one
+    (tmp_path / "cut/checkpoint.new").mkdir()
+    shutil.copy(ckpt / "unet.safetensors", tmp_path / "cut/checkpoint.new/unet.safetensors")
+    train_testbed(tmp_path / "cut", steps=4, **kw)  # resumes from step 2, bit for bit
+    for name in ("unet", "text_encoder", "optimizer"):
+        a, b = load_file(tmp_path / f"whole/checkpoint/{name}.safetensors"), load_file(ckpt / f"{name}.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # a stop between the two renames: the old checkpoint moved aside, the new one whole but not in place
+    ckpt.rename(tmp_path / "cut/checkpoint.new")
+    recover_checkpoint(ckpt)
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 4
+    assert not (tmp_path / "cut/checkpoint.new").exists() and (ckpt / "vocab").is_dir()
+    # the new one partial and the old one aside: the old one comes back
+    ckpt.rename(tmp_path / "cut/checkpoint.old")
+    (tmp_path / "cut/checkpoint.new").mkdir()
+    recover_checkpoint(ckpt)
+    assert json.loads((ckpt / "state.json").read_text())["step"] == 4 and not (tmp_path / "cut/checkpoint.new").exists()

@@ -48,6 +48,7 @@ from .labels import (
     testbed_kinds,
     testbed_labels,
 )
+from .options import TrainingSettings
 from .train import REGIMES, train_testbed
 from .truth import (
     copied_cells,
@@ -60,7 +61,7 @@ from .truth import (
 
 __all__ = [
     "TESTBED_DIR", "base_folder", "weights_fingerprint", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
-    "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "memorization_ground_truth", "generation_copies", "copied_cells",
+    "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "TrainingSettings", "memorization_ground_truth", "generation_copies", "copied_cells",
     "mask_position", "nearest_neighbour_threshold", "target_copies", "is_hard_negative", "memorization_rate", "memorization_rates", "testbed_labels",
     "testbed_kinds", "duplication_curve", "format_duplication_curve", "format_truth_summary",
 ]

@@ -29,6 +29,7 @@ from .checkpoint import RESUME_WARMUP_STEPS, recover_checkpoint, _ema_init, _ema
 from .export import _Run, _save_evaluated
 from .items import _step_predictions, _TrainingItems
 from .lora import _base_name, _lora_components
+from .options import TrainingSettings
 from .regimes import (
     REGIMES,
     SD_GRADED_LADDER_SHARES,
@@ -40,7 +41,7 @@ from .regimes import (
     learning_rate,
 )
 
-__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES", "SD_GRADED_LADDER_SHARES", "SD_SHARED_LADDER_SHARES", "SD_SHARED_COMPANIONS", "PRECISIONS", "train_testbed", "prepare_training", "learning_rate"]
+__all__ = ["ARCHITECTURE", "REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES", "SD_GRADED_LADDER_SHARES", "SD_SHARED_LADDER_SHARES", "SD_SHARED_COMPANIONS", "PRECISIONS", "train_testbed", "TrainingSettings", "prepare_training", "learning_rate"]
 
 
 #: Architecture of the testbed's networks (recorded in ``testbed.json``).
@@ -77,81 +78,38 @@ def prepare_training(unet, text_encoder, *, lr: float, device="cpu") -> torch.op
 
 def train_testbed(
     out_dir: str | os.PathLike,
+    settings: TrainingSettings | None = None,
     *,
-    regime: str = "small-data",
-    steps: int | None = None,
-    batch_size: int = 64,
-    lr: float | None = None,
-    dropout: float | None = None,
-    dropout_duplicated: float | None = None,
-    seed: int = 0,
-    checkpoint_every: int = 500,
-    snapshot_every: int | None = None,
-    progress: bool = True,
     data: CanvasData | None = None,
-    mitigate_threshold: float | None = None,
-    lr_decay_steps: int | None = None,
+    progress: bool = True,
     device: str | torch.device = "cpu",
-    base: str | os.PathLike | None = None,
-    precision: str = "float32",
-    ema_decay: float | None = None,
-    compact: bool = False,
     overwrite: bool = False,
+    **options,
 ) -> Path:
     """Train the testbed (resumable from ``out_dir/checkpoint``) and save it in the SD layout.
 
-    Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles);
-    a run that is stopped resumes at its last checkpoint and continues bit for bit (a compact checkpoint, or one
-    without AdamW's state, resumes the same batches with AdamW restarted: see ``compact``). ``data``
-    defaults to :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed`` under ``regime`` (a key of
-    :data:`REGIMES`, which also gives the default ``steps``); its settings are recorded in
-    ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to
-    resume on other data.
+    ``settings`` (:class:`~memgeo.testbed.options.TrainingSettings`, where every option is described), with any of its
+    fields given as keywords (``regime=``, ``steps=``, ``seed=``...) replacing its own, say what the run is.
+    Checkpoints hold model, optimizer and random-generator state as safetensors (no pickles), written whole; a run
+    that is stopped resumes at its last checkpoint and continues bit for bit (a compact checkpoint, or one without
+    AdamW's state, resumes the same batches with AdamW restarted). ``data`` defaults to
+    :func:`~memgeo.testbed.canvas.build_canvas_data` for ``seed`` under ``regime``; its settings are recorded in
+    ``testbed.json`` so that :func:`testbed_data` rebuilds it, and in the checkpoint, which refuses to resume on other
+    data.
 
-    ``lr`` (default: the regime's, else 1e-3) is AdamW's learning rate.
-
-    ``precision``: ``"float32"``, or ``"bfloat16"`` for mixed precision (the forward passes under bfloat16 autocast;
-    weights, gradients, loss and AdamW stay float32, as Stable Diffusion trains in mixed precision). The same batches,
-    noises and timesteps are drawn either way. bfloat16 is faster only where the processor has bfloat16 arithmetic
-    (AMX: 1.35x float32's samples per second on two cores, 1.54x on one; AVX512-BF16: 1.38-1.43x), 7x slower on AVX2
-    alone; to 10,000 steps it memorized the same prompts as float32 (``benchmarks/results/training_speed.md``). A run
-    resumes only in the precision it began in.
-
-    ``base``: the trained testbed folder a fine-tune regime (one with ``"lora"`` in :data:`REGIMES`, ``"finetune"``)
-    starts from. Its networks are frozen and LoRA adapters (peft, the regime's rank and target layers) are trained on
-    the regime's data; ``out_dir`` then holds the adapter in diffusers' format (``pytorch_lora_weights.safetensors``,
-    loaded by ``--lora`` through ``load_lora_weights``) and a ``testbed.json`` naming the base, so that
-    :func:`~memgeo.testbed.load_testbed` loads base and adapter together.
-
-    ``dropout``: the probability that an item's caption is replaced by the empty one (caption dropout, which
-    trains the unconditional branch; default: the regime's, else 0.1); ``dropout_duplicated``: the same for the items of duplicated captions
-    (default: the regime's, else ``dropout``). Both are compared with the same random draw, so runs that
-    differ only there see the same batches, noises and timesteps: only the unconditional branch's exposure to
-    the duplicates changes.
-
-    ``lr_decay_steps``: the learning rate is ``lr`` until the last ``lr_decay_steps`` steps, then falls linearly
-    towards 0 (:func:`learning_rate`; default: the regime's, else 0, a constant rate). A checkpoint resumes under a
-    new schedule only where both gave it the same rates so far (for example a constant-rate run extended by a
-    decay that starts where it stopped).
-
-    ``snapshot_every``: every that many steps the model is also saved, loadable, in ``out_dir/snapshots/step-N``
-    (the SD layout and ``testbed.json``), so that a long run can be measured while it trains.
-
-    ``device``: where the networks train (``"cuda"`` on a GPU machine); batches, noise and timesteps are drawn
-    on the CPU from one seeded generator whatever the device, so a run's data does not depend on it.
+    ``device``: where the networks train (``"cuda"`` on a GPU machine); batches, noise and timesteps are drawn on the
+    CPU from one seeded generator whatever the device, so a run's data does not depend on it.
 
     ``overwrite``: ``out_dir`` may hold a trained model (or ground truth), replaced by a run trained from scratch;
     without it such a folder is refused before any work (:func:`~memgeo.testbed.folder.check_model_output`), unless
     it is this run's own checkpoint resuming and holds no ground truth.
-
-    ``mitigate_threshold``: training-time mitigation (Wen et al., ICLR 2024). At every step the
-    unconditional prediction of the batch is computed as well (one more forward pass, no
-    gradient), and a sample whose guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|``
-    (L2 over the latent) is at least the threshold is left out of the loss. The batches drawn are
-    the same as without mitigation (same seed, same generator), so the two runs differ only by
-    the samples left out; how many were left out, of duplicated and of single captions, is
-    recorded in ``testbed.json`` under ``"mitigation"``.
     """
+    s = (settings or TrainingSettings()).given(**options)
+    regime, steps, batch_size, lr, seed = s.regime, s.steps, s.batch_size, s.lr, s.seed
+    dropout, dropout_duplicated, checkpoint_every, snapshot_every = (s.dropout, s.dropout_duplicated,
+                                                                     s.checkpoint_every, s.snapshot_every)
+    mitigate_threshold, lr_decay_steps, base, precision = s.mitigate_threshold, s.lr_decay_steps, s.base, s.precision
+    ema_decay, compact = s.ema_decay, s.compact
     from tqdm.auto import tqdm
 
     from .folder import check_model_output, weights_fingerprint

@@ -1,7 +1,7 @@
-"""The repository stays small: no tracked file over 20 MB, and the only tracked training checkpoints are compact
-(weights only, half precision) rolling checkpoints of running protocol runs, or the older runs listed as still to
-leave the tree (weights only since their optimizer states left it)."""
+"""The repository stays small: no tracked file over 20 MB, the tree under 80 MB, and the only tracked training
+checkpoints are compact (weights only, half precision) rolling checkpoints of protocol runs still training."""
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -10,9 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MAX_BYTES = 20 * 1024 * 1024
 
-#: Finished runs whose checkpoints (weights and generator state; their optimizer states already left) are still
-#: tracked; each leaves the tree in turn (runs/README.md names the commit that keeps it). None may be added.
-LEGACY_RUNS = {"sd", "sd-ladder", "sd-ladder-cond-only", "sd-ladder-graded", "sd-ladder-local", "sd-ladder-shared"}
+MAX_TREE_BYTES = 80 * 1024 * 1024
 
 
 def tracked() -> list[Path]:
@@ -29,7 +27,14 @@ def test_no_tracked_file_is_over_20_mb():
     assert not big, f"tracked files over 20 MB: {big}"
 
 
-def test_tracked_checkpoints_are_compact_or_listed_legacy_runs():
+def test_the_tree_is_under_80_mb():
+    """Counted without the rolling checkpoints of protocol runs still training (13 MB each), which leave with their run."""
+    total = sum(p.stat().st_size for p in tracked()
+                if p.is_file() and not (p.relative_to(REPO).parts[0] == "runs" and "checkpoint" in p.parts))
+    assert total < MAX_TREE_BYTES, f"the tracked tree holds {total / 2**20:.1f} MB"
+
+
+def test_tracked_checkpoints_are_compact_rolling_checkpoints_of_running_protocol_runs():
     for p in tracked():
         parts = p.relative_to(REPO).parts
         if "checkpoint" not in parts or parts[0] != "runs":
@@ -41,5 +46,8 @@ def test_tracked_checkpoints_are_compact_or_listed_legacy_runs():
 
             dtypes = {str(v.dtype) for v in load_file(p).values() if v.is_floating_point()}
             assert dtypes == {"torch.float16"}, f"{p}: a protocol run's checkpoint is half precision, got {dtypes}"
-        assert run.startswith("sd-bench-") or run in LEGACY_RUNS, \
-            f"{p}: a checkpoint of a run that is neither a protocol run nor listed"
+        assert run.startswith("sd-bench-"), f"{p}: a checkpoint of a run that is not a protocol run"
+        if p.name == "state.json":
+            state = json.loads(p.read_text())
+            assert state["step"] < state["lr_schedule"]["steps"], \
+                f"{p}: the run is done ({state['step']} steps), so its checkpoint leaves the tree"

@@ -94,6 +94,8 @@ class SignalSpec:
             what the function then counts, never typed here.
         free: it reads what a generation computes anyway (the sampler's own updates): zero evaluations beyond a
             generation the user runs; ``n_evals`` counts what it costs when called alone.
+        own: it is memgeo's own detector, not a published one (the cost-accuracy front marks it, and the
+            leaderboard's targets compare it with the published signals).
     """
 
     name: str
@@ -109,6 +111,7 @@ class SignalSpec:
     default_scan: bool = False
     terms: tuple[str, ...] = ()
     free: bool = False
+    own: bool = False
     settings_class: type | None = None
     base: str | None = None
     budget: tuple[tuple[str, Any], ...] = ()
@@ -149,11 +152,6 @@ class SignalSpec:
                      for f in dataclasses.fields(self.settings) if f.metadata["flag"])
 
     @property
-    def own(self) -> bool:
-        """Whether it is memgeo's own detector rather than a published one."""
-        return self.source.startswith("memgeo")
-
-    @property
     def presets(self) -> dict:
         """The signal's preset table (``{"memgeo": {...}, "official": {...}}``)."""
         return PRESETS[self.name]
@@ -187,7 +185,7 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
                batched=True, reference=True, probe_time=_flipd_probe_time),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
-    SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True),
+    SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True, own=True),
     SignalSpec("update_norm", update_norm, "Huang et al., KDD 2026", guided=True, batched=True, free=True),
     # budget variants: the published signals read at a smaller cost, each its base with the options it fixes
     *(SignalSpec(f"guidance_norm_k{k}", guidance_norm, "Wen et al., ICLR 2024 (first k steps)", guided=True,

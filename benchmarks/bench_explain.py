@@ -9,7 +9,7 @@
     baseline against the masks of the local-memorization prompts, over all of them and over those
     memorized by generation (rate >= 0.5); the map's AUROC at every DDIM step is plotted.
 
-    python benchmarks/bench_explain.py --out benchmarks/results
+    python benchmarks/bench_explain.py --out benchmarks/results/explain_sd_regime
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ SMOKE = None  # the smallest run still attributes every memorized testbed prompt
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--out", default="benchmarks/results/explain_sd_regime")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the localization maps (attribution uses 4)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)

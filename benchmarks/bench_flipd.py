@@ -1,6 +1,6 @@
 """FLIPD's probe time on a testbed: the rule from the scanned prompts against the former nonce-prompt rule.
 
-    python benchmarks/bench_flipd.py [--model TESTBED] [--seeds 4] [--out benchmarks/results/flipd.md]
+    python benchmarks/bench_flipd.py [--model TESTBED] [--seeds 4] [--out benchmarks/results/flipd_probe_time/flipd.md]
 
 For each rule, the probe time t0 chosen without labels, the fraction of the scanned samples whose
 LID at t0 is at most the ambient dimension d (the estimator's valid range), and FLIPD's AUROC per

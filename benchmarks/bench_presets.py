@@ -1,6 +1,6 @@
 """Every signal under its official preset and memgeo's default, on a testbed (and each anisotropy term alone).
 
-    python benchmarks/bench_presets.py [--model TESTBED] [--seeds 2] [--out benchmarks/results/presets.md]
+    python benchmarks/bench_presets.py [--model TESTBED] [--seeds 2] [--out benchmarks/results/presets/presets.md]
 
 Labels come from the testbed's ground truth by generation (``memgeo testbed truth``).
 """

@@ -1,6 +1,6 @@
 """Every signal's cost at Stable Diffusion scale: seconds per 10 prompts and peak memory, against the physical floor.
 
-    python benchmarks/bench_sd_scale.py [--sample-size 64] [--out benchmarks/results/sd_scale.md]
+    python benchmarks/bench_sd_scale.py [--sample-size 64] [--out benchmarks/results/sd_scale/sd_scale.md]
 
 The model has SD v1.4's architecture with random weights (``memgeo.models.architectures``; no
 download). On CUDA it runs at the real size (4x64x64 latents) in fp16 weights; on CPU in float32
@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--signals", nargs="+", default=list(SIGNALS))
     parser.add_argument("--presets", nargs="+", default=["official", "memgeo"])
-    parser.add_argument("--out", default="benchmarks/results/sd_scale.md")
+    parser.add_argument("--out", default="benchmarks/results/sd_scale/sd_scale.md")
     parser.add_argument("--render", metavar="JSON", help="only write the table from a saved run's measurements")
     args = parser.parse_args(argv)
     if args.render:

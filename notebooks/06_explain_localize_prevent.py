@@ -31,7 +31,7 @@
 #    benchmark (`memgeo bench --mitigation --criterion replication`,
 #    `benchmarks/results/mitigation_replication/mitigation.json`). Training-time mitigation (a testbed
 #    trained while leaving out samples whose guidance-gap norm reached a threshold) is measured on the
-#    small-data testbed (`benchmarks/results/mitigation.json`, `docs/results.md`).
+#    small-data testbed (`benchmarks/results/mitigation_small_data/mitigation.json`, `docs/results.md`).
 
 # %%
 import json

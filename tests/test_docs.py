@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", ROOT / "runs" / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+         *sorted((ROOT / "benchmarks" / "results").rglob("*.md"))]
+#: a results path named in prose (``benchmarks/results/...`` or ``results/...``), without placeholders
+RESULT_PATH = re.compile(r"(?:benchmarks/)?results/([\w\-./]+\.(?:md|json|png|txt))")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -40,5 +43,25 @@ def test_every_relative_link_resolves(page):
     assert not bad, f"{page.relative_to(ROOT)} links to: " + ", ".join(bad)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_results_file_named_exists(page):
+    """A file of benchmarks/results named in prose (one per study folder) exists where the page says."""
+    named = {m for m in RESULT_PATH.findall(page.read_text()) if "_N." not in m and "*" not in m}
+    def there(m):  # a gallery command's path stands for the files it writes (NAME_canvas.png, NAME_cell.png)
+        path = ROOT / "benchmarks" / "results" / m
+        return path.exists() or any(path.parent.glob(f"{path.stem}_*{path.suffix}"))
+    missing = sorted(m for m in named if not there(m))
+    assert not missing, f"{page.relative_to(ROOT)} names results that are not there: {missing}"
+
+
 def test_the_readme_is_an_entrance():
     assert len((ROOT / "README.md").read_text().splitlines()) <= 150
+
+
+def test_results_are_one_folder_per_study_each_in_the_index():
+    results = ROOT / "benchmarks" / "results"
+    loose = sorted(p.name for p in results.iterdir() if p.is_file() and p.name != "README.md")
+    assert not loose, f"benchmarks/results keeps a study in a folder of its own, not loose files: {loose}"
+    index = (results / "README.md").read_text()
+    unnamed = sorted(p.name for p in results.iterdir() if p.is_dir() and f"`{p.name}/`" not in index)
+    assert not unnamed, f"benchmarks/results/README.md does not name the studies {unnamed}"

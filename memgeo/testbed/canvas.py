@@ -142,7 +142,7 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     order): how many further canvases, each seen once per epoch like a single, share that duplicated prompt's
     caption, as a LAION caption labels a duplicated image and other images too: the prompt's own distribution then
     mixes the duplicate with the companions (on the fifth SD-regime ladder this did not make copy rates follow the
-    mix under guidance 7.5: benchmarks/results/sd_ladder_shared_share_sweep.md). The companions are distinct
+    mix under guidance 7.5: benchmarks/results/ladder_shared/sd_ladder_shared_share_sweep.md). The companions are distinct
     canvases fitting the caption (for a local prompt, without its kept cell), never targets and never evaluation
     prompts; the prompt records their number (``"companions"``).
     """

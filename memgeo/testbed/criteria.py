@@ -18,7 +18,7 @@ COPY_RATIO = 1 / 3
 #: the ratio is below this bound: at least twice as close to it as to any other. A second, looser level beside the
 #: verbatim one (as Somepalli et al., CVPR 2023, count replication at SSCD > 0.5), for data where a verbatim copy's
 #: own parts do not pass :data:`COPY_RATIO`: on the SD regime's model the cells of verbatim canvas copies lie at a
-#: median ratio of 0.41-0.47 among the training cells at their position (benchmarks/results/criterion_sd_regime.md).
+#: median ratio of 0.41-0.47 among the training cells at their position (benchmarks/results/criteria/criterion_sd_regime.md).
 #: Fixed before any detector ran on the second SD ladder; always named as replication, never as a verbatim copy.
 REPLICATION_RATIO = 1 / 2
 

@@ -41,7 +41,7 @@ class TrainingSettings:
         precision: ``"float32"``, or ``"bfloat16"`` for mixed precision (the forward passes under bfloat16 autocast;
             weights, gradients, loss and AdamW in float32). The same batches are drawn either way. bfloat16 pays only
             where the processor has bfloat16 arithmetic (AMX: 1.35x float32's samples per second on two cores;
-            AVX512-BF16: 1.38-1.43x) and is 7-12x slower on AVX2 alone (``benchmarks/results/training_speed.md``). A
+            AVX512-BF16: 1.38-1.43x) and is 7-12x slower on AVX2 alone (``benchmarks/results/training_speed/training_speed.md``). A
             run resumes only in the precision it began in.
         ema_decay: also keep an exponential moving average of the weights (``ema <- d ema + (1 - d) w`` after every
             step, from the initial weights); the saved model and every snapshot are then the average, the weights a

@@ -12,7 +12,7 @@ __all__ = ["REGIMES", "SD_SHARES", "SD_LADDER_SHARES", "SD_LOCAL_LADDER_SHARES",
 #: Shares of the training draws per duplicated image in the SD regime (0.003 is 0.3%), per kind: a ladder reaching
 #: 0.4% (matching, local) and 0.3% per image (template, two canvases per caption), down to 0.075%. Copying in this
 #: regime needs share as well as views: a duplicate at 0.071% of the draws did not move towards its image from 183 to
-#: 1,324 views, one at 0.25-0.29% began to by about 1,300 (benchmarks/results/sd_regime_sweep.md).
+#: 1,324 views, one at 0.25-0.29% began to by about 1,300 (benchmarks/results/sd_capped_sweep/sd_regime_sweep.md).
 SD_SHARES = {"matching": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075),
              "template": (0.003, 0.003, 0.0015, 0.00075),
              "local": (0.004, 0.0035, 0.003, 0.003, 0.0015, 0.00075)}
@@ -26,7 +26,7 @@ SD_LADDER_SHARES = {"matching": (0.004, 0.003, 0.0025, 0.002, 0.002, 0.0015, 0.0
 
 #: The third SD-regime ladder, for local memorization: on the second ladder's causal twin (duplicates never dropped)
 #: matching and template prompts copied from 0.1% of the draws per image by 16,000 steps, while no local cell crossed
-#: 1/3 from 0.2-0.5% (benchmarks/results/sd_ladder_cond_only_share_sweep.md). So the matching and template rungs go
+#: 1/3 from 0.2-0.5% (benchmarks/results/ladder_cond_only/sd_ladder_cond_only_share_sweep.md). So the matching and template rungs go
 #: down to 0.075% (each kind still reaching 0.3%) and the local cells take the budget left, 0.5-0.9%; duplicated items
 #: 4.9% of the draws.
 SD_LOCAL_LADDER_SHARES = {"matching": (0.003, 0.002, 0.0015, 0.001, 0.00075),
@@ -36,7 +36,7 @@ SD_LOCAL_LADDER_SHARES = {"matching": (0.003, 0.002, 0.0015, 0.001, 0.00075),
 #: The fourth SD-regime ladder, for graded memorization (R4: six prompts copying at some seeds and not others), under the
 #: twin's rule. On the twin and the third ladder each rung went from no copy to every seed within 2,000-4,000 steps,
 #: crossing later the smaller its share (0.3% by 10,000 steps, 0.1% by 12,000-16,000) and the 0.075% rungs copying
-#: at every seed by 24,000 (benchmarks/results/sd_ladder_local_share_sweep.md); so besides three rungs per kind that
+#: at every seed by 24,000 (benchmarks/results/ladder_local/sd_ladder_local_share_sweep.md); so besides three rungs per kind that
 #: copy (0.1-0.3%), five matching and three template rungs sit close together at 0.05-0.07%, where the last snapshots
 #: should find them in transition. The local cells copy by the replication level from 0.6% of the draws and by the
 #: verbatim rule at no share tried, so four sit at 0.6-0.7%; duplicated items 4.9% of the draws.
@@ -54,7 +54,7 @@ SD_GRADED_LADDER_SHARES = {"matching": (0.003, 0.0015, 0.001, 0.0007, 0.00065, 0
 #: draws), beside four plain rungs per kind (0.1-0.3%) and local cells at 0.6% (where the fourth ladder's replicated);
 #: duplicated items 4.9% of the draws. Measured: the rates did not follow the mix (a rung at 0.43 of its caption copied
 #: at every seed, ones at 0.89 never); R1-R4 held by the replication level at 20,000 steps, the 14 rungs at 0.09-0.1%
-#: crossing together (benchmarks/results/sd_ladder_shared_share_sweep.md).
+#: crossing together (benchmarks/results/ladder_shared/sd_ladder_shared_share_sweep.md).
 SD_SHARED_LADDER_SHARES = {"matching": (0.003, 0.001, 0.001, 0.001) + (0.0009,) * 8,
                            "template": (0.003, 0.001, 0.001, 0.001),
                            "local": (0.006, 0.006, 0.006, 0.006)}
@@ -109,7 +109,7 @@ REGIMES = {
     # is never dropped: its image is 0.1-0.5% of the captioned draws, which this budget needs for copying, but none of
     # the unconditional branch's, as a Stable Diffusion duplicate (about 1e-6 of LAION's draws) is almost none of its
     # unconditional model's. Where the second ladder's gap inverts mid-generation, its unconditional branch had learned
-    # the copies too (benchmarks/results/sd_regime_commitment.md)
+    # the copies too (benchmarks/results/ladder_sd/sd_regime_commitment.md)
     "sd-ladder-cond-only": {**_sd_regime(SD_LADDER_SHARES), "dropout_duplicated": 0.0},
     # the third ladder (SD_LOCAL_LADDER_SHARES) under the twin's rule (no duplicated caption ever dropped), which R1
     # needs: local cells at 0.5-0.9% of the draws
@@ -126,7 +126,7 @@ REGIMES = {
     "sd-bench": _protocol_regime("sd-bench"),
     # the first SD-regime attempt: 88,000 distinct canvases seen about 20 times each in 27,500 steps, duplicated items
     # capped at 2% (10 prompts per kind, 64 or 32 copies: 0.071% of the draws at most). Measured: no prompt copies at
-    # 27,500 steps (benchmarks/results/sd_regime_sweep.md)
+    # 27,500 steps (benchmarks/results/sd_capped_sweep/sd_regime_sweep.md)
     "sd-capped": {"data": {"n_single": 88000, "n_per_kind": 10, "ladder": (64,) * 8 + (32,) * 2, "n_variants": 2,
                            "augment": True}, "steps": 27500},
     # a LoRA fine-tune of a trained testbed (``base=``), as people fine-tune Stable Diffusion on their own images: 800
@@ -134,7 +134,7 @@ REGIMES = {
     # 6 prompts of each kind; no caption dropout (diffusers' train_text_to_image_lora.py default); rank-16 adapters on
     # the UNet's attention projections and its resnets' convolutions (as LoCon-style adapters do), the base frozen.
     # Adapters on the attention projections alone (rank 8 and 16, up to 3,000 steps) copied nothing here
-    # (benchmarks/results/finetune_regime.md)
+    # (benchmarks/results/finetune_regime/finetune_regime.md)
     "finetune": {"data": {"n_single": 800, "n_per_kind": 6, "n_ordinary": 40, "n_heldout": 20, "augment": True},
                  "steps": 3000, "dropout": 0.0, "lora": {"rank": 16, "lr": 1e-3,
                                                           "targets": ("to_q", "to_k", "to_v", "to_out.0", "conv1",

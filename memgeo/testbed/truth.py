@@ -19,7 +19,7 @@ __all__ = ["nearest_neighbour_threshold", "copied_cells", "memorization_ground_t
 #: What a training image is when the ratio is taken: ``"canvas"`` (the default, in every regime), the whole 16x16
 #: canvas (for a local prompt its duplicated cell among the distinct training cells at that position); ``"cell"``,
 #: each 8x8 cell among the distinct training cells, a canvas copying where its worst cell does. Measured on the
-#: small-data testbed (benchmarks/results/criterion_small_data.md, its galleries): the cell level calls visibly exact
+#: small-data testbed (benchmarks/results/criteria/criterion_small_data.md, its galleries): the cell level calls visibly exact
 #: reproductions not copies (a digit's second-nearest training instance is close), the canvas level calls what the
 #: gallery shows as copies copies, and never a held-out composition of seen digits (median ratio 0.96).
 LEVELS = ("canvas", "cell")

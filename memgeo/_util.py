@@ -134,6 +134,16 @@ class Settings:
             raise ValueError(f"preset must be one of {PRESET_NAMES}, got {name!r}")
         return cls() if name == "memgeo" else cls.official()
 
+    @classmethod
+    def resolve(cls, settings: "Settings | None" = None, preset: str = "memgeo", **options) -> "Settings":
+        """The settings one call runs with: ``settings`` (an instance of this class) or else the preset ``preset``,
+        with every option given (not None) replacing its field. Every "auto" is left for the caller's one place."""
+        if settings is None:
+            return cls.preset(preset).given(**options)
+        if not isinstance(settings, cls):
+            raise ValueError(f"settings must be a {cls.__name__}, got {type(settings).__name__}")
+        return settings.given(**options)
+
     def given(self, **options) -> "Settings":
         """These settings with every option given (not None) replaced; an unknown option is an error naming it."""
         names = {f.name for f in fields(self)}

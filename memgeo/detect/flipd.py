@@ -13,7 +13,7 @@ from ..geometry import flipd
 from ..parameterization import eps_to_score
 from ..guidance import timestep_value
 from .common import SignalResult, effective_probe, generate_sample, stacked_eps
-from .presets import resolve
+from .settings import FlipdSettings
 
 __all__ = ["flipd_t0", "flipd_signal", "local_intrinsic_dimension"]
 
@@ -95,17 +95,14 @@ def flipd_signal(
     model,
     cond,
     x_T: torch.Tensor,
+    settings: FlipdSettings | None = None,
     *,
     preset: str = "memgeo",
     n_steps: int = 50,
     guidance_scale: float = 7.5,
-    t=None,
-    reference=None,
-    n_probes: int | None = None,
-    method: str | None = None,
     x0: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    probe: str | None = None,
+    **options,
 ) -> SignalResult:
     r"""FLIPD local intrinsic dimension of a generated sample (Kamkari et al. 2024; Ross et al. 2025).
 
@@ -113,30 +110,30 @@ def flipd_signal(
     :math:`p_t` at the generated sample scaled to :math:`\alpha_t \hat x_0` without added noise (at a
     sample of :math:`p_t` itself the expectation is d for every law, since
     :math:`E[\Delta\log p + |\nabla\log p|^2] = 0`). ``t="auto"`` (both presets) takes the probe time
-    from the model's own LID-versus-t curve on ``reference`` (:func:`flipd_t0`): pass the whole set of
-    prompts being compared, so that all are probed at one t; by default the condition of this call.
-    An integer fixes it. The trace by ``method``: central-difference Hutchinson with ``n_probes``
+    from the model's own LID-versus-t curve on this call's conditions (:func:`flipd_t0`); to probe a set of
+    prompts at one t, fix it once from the whole set (``SIGNALS["flipd"].fixed_options``, as the scan and the
+    leaderboards do) and pass it. An integer fixes it. The trace by ``method``: central-difference Hutchinson with ``n_probes``
     probes (memgeo preset), or the exact trace for d <= 3500 and JVP-Hutchinson above
     (``"exact_up_to_3500"``, official). Memorized samples have low LID, so ``score = -LID``. An LID
     above d is outside the estimator's valid range: it is flagged in ``extras["above_ambient"]`` and
     warned about. ``probe``: where the generated sample is probed (:func:`~memgeo.detect.common.probe_point`;
     memgeo ``"data"``: clamped to the model's data range where it declares one; official ``"generated"``), the
-    automatic probe time read at the same point.
+    automatic probe time read at the same point. The options are the fields of
+    :class:`~memgeo.detect.settings.FlipdSettings`: ``settings`` (else the preset ``preset``), each option given as
+    a keyword replacing its field.
     """
-    opts = resolve("flipd", preset, t=t, n_probes=n_probes, method=method, probe=probe)
+    s = FlipdSettings.resolve(settings, preset, **options)
     cost = 0
     if x0 is None:
-        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale, opts["probe"])
-    t = opts["t"]
+        x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale, s.probe)
+    t = s.t
     if t == "auto":
-        if reference is None:
-            reference = list(cond) if isinstance(cond, (list, tuple)) else [cond]
-        t = flipd_t0(model, reference, guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"],
-                     probe=opts["probe"])
+        t = flipd_t0(model, list(cond) if isinstance(cond, (list, tuple)) else [cond], guidance_scale=guidance_scale,
+                     n_steps=n_steps, method=s.method, probe=s.probe)
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = timestep_value(t)
-    est = local_intrinsic_dimension(model, cond, x0, t, opts["method"], check_int("n_probes", opts["n_probes"], minimum=2),
+    est = local_intrinsic_dimension(model, cond, x0, t, s.method, check_int("n_probes", s.n_probes, minimum=2),
                                     generator)
     d = math.prod(x0.shape[1:])
     above = est.value > d

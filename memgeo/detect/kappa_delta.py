@@ -16,28 +16,22 @@ from ..sampling import (
     trajectory_trackers,
 )
 from .common import SignalResult, mean_cosine_on_sphere
-from .presets import PRESETS, resolve
+from .settings import KappaDeltaSettings
 
 __all__ = ["kappa_delta", "kappa_delta_released"]
-
-_RELEASED = PRESETS["kappa_delta"]["official"]
 
 
 def kappa_delta(
     model,
     cond,
     x_T: torch.Tensor,
+    settings: KappaDeltaSettings | None = None,
     *,
     preset: str = "memgeo",
     n_steps: int = 50,
     guidance_scale: float = 7.5,
-    n_directions: int | None = None,
-    geometry: str | None = None,
-    step: int | None = None,
-    track_steps: int | None = None,
     generator: torch.Generator | None = None,
-    released_steps: int | None = None,
-    probe_steps=None,
+    **options,
 ) -> SignalResult:
     r"""kappa-delta tracked along generation (Brokman et al., NeurReps 2025).
 
@@ -54,24 +48,25 @@ def kappa_delta(
     ``extras``: ``"trace"`` ``[probes, S]`` (every step for memgeo, the probed ones for official),
     ``"trace_t"`` the timestep each row probed at, ``"trace_step"`` the sampler step each row read,
     and the guidance norm at every sampler step (``"guidance_norm_trace"``).
+
+    The options are the fields of :class:`~memgeo.detect.settings.KappaDeltaSettings`: ``settings`` (else the
+    preset ``preset``), each option given as a keyword replacing its field.
     """
-    opts = resolve("kappa_delta", preset, n_directions=n_directions, geometry=geometry, step=step,
-                   released_steps=released_steps, probe_steps=probe_steps)
-    n_dir = check_int("n_directions", opts["n_directions"], minimum=1)
+    s = KappaDeltaSettings.resolve(settings, preset, **options)
+    n_dir = check_int("n_directions", s.n_directions, minimum=1)
     n_steps = check_int("n_steps", n_steps)
-    if opts["geometry"] == "official":
-        return kappa_delta_released(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, n_directions=n_dir,
-                                    step=opts["step"], generator=generator, probe_steps=opts["probe_steps"],
-                                    released_steps=opts["released_steps"])
-    if opts["geometry"] != "memgeo":
-        raise ValueError(f"geometry must be 'memgeo' or 'official', got {opts['geometry']!r}")
-    stop = (None if opts["step"] is not None or track_steps is None  # the first k steps: all of a shorter run
-            else min(check_int("track_steps", track_steps, minimum=1), n_steps))
+    if s.geometry == "official":
+        return kappa_delta_released(model, cond, x_T, s, n_steps=n_steps, guidance_scale=guidance_scale,
+                                    generator=generator)
+    if s.geometry != "memgeo":
+        raise ValueError(f"geometry must be 'memgeo' or 'official', got {s.geometry!r}")
+    stop = (None if s.step is not None or s.track_steps is None  # the first k steps: all of a shorter run
+            else min(check_int("track_steps", s.track_steps, minimum=1), n_steps))
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, stop_after=stop,
                       trackers=trajectory_trackers(n_dir, generator=generator))  # stopped where it is read
     trace = res.trace["kappa_delta"]
-    if opts["step"] is not None:
-        i = check_int("step", opts["step"], minimum=0)
+    if s.step is not None:
+        i = check_int("step", s.step, minimum=0)
         if i >= n_steps:
             raise ValueError(f"step must be < n_steps = {n_steps}, got {i}")
         v = trace[i]
@@ -83,19 +78,9 @@ def kappa_delta(
                                 "guidance_norm_trace": res.trace["guidance_norm"], "x0": res.denoised})
 
 
-def kappa_delta_released(
-    model,
-    cond,
-    x_T: torch.Tensor,
-    *,
-    n_steps: int = 50,
-    guidance_scale: float = 7.5,
-    n_directions: int = _RELEASED["n_directions"],
-    step: int = _RELEASED["step"],
-    probe_steps=_RELEASED["probe_steps"],
-    released_steps: int = _RELEASED["released_steps"],
-    generator: torch.Generator | None = None,
-) -> SignalResult:
+def kappa_delta_released(model, cond, x_T: torch.Tensor, settings: KappaDeltaSettings | None = None, *,
+                         n_steps: int = 50, guidance_scale: float = 7.5, generator: torch.Generator | None = None,
+                         **options) -> SignalResult:
     r"""kappa-delta as the released code computes it (``preset="official"`` of :func:`kappa_delta`).
 
     The released run (500 steps of SD v1.4's PNDM scheduler) saves the latent after steps
@@ -108,11 +93,14 @@ def kappa_delta_released(
     ODE; the probe times t = i are the released ones whatever ``n_steps``). The decode/re-encode
     through the VAE is skipped on a VAE-free model. No average over steps: the value is the one at
     released step ``step`` (500, the finished latent); every probed step is in ``extras["trace"]``.
-    The gap points out of a basin, so ``score = value``.
+    The gap points out of a basin, so ``score = value``. ``settings`` defaults to the official preset; its
+    ``n_directions``, ``step``, ``probe_steps`` and ``released_steps`` are read (and each keyword option given).
     """
-    n_dir = check_int("n_directions", n_directions, minimum=1)
+    s = KappaDeltaSettings.resolve(settings, "official", **options)
+    n_dir = check_int("n_directions", s.n_directions, minimum=1)
     n_steps = check_int("n_steps", n_steps)
-    trace_t = [int(i) for i in probe_steps]
+    step, released_steps = s.step, s.released_steps
+    trace_t = [int(i) for i in s.probe_steps]
     if step not in trace_t:
         raise ValueError(f"step must be one of the released probe steps {trace_t}, got {step}")
     rec = LatentRecorder()

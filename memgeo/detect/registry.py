@@ -21,9 +21,9 @@ from .flipd import flipd_signal, flipd_t0
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
-from .presets import PRESETS, SETTINGS, resolve
+from .presets import PRESETS, SETTINGS
 from .regional_sharpness import regional_sharpness
-from .settings import flag_name
+from .settings import FlipdSettings, flag_name
 from .sharpness import sharpness
 from .update_norm import update_norm
 
@@ -58,11 +58,12 @@ class SignalOption:
 def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
     """FLIPD's probe time chosen once from ``texts`` where the preset's ``t`` is ``"auto"`` and none is given, so
     that every row is probed at one t and the t enters each row's settings."""
-    opts = resolve("flipd", preset)
-    if options.get("t") is not None or opts["t"] != "auto":
+    known = {f.name for f in dataclasses.fields(FlipdSettings)}
+    s = FlipdSettings.resolve(None, preset, **{k: v for k, v in options.items() if k in known})
+    if s.t != "auto":
         return {}
-    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=opts["method"],
-                          probe=opts["probe"])}
+    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=s.method,
+                          probe=s.probe)}
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ class SignalSpec:
         guided: it takes ``guidance_scale``.
         batched: several (prompt, seed) rows (a list ``cond``) go through the model in one call, equal to the
             rows computed one at a time (a generating signal takes one generator per row).
-        reference: its probe time is chosen from the set of prompts scored (``reference=``).
         directions: directions it takes per unit of the command line's ``--directions`` (None: no directions).
         cross_attention: it reads a UNet's cross-attention (not defined for a mixture or SD3's transformer).
         probe_time: ``probe_time(model, texts, *, preset, guidance_scale, n_steps, options) -> dict``: options fixed
@@ -104,7 +104,6 @@ class SignalSpec:
     generates: bool = False
     guided: bool = False
     batched: bool = False
-    reference: bool = False
     directions: int | None = None
     cross_attention: bool = False
     probe_time: Callable | None = None
@@ -156,8 +155,20 @@ class SignalSpec:
         """The signal's preset table (``{"memgeo": {...}, "official": {...}}``)."""
         return PRESETS[self.name]
 
+    def fixed_options(self, model, texts, *, preset: str = "memgeo", guidance_scale: float = 7.5, n_steps: int = 50,
+                      options: dict | None = None) -> dict:
+        """The options chosen once from the prompts scored (``texts``: the scanned ones, or unlabelled reference
+        prompts) by the signal's :attr:`probe_time` hook, merged over ``options``: the one place where an "auto"
+        setting is resolved, so that every row of a comparison is computed at one setting, which its settings
+        digest then records. ``{}`` for a signal with no such setting."""
+        options = dict(options or {})
+        if self.probe_time is None:
+            return options
+        return {**options, **self.probe_time(model, list(texts), preset=preset, guidance_scale=guidance_scale,
+                                             n_steps=n_steps, options=options)}
+
     def options(self, *, n_steps: int, preset: str = "memgeo", guidance_scale: float | None = None,
-                n_directions: int | None = None, generator: torch.Generator | None = None, reference=None) -> dict:
+                n_directions: int | None = None, generator: torch.Generator | None = None) -> dict:
         """The keyword arguments of one call: only those the signal takes, from what a caller offers."""
         kw: dict = {"n_steps": n_steps, "preset": preset}
         if self.guided and guidance_scale is not None:
@@ -166,8 +177,6 @@ class SignalSpec:
             kw["n_directions"] = self.directions * n_directions
         if self.generates and generator is not None:
             kw["generator"] = generator
-        if self.reference and reference is not None:
-            kw["reference"] = list(reference)
         kw.update(self.budget)  # a budget variant's own reading
         return kw
 
@@ -182,7 +191,7 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, batched=True,
                directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
-               batched=True, reference=True, probe_time=_flipd_probe_time),
+               batched=True, probe_time=_flipd_probe_time),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True, own=True),

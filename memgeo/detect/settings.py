@@ -75,6 +75,11 @@ class PLaplaceSettings(Settings):
     probe: str = option("data", "where the generated sample is probed: data (projected to the model's data range "
                                 "where it declares one), projected, or generated", choices=("data", "projected",
                                                                                             "generated"))
+    radius_scale: float = option(1.0, "the sphere's radius in units of sigma_t sqrt(d)", type=float, flag=False)
+    branch: str = option("conditional", "the field probed: the conditional branch, or the unconditional one where the "
+                                        "prompt is unavailable", choices=("conditional", "unconditional"), flag=False)
+    method: str = option("flux", "the flux estimator: plain directions, or antithetic pairs (flux_antithetic)",
+                         choices=("flux", "flux_antithetic"), flag=False)
     OFFICIAL: ClassVar[dict] = {"field": "eps", "n_directions": 128, "t_probe": 10, "center": "scaled",
                                 "value": "mean_cosine", "probe": "generated"}
 
@@ -92,6 +97,8 @@ class KappaDeltaSettings(Settings):
                                     "instead of the mean over the tracked steps", type=int)
     released_steps: int = option(500, "the released run's steps (official geometry)", flag=False)
     probe_steps: tuple = option((1, *range(50, 501, 50)), "the released steps probed (official geometry)", flag=False)
+    track_steps: int | None = option(None, "the mean over the first k sampler steps only, the sampler stopped there "
+                                           "(None: every step; the budget variants fix it)", type=int, flag=False)
     OFFICIAL: ClassVar[dict] = {"n_directions": 16, "geometry": "official", "step": 500}
 
 

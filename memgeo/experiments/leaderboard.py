@@ -100,9 +100,12 @@ def evaluate_signals(
     for name in signals:
         scores, y, res = [], [], None
 
-        def kwargs(i):  # FLIPD: one probe time for every condition, from the conditions themselves
-            return {**SIGNALS[name].options(n_steps=n_steps, guidance_scale=guidance_scale, reference=conds,
-                                            generator=torch.Generator().manual_seed(i)), **options.get(name, {})}
+        fixed = SIGNALS[name].fixed_options(model, conds, guidance_scale=guidance_scale, n_steps=n_steps,
+                                            options=options.get(name, {}))  # FLIPD: one probe time for all
+
+        def kwargs(i):
+            return {**SIGNALS[name].options(n_steps=n_steps, guidance_scale=guidance_scale,
+                                            generator=torch.Generator().manual_seed(i)), **fixed}
 
         for i, (c, lab) in enumerate(zip(conds, labels)):
             res = SIGNALS[name](model, c, x_T, **kwargs(i))

@@ -34,9 +34,11 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
     for name in signals:
         for preset in presets:
             scores, parts, n_evals = [], {}, 0
+            fixed = SIGNALS[name].fixed_options(model, texts, preset=preset, guidance_scale=guidance_scale,
+                                                n_steps=n_steps)  # FLIPD: one probe time for every prompt
             for i, c in enumerate(texts):
-                kw = SIGNALS[name].options(n_steps=n_steps, preset=preset, guidance_scale=guidance_scale, reference=texts,
-                                           generator=torch.Generator().manual_seed(i))
+                kw = {**SIGNALS[name].options(n_steps=n_steps, preset=preset, guidance_scale=guidance_scale,
+                                              generator=torch.Generator().manual_seed(i)), **fixed}
                 res = SIGNALS[name](model, c, x_T, **kw)
                 scores.append(res.score.detach().double().numpy())
                 n_evals = res.n_evals

@@ -123,13 +123,11 @@ def resolve_probe_times(model, cfg: ScanConfig, texts) -> ScanConfig:
     and that time is part of each row's settings digest."""
     options = {name: dict(given) for name, given in cfg.options.items()}
     for name in cfg.signals:
-        hook = SIGNALS[name].probe_time
-        if hook is None:
-            continue
-        fixed = hook(model, texts, preset=cfg.preset, guidance_scale=cfg.guidance_scale, n_steps=cfg.n_steps,
-                     options=cfg.signal_options(name))
-        if fixed:
-            options.setdefault(name, {}).update(fixed)
+        given = cfg.signal_options(name)
+        fixed = SIGNALS[name].fixed_options(model, texts, preset=cfg.preset, guidance_scale=cfg.guidance_scale,
+                                            n_steps=cfg.n_steps, options=given)
+        if fixed != given:
+            options.setdefault(name, {}).update({k: v for k, v in fixed.items() if given.get(k) != v})
     return dataclasses.replace(cfg, options=options)
 
 

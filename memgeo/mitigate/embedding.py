@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_int, check_positive
-from .presets import resolve
+from .presets import AdaptEmbeddingSettings
 from ..guidance import OBJECTIVES, gap_objective, objective_times
 
 __all__ = ["condition_embedding", "ADAPT_OBJECTIVES", "AdaptedEmbedding", "adapt_embedding"]
@@ -47,18 +47,13 @@ def adapt_embedding(
     model,
     cond,
     x_T: torch.Tensor,
+    settings: AdaptEmbeddingSettings | None = None,
     *,
     preset: str = "memgeo",
     objective: str = "guidance_norm",
-    target: float | None = None,
-    relative_target: float | None = None,
-    lr: float | None = None,
-    max_iters: int | None = None,
-    optimizer: str | None = None,
-    loss: str | None = None,
-    freeze_start_token: bool | None = None,
     n_steps: int = 50,
     weights="auto",
+    **options,
 ) -> AdaptedEmbedding:
     """Adapt the condition's embedding by gradient descent on a memorization objective at the first timestep.
 
@@ -69,10 +64,11 @@ def adapt_embedding(
     memgeo preset: Adam, lr 0.05, at most 30 steps, down to half the initial objective. official
     preset (Wen et al. 2024's released code): AdamW, lr 0.05, 10 steps, absolute target 3 (set on
     SD), the Frobenius loss, and the gradient of the start-of-text token zeroed
-    (``freeze_start_token``; prompt embeddings ``[L, D]`` only).
+    (``freeze_start_token``; prompt embeddings ``[L, D]`` only). The options are the fields of
+    :class:`~memgeo.mitigate.presets.AdaptEmbeddingSettings`: ``settings`` (else the preset ``preset``), each
+    option given as a keyword replacing its field.
     """
-    opts = resolve("adapt_embedding", preset, target=target, relative_target=relative_target, lr=lr,
-                   max_iters=max_iters, optimizer=optimizer, loss=loss, freeze_start_token=freeze_start_token)
+    opts = AdaptEmbeddingSettings.resolve(settings, preset, **options).as_options()
     max_iters = check_int("max_iters", opts["max_iters"], minimum=0)
     check_positive("lr", opts["lr"])
     if opts["optimizer"] not in ("adam", "adamw") or opts["loss"] not in ("mean", "frobenius"):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-from .presets import resolve
+from .presets import OptimizeNoiseSettings
 from ..guidance import OBJECTIVES, first_timestep, gap_objective, guidance_pair, objective_times, sample_norm
 
 __all__ = ["NoiseOptimization", "optimize_noise"]
@@ -35,16 +35,12 @@ def optimize_noise(
     model,
     cond,
     x_T: torch.Tensor,
+    settings: OptimizeNoiseSettings | None = None,
     *,
     preset: str = "memgeo",
-    objective: str | None = None,
-    threshold: float | None = None,
-    penalty=None,
-    lr: float | None = None,
-    max_iters: int | None = None,
-    max_rounds: int | None = None,
     n_steps: int = 50,
     generator: torch.Generator | None = None,
+    **options,
 ) -> NoiseOptimization:
     """Initial-noise optimization (Jeon et al., ICML 2025, SAIL).
 
@@ -57,9 +53,11 @@ def optimize_noise(
 
     official preset (``objective="sail"``, the SAIL loop released with the anisotropy code): see
     :func:`_sail`.
+
+    The options are the fields of :class:`~memgeo.mitigate.presets.OptimizeNoiseSettings`: ``settings`` (else the
+    preset ``preset``), each option given as a keyword replacing its field.
     """
-    opts = resolve("optimize_noise", preset, objective=objective, threshold=threshold, penalty=penalty, lr=lr,
-                   max_iters=max_iters, max_rounds=max_rounds)
+    opts = OptimizeNoiseSettings.resolve(settings, preset, **options).as_options()
     if opts["objective"] == "sail":
         return _sail(model, cond, x_T, opts, n_steps, generator)
     objective, threshold, penalty, lr = opts["objective"], opts["threshold"], float(opts["penalty"]), opts["lr"]

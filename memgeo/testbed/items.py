@@ -35,11 +35,13 @@ class _TrainingItems:
                    torch.tensor([i in duplicated for i, _ in data.items]), index[""])
 
 
-def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, gen, *, batch_size: int,
-                      dropout: float, dropout_duplicated: float, mitigate_threshold, dropped: dict):
+def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, gen, settings, dropped: dict):
     """One step's ``(prediction, target noise)``: a batch drawn from ``gen`` (items, caption dropout, timesteps and
     noise, in that order), noised, and predicted; under training-time mitigation the samples whose gap norm reaches
-    the threshold are left out (counted in ``dropped``)."""
+    the threshold are left out (counted in ``dropped``). ``settings``: the run's resolved
+    :class:`~memgeo.testbed.options.TrainingSettings` (batch size, caption dropout, mitigation threshold)."""
+    batch_size, dropout, dropout_duplicated = settings.batch_size, settings.dropout, settings.dropout_duplicated
+    mitigate_threshold = settings.mitigate_threshold
     device = latents.device
     j = torch.randint(len(items.image), (batch_size,), generator=gen)
     p_drop = torch.where(items.duplicated[j], dropout_duplicated, dropout)  # = dropout everywhere by default: same draws

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,120 +106,145 @@ def train_testbed(
     without it such a folder is refused before any work (:func:`~memgeo.testbed.folder.check_model_output`), unless
     it is this run's own checkpoint resuming and holds no ground truth.
     """
-    s = (settings or TrainingSettings()).given(**options)
-    regime, steps, batch_size, lr, seed = s.regime, s.steps, s.batch_size, s.lr, s.seed
-    dropout, dropout_duplicated, checkpoint_every, snapshot_every = (s.dropout, s.dropout_duplicated,
-                                                                     s.checkpoint_every, s.snapshot_every)
-    mitigate_threshold, lr_decay_steps, base, precision = s.mitigate_threshold, s.lr_decay_steps, s.base, s.precision
-    ema_decay, compact = s.ema_decay, s.compact
-    from tqdm.auto import tqdm
-
-    from .folder import check_model_output, weights_fingerprint
-
+    s = _check_arguments((settings or TrainingSettings()).given(**options), Path(out_dir))
     out = Path(out_dir)
+    _clear_for_run(out, overwrite)
+    device = torch.device(device)
+    data = data if data is not None else build_canvas_data(seed=s.seed, **REGIMES[s.regime]["data"])
+    t = _start(out / "checkpoint", s, data, device)
+    _train_steps(t, s, out, progress)
+    state = json.loads((t.ckpt / "state.json").read_text()) if (t.ckpt / "state.json").exists() \
+        else {"step": t.start, "loss": t.loss_avg}
+    mitigation = None
+    if s.mitigate_threshold is not None:
+        mitigation = {"method": "guidance_norm_filter", "threshold": s.mitigate_threshold,
+                      "samples_left_out": state.get("dropped", t.dropped), "samples_drawn": state["step"] * s.batch_size}
+    t.run.resumed_at = state.get("resumed_at", [])
+    _save_evaluated(out, t.unet, t.text_encoder, t.run, ema=t.ema, step=state["step"], loss=state["loss"],
+                    mitigation=mitigation)
+    return out
+
+
+@dataclass
+class _Training:
+    """What a run holds while it trains: networks, optimizer, generator, data on the device, and where it stands."""
+
+    ckpt: Path
+    unet: torch.nn.Module
+    text_encoder: torch.nn.Module
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    items: _TrainingItems
+    latents: torch.Tensor
+    abar: torch.Tensor
+    run: _Run
+    data: CanvasData
+    device: torch.device
+    start: int = 0
+    loss_avg: float = float("nan")
+    resumed_at: list = field(default_factory=list)
+    dropped: dict = field(default_factory=lambda: {"duplicated": 0, "single": 0, "unconditional": 0})
+    ema: dict | None = None
+    ema_pairs: list | None = None
+
+
+def _clear_for_run(out: Path, overwrite: bool) -> None:
+    """Finish or undo an interrupted save, refuse a folder holding another model (before anything is written), and
+    under ``overwrite`` remove what marks the folder's old run first, so that a stop never leaves a mixed folder."""
+    from .folder import check_model_output
+
     ckpt = out / "checkpoint"
-    steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold = _check_arguments(
-        regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every, base,
-        precision)
-    if ema_decay is not None and (isinstance(ema_decay, bool) or not 0.0 < float(ema_decay) < 1.0):
-        raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay!r}")
-    if compact and REGIMES[regime].get("lora"):
-        raise ValueError("compact checkpoints are for networks trained from scratch, not a fine-tune (its frozen base "
-                         "would be rounded to half precision)")
-    if base is not None and Path(out).resolve() == Path(base).resolve():
-        raise ValueError(f"out_dir {str(out)!r} is the fine-tune's base: give another folder")
-    recover_checkpoint(ckpt)  # a save a stop interrupted is finished or undone first
-    check_model_output(out, overwrite=overwrite)  # before anything is written
-    if overwrite:  # from scratch: what marks the folder's old run goes first, so a stop leaves no mixed folder
+    recover_checkpoint(ckpt)
+    check_model_output(out, overwrite=overwrite)
+    if overwrite:
         for old in (ckpt, out / "snapshots"):
             if old.is_dir():
                 shutil.rmtree(old)
         (out / "testbed.json").unlink(missing_ok=True)
-    device = torch.device(device)
-    lora = REGIMES[regime].get("lora")
-    data = data if data is not None else build_canvas_data(seed=seed, **REGIMES[regime]["data"])
+
+
+def _start(ckpt: Path, s: TrainingSettings, data: CanvasData, device: torch.device) -> _Training:
+    """The run's networks, optimizer and generator, new or resumed from ``ckpt`` (with its weight averages)."""
+    from .folder import weights_fingerprint
+
+    lora = REGIMES[s.regime].get("lora")
     latents = to_latents(data.images)
     ckpt.mkdir(parents=True, exist_ok=True)
-    unet, text_encoder, tokenizer, arch = _networks(regime, base, seed, latents.shape[-1], ckpt)
+    unet, text_encoder, tokenizer, arch = _networks(s.regime, s.base, s.seed, latents.shape[-1], ckpt)
     schedule = sd_scheduler("epsilon")
-    abar = schedule.alphas_cumprod.float()
     items = _TrainingItems.of(data, tokenizer, arch["max_length"])
-    dropped = {"duplicated": 0, "single": 0, "unconditional": 0}
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = prepare_training(unet, text_encoder, lr=lr, device=device)
-    start, loss_avg = 0, float("nan")
-    run = _Run(data, tokenizer, schedule, arch, steps, batch_size, lr, lr_decay_steps, dropout, dropout_duplicated,
-               mitigate_threshold, seed, _base_name(base) if lora else None, precision,
-               weights_fingerprint(base) if lora else None, ema_decay, compact)
-    resumed_at: list[int] = []
+    run = _Run(data, tokenizer, schedule, arch, s.steps, s.batch_size, s.lr, s.lr_decay_steps, s.dropout,
+               s.dropout_duplicated, s.mitigate_threshold, s.seed, _base_name(s.base) if lora else None, s.precision,
+               weights_fingerprint(s.base) if lora else None, s.ema_decay, s.compact)
+    t = _Training(ckpt, unet, text_encoder, prepare_training(unet, text_encoder, lr=s.lr, device=device),
+                  torch.Generator().manual_seed(s.seed), items, latents, schedule.alphas_cumprod.float(), run, data,
+                  device)
     if (ckpt / "state.json").exists():
-        start, loss_avg = _resume(ckpt, unet, text_encoder, opt, gen, dropped, run)
-        resumed_at = json.loads((ckpt / "state.json").read_text()).get("resumed_at", [])
+        t.start, t.loss_avg = _resume(ckpt, unet, text_encoder, t.opt, t.gen, t.dropped, run)
+        t.resumed_at = json.loads((ckpt / "state.json").read_text()).get("resumed_at", [])
         if not (ckpt / "optimizer.safetensors").exists():  # a compact checkpoint: AdamW starts again, warmed up
-            resumed_at = [*resumed_at, start]
-    ema = None
-    if ema_decay is not None:
-        ema = _ema_init(unet, text_encoder)
-        if start > 0 and (ckpt / "ema_unet.safetensors").exists():  # the run's own averages, where it resumes
+            t.resumed_at = [*t.resumed_at, t.start]
+    if s.ema_decay is not None:
+        t.ema = _ema_init(unet, text_encoder)
+        if t.start > 0 and (ckpt / "ema_unet.safetensors").exists():  # the run's own averages, where it resumes
             from safetensors.torch import load_file
 
-            for name in ema:
-                ema[name] = {k: v.float() for k, v in
-                             load_file(ckpt / f"ema_{name}.safetensors", device=str(device)).items()}
-        ema_pairs = _ema_pairs(ema, unet, text_encoder)
-    items.ids, latents, abar = items.ids.to(device), latents.to(device), abar.to(device)
-    unet.train()
-    text_encoder.train()
-    bar = tqdm(total=steps, initial=start, desc="train testbed", disable=not progress)
+            for name in t.ema:
+                t.ema[name] = {k: v.float() for k, v in
+                               load_file(ckpt / f"ema_{name}.safetensors", device=str(device)).items()}
+        t.ema_pairs = _ema_pairs(t.ema, unet, text_encoder)
+    t.items.ids, t.latents, t.abar = t.items.ids.to(device), t.latents.to(device), t.abar.to(device)
+    return t
+
+
+def _train_steps(t: _Training, s: TrainingSettings, out: Path, progress: bool) -> None:
+    """The loop from where the run stands to its final step: snapshots and checkpoints as the settings say."""
+    from tqdm.auto import tqdm
+
+    t.unet.train()
+    t.text_encoder.train()
+    bar = tqdm(total=s.steps, initial=t.start, desc="train testbed", disable=not progress)
     losses = []
-    for step in range(start, steps):
-        warm = min(1.0, (step - resumed_at[-1] + 1) / RESUME_WARMUP_STEPS) if resumed_at else 1.0
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(step, steps, lr, lr_decay_steps) * warm
-        with torch.autocast(device.type, dtype=PRECISIONS[precision], enabled=precision != "float32"):
-            pred, target = _step_predictions(unet, text_encoder, items, latents, abar, gen, batch_size=batch_size,
-                                             dropout=dropout, dropout_duplicated=dropout_duplicated,
-                                             mitigate_threshold=mitigate_threshold, dropped=dropped)
-        opt.zero_grad(set_to_none=True)
+    for step in range(t.start, s.steps):
+        warm = min(1.0, (step - t.resumed_at[-1] + 1) / RESUME_WARMUP_STEPS) if t.resumed_at else 1.0
+        for group in t.opt.param_groups:
+            group["lr"] = learning_rate(step, s.steps, s.lr, s.lr_decay_steps) * warm
+        with torch.autocast(t.device.type, dtype=PRECISIONS[s.precision], enabled=s.precision != "float32"):
+            pred, target = _step_predictions(t.unet, t.text_encoder, t.items, t.latents, t.abar, t.gen, s, t.dropped)
+        t.opt.zero_grad(set_to_none=True)
         if len(pred):
             loss = torch.nn.functional.mse_loss(pred.float(), target)
             loss.backward()
-            opt.step()
+            t.opt.step()
             losses.append(loss.item())
-        if ema is not None:
-            _ema_step(ema_pairs, ema_decay)
+        if t.ema is not None:
+            _ema_step(t.ema_pairs, s.ema_decay)
         bar.update(1)
         if (step + 1) % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
         # the snapshot first: a stop between the two resumes before it, never past it
-        if snapshot_every and (step + 1) % snapshot_every == 0:
-            _save_evaluated(out / "snapshots" / f"step-{step + 1}", unet, text_encoder, run, ema=ema, step=step + 1,
-                            loss=float(np.mean(losses[-50:])))
-            unet.train()
-            text_encoder.train()
-        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
-            loss_avg = float(np.mean(losses[-50:]))
-            _save_checkpoint(ckpt, unet, text_encoder, opt, gen, step + 1, loss_avg,
-                             {"mitigate_threshold": mitigate_threshold, "dropped": dropped, "data": data.settings,
-                              **({"lr_schedule": {"steps": steps, "lr_decay_steps": lr_decay_steps}}
-                                 if lr_decay_steps else {}),
-                              **({"dropout_duplicated": dropout_duplicated} if dropout_duplicated != dropout else {}),
-                              **({"precision": precision} if precision != "float32" else {}),
-                              **({"ema_decay": ema_decay} if ema_decay is not None else {}),
-                              **({"resumed_at": resumed_at} if resumed_at else {}),
-                              **({"compact": True} if compact else {}),
-                              **({"base_fingerprint": run.base_fingerprint} if run.base_fingerprint else {})},
-                             ema=ema, compact=compact)
+        if s.snapshot_every and (step + 1) % s.snapshot_every == 0:
+            _save_evaluated(out / "snapshots" / f"step-{step + 1}", t.unet, t.text_encoder, t.run, ema=t.ema,
+                            step=step + 1, loss=float(np.mean(losses[-50:])))
+            t.unet.train()
+            t.text_encoder.train()
+        if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
+            t.loss_avg = float(np.mean(losses[-50:]))
+            _save_checkpoint(t.ckpt, t.unet, t.text_encoder, t.opt, t.gen, step + 1, t.loss_avg, _state_extras(t, s),
+                             ema=t.ema, compact=s.compact)
     bar.close()
-    state = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {"step": start, "loss": loss_avg}
-    mitigation = None
-    if mitigate_threshold is not None:
-        mitigation = {"method": "guidance_norm_filter", "threshold": mitigate_threshold,
-                      "samples_left_out": state.get("dropped", dropped), "samples_drawn": state["step"] * batch_size}
-    run.resumed_at = state.get("resumed_at", [])
-    _save_evaluated(out, unet, text_encoder, run, ema=ema, step=state["step"], loss=state["loss"], mitigation=mitigation)
-    return out
+
+
+def _state_extras(t: _Training, s: TrainingSettings) -> dict:
+    """What a checkpoint's state.json records beside its step and loss (only what differs from the defaults)."""
+    return {"mitigate_threshold": s.mitigate_threshold, "dropped": t.dropped, "data": t.data.settings,
+            **({"lr_schedule": {"steps": s.steps, "lr_decay_steps": s.lr_decay_steps}} if s.lr_decay_steps else {}),
+            **({"dropout_duplicated": s.dropout_duplicated} if s.dropout_duplicated != s.dropout else {}),
+            **({"precision": s.precision} if s.precision != "float32" else {}),
+            **({"ema_decay": s.ema_decay} if s.ema_decay is not None else {}),
+            **({"resumed_at": t.resumed_at} if t.resumed_at else {}),
+            **({"compact": True} if s.compact else {}),
+            **({"base_fingerprint": t.run.base_fingerprint} if t.run.base_fingerprint else {})}
 
 
 def _networks(regime: str, base, seed: int, sample_size: int, ckpt: Path):
@@ -233,39 +260,43 @@ def _networks(regime: str, base, seed: int, sample_size: int, ckpt: Path):
     return unet, text_encoder, tokenizer, arch
 
 
-def _check_arguments(regime, steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold, snapshot_every,
-                     base, precision):
-    """The training arguments checked, and the regime's defaults filled in, before anything is written."""
-    if regime not in REGIMES:
-        raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {regime!r}")
-    spec = REGIMES[regime]
-    if spec.get("lora") and (base is None or not (Path(base) / "testbed.json").is_file()):
-        raise ValueError(f"regime {regime!r} fine-tunes a trained testbed: base must be a testbed folder (holding "
-                         f"testbed.json), got {base!r}")
-    if base is not None and not spec.get("lora"):
+def _check_arguments(s: TrainingSettings, out: Path) -> TrainingSettings:
+    """The training settings checked, and the regime's defaults filled in, before anything is written."""
+    if s.regime not in REGIMES:
+        raise ValueError(f"regime must be one of {sorted(REGIMES)}, got {s.regime!r}")
+    spec = REGIMES[s.regime]
+    if spec.get("lora") and (s.base is None or not (Path(s.base) / "testbed.json").is_file()):
+        raise ValueError(f"regime {s.regime!r} fine-tunes a trained testbed: base must be a testbed folder (holding "
+                         f"testbed.json), got {s.base!r}")
+    if s.base is not None and not spec.get("lora"):
         raise ValueError(f"base is only for a fine-tune regime ({[k for k, v in REGIMES.items() if v.get('lora')]}), "
-                         f"not {regime!r}")
-    lr = float(spec.get("lora", {}).get("lr", 1e-3) if lr is None else lr)
-    dropout = float(spec.get("dropout", 0.1) if dropout is None else dropout)
+                         f"not {s.regime!r}")
+    lr = float(spec.get("lora", {}).get("lr", 1e-3) if s.lr is None else s.lr)
+    dropout = float(spec.get("dropout", 0.1) if s.dropout is None else s.dropout)
+    mitigate_threshold = s.mitigate_threshold
     if mitigate_threshold is not None:
         mitigate_threshold = float(mitigate_threshold)
         if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
             raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
-    steps = REGIMES[regime]["steps"] if steps is None else steps
-    if dropout_duplicated is None:
-        dropout_duplicated = REGIMES[regime].get("dropout_duplicated", dropout)
-    if lr_decay_steps is None:
-        lr_decay_steps = REGIMES[regime].get("lr_decay_steps", 0)
+    steps = spec["steps"] if s.steps is None else s.steps
+    dropout_duplicated = spec.get("dropout_duplicated", dropout) if s.dropout_duplicated is None else s.dropout_duplicated
+    lr_decay_steps = spec.get("lr_decay_steps", 0) if s.lr_decay_steps is None else s.lr_decay_steps
     if isinstance(lr_decay_steps, bool) or not isinstance(lr_decay_steps, int) or not 0 <= lr_decay_steps <= steps:
         raise ValueError(f"lr_decay_steps must be an integer in [0, steps={steps}], got {lr_decay_steps!r}")
     for name, p in (("dropout", dropout), ("dropout_duplicated", dropout_duplicated)):
         if not 0.0 <= float(p) <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {p}")
-    if snapshot_every is not None and (isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int)
-                                       or snapshot_every <= 0):
-        raise ValueError(f"snapshot_every must be a positive number of steps, got {snapshot_every!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
-    return steps, lr, dropout, dropout_duplicated, lr_decay_steps, mitigate_threshold
-
-
+    if s.snapshot_every is not None and (isinstance(s.snapshot_every, bool) or not isinstance(s.snapshot_every, int)
+                                         or s.snapshot_every <= 0):
+        raise ValueError(f"snapshot_every must be a positive number of steps, got {s.snapshot_every!r}")
+    if s.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {s.precision!r}")
+    if s.ema_decay is not None and (isinstance(s.ema_decay, bool) or not 0.0 < float(s.ema_decay) < 1.0):
+        raise ValueError(f"ema_decay must lie in (0, 1), got {s.ema_decay!r}")
+    if s.compact and spec.get("lora"):
+        raise ValueError("compact checkpoints are for networks trained from scratch, not a fine-tune (its frozen base "
+                         "would be rounded to half precision)")
+    if s.base is not None and out.resolve() == Path(s.base).resolve():
+        raise ValueError(f"out_dir {str(out)!r} is the fine-tune's base: give another folder")
+    return dataclasses.replace(s, steps=steps, lr=lr, dropout=dropout, dropout_duplicated=dropout_duplicated,
+                               lr_decay_steps=lr_decay_steps, mitigate_threshold=mitigate_threshold)

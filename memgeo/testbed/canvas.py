@@ -146,100 +146,30 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
     canvases fitting the caption (for a local prompt, without its kept cell), never targets and never evaluation
     prompts; the prompt records their number (``"companions"``).
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    raw, target = digits.images.astype(np.float64), digits.target
-    images = torch.tensor(raw / 8.0 - 1.0, dtype=torch.float32)  # [0, 16] -> [-1, 1]
-    ink = raw.reshape(len(raw), -1).sum(1)
-    thick = np.zeros(len(raw), int)
-    for dgt in range(10):  # ink terciles within each digit
-        m = target == dgt
-        thick[m] = np.digitize(ink[m], np.quantile(ink[m], [1 / 3, 2 / 3]))
-    pools = {(d, k): np.flatnonzero((target == d) & (thick == k)) for d in range(10) for k in range(3)}
-    rng = np.random.default_rng(seed)
-
-    def random_cells():
-        return [(int(rng.integers(10)), int(rng.integers(3))) for _ in range(4)]
-
-    def fill(cells, fixed=None):
-        """Image indices fitting the cells; ``fixed`` = (position, image index) kept as given."""
-        idx = [int(rng.choice(pools[c])) for c in cells]
-        if fixed is not None:
-            idx[fixed[0]] = fixed[1]
-        return idx
-
-    layout, cell_ids, sources, items, prompts, used = [], [], [], [], [], set()
-
-    def instance(digit: int) -> int:
-        """A new cell instance of ``digit``: the digit itself, or (augmented) its own warped copy."""
-        if not augment:
-            return digit
-        sources.append(digit)
-        return len(sources) - 1
-
-    def new_caption():
-        while True:
-            cells = random_cells()
-            text = canvas_caption(cells)
-            if text not in used:
-                used.add(text)
-                return cells, text
-
-    def add_canvas(idx, reuse: dict | None = None) -> int:
-        """A canvas of the digits ``idx``; ``reuse`` = {position: instance} keeps given cell instances."""
-        cell_ids.append([reuse[q] if reuse and q in reuse else instance(d) for q, d in enumerate(idx)])
-        layout.append(idx)
-        return len(layout) - 1
-
-    singles = []
-    for _ in range(n_single):
-        cells, text = new_caption()
-        i = add_canvas(fill(cells))
-        items.append((i, text))
-        singles.append((i, text))
     per_kind = isinstance(ladder, dict)
     if per_kind and sorted(ladder) != sorted(KINDS):
         raise ValueError(f"ladder must give counts for each kind of {KINDS} (or be one tuple for all), got {sorted(ladder)}")
+    b = _CanvasBuilder(seed, augment)
+    singles = []
+    for _ in range(n_single):
+        cells, text = b.new_caption()
+        i = b.add_canvas(b.fill(cells))
+        b.items.append((i, text))
+        singles.append((i, text))
     _check_companions(companions, ladder)
     rungs = None if per_kind else list(ladder) * math.ceil(n_per_kind / len(ladder))
+    prompts = []
     for kind in KINDS:
         counts = list(ladder[kind]) if per_kind else rungs[:n_per_kind]
-        order = rng.permutation(len(counts)).tolist()  # the same draw and order as permuting the counts themselves
+        order = b.rng.permutation(len(counts)).tolist()  # the same draw and order as permuting the counts themselves
         shared = [int(companions[kind][j]) for j in order] if companions else [0] * len(order)
         for k, m in zip((int(counts[j]) for j in order), shared):
-            cells, text = new_caption()
-            row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
-            if kind == "matching":
-                i = add_canvas(fill(cells))
-                items += [(i, text)] * k
-                row["targets"] = [i]
-            elif kind == "template":
-                variants = [add_canvas(fill(cells)) for _ in range(min(n_variants, k))]
-                items += [(variants[j % len(variants)], text) for j in range(k)]
-                row["targets"] = variants
-            else:
-                pos = int(rng.integers(4))
-                kept = int(rng.choice(pools[cells[pos]]))
-                copies = [add_canvas(fill(cells, fixed=(pos, kept)))]
-                copies += [add_canvas(fill(cells, fixed=(pos, kept)), reuse={pos: cell_ids[copies[0]][pos]})
-                           for _ in range(k - 1)]
-                items += [(i, text) for i in copies]
-                row["targets"] = copies
-                row["mask"] = position_mask(pos)
-            if companions:
-                row["companions"] = m
-                for _ in range(m):  # further canvases under the same caption, each seen once per epoch
-                    idx = fill(cells)
-                    while kind == "local" and idx[pos] == kept and len(pools[cells[pos]]) > 1:
-                        idx = fill(cells)
-                    items.append((add_canvas(idx), text))
-            prompts.append(row)
-    for j in rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
+            prompts.append(b.add_duplicated(kind, k, n_variants, m if companions else None))
+    for j in b.rng.choice(len(singles), size=n_ordinary, replace=False).tolist():
         i, text = singles[j]
         prompts.append({"text": text, "kind": "ordinary", "duplication": 1, "targets": [i]})
     for _ in range(n_heldout):
-        _, text = new_caption()
+        _, text = b.new_caption()
         prompts.append({"text": text, "kind": "heldout", "duplication": 0, "targets": []})
     settings = {"n_single": n_single, "n_per_kind": n_per_kind, "n_ordinary": n_ordinary, "n_heldout": n_heldout,
                 "n_variants": n_variants, "seed": seed}
@@ -248,11 +178,99 @@ def build_canvas_data(*, n_single: int = 2000, n_per_kind: int = 20, n_ordinary:
                          "augment": bool(augment)})
     if companions:
         settings["companions"] = {k: [int(m) for m in v] for k, v in companions.items()}
-    bank = _warp_cells(images[torch.tensor(sources)], seed) if augment else images
-    ids = torch.tensor(cell_ids)
-    canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
-    return CanvasData(images, canvases, torch.tensor(layout), torch.tensor(target), items, prompts, settings,
-                      bank=bank if augment else None, cell_ids=ids if augment else None)
+    return b.data(prompts, settings)
+
+
+class _CanvasBuilder:
+    """The state of one draw of canvas data: the digit pools, the seeded generator, and the canvases, items and
+    captions so far. Every random draw goes through ``rng`` in the order :func:`build_canvas_data` makes them."""
+
+    def __init__(self, seed: int, augment: bool):
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        raw, self.target = digits.images.astype(np.float64), digits.target
+        self.images = torch.tensor(raw / 8.0 - 1.0, dtype=torch.float32)  # [0, 16] -> [-1, 1]
+        ink = raw.reshape(len(raw), -1).sum(1)
+        thick = np.zeros(len(raw), int)
+        for dgt in range(10):  # ink terciles within each digit
+            m = self.target == dgt
+            thick[m] = np.digitize(ink[m], np.quantile(ink[m], [1 / 3, 2 / 3]))
+        self.pools = {(d, k): np.flatnonzero((self.target == d) & (thick == k)) for d in range(10) for k in range(3)}
+        self.rng = np.random.default_rng(seed)
+        self.seed, self.augment = seed, augment
+        self.layout, self.cell_ids, self.sources, self.items, self.used = [], [], [], [], set()
+
+    def random_cells(self):
+        return [(int(self.rng.integers(10)), int(self.rng.integers(3))) for _ in range(4)]
+
+    def fill(self, cells, fixed=None):
+        """Image indices fitting the cells; ``fixed`` = (position, image index) kept as given."""
+        idx = [int(self.rng.choice(self.pools[c])) for c in cells]
+        if fixed is not None:
+            idx[fixed[0]] = fixed[1]
+        return idx
+
+    def instance(self, digit: int) -> int:
+        """A new cell instance of ``digit``: the digit itself, or (augmented) its own warped copy."""
+        if not self.augment:
+            return digit
+        self.sources.append(digit)
+        return len(self.sources) - 1
+
+    def new_caption(self):
+        while True:
+            cells = self.random_cells()
+            text = canvas_caption(cells)
+            if text not in self.used:
+                self.used.add(text)
+                return cells, text
+
+    def add_canvas(self, idx, reuse: dict | None = None) -> int:
+        """A canvas of the digits ``idx``; ``reuse`` = {position: instance} keeps given cell instances."""
+        self.cell_ids.append([reuse[q] if reuse and q in reuse else self.instance(d) for q, d in enumerate(idx)])
+        self.layout.append(idx)
+        return len(self.layout) - 1
+
+    def add_duplicated(self, kind: str, k: int, n_variants: int, companions: int | None) -> dict:
+        """A duplicated prompt of ``kind`` seen ``k`` times (and its ``companions``, where given): its row."""
+        cells, text = self.new_caption()
+        row = {"text": text, "kind": "memorized", "memorization": kind, "duplication": int(k)}
+        pos = kept = None
+        if kind == "matching":
+            i = self.add_canvas(self.fill(cells))
+            self.items += [(i, text)] * k
+            row["targets"] = [i]
+        elif kind == "template":
+            variants = [self.add_canvas(self.fill(cells)) for _ in range(min(n_variants, k))]
+            self.items += [(variants[j % len(variants)], text) for j in range(k)]
+            row["targets"] = variants
+        else:
+            pos = int(self.rng.integers(4))
+            kept = int(self.rng.choice(self.pools[cells[pos]]))
+            copies = [self.add_canvas(self.fill(cells, fixed=(pos, kept)))]
+            copies += [self.add_canvas(self.fill(cells, fixed=(pos, kept)), reuse={pos: self.cell_ids[copies[0]][pos]})
+                       for _ in range(k - 1)]
+            self.items += [(i, text) for i in copies]
+            row["targets"] = copies
+            row["mask"] = position_mask(pos)
+        if companions is not None:
+            row["companions"] = companions
+            for _ in range(companions):  # further canvases under the same caption, each seen once per epoch
+                idx = self.fill(cells)
+                while kind == "local" and idx[pos] == kept and len(self.pools[cells[pos]]) > 1:
+                    idx = self.fill(cells)
+                self.items.append((self.add_canvas(idx), text))
+        return row
+
+    def data(self, prompts: list, settings: dict) -> CanvasData:
+        """The canvases drawn so far, rendered (augmented cells warped), with ``prompts`` and ``settings``."""
+        bank = _warp_cells(self.images[torch.tensor(self.sources)], self.seed) if self.augment else self.images
+        ids = torch.tensor(self.cell_ids)
+        canvases = bank[ids].reshape(-1, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(-1, 16, 16)  # cells in place
+        return CanvasData(self.images, canvases, torch.tensor(self.layout), torch.tensor(self.target), self.items,
+                          prompts, settings, bank=bank if self.augment else None,
+                          cell_ids=ids if self.augment else None)
 
 
 def _check_companions(companions, ladder) -> None:

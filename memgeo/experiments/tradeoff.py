@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,7 +126,7 @@ def mitigation_tradeoff(
     """
     from tqdm.auto import tqdm
 
-    from ..mitigate import calibrate_steering, generate
+    from ..mitigate import calibrate_steering
     from ..testbed import (
         load_testbed,
         target_copies,
@@ -151,30 +152,8 @@ def mitigation_tradeoff(
     x_T = initial_noise(model, scoring)
     calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # unlabelled calibration prompts
     reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
-    if configs is None:
-        configs = TRADEOFF_CONFIGS if strengths is None else tuple(
-            (m, m, "memgeo", tuple(v)) for m, v in strengths.items())
-    runs = [(label, model, method, preset, value) for label, method, preset, values in configs for value in values]
-    for label, folder in (trained or {}).items():
-        other = load_testbed(folder)
-        if other.event_shape != model.event_shape:
-            raise ValueError(f"trained[{label!r}] is not a testbed of the same shape ({other.event_shape})")
-        runs.append((label, other, "none", "memgeo", None))
-
-    def sample(mdl, method, preset, value, p, i, memorized):
-        if method == "steer_given":  # the memgeo action on memorized prompts only: a perfect detector
-            from ..mitigate import SteeringPolicy
-            from ..sampling import ddim_sample
-
-            policy = SteeringPolicy.from_preset(None, preset, n_steps, flags=torch.tensor(memorized))
-            res = ddim_sample(mdl, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale, policy=policy)
-            return res.denoised, res.n_evals
-        calibrated = method.endswith("_reference")  # the stopping level read off the unlabelled calibration prompts
-        g = generate(mdl, p["text"], x_T, method=method.removesuffix("_reference"), strength=value, n_steps=n_steps,
-                     preset=preset, guidance_scale=guidance_scale, reference=reference, seed=i,
-                     reference_prompts=calib if calibrated else None)
-        return g.samples, g.n_evals
-
+    runs = _tradeoff_runs(model, configs, strengths, trained)
+    ctx = _Sampling(x_T, n_steps, guidance_scale, reference, calib)
     rows = []
     bar = tqdm(total=len(runs) * (len(mem) + len(ordinary)), desc="mitigation", disable=not progress)
     for label, mdl, method, preset, value in runs:
@@ -182,7 +161,7 @@ def mitigation_tradeoff(
         for group, prompts in (("mem", mem), ("ord", ordinary)):
             for i, p in enumerate(prompts):
                 bar.update(1)
-                samples, n_evals = sample(mdl, method, preset, value, p, i, group == "mem")
+                samples, n_evals = _mitigated(ctx, mdl, method, preset, value, p["text"], i, group == "mem")
                 canvases = to_images(samples.float())
                 correct = caption_fidelity(clf, canvases, p["text"]).tolist()
                 cost.append(n_evals)
@@ -198,6 +177,53 @@ def mitigation_tradeoff(
     settings = {"seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "n_memorized": len(mem),
                 "n_ordinary": len(ordinary), "trained": {k: str(v) for k, v in (trained or {}).items()}}
     return write_tradeoff(rows, out, settings, print_fn=print_fn)
+
+
+def _tradeoff_runs(model, configs, strengths, trained) -> list[tuple]:
+    """``(label, model, method, preset, strength)`` of every run: each configuration at each strength, then each
+    training-time mitigation's model generated from plainly."""
+    from ..testbed import load_testbed
+
+    if configs is None:
+        configs = TRADEOFF_CONFIGS if strengths is None else tuple(
+            (m, m, "memgeo", tuple(v)) for m, v in strengths.items())
+    runs = [(label, model, method, preset, value) for label, method, preset, values in configs for value in values]
+    for label, folder in (trained or {}).items():
+        other = load_testbed(folder)
+        if other.event_shape != model.event_shape:
+            raise ValueError(f"trained[{label!r}] is not a testbed of the same shape ({other.event_shape})")
+        runs.append((label, other, "none", "memgeo", None))
+    return runs
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """What every mitigated generation of a trade-off shares: the scoring noise, the sampler's settings, the steering
+    reference and the unlabelled calibration prompts."""
+
+    x_T: torch.Tensor
+    n_steps: int
+    guidance_scale: float
+    reference: object
+    calib: list
+
+
+def _mitigated(ctx: _Sampling, mdl, method: str, preset: str, value, text: str, i: int, memorized: bool):
+    """``(samples, evaluations per sample)`` of one prompt under one method at one strength."""
+    from ..mitigate import generate
+
+    if method == "steer_given":  # the memgeo action on memorized prompts only: a perfect detector
+        from ..mitigate import SteeringPolicy
+        from ..sampling import ddim_sample
+
+        policy = SteeringPolicy.from_preset(None, preset, ctx.n_steps, flags=torch.tensor(memorized))
+        res = ddim_sample(mdl, text, ctx.x_T, n_steps=ctx.n_steps, guidance_scale=ctx.guidance_scale, policy=policy)
+        return res.denoised, res.n_evals
+    calibrated = method.endswith("_reference")  # the stopping level read off the unlabelled calibration prompts
+    g = generate(mdl, text, ctx.x_T, method=method.removesuffix("_reference"), strength=value, n_steps=ctx.n_steps,
+                 preset=preset, guidance_scale=ctx.guidance_scale, reference=ctx.reference, seed=i,
+                 reference_prompts=ctx.calib if calibrated else None)
+    return g.samples, g.n_evals
 
 
 def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print) -> dict:

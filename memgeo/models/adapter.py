@@ -12,9 +12,7 @@ and its output back.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,7 +21,6 @@ import torch
 from .._checks import check_finite, check_tensor
 from ..gmm.schedules import NoiseSchedule
 from ..parameterization import PREDICTION_TYPES, eps_to_score, to_eps, to_x0
-from . import families
 from .families.sd import SD
 
 __all__ = ["DiffusersScoreModel", "schedule_from_config"]
@@ -31,37 +28,6 @@ __all__ = ["DiffusersScoreModel", "schedule_from_config"]
 
 #: The float64 VP schedule of a diffusers scheduler config (see :meth:`NoiseSchedule.from_diffusers_config`).
 schedule_from_config = NoiseSchedule.from_diffusers_config
-
-
-def _lora_file(lora) -> Path:
-    """The adapter's safetensors file: ``lora`` itself, or the one ``.safetensors`` file in the folder ``lora``."""
-    p = Path(lora).expanduser()
-    if p.is_dir():
-        found = sorted(p.glob("*.safetensors"))
-        if len(found) != 1:
-            raise ValueError(f"lora folder {str(lora)!r} must hold exactly one .safetensors file, found {len(found)}")
-        return found[0]
-    if not p.is_file() or p.suffix != ".safetensors":
-        raise ValueError(f"lora must be a .safetensors file or a folder holding one, got {str(lora)!r}")
-    return p
-
-
-def _load_lora(spec, parts: dict, lora_file: Path) -> None:
-    """Load a LoRA adapter into the components through the family pipeline's own loader (diffusers + peft)."""
-    pipe = spec.lora_pipeline(parts)
-    modules = [m for m in (parts["network"], *parts["encoders"]) if m is not None]
-
-    def n_lora():
-        return sum("lora_" in name for m in modules for name, _ in m.named_parameters())
-
-    before = n_lora()
-    try:
-        pipe.load_lora_weights(str(lora_file.parent), weight_name=lora_file.name)
-    except (ValueError, KeyError, RuntimeError) as err:
-        raise ValueError(f"lora {str(lora_file)!r} does not fit this {spec.name} model: {err}") from err
-    if n_lora() == before:  # diffusers skips keys that name no layer of this model
-        raise ValueError(f"lora {str(lora_file)!r} does not fit this {spec.name} model: none of its weights names a "
-                         "layer of the denoiser or text encoders (an adapter trained for another family?)")
 
 
 class DiffusersScoreModel:
@@ -173,82 +139,10 @@ class DiffusersScoreModel:
         loaded through the family pipeline's own ``load_lora_weights``; the adapter's bytes enter the
         model's fingerprint, so results of the base model and of the fine-tune are never mixed.
         """
-        path = str(path_or_id)
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-        local = Path(path).expanduser()
-        if local.exists():
-            if not local.is_dir() or not ((local / "unet").is_dir() or (local / "transformer").is_dir()):
-                raise FileNotFoundError(f"model folder {path!r} has no unet/ or transformer/ subfolder "
-                                        "(expected a diffusers pipeline layout)")
-        elif not allow_download or offline:
-            looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1] or path.count("/") != 1
-            if looks_local:
-                raise FileNotFoundError(f"model folder {path!r} does not exist")
-        lora_file = _lora_file(lora) if lora is not None else None
-        kwargs = dict(local_files_only=(not allow_download) or offline)
-        if variant is not None:
-            kwargs["variant"] = variant
-        index = families.read_index(path, local, kwargs)
-        spec = families.model_family(index, path)
-        try:
-            parts = spec.load_components(path, index, weights_dtype, kwargs)
-        except OSError as err:
-            raise OSError(
-                f"could not load the model {path!r} from local files (safetensors weights of the denoiser and text "
-                f"encoders; scheduler and tokenizer configs); nothing is downloaded unless allow_download=True and "
-                f"HF_HUB_OFFLINE is unset. Cause: {err}"
-            ) from err
-        network, scheduler_config, tokenizers, encoders = parts["network"], parts["scheduler"], parts["tokenizers"], parts["encoders"]
-        notes = families.distillation_notes(
-            {spec.denoiser: dict(network.config), "scheduler": scheduler_config},
-            [Path(path).name, index.get("_name_or_path", ""), getattr(network.config, "_name_or_path", "")])
-        if notes:
-            warnings.warn(f"model {path!r} looks distilled: {'; '.join(notes)}. Its usual few-step or guidance-embedded "
-                          "generation does not use the classifier-free guidance gap that memgeo's signals read, so "
-                          "published thresholds and results for SD v1/v2 do not carry over to it", stacklevel=2)
-        for tok in tokenizers[:2]:
-            if tok.model_max_length > 1024:
-                tok.model_max_length = 77
-        if lora_file is not None:
-            _load_lora(spec, parts, lora_file)
-        for module in [network, *encoders]:
-            if module is not None:
-                module.to(device).eval().requires_grad_(False)
-        cfg = network.config
-        conditioning = spec.conditioning(tokenizers, encoders, cfg, index)
-        tokenizer = tokenizers[0]
+        from .loading import load_pretrained
 
-        @torch.no_grad()
-        def encode(prompts: list[str]) -> torch.Tensor:
-            limit = tokenizer.model_max_length
-            for p in prompts:
-                n = len(tokenizer.tokenize(p)) + 2  # with the start and end tokens
-                if n > limit:
-                    short = p if len(p) <= 60 else p[:57] + "..."
-                    warnings.warn(f"prompt {short!r} is {n} tokens long; the text encoder keeps the first {limit} "
-                                  f"(start and end tokens included) and cuts the rest", stacklevel=3)
-            return conditioning.encode_ids(conditioning.ids(prompts), list(prompts))
-
-        size = cfg.sample_size if isinstance(cfg.sample_size, (tuple, list)) else (cfg.sample_size, cfg.sample_size)
-        model = cls(
-            network, spec.schedule(scheduler_config, cfg), encode, prediction_type=spec.prediction_type(scheduler_config),
-            event_shape=(cfg.in_channels, *size), dtype=dtype, device=device,
-        )
-        model.spec = spec
-        model.conditioning = conditioning
-        model.name = path if lora_file is None else f"{path}+{lora_file.name}"
-        model.folder = local.resolve() if local.is_dir() else None
-        vae = local / "vae" / "config.json"
-        if vae.is_file():  # pixels per latent position along each side: 2^(VAE levels - 1)
-            model.vae_scale_factor = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels", [0] * 4)) - 1)
-        model.time_ids = spec.time_ids(tuple(n * model.vae_scale_factor for n in size))
-        model._modules_to_fingerprint = tuple(m for m in (network, *encoders) if m is not None)
-        model._tokenizer_size = len(tokenizer)
-        model.lora = lora_file
-        model._lora_digest = hashlib.sha256(lora_file.read_bytes()).hexdigest() if lora_file is not None else None
-        model.tokenizer, model.text_encoder = tokenizer, encoders[0]
-        model.text_encoders = conditioning.clip_encoders
-        return model
+        return load_pretrained(cls, path_or_id, weights_dtype=weights_dtype, dtype=dtype, device=device,
+                               allow_download=allow_download, variant=variant, lora=lora)
 
     # ------------------------------------------------------------------ schedule
     def alpha(self, t) -> torch.Tensor:

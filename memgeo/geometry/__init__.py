@@ -1,16 +1,8 @@
 """Model-agnostic geometry of vector fields: exact formulas from derivatives, and estimators that
 only call the field (and its JVP/VJP). Nothing here knows about diffusion models."""
 
-from .estimators import (
-    DIVERGENCE_METHODS,
-    P_LAPLACIAN_METHODS,
-    Estimate,
-    direction_flux,
-    divergence,
-    flipd,
-    jacobian,
-    p_laplacian,
-)
+from .estimators import DIVERGENCE_METHODS, P_LAPLACIAN_METHODS, Estimate, divergence, jacobian
+from .operators import direction_flux, flipd, p_laplacian
 from .exact import (
     alignment_cosine,
     alignment_cosine_per_position,

@@ -160,3 +160,27 @@ class Settings:
 def preset_rows(settings: dict) -> dict:
     """``{method: {"memgeo": options, "official": options}}`` of a table of settings classes."""
     return {name: {p: cls.preset(p).as_options() for p in PRESET_NAMES} for name, cls in settings.items()}
+
+
+def settings_table(settings: dict, *, kind: str = "signal", command: str = "memgeo scan") -> str:
+    """The markdown table of every method's options (``settings``: name -> settings class): the flag of ``command``,
+    memgeo's default, the released code's, what it sets. ``kind`` names the first column (signal, method)."""
+    lines = [f"| {kind} | option | flag | memgeo | official | what it sets |", "|---|---|---|---|---|---|"]
+    for name, cls in settings.items():
+        memgeo, official = cls(), cls.official()
+        for f in fields(cls):
+            flag = f"`{flag_name(name, f.name)}`" if f.metadata["flag"] else "-"
+            lines.append(f"| `{name}` | `{f.name}` | {flag} | {_cell(getattr(memgeo, f.name))} | "
+                         f"{_cell(getattr(official, f.name))} | {f.metadata['help']} |")
+    return "\n".join(lines)
+
+
+def flag_name(name: str, option_name: str) -> str:
+    """A command's flag for a method's option: ``--flipd-t``, ``--p-laplace-n-directions``, ``--embedding-lr``."""
+    return f"--{name}-{option_name}".replace("_", "-")
+
+
+def _cell(value) -> str:
+    if isinstance(value, tuple) and len(value) > 4:
+        return f"{value[0]}, {value[1]}, ..., {value[-1]}"
+    return "-" if value is None else str(value)

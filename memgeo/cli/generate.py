@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
-from .._util import PRESET_NAMES, atomic_write_text, check_output
+from .._util import PRESET_NAMES, atomic_write_text, check_output, flag_name
 from ..plotting import save_image_grid
 from .common import finite_float, load_model, nonempty_text, shared_arguments
 
@@ -19,6 +20,7 @@ def _generate(args) -> int:
     from ..testbed import TESTBED_DIR, testbed_folder, testbed_metadata
 
     check_output(args.out, folder=True)
+    settings = method_settings(args)  # the method's own flags, checked before any work
     folders = [Path(args.model) if args.model else TESTBED_DIR] + ([Path(args.lora)] if args.lora else [])
     if args.mitigate == "steer" and not args.reference_prompts and not any((f / "testbed.json").is_file() for f in folders):
         raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
@@ -38,7 +40,8 @@ def _generate(args) -> int:
         reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance,
                                        progress=not args.no_progress)
     g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
-                 guidance_scale=args.guidance, reference=reference, preset=args.preset, progress=not args.no_progress)
+                 guidance_scale=args.guidance, reference=reference, preset=args.preset, settings=settings,
+                 progress=not args.no_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if getattr(model, "to_image", None) is not None:  # latents that are images (the testbed)
@@ -55,6 +58,24 @@ def _generate(args) -> int:
     return 0
 
 
+def method_settings(args):
+    """The chosen method's settings from its ``--METHOD-OPTION`` flags (over ``--preset``'s), or None where none was
+    given; a flag of another method is refused, naming both."""
+    from ..mitigate import METHODS
+
+    given: dict = {}
+    for key, value in vars(args).items():
+        if key.startswith("method_option:") and value is not None:
+            _, name, option = key.split(":")
+            if name != args.mitigate:
+                raise ValueError(f"{flag_name(name, option)} is an option of --mitigate {name}, not of "
+                                 f"--mitigate {args.mitigate}")
+            given[option] = value
+    if not given:
+        return None
+    return METHODS[args.mitigate].settings_type.resolve(None, args.preset, **given)
+
+
 def register(sub) -> None:
     from ..mitigate import METHODS
 
@@ -63,9 +84,20 @@ def register(sub) -> None:
     shared_arguments(gen, model={}, lora={}, seeds=dict(default=8), steps={}, guidance={},
                      out=dict(default="generations", help="folder (made if new; no image suffix) for samples.png and "
                                                                   "signals.json"), no_progress={})
-    gen.add_argument("--mitigate", choices=METHODS, default=METHODS[0])
-    gen.add_argument("--strength", type=finite_float, help="method strength (see memgeo.mitigate.generate)")
+    gen.add_argument("--mitigate", choices=tuple(METHODS), default=next(iter(METHODS)),
+                     help="; ".join(f"{m.name}: {m.source}" for m in METHODS.values()))
+    gen.add_argument("--strength", type=finite_float,
+                     help="the method's strength: " + "; ".join(f"{m.name}: {m.strength}" for m in METHODS.values()
+                                                               if m.strength != "unused"))
     gen.add_argument("--preset", choices=PRESET_NAMES, default="memgeo",
-                     help="settings of the embedding and noise mitigations: memgeo or official (the released code)")
+                     help="the method's settings: memgeo or official (the released code)")
+    options = gen.add_argument_group("options of one method (its settings, memgeo.mitigate.presets; unset: the "
+                                     "--preset's)")
+    for m in METHODS.values():
+        for f in dataclasses.fields(m.settings_type) if m.settings_type else ():
+            if f.metadata["flag"]:
+                options.add_argument(flag_name(m.name, f.name), dest=f"method_option:{m.name}:{f.name}",
+                                     choices=f.metadata["choices"], type=f.metadata["type"],
+                                     help=f"{m.name}: {f.metadata['help']}")
     gen.add_argument("--reference-prompts", help="ordinary prompts to calibrate steering on (non-testbed models)")
     gen.set_defaults(func=_generate)

@@ -8,14 +8,14 @@ Why memgeo differs from the released code, option by option: docs/conventions.md
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import ClassVar
 
-from .._util import Settings, option
+from .._util import Settings, flag_name, option, settings_table
 
 __all__ = ["Settings", "option", "GuidanceNormSettings", "AnisotropySettings", "SharpnessSettings", "PLaplaceSettings",
            "KappaDeltaSettings", "FlipdSettings", "BrightEndingSettings", "RegionalSharpnessSettings",
-           "UpdateNormSettings", "settings_table"]
+           "UpdateNormSettings", "settings_table", "flag_name"]
 
 
 @dataclass(frozen=True)
@@ -142,27 +142,3 @@ class UpdateNormSettings(Settings):
     """Huang et al., KDD 2026 ("Broken Memories"): no released code; the first 3 steps, as their table's column."""
 
     k: int = option(3, "the first k sampler updates whose norms are averaged", type=int)
-
-
-def settings_table(settings: dict) -> str:
-    """The markdown table of every signal's options (``settings``: signal name -> settings class): the flag of
-    ``memgeo scan``, memgeo's default, the released code's, what it sets."""
-    lines = ["| signal | option | flag | memgeo | official | what it sets |", "|---|---|---|---|---|---|"]
-    for name, cls in settings.items():
-        memgeo, official = cls(), cls.official()
-        for f in fields(cls):
-            flag = f"`{flag_name(name, f.name)}`" if f.metadata["flag"] else "-"
-            lines.append(f"| `{name}` | `{f.name}` | {flag} | {_cell(getattr(memgeo, f.name))} | "
-                         f"{_cell(getattr(official, f.name))} | {f.metadata['help']} |")
-    return "\n".join(lines)
-
-
-def flag_name(signal: str, option_name: str) -> str:
-    """``memgeo scan``'s flag for a signal's option: ``--flipd-t``, ``--p-laplace-n-directions``."""
-    return f"--{signal}-{option_name}".replace("_", "-")
-
-
-def _cell(value) -> str:
-    if isinstance(value, tuple) and len(value) > 4:
-        return f"{value[0]}, {value[1]}, ..., {value[-1]}"
-    return "-" if value is None else str(value)

@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from .._util import atomic_write_text, spread
+from ..mitigate.methods import METHODS
 from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
 from ..testbed.protocol import testbed_scoring_seeds
 from ..testbed.criteria import criterion as criterion_of
 
-__all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "TRADEOFF_CONFIGS", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
+__all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "tradeoff_configs", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
 
 def digit_classifier(images: torch.Tensor, targets):
@@ -62,24 +63,18 @@ def caption_fidelity(clf, canvases: torch.Tensor, text: str) -> np.ndarray:
     return (pred == want[None]).mean(1)
 
 
-#: The trade-off's configurations: (label, method, preset, strengths). ``"steer (flags given)"`` applies
-#: the memgeo steering action to every memorized prompt's samples and to no ordinary one: the action
-#: alone, as if the detector were perfect.
-TRADEOFF_CONFIGS = (
-    ("none", "none", "memgeo", (None,)),
-    ("guidance", "guidance", "memgeo", (5.0, 3.0, 1.0)),
-    ("embedding", "embedding", "memgeo", (0.7, 0.5, 0.3)),
-    ("embedding (official)", "embedding", "official", (None,)),
-    ("noise", "noise", "memgeo", (5, 10, 20)),
-    ("noise (official SAIL)", "noise", "official", (None,)),
-    ("steer", "steer", "memgeo", (4.0, 3.0, 2.0, 1.0)),
-    ("steer (official)", "steer", "official", (4.0, 3.0, 2.0)),
-    ("steer (flags given)", "steer_given", "memgeo", (None,)),
-    ("embedding (calibrated)", "embedding_reference", "memgeo", (None,)),
-    ("noise (calibrated)", "noise_reference", "memgeo", (10, 20)),
-    ("basin", "basin", "memgeo", (-2.0, -4.0, 0.0)),
-    ("basin (official)", "basin", "official", (None,)),
-)
+def tradeoff_configs() -> tuple:
+    """The trade-off's default sweep, ``(label, method, preset, strengths)``: every method's own rows
+    (:attr:`~memgeo.mitigate.methods.MethodSpec.tradeoff`, read from the registry when called, so a method registered
+    later is swept too), then the rows that read more than a method: ``"steer (flags given)"`` applies the memgeo
+    steering action to every memorized prompt's samples and to no ordinary one (the action alone, as if the detector
+    were perfect), and the calibrated rows stop at levels read off unlabelled reference prompts."""
+    return (
+        *((label, m.name, preset, strengths) for m in METHODS.values() for label, preset, strengths in m.tradeoff),
+        ("steer (flags given)", "steer_given", "memgeo", (None,)),  # the action alone, on the memorized prompts only
+        ("embedding (calibrated)", "embedding_reference", "memgeo", (None,)),  # stopping levels from reference prompts
+        ("noise (calibrated)", "noise_reference", "memgeo", (10, 20)),
+    )
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -118,7 +113,7 @@ def mitigation_tradeoff(
     verbatim or replication, picks the prompts and the copies, :data:`memgeo.testbed.criteria.CRITERIA`). Fidelity: the
     fraction of canvas cells whose digit (by :func:`fidelity_classifier`) is the one the caption names there, for
     memorized and ordinary prompts; the table gives it also as the share kept of the unmitigated fidelity.
-    ``configs`` (default :data:`TRADEOFF_CONFIGS`) lists ``(label, method, preset, strengths)``;
+    ``configs`` (default :func:`tradeoff_configs`) lists ``(label, method, preset, strengths)``;
     ``strengths`` ``{method: [values]}`` is a shorthand for memgeo-preset configurations.
     ``trained`` ``{label: testbed folder}`` adds training-time mitigation: each folder's model is
     generated from plainly, on the same prompts, seeds and classifier. Writes ``mitigation.md``
@@ -185,7 +180,7 @@ def _tradeoff_runs(model, configs, strengths, trained) -> list[tuple]:
     from ..testbed import load_testbed
 
     if configs is None:
-        configs = TRADEOFF_CONFIGS if strengths is None else tuple(
+        configs = tradeoff_configs() if strengths is None else tuple(
             (m, m, "memgeo", tuple(v)) for m, v in strengths.items())
     runs = [(label, model, method, preset, value) for label, method, preset, values in configs for value in values]
     for label, folder in (trained or {}).items():

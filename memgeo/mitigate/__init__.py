@@ -30,12 +30,14 @@ from .embedding import (
     ADAPT_OBJECTIVES,
 )
 from .generate import METHODS, Generation, generate
+from .methods import MethodSpec, Request
 from .noise import NOISE_OBJECTIVES, NoiseOptimization, optimize_noise
 from .presets import PRESETS
 from .steering import SteeringPolicy, SteeringReference, calibrate_steering
 
 __all__ = [
     "condition_embedding", "ADAPT_OBJECTIVES", "NOISE_OBJECTIVES", "PRESETS", "AdaptedEmbedding", "adapt_embedding", "NoiseOptimization",
-    "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "Generation", "generate",
+    "optimize_noise", "SteeringReference", "calibrate_steering", "SteeringPolicy", "METHODS", "MethodSpec", "Request",
+    "Generation", "generate",
     "BasinPolicy", "basin_exit", "reference_level",
 ]

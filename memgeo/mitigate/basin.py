@@ -8,7 +8,7 @@ import torch
 
 from ..guidance import sample_norm
 from ..sampling import StepState
-from .presets import resolve
+from .presets import BasinSettings
 
 __all__ = ["BasinPolicy", "basin_exit"]
 
@@ -42,9 +42,9 @@ class BasinPolicy:
     static opposite-guidance setting) with the same exit, forced by half way.
     """
 
-    def __init__(self, n_steps: int, *, preset: str = "memgeo", inside: float | None = None,
-                 force_at: float | None = None):
-        opts = resolve("basin", preset, inside=inside, force_at=force_at)
+    def __init__(self, n_steps: int, *, preset: str = "memgeo", settings: BasinSettings | None = None,
+                 inside: float | None = None, force_at: float | None = None):
+        opts = BasinSettings.resolve(settings, preset, inside=inside, force_at=force_at).as_options()
         self.inside = float(opts["inside"])
         f = opts["force_at"]
         if f is not None and not 0.0 < float(f) <= 1.0:

@@ -16,6 +16,19 @@ __all__ = ["PRESETS", "PRESET_NAMES", "SETTINGS", "AdaptEmbeddingSettings", "Ste
            "OptimizeNoiseSettings", "resolve"]
 
 
+def _float_or_auto(text: str) -> float | str:
+    """A command-line value that is a number or ``auto``."""
+    return "auto" if str(text).strip().lower() == "auto" else float(text)
+
+
+def _boolean(text: str) -> bool:
+    """A command-line truth value: true/false, yes/no, 1/0."""
+    value = str(text).strip().lower()
+    if value not in ("true", "false", "yes", "no", "1", "0"):
+        raise ValueError(f"expected true/false, yes/no or 1/0, got {text!r}")
+    return value in ("true", "yes", "1")
+
+
 @dataclass(frozen=True)
 class AdaptEmbeddingSettings(Settings):
     """Wen et al. 2024 inference-time mitigation (prompt-embedding adaptation)."""
@@ -28,7 +41,8 @@ class AdaptEmbeddingSettings(Settings):
                                            type=float)
     loss: str = option("mean", "the mean of the per-sample objective, or one Frobenius norm of the gap over all seeds",
                        choices=("mean", "frobenius"))
-    freeze_start_token: bool = option(False, "keep the start-of-text token's embedding as it is")
+    freeze_start_token: bool = option(False, "keep the start-of-text token's embedding as it is (true/false)",
+                                      type=_boolean)
     OFFICIAL: ClassVar[dict] = {"optimizer": "adamw", "max_iters": 10, "target": 3.0, "relative_target": None,
                                 "loss": "frobenius", "freeze_start_token": True}
 
@@ -42,6 +56,7 @@ class SteerSettings(Settings):
     threshold: float = option(3.0, "flag a sample once its combined criterion, averaged so far, exceeds this", type=float)
     low_guidance: float = option(-4.0, "the guidance of a flagged sample", type=float)
     act_from: float = option(0.5, "the fraction of the steps from which a flagged sample is steered", type=float)
+    n_directions: int = option(4, "the kappa-delta tracker's directions per step", type=int)
     OFFICIAL: ClassVar[dict] = {"low_guidance": 0.0, "act_from": 0.0}
 
 
@@ -66,7 +81,8 @@ class OptimizeNoiseSettings(Settings):
     lr: float = option(0.05, "Adam's learning rate", type=float)
     max_iters: int = option(20, "at most this many steps", type=int)
     threshold: float | None = option(None, "accept a sample once its proxy is at most this", type=float)
-    penalty: float | str = option(1.0, "the weight of the penalty keeping |x_T|^2 (auto: the released rule)")
+    penalty: float | str = option(1.0, "the weight of the penalty keeping |x_T|^2 (auto: the released rule)",
+                                  type=_float_or_auto)
     max_rounds: int = option(30, "SAIL's rounds (the released loop only)", type=int)
     OFFICIAL: ClassVar[dict] = {"objective": "sail", "max_iters": 10, "threshold": 8.2, "penalty": "auto"}
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .._checks import check_int
-from .presets import resolve
+from .presets import SteerSettings
 from ..guidance import combined_score
 from ..sampling import StepState, ddim_sample, trajectory_trackers
 
@@ -76,15 +76,20 @@ class SteeringPolicy:
         self.flags = None if flags is None else torch.as_tensor(flags, dtype=torch.bool)
         self.flagged: torch.Tensor | None = None
         self.flag_step: torch.Tensor | None = None
+        self.n_directions = 4
 
     @classmethod
     def from_preset(cls, reference: SteeringReference | None, preset: str, n_steps: int, *,
-                    threshold: float | None = None, flags: torch.Tensor | None = None) -> "SteeringPolicy":
-        """The ``steer`` preset's action for an ``n_steps`` run: its threshold (or ``threshold``), its
-        ``low_guidance``, and its ``act_from`` (a fraction of the steps) as a step index."""
-        opts = resolve("steer", preset, threshold=threshold)
-        return cls(reference, threshold=float(opts["threshold"]), low_guidance=float(opts["low_guidance"]),
-                   act_from=int(round(float(opts["act_from"]) * n_steps)), flags=flags)
+                    settings: SteerSettings | None = None, threshold: float | None = None,
+                    flags: torch.Tensor | None = None) -> "SteeringPolicy":
+        """The ``steer`` preset's (or ``settings``') action for an ``n_steps`` run: its threshold (or ``threshold``),
+        its ``low_guidance``, and its ``act_from`` (a fraction of the steps) as a step index; ``n_directions`` (the
+        kappa-delta tracker's directions a generation steered by it takes) is kept on the policy."""
+        s = SteerSettings.resolve(settings, preset, threshold=threshold)
+        policy = cls(reference, threshold=float(s.threshold), low_guidance=float(s.low_guidance),
+                     act_from=int(round(float(s.act_from) * n_steps)), flags=flags)
+        policy.n_directions = check_int("n_directions", s.n_directions, minimum=1)
+        return policy
 
     def __call__(self, state: StepState, trace: dict):
         S = state.x.shape[0]

@@ -65,3 +65,12 @@ def test_results_are_one_folder_per_study_each_in_the_index():
     index = (results / "README.md").read_text()
     unnamed = sorted(p.name for p in results.iterdir() if p.is_dir() and f"`{p.name}/`" not in index)
     assert not unnamed, f"benchmarks/results/README.md does not name the studies {unnamed}"
+
+
+def test_every_recipe_of_extending_md_is_performed_by_a_test_that_exists():
+    text = (ROOT / "docs" / "extending.md").read_text()
+    named = re.findall(r"Performed (?:\([^)]*\) )?by `(tests/[\w/]+\.py)::(\w+)`", text)
+    recipes = re.findall(r"^## ", text, re.M)
+    assert len(named) == len(recipes) - 1, "every recipe but the command's names the test that performs it"
+    for path, test in named:
+        assert f"def {test}(" in (ROOT / path).read_text(), f"{path}::{test} does not exist"

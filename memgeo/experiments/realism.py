@@ -23,7 +23,7 @@ import numpy as np
 from ..detect import auroc
 from ..sampling import GuidanceNormTracker, ddim_sample, initial_noise
 from ..testbed.canvas import KINDS, to_images
-from ..testbed.criteria import criterion as criterion_of
+from ..testbed.criteria import CRITERIA, criterion as criterion_of
 from ..testbed.truth import nearest_ratios
 
 __all__ = ["MEMORIZED_RATE", "TARGETS", "measure_realism", "gap_auroc_by_step", "realism", "realism_verdicts", "format_realism", "append_markdown"]
@@ -55,27 +55,27 @@ def measure_realism(model, data, prompts, *, seeds: int, n_steps: int, guidance_
         res = ddim_sample(model, p["text"], x_T, n_steps=n_steps, guidance_scale=guidance_scale,
                           trackers={"gap": GuidanceNormTracker()})
         c = nearest_ratios(data, p, to_images(res.denoised.float()), level=level)
-        rate = c["target_copy"] if p["kind"] == "memorized" else c["copy"]
-        replicated = c["target_replica"] if p["kind"] == "memorized" else c["replica"]
         per_image = p.get("duplication", 0) / max(1, len(p["targets"]) if p.get("memorization") == "template" else 1)
-        rows.append({"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
-                     "duplication": p.get("duplication"), **({"companions": p["companions"]} if p.get("companions") else {}),
-                     "share": per_image / n_items, "rate": float(rate.double().mean()),
-                     "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
-                     "replication_rate": float(replicated.double().mean()),
-                     "replica_rate": float(c["replica"].double().mean()),
-                     "nearest_target_rate": float(c["nearest_is_target"].double().mean()),
-                     "gap": res.trace["gap"].double().mean(1).tolist()})
+        row = {"text": p["text"], "kind": p["kind"], "memorization": p.get("memorization"),
+               "duplication": p.get("duplication"), **({"companions": p["companions"]} if p.get("companions") else {}),
+               "share": per_image / n_items, "ratio": float(c["ratio"].median()),
+               "nearest_target_rate": float(c["nearest_is_target"].double().mean()),
+               "gap": res.trace["gap"].double().mean(1).tolist()}
+        for crit in CRITERIA.values():  # each criterion's rates under its realism keys (Criterion.realism)
+            own, anyone = crit.realism[:2]
+            row[own] = float(c[crit.target if p["kind"] == "memorized" else crit.mark].double().mean())
+            row[anyone] = float(c[crit.mark].double().mean())
+        rows.append(row)
     un = ddim_sample(model, None, initial_noise(model, list(range(10_000, 10_000 + uncond_seeds))), n_steps=n_steps,
                      guidance_scale=1.0).denoised
     duplicated = sorted({i for p in data.prompts if p["kind"] == "memorized" for i in p["targets"]})
     c = nearest_ratios(data, {"targets": duplicated}, to_images(un.float()), level="canvas")
-    return {"criterion": level, "prompts": rows,
-            "unconditional": {"seeds": uncond_seeds, "copy_rate": float(c["copy"].double().mean()),
-                              "duplicated_copy_rate": float(c["target_copy"].double().mean()),
-                              "replica_rate": float(c["replica"].double().mean()),
-                              "duplicated_replica_rate": float(c["target_replica"].double().mean()),
-                              "median_ratio": float(c["ratio"].median())}}
+    unconditional = {"seeds": uncond_seeds, "median_ratio": float(c["ratio"].median())}
+    for crit in CRITERIA.values():
+        u_any, u_dup = crit.realism[2:]
+        unconditional[u_any], unconditional[u_dup] = (float(c[crit.mark].double().mean()),
+                                                      float(c[crit.target].double().mean()))
+    return {"criterion": level, "prompts": rows, "unconditional": unconditional}
 
 
 def gap_auroc_by_step(positive, negative) -> list[float]:

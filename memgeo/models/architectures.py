@@ -13,7 +13,7 @@ import tempfile
 import torch
 
 __all__ = ["SD_V1_UNET_CONFIG", "VIT_L14_TEXT_CONFIG", "SDXL_UNET_CONFIG", "SD3_MEDIUM_TRANSFORMER_CONFIG",
-           "FAMILY_SIZES", "denoiser_parameters", "sd_v1_random_model"]
+           "family_sizes", "denoiser_parameters", "sd_v1_random_model"]
 
 SD_V1_UNET_CONFIG = dict(
     act_fn="silu", attention_head_dim=8, block_out_channels=(320, 640, 1280, 1280), center_input_sample=False,
@@ -48,21 +48,22 @@ SD3_MEDIUM_TRANSFORMER_CONFIG = dict(
     num_layers=24, out_channels=16, patch_size=2, pooled_projection_dim=2048, pos_embed_max_size=192, sample_size=128,
 )
 
-#: Family -> (denoiser class, its configuration, latent shape): the real sizes, for cost planning.
-FAMILY_SIZES = {
-    "sd": ("UNet2DConditionModel", SD_V1_UNET_CONFIG, (4, 64, 64)),
-    "sdxl": ("UNet2DConditionModel", SDXL_UNET_CONFIG, (4, 128, 128)),
-    "sd3": ("SD3Transformer2DModel", SD3_MEDIUM_TRANSFORMER_CONFIG, (16, 128, 128)),
-}
+def family_sizes() -> dict:
+    """Family -> (denoiser class, its configuration, latent shape): each family's real size, for cost planning (its
+    spec's ``real_size``, :data:`memgeo.models.families.SPECS`)."""
+    from .families import SPECS
+
+    return {name: spec.real_size for name, spec in SPECS.items() if spec.real_size}
 
 
 def denoiser_parameters(family: str) -> int:
     """The parameter count of a family's denoiser at its real size, built on the meta device (no memory)."""
     import diffusers
 
-    if family not in FAMILY_SIZES:
-        raise ValueError(f"family must be one of {sorted(FAMILY_SIZES)}, got {family!r}")
-    cls, config, _ = FAMILY_SIZES[family]
+    sizes = family_sizes()
+    if family not in sizes:
+        raise ValueError(f"family must be one of {sorted(sizes)}, got {family!r}")
+    cls, config, _ = sizes[family]
     with torch.device("meta"):
         net = getattr(diffusers, cls)(**config)
     return sum(p.numel() for p in net.parameters())

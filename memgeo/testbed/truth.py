@@ -102,12 +102,12 @@ def memorization_ground_truth(
         if generations is not None:
             generations[p["text"]] = canvases
         c = nearest_ratios(data, p, canvases, level=level)
-        row = {**p, "copy_rate": float(c["copy"].double().mean()), "ratio": float(c["ratio"].median()),
-               "replica_rate": float(c["replica"].double().mean()),
+        row = {**p, "ratio": float(c["ratio"].median()),
                "nearest_target_rate": float(c["nearest_is_target"].double().mean()), "criterion": level}
-        if p.get("targets"):
-            row["target_rate"] = float(c["target_copy"].double().mean())
-            row["target_replica_rate"] = float(c["target_replica"].double().mean())
+        for crit in CRITERIA.values():  # each criterion's rates, under its own row keys
+            row[crit.any_rate] = float(c[crit.mark].double().mean())
+            if p.get("targets"):
+                row[crit.rate] = float(c[crit.target].double().mean())
         out.append(row)
     return out
 
@@ -231,9 +231,10 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
     Returns ``"nearest"`` ``[N, 16, 16]``, the nearest training image of each generation as a canvas (at
     ``"cell"`` level each cell's nearest training cell; for a local prompt its cell alone, the rest blank), and
     ``[N]`` tensors: ``"ratio"``; ``"nearest_is_target"`` (the nearest image is one of the prompt's
-    ``targets``, every cell for ``"cell"``; False without targets); ``"copy"`` (``ratio < COPY_RATIO``: a verbatim
-    copy of some training image) and ``"target_copy"`` (a copy whose nearest image is the prompt's); ``"replica"``
-    (``ratio < REPLICATION_RATIO``) and ``"target_replica"`` (a replica whose nearest image is the prompt's).
+    ``targets``, every cell for ``"cell"``; False without targets); and for each criterion of :data:`CRITERIA` its
+    ``mark`` (``ratio`` under its bound: ``"copy"`` below :data:`COPY_RATIO`, a verbatim copy of some training image;
+    ``"replica"`` below :data:`REPLICATION_RATIO`) and its ``target`` (such a generation whose nearest image is the
+    prompt's: ``"target_copy"``, ``"target_replica"``).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
@@ -272,11 +273,12 @@ def nearest_ratios(data: CanvasData, prompt: dict, canvases: torch.Tensor, *, le
         is_target = ((nn[:, None, :] == cells_of[targets][None]).all(-1).any(1) if targets
                      else torch.zeros(n, dtype=torch.bool))
     ratio = torch.where(d2 > 0, d1 / d2, torch.zeros_like(d1))
-    copy = ratio < COPY_RATIO
-    replica = ratio < REPLICATION_RATIO
     nearest = nearest.reshape(n, 2, 2, 8, 8).permute(0, 1, 3, 2, 4).reshape(n, 16, 16).float()
-    return {"ratio": ratio, "nearest_is_target": is_target, "copy": copy, "target_copy": copy & is_target,
-            "replica": replica, "target_replica": replica & is_target, "nearest": nearest}
+    out = {"ratio": ratio, "nearest_is_target": is_target, "nearest": nearest}
+    for c in CRITERIA.values():  # each criterion's generations under its bound, and those nearest the prompt's image
+        hit = ratio < c.ratio_below
+        out[c.mark], out[c.target] = hit, hit & is_target
+    return out
 
 
 def mask_position(mask) -> int:

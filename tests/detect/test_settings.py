@@ -78,14 +78,13 @@ class ToySettings(Settings):
     OFFICIAL = {"scale": 3.0}
 
 
-def toy(model, cond, x_T, *, preset="memgeo", scale=None, n_steps=50):
-    """A toy signal: the first-step gap norm times ``scale``."""
+def toy(model, cond, x_T, settings=None, *, preset="memgeo", n_steps=50, **options):
+    """A toy signal: the first-step gap norm times its settings' ``scale``."""
     from memgeo.detect import guidance_norm
-    from memgeo.detect.presets import resolve
 
-    opts = resolve("toy", preset, scale=scale)
+    s = ToySettings.resolve(settings, preset, **options)
     r = guidance_norm(model, cond, x_T, n_steps=n_steps)
-    return dataclasses.replace(r, name="toy", score=opts["scale"] * r.score, value=opts["scale"] * r.value)
+    return dataclasses.replace(r, name="toy", score=s.scale * r.score, value=s.scale * r.value)
 
 
 def test_a_new_signal_is_its_module_its_settings_and_one_registry_line(monkeypatch, tmp_path, tiny_mixture):

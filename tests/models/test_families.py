@@ -381,3 +381,33 @@ def test_copy_gallery_marks_by_target_only_where_a_row_has_one(monkeypatch, tmp_
     assert testbed[1] == ("r=0.10 copy", "red") and testbed[2][0] == "nearest = target"
     assert testbed[3] == ("r=0.10 copy", "black") and testbed[4][0] == "nearest"
     assert audit[1] == ("r=0.10 copy", "red") and audit[2][0] == "nearest"
+
+
+def test_a_new_family_is_its_spec_and_one_line_in_specs(monkeypatch, tmp_path):
+    """docs/extending.md, "A model family": a FamilySpec subclass listed in SPECS is loaded through the real
+    from_pretrained path, named in the model's identity, and priced by its real size."""
+    import json
+
+    from memgeo.models import DiffusersScoreModel
+    from memgeo.models.architectures import family_sizes
+    from memgeo.models.families import SPECS
+    from memgeo.models.families.sd import StableDiffusion
+    from memgeo.models.tiny import build_tiny_pipeline
+
+    class Toy(StableDiffusion):
+        name = "toy"
+        pipeline = "ToyDiffusionPipeline"
+        in_fingerprint = True
+        real_size = ("UNet2DConditionModel", {"sample_size": 8}, (4, 8, 8))
+
+    monkeypatch.setitem(SPECS, "toy", Toy())
+    folder = build_tiny_pipeline(tmp_path / "toy")
+    sd = DiffusersScoreModel.from_pretrained(folder)
+    index = folder / "model_index.json"
+    index.write_text(json.dumps({**json.loads(index.read_text()), "_class_name": "ToyDiffusionPipeline"}))
+    toy = DiffusersScoreModel.from_pretrained(folder)
+    assert toy.family == "toy" and sd.family == "sd"
+    x = torch.randn(2, *toy.event_shape, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
+    assert torch.equal(toy.eps(x, 500, "a cat"), sd.eps(x, 500, "a cat"))  # the same network, read the same way
+    assert toy.identity != sd.identity  # results of the two families never mix
+    assert family_sizes()["toy"][2] == (4, 8, 8)

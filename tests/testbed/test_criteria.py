@@ -29,3 +29,30 @@ def test_no_module_branches_on_a_criterion_name():
     found = [f"{p.relative_to(PACKAGE)}:{i}" for p in PACKAGE.rglob("*.py") if p.name != "criteria.py"
              for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert not found, found
+
+
+def test_a_new_criterion_is_one_entry_of_criteria(monkeypatch):
+    """docs/extending.md, "A copy criterion": one Criterion in CRITERIA; the ground truth, the labels, the realism
+    checks and the command line read it with no other change."""
+    from memgeo.cli import build_parser
+    from memgeo.experiments.realism import measure_realism
+    from memgeo.testbed import load_testbed, testbed_data, testbed_labels
+    from memgeo.testbed.criteria import Criterion
+    from memgeo.testbed.truth import memorization_ground_truth
+
+    strict = Criterion("strict", 1 / 4, "target_strict_rate", "strict_rate", "strict copy", "below 1/4", "target_strict",
+                       False, ("strict_own", "strict_any", "strict_any", "duplicated_strict_rate"))
+    monkeypatch.setitem(CRITERIA, "strict", strict)
+    assert build_parser().parse_args(["bench", "--criterion", "strict"]).criterion == "strict"  # the command line
+    model, data = load_testbed(), testbed_data()
+    prompts = [next(p for p in data.prompts if p["kind"] == k) for k in ("memorized", "ordinary")]
+    rows = memorization_ground_truth(model, prompts, seeds=2, n_steps=4, data=data)  # the ground truth
+    for r in rows:
+        assert r["strict_rate"] <= r["copy_rate"] <= r["replica_rate"]  # a stricter bound, fewer copies
+    assert rows[0]["target_strict_rate"] <= rows[0]["target_rate"]
+    meta = {"prompts": [{**r, "strict_rate": 0.0, "target_strict_rate": 1.0 if r.get("targets") and r["kind"] ==
+                         "memorized" else 0.0} for r in rows], "ground_truth": {"seeds": 2}}
+    texts, labels, _ = testbed_labels(meta, criterion="strict")  # the labels
+    assert dict(zip(texts, labels)) == {prompts[0]["text"]: 1, prompts[1]["text"]: 0}
+    real = measure_realism(model, data, prompts, seeds=1, n_steps=4, guidance_scale=7.5, uncond_seeds=2)
+    assert {"strict_own", "strict_any"} <= set(real["prompts"][0]) and "duplicated_strict_rate" in real["unconditional"]

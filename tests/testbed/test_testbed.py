@@ -377,3 +377,19 @@ def test_mixed_precision_takes_the_float32_steps_up_to_rounding(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         train_testbed(tmp_path / "bad", steps=3, precision="fp16", **kw)
     assert not (tmp_path / "bad").exists()  # refused before anything is written
+
+
+def test_a_new_regime_is_one_entry_of_regimes(monkeypatch, tmp_path):
+    """docs/extending.md, "A testbed regime": one entry of REGIMES; the train command offers it, the trainer reads its
+    data, steps and caption dropout, and the trained folder records it and rebuilds its data."""
+    from memgeo.cli import build_parser
+    from memgeo.testbed import REGIMES
+
+    monkeypatch.setitem(REGIMES, "toy", {"data": {"n_single": 20, "n_per_kind": 2, "n_ordinary": 4, "n_heldout": 2},
+                                         "steps": 2, "dropout": 0.25})
+    args = build_parser().parse_args(["testbed", "train", "--regime", "toy", "--out", str(tmp_path / "t")])
+    assert args.regime == "toy"
+    out = train_testbed(tmp_path / "t", regime="toy", batch_size=4, checkpoint_every=1, progress=False)
+    meta = json.loads((out / "testbed.json").read_text())
+    assert meta["steps"] == 2 and meta["dropout"] == 0.25
+    assert tb.testbed_data(out).items == build_canvas_data(seed=0, **REGIMES["toy"]["data"]).items

@@ -47,9 +47,10 @@ def model_family(index: dict, path: str) -> FamilySpec:
     """The family of a folder from its ``model_index.json`` contents (none: an SD v1/v2 layout); a clear error for
     anything else."""
     name = str(index.get("_class_name", SD.pipeline))
-    if name in FAMILIES:
-        return FAMILIES[name]
+    families = {spec.pipeline: spec for spec in SPECS.values()}  # read when called: a family added later is known
+    if name in families:
+        return families[name]
     for prefix, why in REFUSED.items():
         if name.startswith(prefix):
             raise ValueError(f"model {path!r} is a {name}: {why}")
-    raise ValueError(f"model {path!r} is a {name}; memgeo supports {', '.join(sorted(FAMILIES))} folders")
+    raise ValueError(f"model {path!r} is a {name}; memgeo supports {', '.join(sorted(families))} folders")

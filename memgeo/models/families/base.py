@@ -157,6 +157,8 @@ class FamilySpec:
         cross_attention: whether its denoiser has UNet cross-attention layers (``attn2``) that token tools read.
         in_fingerprint: whether its name enters a model's fingerprint (False for the first family, so that results
             stored before families existed keep their fingerprints).
+        real_size: ``(denoiser class, its configuration, latent shape)`` of its released model, for cost planning
+            at the real scale (:func:`memgeo.models.architectures.denoiser_parameters`); empty where not given.
     """
 
     name: str = ""
@@ -164,6 +166,7 @@ class FamilySpec:
     denoiser: str = "unet"
     cross_attention: bool = True
     in_fingerprint: bool = True
+    real_size: tuple = ()
 
     # -------------------------------------------------------------- loading
     def load_network(self, path: str, weights: dict):

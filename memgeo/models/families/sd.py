@@ -4,6 +4,7 @@ this family's."""
 
 from __future__ import annotations
 
+from ..architectures import SD_V1_UNET_CONFIG
 from .base import FamilySpec
 
 __all__ = ["SD"]
@@ -12,6 +13,7 @@ __all__ = ["SD"]
 class StableDiffusion(FamilySpec):
     name = "sd"
     pipeline = "StableDiffusionPipeline"
+    real_size = ("UNet2DConditionModel", SD_V1_UNET_CONFIG, (4, 64, 64))
     in_fingerprint = False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..architectures import SD3_MEDIUM_TRANSFORMER_CONFIG
 from .base import FamilySpec, TwoClipConditioning, pack_condition, unpack_condition
 
 __all__ = ["SD3"]
@@ -45,6 +46,7 @@ class SD3Conditioning(TwoClipConditioning):
 class StableDiffusion3(FamilySpec):
     name = "sd3"
     pipeline = "StableDiffusion3Pipeline"
+    real_size = ("SD3Transformer2DModel", SD3_MEDIUM_TRANSFORMER_CONFIG, (16, 128, 128))
     denoiser = "transformer"
     cross_attention = False
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import torch
 
+from ..architectures import SDXL_UNET_CONFIG
 from .base import FamilySpec, TwoClipConditioning, pack_condition, unpack_condition
 
 __all__ = ["SDXL"]
@@ -26,6 +27,7 @@ class SDXLConditioning(TwoClipConditioning):
 class StableDiffusionXL(FamilySpec):
     name = "sdxl"
     pipeline = "StableDiffusionXLPipeline"
+    real_size = ("UNet2DConditionModel", SDXL_UNET_CONFIG, (4, 128, 128))
 
     def load_text(self, path, index, weights, kwargs):
         from transformers import CLIPTextModelWithProjection, CLIPTokenizer

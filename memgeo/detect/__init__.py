@@ -28,11 +28,12 @@ from .regional_sharpness import regional_sharpness
 from .registry import COST_REFERENCE, DEFAULT_SIGNALS, SIGNALS, SignalOption, SignalSpec, runnable_signals
 from .sharpness import sharpness
 from .update_norm import update_norm
+from .gap_turn import gap_turn
 
 __all__ = [
     "SIGNALS", "SignalSpec", "SignalOption", "DEFAULT_SIGNALS", "COST_REFERENCE", "runnable_signals", "SignalResult", "PRESETS", "PRESET_NAMES", "resolve",
     "guidance_norm", "anisotropy", "sharpness", "regional_sharpness", "p_laplace_flux", "p_laplace_released", "kappa_delta",
-    "kappa_delta_released", "flipd_signal", "flipd_t0", "bright_ending", "bright_ending_mask", "update_norm",
+    "kappa_delta_released", "flipd_signal", "flipd_t0", "bright_ending", "bright_ending_mask", "update_norm", "gap_turn",
     "branch_diagnostic", "BRANCH_CURVES", "caption_baseline", "uppercase_fraction",
     "auroc", "tpr_at_fpr", "roc_curve", "detection_metrics", "bootstrap_metrics", "CONVENTIONS",
 ]

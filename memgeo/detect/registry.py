@@ -18,6 +18,7 @@ import torch
 from .anisotropy import anisotropy
 from .bright_ending import bright_ending
 from .flipd import flipd_signal, flipd_t0
+from .gap_turn import GapTurnSettings, gap_turn
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
@@ -196,12 +197,16 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True, own=True),
     SignalSpec("update_norm", update_norm, "Huang et al., KDD 2026", guided=True, batched=True, free=True),
+    SignalSpec("gap_turn", gap_turn, "memgeo (the guidance gap's turn over the first step)", guided=True, batched=True,
+               own=True, settings_class=GapTurnSettings),
     # budget variants: the published signals read at a smaller cost, each its base with the options it fixes
     *(SignalSpec(f"guidance_norm_k{k}", guidance_norm, "Wen et al., ICLR 2024 (first k steps)", guided=True,
                  batched=True, base="guidance_norm", budget=(("steps", "all"), ("track_steps", k))) for k in (3, 8)),
     *(SignalSpec(f"kappa_delta_k{k}", kappa_delta, "Brokman et al., NeurReps 2025 (first k steps)", generates=True,
                  guided=True, batched=True, directions=1, base="kappa_delta", budget=(("track_steps", k),))
       for k in (1, 3, 8)),
+    SignalSpec("gap_turn_k3", gap_turn, "memgeo (the gap's turn over the first 3 steps)", guided=True, batched=True,
+               own=True, base="gap_turn", budget=(("k", 3),)),
     SignalSpec("bright_ending_10", bright_ending, "Chen et al., ICLR 2025 (a 10-step generation)", generates=True,
                guided=True, batched=True, cross_attention=True, base="bright_ending", budget=(("n_steps", 10),)),
 )}

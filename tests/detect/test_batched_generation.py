@@ -21,14 +21,16 @@ def _generators():
 
 
 @pytest.mark.parametrize("name,preset", [("p_laplace", "memgeo"), ("p_laplace", "official"), ("kappa_delta", "memgeo"),
-                                         ("kappa_delta", "official"), ("flipd", "memgeo"), ("bright_ending", "memgeo")])
+                                         ("kappa_delta", "official"), ("flipd", "memgeo"), ("bright_ending", "memgeo"),
+                                         ("gap_turn", "memgeo")])
 def test_batched_rows_equal_rows_alone(tiny, name, preset):
     x_T = initial_noise(tiny, [0, 1, 2])
     kw = {"n_steps": 4, "preset": preset}
     if name == "flipd":
         kw["t"] = int(tiny.timesteps(4)[2])
-    together = SIGNALS[name](tiny, PROMPTS, x_T, generator=_generators(), **kw)
-    alone = torch.cat([SIGNALS[name](tiny, p, x_T[i:i + 1], generator=[g], **kw).score
+    draws = SIGNALS[name].generates  # a signal with random draws takes one generator per row
+    together = SIGNALS[name](tiny, PROMPTS, x_T, **({"generator": _generators()} if draws else {}), **kw)
+    alone = torch.cat([SIGNALS[name](tiny, p, x_T[i:i + 1], **({"generator": [g]} if draws else {}), **kw).score
                        for i, (p, g) in enumerate(zip(PROMPTS, _generators()))])
     torch.testing.assert_close(together.score, alone, rtol=1e-4, atol=1e-5)
     assert SIGNALS[name].batched

@@ -1,15 +1,17 @@
-"""Explanation and localization on the embedded testbed.
+"""Explanation and localization on a testbed (the embedded one by default).
 
 (a) Token attribution: over every memorized-by-construction prompt, how often the top-ranked token
     is one that tells the caption from its nearest non-memorized caption (the captions seen once
     in training), for the gradient on the input token embeddings, the gradient on the prompt
     embedding rows (Wen et al.'s released code) and leave-one-out; chance level beside; the mean
     Spearman correlation of each gradient ranking with leave-one-out.
-(b) Localization: pixel AUROC of the variance-collapse map and of the end-token cross-attention
-    baseline against the masks of the local-memorization prompts, over all of them and over those
+(b) Localization: pixel AUROC of the variance-collapse map and of two baselines (the end-token cross-attention
+    map, bright ending's mask) against the masks of the local-memorization prompts, over all of them and over those
     memorized by generation (rate >= 0.5); the map's AUROC at every DDIM step is plotted.
+(c) The targets: the attribution's hit rate at least twice chance; the map's localization AUROC at least 0.9 and
+    above both baselines (over every local prompt).
 
-    python benchmarks/bench_explain.py --out benchmarks/results/explain_sd_regime
+    python benchmarks/bench_explain.py [--model TESTBED] --out benchmarks/results/explain_sd_regime
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ SMOKE = None  # the smallest run still attributes every memorized testbed prompt
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="testbed folder (default: the embedded one)")
     ap.add_argument("--out", default="benchmarks/results/explain_sd_regime")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the localization maps (attribution uses 4)")
     ap.add_argument("--steps", type=int, default=50)
@@ -48,7 +51,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta, data = load_testbed(), testbed_metadata(), testbed_data()
+    model, meta, data = load_testbed(args.model), testbed_metadata(args.model), testbed_data(args.model)
 
     hits = explanation_hit_rate(model, data, n_steps=args.steps)
     rows = hits["rows"]
@@ -71,13 +74,22 @@ def main(argv=None) -> None:
     loc = localization_auroc(model, local, seeds=args.seeds, n_steps=args.steps)
     lines += ["", f"**localization on the testbed: {len(local)} local-memorization prompts, {args.seeds} seeds, "
                   f"map at step {loc[0]['step']} of {args.steps} (signal-to-noise ratio 1)**", "",
-              "| prompts | n | variance-collapse map (pixel AUROC) | cross-attention, end token, last step |", "|---|---|---|---|"]
+              "| prompts | n | variance-collapse map (pixel AUROC) | cross-attention, end token, last step | "
+              "bright ending's mask |", "|---|---|---|---|---|"]
     for name, sel in (("all local prompts", lambda r: True), ("memorized by generation (rate >= 0.5)", lambda r: r["rate"] >= 0.5),
                       ("not memorized by generation (rate < 0.5)", lambda r: r["rate"] < 0.5)):
         sub = [r for r in loc if sel(r)]
         if sub:
             lines.append(f"| {name} | {len(sub)} | {_mean_ci([r['map'] for r in sub])} | "
-                         f"{_mean_ci([r['cross_attention'] for r in sub])} |")
+                         f"{_mean_ci([r['cross_attention'] for r in sub])} | {_mean_ci([r['bright_ending'] for r in sub])} |")
+    best = max(np.mean([r["gradient_input"] for r in rows]), np.mean([r["gradient_output"] for r in rows]),
+               np.mean([r["leave_one_out"] for r in rows]))
+    m, ca, be = (np.mean([r[k] for r in loc]) for k in ("map", "cross_attention", "bright_ending"))
+    lines += ["", "| target | measured | met |", "|---|---|---|",
+              f"| attribution hit rate >= 2x chance ({2 * hits['chance']:.3f}) | best {best:.3f} | "
+              f"{'yes' if best >= 2 * hits['chance'] else 'no'} |",
+              f"| localization >= 0.9 and above both baselines | {m:.3f} (cross-attention {ca:.3f}, bright ending "
+              f"{be:.3f}) | {'yes' if m >= 0.9 and m > max(ca, be) else 'no'} |"]
     table = "\n".join(lines)
     print(table)
     (out / "explain.md").write_text(table + "\n")

@@ -89,11 +89,15 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
 
 def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: int = 50, guidance_scale: float = 7.5,
                        progress: bool = False) -> list[dict]:
-    """Pixel AUROC of :func:`memgeo.explain.localize` and of the cross-attention baseline against each
-    prompt's ``mask``, with the map's AUROC at every step (one row per prompt)."""
+    """Pixel AUROC of :func:`memgeo.explain.localize` and of two baselines against each prompt's ``mask``: the
+    cross-attention map (end token, every layer) and bright ending's mask (Chen et al.: the end token's last-step
+    attention at the down blocks' finest resolution, :func:`~memgeo.detect.bright_ending.bright_ending_mask`, averaged
+    over seeds); with the map's AUROC at every step (one row per prompt)."""
     from tqdm.auto import tqdm
 
-    from ..explain import cross_attention_map, localize, pixel_auroc, pixel_map
+    from ..detect.bright_ending import bright_ending_mask
+    from ..explain import cross_attention_map, image_map, localize, pixel_auroc, pixel_map
+    from ..guidance import timestep_value
 
     rows = []
     for p in tqdm(prompts, desc="localize", disable=not progress):
@@ -101,7 +105,11 @@ def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: i
             raise ValueError(f"prompt {p.get('text')!r} has no mask: localization is scored on local-memorization prompts")
         loc = localize(model, p["text"], seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
         attn = cross_attention_map(model, p["text"], n_steps=n_steps, x_last=loc.x_last)
+        t_last = timestep_value(model.timesteps(n_steps)[-1])
+        be = bright_ending_mask(model, p["text"], loc.x_last, t_last).float().mean(0)[0]  # [h, w], over seeds
+        be = image_map(model, be.expand(model.event_shape[0], *be.shape))
         rows.append({"text": p["text"], "rate": memorization_rate(p), "step": loc.step,
                      "map": pixel_auroc(loc.map, p["mask"]), "cross_attention": pixel_auroc(attn, p["mask"]),
+                     "bright_ending": pixel_auroc(be, p["mask"]),
                      "per_step": [pixel_auroc(pixel_map(model, m), p["mask"]) for m in loc.per_step]})
     return rows

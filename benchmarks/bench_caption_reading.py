@@ -11,6 +11,7 @@ Per method, the share of generations
 - ``own``: a replica of the prompt's own (duplicated) image (ratio < 1/2, nearest the prompt's image);
 - ``companion``: a replica of one of its companions (ratio < 1/2, nearest a companion);
 - ``near companion``: nearest a companion, but no replica (ratio >= 1/2);
+- ``near own``: nearest the prompt's own image, but no replica;
 - ``elsewhere``: nearest any other training canvas;
 
 and the caption fidelity (the trade-off's measure: the share of cells whose digit is the one the caption names)
@@ -42,7 +43,7 @@ SMOKE = ["--seeds", "1", "--steps", "4", "--max-prompts", "1", "--methods", "non
 #: ``method[:strength]`` rows (memgeo presets, as the trade-off's): unmitigated, the baselines and each method at a
 #: middle strength of its sweep.
 DEFAULT_METHODS = ("none", "guidance:3", "guidance:1", "embedding:0.5", "noise:10", "steer:2", "basin:-2")
-GROUPS = ("own", "companion", "near companion", "elsewhere")
+GROUPS = ("own", "companion", "near companion", "near own", "elsewhere")
 
 
 def shared_caption_prompts(data) -> list[dict]:
@@ -68,8 +69,8 @@ def groups_of(data, prompt: dict, canvases: torch.Tensor) -> list[str]:
     own = torch.isin(nn, inverse[prompt["targets"]])
     comp = torch.isin(nn, inverse[prompt["companion_canvases"]]) & ~own
     close = ratio < REPLICATION_RATIO
-    return ["own" if o and c else "companion" if m and c else "near companion" if m else "elsewhere"
-            for o, m, c in zip(own.tolist(), comp.tolist(), close.tolist())]
+    return ["own" if o and c else "companion" if m and c else "near companion" if m else "near own" if o
+            else "elsewhere" for o, m, c in zip(own.tolist(), comp.tolist(), close.tolist())]
 
 
 def measure(model, data, prompts, methods, *, seeds, n_steps, guidance_scale, calib, clf) -> list[dict]:

@@ -33,8 +33,9 @@ from memgeo.testbed.protocol import testbed_scoring_seeds
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
 SMOKE = ["--seeds", "1", "--max-prompts", "6", "--bootstrap", "20", "--out", "{tmp}/cheap.md"]
 
-#: Published signals at <= 4 evaluations per sample (the front's budget).
-PUBLISHED = ("guidance_norm", "sharpness", "anisotropy", "regional_sharpness", "update_norm")
+#: The registry's signals at <= 4 evaluations per sample (the front's budget), beside them: the published ones, and
+#: memgeo's regional sharpness (labelled by the registry's ``own``); the update norm at its 3 steps (6 alone).
+REGISTERED = ("guidance_norm", "sharpness", "anisotropy", "regional_sharpness", "update_norm")
 
 
 def candidates(G: torch.Tensor) -> dict:
@@ -92,9 +93,9 @@ def main(argv=None) -> None:
     for t in texts:
         res = ddim_sample(model, t, x_T, n_steps=50, guidance_scale=7.5, stop_after=8, trackers={"gap": GapTracker()})
         row = candidates(res.trace["gap"].double())
-        for name in PUBLISHED:
+        for name in REGISTERED:
             r = SIGNALS[name](model, t, x_T, **SIGNALS[name].options(n_steps=50, guidance_scale=7.5))
-            row[f"published: {name} ({r.n_evals})"] = r.score.double()
+            row[f"{'memgeo' if SIGNALS[name].own else 'published'}: {name} ({r.n_evals})"] = r.score.double()
         for k, v in row.items():
             scores.setdefault(k, []).append(float(v.mean()))
     y = np.array(labels)

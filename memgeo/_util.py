@@ -162,9 +162,10 @@ def preset_rows(settings: dict) -> dict:
     return {name: {p: cls.preset(p).as_options() for p in PRESET_NAMES} for name, cls in settings.items()}
 
 
-def settings_table(settings: dict, *, kind: str = "signal", command: str = "memgeo scan") -> str:
-    """The markdown table of every method's options (``settings``: name -> settings class): the flag of ``command``,
-    memgeo's default, the released code's, what it sets. ``kind`` names the first column (signal, method)."""
+def settings_table(settings: dict, *, kind: str = "signal") -> str:
+    """The markdown table of every method's options (``settings``: name -> settings class): its command-line flag
+    (:func:`flag_name`), memgeo's default, the released code's, what it sets. ``kind`` names the first column (signal,
+    method)."""
     lines = [f"| {kind} | option | flag | memgeo | official | what it sets |", "|---|---|---|---|---|---|"]
     for name, cls in settings.items():
         memgeo, official = cls(), cls.official()

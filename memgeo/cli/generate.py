@@ -37,8 +37,11 @@ def _generate(args) -> int:
             calib = [r.text for r in read_prompts(args.reference_prompts)]
         else:
             raise ValueError("--mitigate steer needs --reference-prompts (ordinary prompts to calibrate on) for this model")
+        from ..mitigate.presets import SteerSettings
+
+        n_directions = SteerSettings.resolve(settings, args.preset).n_directions  # as the steered generation reads
         reference = calibrate_steering(model, calib, x_T, n_steps=args.steps, guidance_scale=args.guidance,
-                                       progress=not args.no_progress)
+                                       n_directions=n_directions, progress=not args.no_progress)
     g = generate(model, args.prompt, x_T, method=args.mitigate, strength=args.strength, n_steps=args.steps,
                  guidance_scale=args.guidance, reference=reference, preset=args.preset, settings=settings,
                  progress=not args.no_progress)
@@ -52,6 +55,7 @@ def _generate(args) -> int:
     info = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in g.info.items()}
     atomic_write_text(out / "signals.json", json.dumps({"prompt": args.prompt, "mitigate": args.mitigate,
                                                         "preset": args.preset, "strength": args.strength,
+                                                        "settings": settings.as_options() if settings else None,
                                                         "seeds": args.seeds, "n_evals_per_sample": g.n_evals, **info},
                                                        indent=1))
     print(f"wrote {out / 'samples.png'} and {out / 'signals.json'} ({g.n_evals} UNet evaluations per sample)")

@@ -1,9 +1,10 @@
 """Settings of every published detection signal, as data: the paper's released code (``"official"``) and memgeo's default.
 
 The tables are read from the typed settings (:mod:`memgeo.detect.settings`, one frozen dataclass per signal, its
-field defaults memgeo's and ``OFFICIAL`` the released code's differences). A function resolves its options with
-:func:`resolve`: an argument the caller gives explicitly wins, anything left as ``None`` comes from the preset. Why
-memgeo differs, parameter by parameter: docs/conventions.md, section 4.
+field defaults memgeo's and ``OFFICIAL`` the released code's differences). A signal reads its options once, from a
+settings object or the preset's (``Settings.resolve``), an option the caller gives explicitly winning and one left as
+``None`` coming from the preset; :func:`resolve` gives the same as a dict. Why memgeo differs, parameter by parameter:
+docs/conventions.md, section 4.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ command line's ``--directions`` sets its directions.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -118,13 +119,16 @@ class SignalSpec:
 
     def __call__(self, model, cond, x_T, settings=None, **options):
         """``fn(model, cond, x_T, **options)``; ``settings`` (an instance of the signal's settings class) gives every
-        option at once, each option given beside it winning."""
+        option at once, each option given beside it winning; a budget variant's own options win over both. A
+        function that takes a settings object gets it as it is (its fields, not the preset's, where one is None)."""
         if settings is not None:
             if not isinstance(settings, self.settings):
                 raise ValueError(f"settings of {self.name} must be a {self.settings.__name__}, got "
                                  f"{type(settings).__name__}")
+            if "settings" in inspect.signature(self.fn).parameters:
+                return self.fn(model, cond, x_T, settings, **{**options, **dict(self.budget)})
             options = {**settings.as_options(), **options}
-        return self.fn(model, cond, x_T, **{**dict(self.budget), **options})
+        return self.fn(model, cond, x_T, **{**options, **dict(self.budget)})
 
     def __post_init__(self):
         if self.base is not None:
@@ -161,7 +165,7 @@ class SignalSpec:
         """The options chosen once from the prompts scored (``texts``: the scanned ones, or unlabelled reference
         prompts) by the signal's :attr:`probe_time` hook, merged over ``options``: the one place where an "auto"
         setting is resolved, so that every row of a comparison is computed at one setting, which its settings
-        digest then records. ``{}`` for a signal with no such setting."""
+        digest then records. ``options`` as given for a signal with no such setting."""
         options = dict(options or {})
         if self.probe_time is None:
             return options

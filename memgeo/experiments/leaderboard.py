@@ -195,7 +195,7 @@ def run_leaderboards(
     head = (f"(b) testbed{named}, per generation: {sum(labels)} memorized vs {len(labels) - sum(labels)} not memorized "
             f"prompts (labels by generation), {seeds} scoring seeds from {start} (labels from seeds "
             f"{_seed_range(label_seeds_of(meta))}); prompts: {_format_counts(counts)}")
-    tb = _testbed_tables(out, rows, kinds, labels, meta, criterion, head, seeds)
+    tb = _testbed_tables(out, rows, kinds, labels, meta, criterion, head, seeds, [hard[t] for t in texts])
     print_fn(tb["table"] + "\n\n" + tb["breakdown"] + "\n\n" + tb["targets_table"] + "\n\n" + tb["front_table"] + "\n")
     curves = trajectory_auroc(model, texts, labels, seed_start=start, **run)
     plot_trajectory_auroc(curves, out / "trajectory_auroc_testbed.png", title="per-step AUROC, testbed")
@@ -245,7 +245,7 @@ def _mixture_leaderboard(out: Path, mixture_conditions: int, signals, print_fn, 
     return {"table": table, "rows": rows, "curves": curves}
 
 
-def _testbed_tables(out: Path, rows, kinds, labels, meta, criterion: str, head: str, seeds: int) -> dict:
+def _testbed_tables(out: Path, rows, kinds, labels, meta, criterion: str, head: str, seeds: int, hard: list) -> dict:
     """Leaderboard (b)'s tables and figures from its rows: the table, the per-kind breakdown, the every-kind targets,
     the cost front, and (c) the ground truth's rate against duplication."""
     from ..testbed.canvas import KINDS
@@ -256,7 +256,7 @@ def _testbed_tables(out: Path, rows, kinds, labels, meta, criterion: str, head: 
                                        "(that kind's memorized prompts against every non-memorized prompt)")
     curve = duplication_curve(meta, criterion)
     plot_duplication_curve(curve, out / "rate_vs_duplication.png")
-    targets = every_kind_targets(rows, seeds=seeds, groups=groups)
+    targets = every_kind_targets(rows, seeds=seeds, groups=groups, hard=hard)
     front = cost_front(rows, seeds=seeds)
     plot_cost_front(front, out / "cost_front.png", title=f"cost against accuracy, testbed ({criterion} labels)")
     return {"table": format_leaderboard(rows, title=head), "breakdown": breakdown, "curve": curve,

@@ -83,12 +83,13 @@ def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, ti
 
 
 def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, max_evals: int = 4,
-                       tolerance: float = 0.02) -> list[dict]:
-    """The every-kind targets, per memgeo signal (one whose :data:`~memgeo.detect.SIGNALS` source is memgeo's) that
-    costs at most ``max_evals`` model evaluations per sample (JVPs counted as evaluations): its per-prompt AUROC at
-    least every published signal's overall, and within ``tolerance`` of the best published signal's on every kind
-    (``groups``, as in :func:`format_breakdown`: a column's positives, every negative kept). The caption-only
-    baseline is no signal and is left out."""
+                       tolerance: float = 0.02, hard: list | None = None) -> list[dict]:
+    """The every-kind targets, per memgeo signal (``own`` in :data:`~memgeo.detect.SIGNALS`) that costs at most
+    ``max_evals`` model evaluations per sample (JVPs counted as evaluations): its per-prompt AUROC at least every
+    published signal's at that budget overall, and within ``tolerance`` of the best of them on every kind (``groups``,
+    as in :func:`format_breakdown`: a column's positives, every negative kept) and, where ``hard`` (one flag per
+    prompt) names hard negatives, on the memorized prompts against those alone. The caption-only baseline is no
+    signal and is left out."""
 
     def per_prompt(r, keep):  # AUROC of the mean score over seeds, on the prompts kept
         s, y = _by_prompt(r, seeds)
@@ -96,13 +97,15 @@ def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, 
 
     signals = [r for r in rows if r.signal in SIGNALS]
     ours = [r for r in signals if SIGNALS[r.signal].own and r.n_evals + r.n_jvps <= max_evals]
-    published = [r for r in signals if not SIGNALS[r.signal].own]
+    published = [r for r in signals if not SIGNALS[r.signal].own and r.n_evals + r.n_jvps <= max_evals]
     if not ours or not published:
         return []
     y = _by_prompt(published[0], seeds)[1]
     columns = {"overall": np.ones_like(y, dtype=bool)}  # every prompt, then each kind's positives with every negative
     columns.update({name: (y == 0) | np.asarray(mask, dtype=bool) for name, mask in groups.items()
                     if ((y == 1) & np.asarray(mask, dtype=bool)).any()})
+    if hard is not None and np.asarray(hard, dtype=bool).any():
+        columns["hard negatives"] = (y == 1) | np.asarray(hard, dtype=bool)
     best = {}  # per column, the best published signal and its AUROC: the same for every memgeo signal
     for name, keep in columns.items():
         aurocs = {o.signal: per_prompt(o, keep) for o in published}
@@ -135,6 +138,6 @@ def format_every_kind_targets(targets: list[dict], *, tolerance: float = 0.02) -
             c = t["kinds"].get(k)
             cells.append("-" if c is None else f"{c['auroc']:.3f} ({c['best_published']} {c['best_published_auroc']:.3f})")
         lines.append(f"| {t['signal']} | {t['evals']} | " + " | ".join(cells) + f" | {'yes' if t['met'] else 'no'} |")
-    lines.append(f"\nTargets: per-prompt AUROC at least every published signal's overall, and within {tolerance:g} of "
-                 "the best published signal's on each kind.")
+    lines.append(f"\nTargets: per-prompt AUROC at least every published signal's at the same budget overall, and "
+                 f"within {tolerance:g} of the best of them on each kind and against the hard negatives.")
     return "\n".join(lines)

@@ -117,7 +117,9 @@ def _embedding(model, cond, x_T, req: Request) -> Generation:
 
 
 def _noise(model, cond, x_T, req: Request) -> Generation:
-    iters = int(req.strength) if req.strength is not None else (10 if req.preset == "memgeo" else None)
+    # strength: the iterations; unset, 10 under the memgeo preset, else the settings' (or the official preset's)
+    iters = int(req.strength) if req.strength is not None else (
+        10 if req.preset == "memgeo" and req.settings is None else None)
     threshold = (reference_level(model, req.reference_prompts, x_T, "sharpness", n_steps=req.n_steps)
                  if req.reference_prompts is not None else None)
     opt = optimize_noise(model, cond, x_T, req.settings, preset=req.preset, max_iters=iters, n_steps=req.n_steps,

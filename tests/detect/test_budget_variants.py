@@ -42,3 +42,30 @@ def test_a_budget_variant_fixes_its_options_in_every_call_path():
     assert SIGNALS["kappa_delta_k3"].options(n_steps=50, n_directions=2)["track_steps"] == 3
     with pytest.raises(ValueError, match="budget variant"):
         type(spec)("x", spec.fn, "test", base="nope", budget=(("k", 1),))
+
+
+def test_a_budget_variant_keeps_its_options_whatever_settings_or_keywords_are_given(mix):
+    from memgeo.detect.gap_turn import GapTurnSettings
+    from memgeo.detect.settings import KappaDeltaSettings
+
+    x_T = initial_noise(mix, 2)
+    r = SIGNALS["gap_turn_k3"](mix, 1, x_T, GapTurnSettings(), n_steps=12)
+    assert r.n_evals == 8 and r.extras["cosines"].shape[0] == 3  # k = 3, not the settings' k = 1
+    g = torch.Generator().manual_seed(0)
+    kd = SIGNALS["kappa_delta_k3"](mix, 1, x_T, KappaDeltaSettings(), n_steps=12, generator=g, track_steps=12)
+    whole = SIGNALS["kappa_delta"](mix, 1, x_T, n_steps=12, generator=torch.Generator().manual_seed(0))
+    assert kd.n_evals * 12 == whole.n_evals * 3
+
+
+def test_a_settings_object_reaches_a_function_that_takes_one_as_it_is(mix):
+    """Its None fields are its own (memgeo's default probe time), not the preset's (the official t = 10)."""
+    from memgeo.detect import p_laplace_flux
+    from memgeo.detect.settings import PLaplaceSettings
+
+    x_T = initial_noise(mix, 2)
+    via_spec = SIGNALS["p_laplace"](mix, 1, x_T, PLaplaceSettings(n_directions=4), preset="official", n_steps=8,
+                                    generator=torch.Generator().manual_seed(0))
+    direct = p_laplace_flux(mix, 1, x_T, PLaplaceSettings(n_directions=4), n_steps=8,
+                            generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(via_spec.score, direct.score)
+    assert via_spec.extras["t"] == int(mix.timesteps(8)[-3])

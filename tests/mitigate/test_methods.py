@@ -34,7 +34,7 @@ def test_the_docs_table_of_method_options_is_generated_from_the_fields():
     text = DOCS.read_text()
     table = re.search(r"<!-- mitigation settings table: generated -->\n(.*?)\n<!-- end of the mitigation settings table -->",
                       text, re.S)
-    want = settings_table(method_settings(), kind="method", command="memgeo generate")
+    want = settings_table(method_settings(), kind="method")
     assert table and table.group(1) == want, "regenerate docs/command-line.md's mitigation settings table"
 
 
@@ -96,8 +96,18 @@ def test_a_new_mitigation_is_its_run_function_its_settings_and_one_registry_line
     assert torch.equal(g.samples, ddim_sample(mix, 0, x_T, n_steps=6, guidance_scale=7.5 * 0.25).denoised)
     args = build_parser().parse_args(["generate", "--prompt", "a", "--mitigate", "toy", "--toy-factor", "0.1"])
     assert from_flags(args) == ToyMitigationSettings(factor=0.1)  # the command line
-    table = settings_table(method_settings(), kind="method", command="memgeo generate")
+    table = settings_table(method_settings(), kind="method")
     assert "| `toy` | `factor` | `--toy-factor` | 0.5 | 0.25 |" in table  # the docs' table
     from memgeo.experiments.tradeoff import tradeoff_configs
 
     assert ("toy", "toy", "memgeo", (0.5, 0.25)) in tradeoff_configs()  # the trade-off's default sweep
+
+
+def test_the_noise_methods_iterations_come_from_its_settings_where_given(tiny_mixture):
+    from memgeo.mitigate.presets import OptimizeNoiseSettings
+
+    mix, x_T = tiny_mixture
+    plain = generate(mix, 0, x_T, method="noise", n_steps=6)  # memgeo preset, no strength: 10 iterations
+    mine = generate(mix, 0, x_T, method="noise", n_steps=6, settings=OptimizeNoiseSettings(max_iters=0))
+    assert torch.equal(mine.samples, generate(mix, 0, x_T, method="none", n_steps=6).samples)  # x_T kept
+    assert not torch.equal(plain.samples, mine.samples)

@@ -30,7 +30,8 @@ __all__ = ["SPECS", "FAMILIES", "REFUSED", "FamilySpec", "TextConditioning", "Fl
 #: Every supported family, by memgeo's name.
 SPECS: dict[str, FamilySpec] = {spec.name: spec for spec in (SD, SDXL, SD3)}
 
-#: Pipeline class (``model_index.json``'s ``_class_name``) -> its family's spec.
+#: Pipeline class (``model_index.json``'s ``_class_name``) -> its family's spec, as :data:`SPECS` stood at import
+#: (:func:`model_family` reads SPECS itself, so a family added later is found).
 FAMILIES: dict[str, FamilySpec] = {spec.pipeline: spec for spec in SPECS.values()}
 
 #: Pipeline classes memgeo knows and refuses (class-name prefix -> why), as data.

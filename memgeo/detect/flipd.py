@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 
@@ -15,7 +16,7 @@ from ..guidance import timestep_value
 from .common import SignalResult, effective_probe, generate_sample, stacked_eps
 from .settings import FlipdSettings
 
-__all__ = ["flipd_t0", "flipd_signal", "local_intrinsic_dimension"]
+__all__ = ["flipd_t0", "flipd_probe_time", "flipd_signal", "local_intrinsic_dimension"]
 
 
 def local_intrinsic_dimension(model, cond, x0: torch.Tensor, t: int, method: str, n_probes: int, generator):
@@ -91,6 +92,19 @@ def flipd_t0(
     return chosen
 
 
+def flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
+    """FLIPD's probe time chosen once from ``texts`` (:func:`flipd_t0`, with the settings' trace method and probe
+    point) where the settings say ``t = "auto"``, as ``{"t": t}`` (``{}`` where ``t`` is fixed): the one place an
+    automatic probe time is resolved, for a scan, a leaderboard (:attr:`~memgeo.detect.SignalSpec.probe_time`) or a
+    call of :func:`flipd_signal` alone."""
+    known = {f.name for f in dataclasses.fields(FlipdSettings)}
+    s = FlipdSettings.resolve(None, preset, **{k: v for k, v in options.items() if k in known})
+    if s.t != "auto":
+        return {}
+    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=s.method,
+                          probe=s.probe)}
+
+
 def flipd_signal(
     model,
     cond,
@@ -127,9 +141,10 @@ def flipd_signal(
     if x0 is None:
         x0, cost = generate_sample(model, cond, x_T, n_steps, guidance_scale, s.probe)
     t = s.t
-    if t == "auto":
-        t = flipd_t0(model, list(cond) if isinstance(cond, (list, tuple)) else [cond], guidance_scale=guidance_scale,
-                     n_steps=n_steps, method=s.method, probe=s.probe)
+    if t == "auto":  # called alone: from this call's conditions, by the one rule the scan and leaderboards use
+        conds = list(cond) if isinstance(cond, (list, tuple)) else [cond]
+        t = flipd_probe_time(model, conds, preset=preset, guidance_scale=guidance_scale, n_steps=n_steps,
+                             options=s.as_options())["t"]
     elif isinstance(t, str):
         raise ValueError(f"t must be 'auto' or an integer timestep, got {t!r}")
     t = timestep_value(t)

@@ -18,14 +18,14 @@ import torch
 
 from .anisotropy import anisotropy
 from .bright_ending import bright_ending
-from .flipd import flipd_signal, flipd_t0
+from .flipd import flipd_probe_time, flipd_signal
 from .gap_turn import GapTurnSettings, gap_turn
 from .guidance_norm import guidance_norm
 from .kappa_delta import kappa_delta
 from .p_laplace import p_laplace_flux
 from .presets import PRESETS, SETTINGS
 from .regional_sharpness import regional_sharpness
-from .settings import FlipdSettings, flag_name
+from .settings import flag_name
 from .sharpness import sharpness
 from .update_norm import update_norm
 
@@ -55,17 +55,6 @@ class SignalOption:
     choices: tuple | None = None
     type: Callable | None = None
     check: Callable | None = None
-
-
-def _flipd_probe_time(model, texts, *, preset: str, guidance_scale: float, n_steps: int, options: dict) -> dict:
-    """FLIPD's probe time chosen once from ``texts`` where the preset's ``t`` is ``"auto"`` and none is given, so
-    that every row is probed at one t and the t enters each row's settings."""
-    known = {f.name for f in dataclasses.fields(FlipdSettings)}
-    s = FlipdSettings.resolve(None, preset, **{k: v for k, v in options.items() if k in known})
-    if s.t != "auto":
-        return {}
-    return {"t": flipd_t0(model, list(texts), guidance_scale=guidance_scale, n_steps=n_steps, method=s.method,
-                          probe=s.probe)}
 
 
 @dataclass(frozen=True)
@@ -196,7 +185,7 @@ SIGNALS: dict[str, SignalSpec] = {s.name: s for s in (
     SignalSpec("kappa_delta", kappa_delta, "Brokman et al., NeurReps 2025", generates=True, guided=True, batched=True,
                directions=1),
     SignalSpec("flipd", flipd_signal, "Kamkari et al. 2024; Ross et al. 2025", generates=True, guided=True,
-               batched=True, probe_time=_flipd_probe_time),
+               batched=True, probe_time=flipd_probe_time),
     SignalSpec("bright_ending", bright_ending, "Chen et al., ICLR 2025", generates=True, guided=True,
                batched=True, cross_attention=True),  # no random draws: many (prompt, seed) rows in one generation
     SignalSpec("regional_sharpness", regional_sharpness, "memgeo (sharpness per region)", batched=True, own=True),

@@ -4,7 +4,7 @@ this family's."""
 
 from __future__ import annotations
 
-from ..architectures import SD_V1_UNET_CONFIG
+from ..sizes import SD_V1_UNET_CONFIG
 from .base import FamilySpec
 
 __all__ = ["SD"]

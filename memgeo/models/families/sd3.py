@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..architectures import SD3_MEDIUM_TRANSFORMER_CONFIG
+from ..sizes import SD3_MEDIUM_TRANSFORMER_CONFIG
 from .base import FamilySpec, TwoClipConditioning, pack_condition, unpack_condition
 
 __all__ = ["SD3"]

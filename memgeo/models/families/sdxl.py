@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ..architectures import SDXL_UNET_CONFIG
+from ..sizes import SDXL_UNET_CONFIG
 from .base import FamilySpec, TwoClipConditioning, pack_condition, unpack_condition
 
 __all__ = ["SDXL"]

@@ -12,10 +12,10 @@ import tempfile
 
 import torch
 
+from .sizes import SD3_MEDIUM_TRANSFORMER_CONFIG, SD_V1_UNET_CONFIG, SDXL_UNET_CONFIG, VIT_L14_TEXT_CONFIG
+
 __all__ = ["SD_V1_UNET_CONFIG", "VIT_L14_TEXT_CONFIG", "SDXL_UNET_CONFIG", "SD3_MEDIUM_TRANSFORMER_CONFIG",
            "family_sizes", "denoiser_parameters", "sd_v1_random_model"]
-
-from .sizes import SD3_MEDIUM_TRANSFORMER_CONFIG, SD_V1_UNET_CONFIG, SDXL_UNET_CONFIG, VIT_L14_TEXT_CONFIG
 
 
 def family_sizes() -> dict:

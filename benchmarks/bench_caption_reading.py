@@ -38,7 +38,7 @@ from memgeo.testbed.truth import distinct_rows, two_nearest
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
 SMOKE = ["--seeds", "1", "--steps", "4", "--max-prompts", "1", "--methods", "none", "guidance:1",
-         "--out", "{tmp}/caption"]
+         "--classifier-cells", "2000", "--out", "{tmp}/caption"]
 
 #: ``method[:strength]`` rows (memgeo presets, as the trade-off's): unmitigated, the baselines and each method at a
 #: middle strength of its sweep.
@@ -114,6 +114,7 @@ def main(argv=None) -> None:
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="method[:strength] rows")
+    ap.add_argument("--classifier-cells", type=int, default=40000, help="training cells of the fidelity classifier")
     ap.add_argument("--out", default="benchmarks/results/caption_reading")
     args = ap.parse_args(argv)
     meta = testbed_metadata(args.model)
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
         return
     calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # unlabelled calibration prompts
     rows = measure(model, data, prompts, args.methods, seeds=seeds, n_steps=args.steps, guidance_scale=args.guidance,
-                   calib=calib, clf=fidelity_classifier(data))
+                   calib=calib, clf=fidelity_classifier(data, max_cells=args.classifier_cells))
     head = (f"{len(prompts)} matching prompts whose caption labels {min(p['companions'] for p in rows)}-"
             f"{max(p['companions'] for p in rows)} other training canvases; {len(seeds)} scoring seeds from "
             f"{seeds[0]}; {args.steps} DDIM steps, guidance {args.guidance}; model: {args.model or 'embedded'}.")

@@ -43,12 +43,14 @@ def gap_turn(model, cond, x_T: torch.Tensor, settings: GapTurnSettings | None = 
     the next gap's direction, :math:`\|g_i\| - g_i \cdot \hat g_{i+1}`. Where it was designed (the embedded SD-regime
     testbed) and where it does not hold (the small-data testbed): benchmarks/results/cheap_geometry/.
 
-    ``extras``: ``"norms"`` ``[k + 1, S]`` and ``"cosines"`` ``[k, S]`` of the consecutive gaps.
+    ``extras``: ``"norms"`` ``[k + 1, S]`` and ``"cosines"`` ``[k, S]`` of the consecutive gaps (on a run of fewer
+    than ``k + 1`` steps, every turn it has).
     """
     s = GapTurnSettings.resolve(settings, preset, **options)
     k = check_int("k", s.k)
-    if k + 1 > n_steps:
-        raise ValueError(f"k must be at most n_steps - 1 = {n_steps - 1}, got {k}")
+    if check_int("n_steps", n_steps) < 2:
+        raise ValueError(f"the gap turn needs n_steps >= 2 (two gaps), got {n_steps}")
+    k = min(k, n_steps - 1)  # a shorter run: every turn it has, as the other budget readings
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, stop_after=k + 1,
                       trackers={"gap": GapTracker()})
     g = res.trace["gap"].double()  # [k + 1, S, d]

@@ -69,3 +69,12 @@ def test_a_gap_that_keeps_its_direction_does_not_turn():
     r = SIGNALS["gap_turn"](Shifted(base), 0, x_T, n_steps=10)
     assert torch.allclose(r.score, torch.zeros(4, dtype=r.score.dtype), atol=1e-6)
     assert torch.allclose(r.extras["norms"], torch.full_like(r.extras["norms"], math.sqrt(0.14)))
+
+
+def test_a_run_shorter_than_k_turns_reads_every_turn_it_has(mix):
+    x_T = initial_noise(mix, 2)
+    short = SIGNALS["gap_turn_k3"](mix, 1, x_T, n_steps=3)
+    torch.testing.assert_close(short.score, brute_force(mix, 1, x_T, n_steps=3, w=7.5, k=2).to(short.score.dtype),
+                               rtol=1e-5, atol=1e-8)
+    with pytest.raises(ValueError, match="n_steps >= 2"):
+        SIGNALS["gap_turn"](mix, 1, x_T, n_steps=1)

@@ -61,9 +61,9 @@ def shared_caption_prompts(data) -> list[dict]:
     return out
 
 
-def groups_of(data, prompt: dict, canvases: torch.Tensor) -> list[str]:
-    """Each generation's group (:data:`GROUPS`) among the distinct training canvases."""
-    bank, inverse = distinct_rows(data.images)
+def groups_of(bank, inverse, prompt: dict, canvases: torch.Tensor) -> list[str]:
+    """Each generation's group (:data:`GROUPS`) among the distinct training canvases ``bank`` (``inverse``: each
+    training canvas's row of it, :func:`~memgeo.testbed.truth.distinct_rows`)."""
     d1, d2, nn = two_nearest(canvases.float().clamp(-1, 1).reshape(len(canvases), -1), bank)
     ratio = torch.where(d2 > 0, d1 / d2, torch.zeros_like(d1))
     own = torch.isin(nn, inverse[prompt["targets"]])
@@ -79,6 +79,7 @@ def measure(model, data, prompts, methods, *, seeds, n_steps, guidance_scale, ca
     reference = None
     if any(m.split(":")[0] == "steer" for m in methods):
         reference = calibrate_steering(model, calib, x_T, n_steps=n_steps, guidance_scale=guidance_scale)
+    bank, inverse = distinct_rows(data.images)  # once for every generation
     rows = []
     for m in methods:
         name, _, strength = m.partition(":")
@@ -87,7 +88,7 @@ def measure(model, data, prompts, methods, *, seeds, n_steps, guidance_scale, ca
                          n_steps=n_steps, guidance_scale=guidance_scale, reference=reference)
             canvases = to_images(g.samples.float())
             fid = caption_fidelity(clf, canvases, p["text"])
-            for s, grp, f in zip(seeds, groups_of(data, p, canvases), fid.tolist()):
+            for s, grp, f in zip(seeds, groups_of(bank, inverse, p, canvases), fid.tolist()):
                 rows.append({"method": m, "prompt": p["text"], "seed": s, "companions": len(p["companion_canvases"]),
                              "group": grp, "fidelity": f})
     return rows

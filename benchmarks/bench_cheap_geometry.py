@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from memgeo.detect import SIGNALS, auroc
-from memgeo.detect.gap_turn import GapTracker
+from memgeo.detect.gap_turn import GapTracker, gap_turns
 from memgeo.sampling import ddim_sample, initial_noise
 from memgeo.testbed import KINDS, load_testbed, testbed_labels, testbed_metadata
 from memgeo.testbed.labels import is_hard_negative
@@ -40,9 +40,7 @@ REGISTERED = ("guidance_norm", "sharpness", "anisotropy", "regional_sharpness", 
 
 def candidates(G: torch.Tensor) -> dict:
     """Every reading tried, from the gaps ``G`` ``[steps, S, d]``: ``{name (evaluations): [S]}``."""
-    N = G.norm(dim=2)
-    C = torch.nn.functional.cosine_similarity(G[:-1], G[1:], dim=2)
-    T = N[:-1] * (1 - C)
+    N, C, T = gap_turns(G)
     out = {"|g0| (2)": N[0], "|g1| (4)": N[1], "|g1|/|g0| (4)": N[1] / N[0], "|g1 - g0| (4)": (G[1] - G[0]).norm(dim=1),
            "turn 1 - cos(g0, g1) (4)": 1 - C[0], "|g1| (1 - cos) (4)": N[1] * (1 - C[0]),
            "|g0| (1 - cos) = gap_turn (4)": T[0], "turn 1 - cos(g1, g2) (6)": 1 - C[1]}

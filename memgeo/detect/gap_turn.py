@@ -11,7 +11,7 @@ from .._util import Settings, option
 from ..sampling import ddim_sample
 from .common import SignalResult
 
-__all__ = ["GapTurnSettings", "gap_turn", "GapTracker"]
+__all__ = ["GapTurnSettings", "gap_turn", "gap_turns", "GapTracker"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,14 @@ class GapTracker:
 
     def __call__(self, model, state) -> torch.Tensor:
         return (state.eps_c - state.eps_u).flatten(1)
+
+
+def gap_turns(gaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From consecutive gaps ``[steps, S, d]``: their norms ``[steps, S]``, the cosines of consecutive gaps
+    ``[steps - 1, S]`` and the turns ``|g_i| (1 - cos(g_i, g_{i+1}))`` ``[steps - 1, S]``."""
+    norms = gaps.norm(dim=2)
+    cos = torch.nn.functional.cosine_similarity(gaps[:-1], gaps[1:], dim=2)
+    return norms, cos, norms[:-1] * (1 - cos)
 
 
 def gap_turn(model, cond, x_T: torch.Tensor, settings: GapTurnSettings | None = None, *, preset: str = "memgeo",
@@ -53,9 +61,7 @@ def gap_turn(model, cond, x_T: torch.Tensor, settings: GapTurnSettings | None = 
     k = min(k, n_steps - 1)  # a shorter run: every turn it has, as the other budget readings
     res = ddim_sample(model, cond, x_T, n_steps=n_steps, guidance_scale=guidance_scale, stop_after=k + 1,
                       trackers={"gap": GapTracker()})
-    g = res.trace["gap"].double()  # [k + 1, S, d]
-    norms = g.norm(dim=2)
-    cos = torch.nn.functional.cosine_similarity(g[:-1], g[1:], dim=2)
-    v = (norms[:-1] * (1 - cos)).mean(0)
+    norms, cos, turns = gap_turns(res.trace["gap"].double())  # of the k + 1 gaps
+    v = turns.mean(0)
     v = v.to(x_T.dtype)
     return SignalResult("gap_turn", v, v, res.n_evals, extras={"norms": norms, "cosines": cos})

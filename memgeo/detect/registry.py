@@ -10,6 +10,7 @@ command line's ``--directions`` sets its directions.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -55,6 +56,12 @@ class SignalOption:
     choices: tuple | None = None
     type: Callable | None = None
     check: Callable | None = None
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_settings(fn) -> bool:
+    """Whether a signal function takes its settings object as one argument (read once per function)."""
+    return "settings" in inspect.signature(fn).parameters
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,7 @@ class SignalSpec:
             if not isinstance(settings, self.settings):
                 raise ValueError(f"settings of {self.name} must be a {self.settings.__name__}, got "
                                  f"{type(settings).__name__}")
-            if "settings" in inspect.signature(self.fn).parameters:
+            if _takes_settings(self.fn):
                 return self.fn(model, cond, x_T, settings, **{**options, **dict(self.budget)})
             options = {**settings.as_options(), **options}
         return self.fn(model, cond, x_T, **{**options, **dict(self.budget)})

@@ -6,16 +6,18 @@ Each DIR is a protocol run's model folder whose ``testbed.json`` holds ground tr
 (``memgeo testbed truth --protocol sd-bench``). Per model, at the protocol's criterion and label thresholds: the
 verbatim-memorized prompts of each kind, the graded ones, the hard negatives (duplicated, never a replica of their
 image), the ordinary and held-out prompts not memorized, and whether each target is met; per rung, the share of the
-draws against the memorization rate (the curve that says what a missed target would take). ``--snapshots``: for the
-model of the same position, its earlier snapshots (each labelled the same way); the share of duplicated prompts
-whose label (memorized / graded / not memorized) is the same at the final step and at the snapshot. Nothing here
-selects a model or a snapshot: the protocol fixed them.
+draws against the memorization rate, and per kind what a missed target would take (the curve, its onset and an
+extrapolation at the model's own rate; ``NAME_share.png`` beside ``--out``). ``--snapshots``: for the model of the
+same position, its earlier snapshots (each labelled the same way); the share of duplicated prompts whose label
+(memorized / graded / not memorized) is the same at the final step and at the snapshot, and the counts per kind
+against training steps. Nothing here selects a model or a snapshot: the protocol fixed them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from memgeo.testbed import KINDS, testbed_metadata
@@ -60,6 +62,66 @@ def share_curve(meta: dict, crit) -> list[dict]:
     return sorted(rows, key=lambda r: (r["kind"], r["share"]))
 
 
+def what_it_takes(curve: list[dict], crit, target: int) -> dict:
+    """Per kind, read off the share curve: how many rungs memorize, the share from which every rung does (the onset;
+    None where the top rung does not), and, where fewer than ``target`` memorize, an extrapolation at this model's
+    observed rate: the fraction ``p`` of rungs memorized at or above the lowest memorized share, the rungs that range
+    would need (``ceil(target / p)``) and the extra share of the draws they would take at the range's mean share
+    (counted per image, so a template prompt's two canvases count twice)."""
+    out = {}
+    for kind in KINDS:
+        rows = [r for r in curve if r["kind"] == kind]
+        if not rows:
+            continue
+        mem = [crit.label(r["rate"]) == "memorized" for r in rows]
+        onset = None
+        for i in range(len(rows) - 1, -1, -1):  # walk down from the top rung while every rung memorizes
+            if not mem[i]:
+                break
+            onset = rows[i]["share"]
+        row = {"rungs": len(rows), "memorized": sum(mem), "onset": onset, "needed": None, "extra_share": None}
+        if 0 < sum(mem) < target:
+            lo = min(r["share"] for r, m in zip(rows, mem) if m)
+            span = [(r, m) for r, m in zip(rows, mem) if r["share"] >= lo]
+            p = sum(m for _, m in span) / len(span)
+            needed = math.ceil(target / p)
+            mean_share = sum(r["share"] for r, _ in span) / len(span)
+            row.update(range_from=lo, rate_in_range=p, needed=needed,
+                       extra_share=(needed - len(span)) * mean_share * (2 if kind == "template" else 1))
+        out[kind] = row
+    return out
+
+
+def plot_share_curves(curves: dict, path: Path) -> None:
+    """Memorization rate against the share of the draws per image (log axis), one colour per kind, one marker per
+    model, the label thresholds dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    from memgeo.plotting import save_figure
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j, (model, curve) in enumerate(curves.items()):
+        for c, kind in enumerate(KINDS):
+            rs = [r for r in curve if r["kind"] == kind]
+            ax.plot([r["share"] for r in rs], [r["rate"] for r in rs], "os^D"[j % 4] + "-", color=f"C{c}", ms=4,
+                    alpha=0.8, label=f"{kind}, {Path(model).name}")
+    for y in (0.1, 0.5):
+        ax.axhline(y, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(xmax=1, decimals=2))
+    ax.set_xticks([0.0002, 0.0005, 0.001, 0.002, 0.005])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("share of the training draws per image")
+    ax.set_ylabel("verbatim rate (label seeds)")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=6)
+    save_figure(fig, path, dpi=120)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocol", default="sd-bench")
@@ -89,6 +151,19 @@ def main(argv=None) -> None:
                      f"{c['hard negatives']} | {c['ordinary and held-out not memorized']} of {c['ordinary and held-out']}"
                      f" | {'yes' if met else 'no'} |")
         result["models"][folder] = {"counts": c, "targets_met": met, "share_curve": share_curve(meta, crit)}
+    lines += ["", "Memorization against share (per kind, from each model's ladder): rungs memorized, the share from "
+                  "which every rung memorizes (the onset), and where fewer than the target memorize, what the target "
+                  "would take at the model's own rate over its memorizing range (an extrapolation, not a measurement):",
+              "", "| model | kind | memorized / rungs | onset share | rate in range | rungs needed | extra share of "
+                  "draws |", "|---|---|---|---|---|---|---|"]
+    for folder in args.models:
+        takes = what_it_takes(result["models"][folder]["share_curve"], crit, targets["memorized_per_kind"])
+        result["models"][folder]["what_it_takes"] = takes
+        for kind, t in takes.items():
+            onset = f"{t['onset']:.3%}" if t["onset"] is not None else "none"
+            more = (f"{t['rate_in_range']:.2f} from {t['range_from']:.3%} | {t['needed']} | {t['extra_share']:.2%}"
+                    if t["needed"] is not None else "- | - | -")
+            lines.append(f"| {folder} | {kind} | {t['memorized']} / {t['rungs']} | {onset} | {more} |")
     if args.snapshots:
         lines += ["", f"Stability (target: {proto['labels']['stability_target']:.0%} of duplicated prompts keep their "
                       "label):", "", "| model | snapshot | labels kept |", "|---|---|---|"]
@@ -98,11 +173,23 @@ def main(argv=None) -> None:
             kept = stability(metas[int(index)], testbed_metadata(folder), crit)
             lines.append(f"| {model} | {folder} | {kept:.2f} |")
             result["models"][model].setdefault("stability", {})[folder] = kept
+        lines += ["", "Memorized prompts per kind against training steps (each snapshot labelled like its model):", "",
+                  "| model | step | " + " | ".join(KINDS) + " | hard negatives |", "|" + "---|" * (len(KINDS) + 3)]
+        for index, model in enumerate(args.models):
+            points = [(spec.partition(":")[2], testbed_metadata(spec.partition(":")[2])) for spec in args.snapshots
+                      if int(spec.partition(":")[0]) == index] + [(model, metas[index])]
+            for folder, meta in sorted(points, key=lambda fm: fm[1].get("steps", 0)):
+                c = model_counts(meta, crit)
+                lines.append(f"| {model} | {meta.get('steps', '?')} | " + " | ".join(str(c[k]) for k in KINDS)
+                             + f" | {c['hard negatives']} |")
+                result["models"][model].setdefault("against_steps", {})[str(meta.get("steps"))] = c
     text = "\n".join(lines)
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
         Path(args.out).with_suffix(".json").write_text(json.dumps(result, indent=1))
+        plot_share_curves({m: v["share_curve"] for m, v in result["models"].items()},
+                          Path(args.out).with_name(Path(args.out).stem + "_share.png"))
 
 
 if __name__ == "__main__":

@@ -47,3 +47,22 @@ def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
     assert c["counts"]["ordinary and held-out not memorized"] == 50 and c["targets_met"] is False
     with pytest.raises(ValueError, match="not the protocol's 32"):
         bench.main(["--models", str(labelled(tmp_path / "few", rates, seeds=8))])
+
+
+def test_what_it_takes_reads_the_share_curve(load_benchmark):
+    bench = load_benchmark("bench_protocol.py")
+    from memgeo.testbed.criteria import criterion
+
+    crit = criterion("verbatim")
+    curve = ([{"kind": "matching", "share": s, "rate": r} for s, r in zip(range(1, 7), (0, 0, 0.9, 0, 1, 1))]
+             + [{"kind": "template", "share": s, "rate": 1.0} for s in (2, 4)]
+             + [{"kind": "local", "share": s, "rate": 0.0} for s in (1, 2)])
+    takes = bench.what_it_takes(curve, crit, target=10)
+    m = takes["matching"]
+    assert (m["memorized"], m["rungs"], m["onset"]) == (3, 6, 5)  # rungs 5 and 6 memorize, rung 4 does not
+    assert m["range_from"] == 3 and m["rate_in_range"] == 0.75  # 3 of the 4 rungs from share 3 on
+    assert m["needed"] == 14 and m["extra_share"] == (14 - 4) * 4.5
+    t = takes["template"]
+    assert (t["onset"], t["needed"], t["extra_share"]) == (2, 10, (10 - 2) * 3 * 2)  # two canvases per template prompt
+    assert takes["local"]["onset"] is None and takes["local"]["needed"] is None  # nothing memorizes: no rate to use
+    assert bench.what_it_takes(curve, crit, target=3)["matching"]["needed"] is None  # the target is met

@@ -91,9 +91,10 @@ def plot_trajectory_auroc(curves: dict, path, *, title: str):
     return save_figure(fig, path, dpi=120)
 
 
-def plot_tradeoff(rows, path, front=(), ax=None):
-    """Memorization rate against memorized-prompt fidelity, a line per method, the Pareto front dashed
-    (into ``ax`` when given, else saved to ``path``)."""
+def plot_tradeoff(rows, path, front=(), ax=None, *, target=None):
+    """Memorization rate against memorized-prompt fidelity, a line per method, each point coloured by the change of
+    the ordinary prompts' fidelity (where the rows carry ``ordinary_change``), the Pareto front dashed (into ``ax``
+    when given, else saved to ``path``). ``target``: ``(rate below, fidelity at least)``, shaded."""
     import matplotlib
 
     if ax is None:
@@ -102,17 +103,27 @@ def plot_tradeoff(rows, path, front=(), ax=None):
 
     own = ax is None
     if own:
-        fig, ax = plt.subplots(figsize=(6.5, 4.8))
+        fig, ax = plt.subplots(figsize=(7, 4.8))
     for method in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == method]
-        ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "o-", label=method, ms=4)
+        ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "-", label=method, lw=1,
+                alpha=0.7)
+    if all("ordinary_change" in r for r in rows):
+        dots = ax.scatter([r["memorization_rate"] for r in rows], [r["fidelity_memorized"] for r in rows],
+                          c=[r["ordinary_change"] for r in rows], cmap="RdYlGn", vmin=-0.2, vmax=0.2, s=22,
+                          edgecolors="k", linewidths=0.4, zorder=3)
+        ax.figure.colorbar(dots, ax=ax, label="ordinary prompts' fidelity change")
+    if target is not None:
+        ax.axvspan(-0.02, target[0], ymin=0, ymax=1, color="C2", alpha=0.06)
+        ax.axhline(target[1], color="C2", lw=0.8, ls=":", label="target (rate, fidelity kept)")
+        ax.axvline(target[0], color="C2", lw=0.8, ls=":")
     if front:
         ax.plot([r["memorization_rate"] for r in front], [r["fidelity_memorized"] for r in front], "k--", lw=0.8,
                 label="Pareto front")
     ax.set_xlabel("memorization rate (copies of the training canvases, memorized prompts)")
     ax.set_ylabel("fidelity: cells showing the captioned digit")
     ax.set_title("fidelity-memorization trade-off, testbed")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6)
     if own:
         save_figure(fig, path, dpi=120)
 

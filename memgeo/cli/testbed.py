@@ -8,11 +8,13 @@ from .._util import atomic_write_text, check_output
 from ..testbed.protocol import protocol_names
 from ..testbed.train import PRECISIONS, REGIMES
 from ..testbed.criteria import CRITERIA
+from ..testbed.items import MITIGATION_RULES
 from .common import finite_float, no_loading_bars, positive_int, shared_arguments
 
 
 #: ``testbed train`` options that a protocol fixes, refused beside ``--protocol`` (argparse destinations).
 _PROTOCOL_FIXED = ("regime", "steps", "seed", "batch_size", "checkpoint_every", "lr_decay_steps", "mitigate_threshold",
+                   "mitigate_rule",
                    "precision", "snapshot_every")
 
 
@@ -32,6 +34,7 @@ def _testbed_train(args) -> int:
     else:
         kw = dict(regime=args.regime or "small-data", steps=args.steps, seed=args.seed or 0, batch_size=args.batch_size or 64,
                   checkpoint_every=args.checkpoint_every or 500, mitigate_threshold=args.mitigate_threshold,
+                  mitigate_rule=args.mitigate_rule,
                   lr_decay_steps=args.lr_decay_steps, precision=args.precision or "float32")
     kw.setdefault("snapshot_every", args.snapshot_every)
     out = train_testbed(args.out, progress=not args.no_progress, device=args.device, overwrite=args.overwrite, **kw)
@@ -175,6 +178,11 @@ def register(sub) -> None:
     train.add_argument("--mitigate-threshold", type=finite_float, metavar="X",
                        help="training-time mitigation (Wen et al. 2024): leave out of the loss every sample whose "
                             "guidance-gap norm |eps(x_t, caption) - eps(x_t, '')| is at least X")
+    train.add_argument("--mitigate-rule", choices=tuple(MITIGATION_RULES),
+                       help="the same filter with a label-free threshold: 'fence' leaves a sample out where its gap "
+                            "norm reaches the far-out fence q3 + {k:g} (q3 - q1) of the norms the run's last {window} "
+                            "batches had in its timestep bin ({bins} bins), from step {start} on (memgeo.testbed.items."
+                            "MITIGATION_RULES); not beside --mitigate-threshold".format(**MITIGATION_RULES["fence"]))
     train.add_argument("--precision", choices=tuple(PRECISIONS),
                        help="float32 (the default); bfloat16: mixed precision (bfloat16 autocast; weights, gradients and AdamW in float32), "
                             "1.35-1.54x float32's samples per second on a CPU with bfloat16 arithmetic (AMX or "

@@ -32,8 +32,10 @@ from .tradeoff import (
     caption_fidelity,
     digit_classifier,
     fidelity_classifier,
+    meets_target,
     mitigation_tradeoff,
     pareto_front,
+    target_shortfalls,
     write_tradeoff,
 )
 from .._util import spread
@@ -44,6 +46,7 @@ __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
     "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "tradeoff_configs", "pareto_front", "mitigation_tradeoff",
+    "target_shortfalls", "meets_target",
     "write_tradeoff", "digit_classifier", "fidelity_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
     "localization_auroc", "TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown",
     "spread",

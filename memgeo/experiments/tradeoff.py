@@ -17,7 +17,8 @@ from ..testbed.labels import memorization_rate
 from ..testbed.protocol import testbed_scoring_seeds
 from ..testbed.criteria import criterion as criterion_of
 
-__all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "tradeoff_configs", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
+__all__ = ["digit_classifier", "fidelity_classifier", "caption_fidelity", "tradeoff_configs", "TARGET",
+           "target_shortfalls", "meets_target", "pareto_front", "mitigation_tradeoff", "write_tradeoff"]
 
 
 def digit_classifier(images: torch.Tensor, targets):
@@ -75,6 +76,26 @@ def tradeoff_configs() -> tuple:
         ("embedding (calibrated)", "embedding_reference", "memgeo", (None,)),  # stopping levels from reference prompts
         ("noise (calibrated)", "noise_reference", "memgeo", (10, 20)),
     )
+
+
+#: The mitigation target (as the trade-off reads it): a memorized prompt's copies below ``rate``, at
+#: least ``kept`` of its unmitigated fidelity, and ordinary prompts' fidelity within ``ordinary`` of theirs.
+TARGET = {"rate": 0.1, "kept": 0.8, "ordinary": 0.02}
+
+
+def target_shortfalls(row: dict) -> dict:
+    """How far a trade-off row is from :data:`TARGET`, each bound's shortfall as a fraction of the bound's scale (0
+    where it is met): the rate above 0.1 (over 0.1), the fidelity kept below 0.8 (over 0.8), the ordinary change
+    beyond 0.02 either way (over 0.02)."""
+    return {"rate": max(0.0, row["memorization_rate"] - TARGET["rate"]) / TARGET["rate"],
+            "kept": max(0.0, TARGET["kept"] - row["fidelity_kept"]) / TARGET["kept"],
+            "ordinary": max(0.0, abs(row["ordinary_change"]) - TARGET["ordinary"]) / TARGET["ordinary"]}
+
+
+def meets_target(row: dict) -> bool:
+    """Whether a trade-off row meets :data:`TARGET` (the rate strictly below its bound)."""
+    return (row["memorization_rate"] < TARGET["rate"] and row["fidelity_kept"] >= TARGET["kept"]
+            and abs(row["ordinary_change"]) <= TARGET["ordinary"])
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -243,17 +264,27 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
         lines.append(f"| {r['method']} | {_strength(r)} | {r['memorization_rate']:.3f} | {r['fidelity_memorized']:.3f} | "
                      f"{r['fidelity_kept']:.2f} | {r['fidelity_ordinary']:.3f} | {r['ordinary_change']:+.3f} | "
                      f"{r['evals_per_sample']:.0f} | {'yes' if any(r is f for f in front) else ''} |")
-    target = [r for r in rows if r["memorization_rate"] < 0.1 and r["fidelity_kept"] >= 0.8 and abs(r["ordinary_change"]) <= 0.02]
+    target = [r for r in rows if meets_target(r)]
     lines += ["", "Fidelity kept: memorized-prompt fidelity over the unmitigated one. Pareto: no other row has both a "
                   "lower memorization rate and a higher memorized-prompt fidelity.",
-              "Rows meeting memorization rate < 0.1, fidelity kept >= 0.8 and ordinary change within 0.02: "
-              + (", ".join(f"{r['method']} {_strength(r)}" for r in target) or "none")]
+              f"Rows meeting memorization rate < {TARGET['rate']}, fidelity kept >= {TARGET['kept']} and ordinary change "
+              f"within {TARGET['ordinary']}: " + (", ".join(f"{r['method']} {_strength(r)}" for r in target) or "none"),
+              "", "**By how much each method misses the target** (per method, its row nearest the target: the largest "
+                  "of the three shortfalls, each as a fraction of its bound; 0 meets it):", "",
+              "| method | nearest row | rate over the bound | fidelity kept short | ordinary change over the bound | "
+              "shortfall |", "|---|---|---|---|---|---|"]
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "none"):
+        r = min((r for r in rows if r["method"] == method), key=lambda r: max(target_shortfalls(r).values()))
+        short = target_shortfalls(r)
+        lines.append(f"| {method} | {_strength(r)} | {short['rate']:.3f} | {short['kept']:.3f} | "
+                     f"{short['ordinary']:.3f} | {max(short.values()):.2f} |")
     table = "\n".join(lines)
     print_fn(table)
     atomic_write_text(out / "mitigation.md", table + "\n")
     atomic_write_text(out / "mitigation.json", json.dumps({"settings": settings, "rows": rows,
                                                            "pareto": [rows.index(f) for f in front]}, indent=1))
-    plot_tradeoff(rows, out / "mitigation_tradeoff.png", front)
+    plot_tradeoff(rows, out / "mitigation_tradeoff.png", front,
+                  target=(TARGET["rate"], TARGET["kept"] * base["fidelity_memorized"]))
     print_fn(f"trade-off plot: {out / 'mitigation_tradeoff.png'}")
     return {"rows": rows, "table": table, "pareto": front}
 

@@ -78,13 +78,14 @@ def _ema_step(pairs, decay: float) -> None:
 
 
 def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None,
-                     *, ema=None, compact: bool = False) -> None:
+                     *, ema=None, compact: bool = False, more: dict | None = None) -> None:
     """Model, optimizer and generator state as safetensors, ``state.json`` last, written whole: into
     ``checkpoint.new/`` first, then swapped in for the old one (:func:`recover_checkpoint` finishes a swap a stop
     interrupted), so a checkpoint never mixes files of two steps.
 
     ``compact``: weights only (the networks and their averages ``ema``), in half precision, and the generator state:
-    about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`)."""
+    about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`). ``more``: further
+    ``{name: tensors}`` the run needs to resume as it was (training-time mitigation's gap window), each a file."""
     from safetensors.torch import save_file
 
     if compact:
@@ -98,6 +99,7 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
         if ema is not None:
             tensors.update({f"ema_{k}": {n: t.contiguous() for n, t in v.items()} for k, v in ema.items()})
     tensors["rng"] = {"generator": gen.get_state()}
+    tensors.update(more or {})
     new, old = _siblings(ckpt)
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
@@ -144,6 +146,9 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
     dropout, dropout_duplicated, mitigate_threshold = run.dropout, run.dropout_duplicated, run.mitigate_threshold
 
     meta = json.loads((ckpt / "state.json").read_text())
+    if meta.get("mitigate_rule") != run.mitigate_rule:
+        raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_rule={meta.get('mitigate_rule')!r}, "
+                         f"not {run.mitigate_rule!r}: resume it with the same setting, or train into another folder")
     if meta.get("mitigate_threshold") != mitigate_threshold:
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
                          f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "

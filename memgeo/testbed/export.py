@@ -37,6 +37,7 @@ class _Run:
     ema_decay: float | None = None
     compact: bool = False
     resumed_at: list = None
+    mitigate_rule: str | None = None
 
 
 def _save_evaluated(folder: Path, unet, text_encoder, run: _Run, *, ema, step: int, loss: float, mitigation=None):

@@ -32,6 +32,11 @@ class TrainingSettings:
             guidance-gap norm ``|eps(x_t, t, caption) - eps(x_t, t, "")|`` (L2 over the latent) is at least the
             threshold is left out of the loss; the batches drawn are the same as without mitigation, and how many
             were left out, of duplicated and of single captions, is recorded in ``testbed.json`` (``"mitigation"``).
+        mitigate_rule: the same filter with a label-free threshold instead of an absolute one: a rule of
+            :data:`~memgeo.testbed.items.MITIGATION_RULES` (``"fence"``: a sample is left out where its gap norm
+            reaches the far-out fence of the norms the run's recent batches had at its timestep). Not beside
+            ``mitigate_threshold``. The fence's window is kept in the checkpoint, so a resumed run filters as an
+            uninterrupted one.
         lr_decay_steps: the learning rate is ``lr`` until the last ``lr_decay_steps`` steps, then falls linearly
             towards 0 (:func:`~memgeo.testbed.regimes.learning_rate`; None: the regime's, else 0, a constant rate). A
             checkpoint resumes under a new schedule only where both gave it the same rates so far.
@@ -62,6 +67,7 @@ class TrainingSettings:
     checkpoint_every: int = 500
     snapshot_every: int | None = None
     mitigate_threshold: float | None = None
+    mitigate_rule: str | None = None
     lr_decay_steps: int | None = None
     base: str | None = None
     precision: str = "float32"

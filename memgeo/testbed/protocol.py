@@ -54,7 +54,8 @@ def run_settings(name: str, run: str) -> dict:
             "lr_decay_steps": tr["lr_decay_steps"], "ema_decay": tr["ema_decay"], "precision": tr["precision"],
             "checkpoint_every": tr["checkpoint_every"], "compact": True, "seed": spec["seed"],
             "dropout": proto["regime"]["dropout"],
-            "dropout_duplicated": spec.get("dropout_duplicated", proto["regime"]["dropout_duplicated"])}
+            "dropout_duplicated": spec.get("dropout_duplicated", proto["regime"]["dropout_duplicated"]),
+            "mitigate_rule": spec.get("mitigate_rule")}
 
 
 def label_seeds(name: str) -> list[int]:

@@ -29,7 +29,7 @@ from .canvas import (
 )
 from .checkpoint import RESUME_WARMUP_STEPS, recover_checkpoint, _ema_init, _ema_pairs, _ema_step, _resume, _save_checkpoint
 from .export import _Run, _save_evaluated
-from .items import _step_predictions, _TrainingItems
+from .items import MITIGATION_RULES, _GapWindow, _step_predictions, _TrainingItems
 from .lora import _base_name, _lora_components
 from .options import TrainingSettings
 from .regimes import (
@@ -116,8 +116,10 @@ def train_testbed(
     state = json.loads((t.ckpt / "state.json").read_text()) if (t.ckpt / "state.json").exists() \
         else {"step": t.start, "loss": t.loss_avg}
     mitigation = None
-    if s.mitigate_threshold is not None:
-        mitigation = {"method": "guidance_norm_filter", "threshold": s.mitigate_threshold,
+    if s.mitigate_threshold is not None or s.mitigate_rule is not None:
+        threshold = ({"threshold": s.mitigate_threshold} if s.mitigate_rule is None
+                     else {"rule": s.mitigate_rule, **MITIGATION_RULES[s.mitigate_rule]})
+        mitigation = {"method": "guidance_norm_filter", **threshold,
                       "samples_left_out": state.get("dropped", t.dropped), "samples_drawn": state["step"] * s.batch_size}
     t.run.resumed_at = state.get("resumed_at", [])
     _save_evaluated(out, t.unet, t.text_encoder, t.run, ema=t.ema, step=state["step"], loss=state["loss"],
@@ -146,6 +148,7 @@ class _Training:
     dropped: dict = field(default_factory=lambda: {"duplicated": 0, "single": 0, "unconditional": 0})
     ema: dict | None = None
     ema_pairs: list | None = None
+    window: _GapWindow | None = None
 
 
 def _clear_for_run(out: Path, overwrite: bool) -> None:
@@ -175,7 +178,7 @@ def _start(ckpt: Path, s: TrainingSettings, data: CanvasData, device: torch.devi
     items = _TrainingItems.of(data, tokenizer, arch["max_length"])
     run = _Run(data, tokenizer, schedule, arch, s.steps, s.batch_size, s.lr, s.lr_decay_steps, s.dropout,
                s.dropout_duplicated, s.mitigate_threshold, s.seed, _base_name(s.base) if lora else None, s.precision,
-               weights_fingerprint(s.base) if lora else None, s.ema_decay, s.compact)
+               weights_fingerprint(s.base) if lora else None, s.ema_decay, s.compact, mitigate_rule=s.mitigate_rule)
     t = _Training(ckpt, unet, text_encoder, prepare_training(unet, text_encoder, lr=s.lr, device=device),
                   torch.Generator().manual_seed(s.seed), items, latents, schedule.alphas_cumprod.float(), run, data,
                   device)
@@ -184,6 +187,12 @@ def _start(ckpt: Path, s: TrainingSettings, data: CanvasData, device: torch.devi
         t.resumed_at = json.loads((ckpt / "state.json").read_text()).get("resumed_at", [])
         if not (ckpt / "optimizer.safetensors").exists():  # a compact checkpoint: AdamW starts again, warmed up
             t.resumed_at = [*t.resumed_at, t.start]
+    if s.mitigate_rule is not None:
+        t.window = _GapWindow(s.mitigate_rule, s.batch_size, len(schedule.alphas_cumprod))
+        if t.start > 0:  # the fence's window as the run left it
+            from safetensors.torch import load_file
+
+            t.window.load(load_file(ckpt / "gap_window.safetensors"))
     if s.ema_decay is not None:
         t.ema = _ema_init(unet, text_encoder)
         if t.start > 0 and (ckpt / "ema_unet.safetensors").exists():  # the run's own averages, where it resumes
@@ -210,7 +219,8 @@ def _train_steps(t: _Training, s: TrainingSettings, out: Path, progress: bool) -
         for group in t.opt.param_groups:
             group["lr"] = learning_rate(step, s.steps, s.lr, s.lr_decay_steps) * warm
         with torch.autocast(t.device.type, dtype=PRECISIONS[s.precision], enabled=s.precision != "float32"):
-            pred, target = _step_predictions(t.unet, t.text_encoder, t.items, t.latents, t.abar, t.gen, s, t.dropped)
+            pred, target = _step_predictions(t.unet, t.text_encoder, t.items, t.latents, t.abar, t.gen, s, t.dropped,
+                                             t.window)
         t.opt.zero_grad(set_to_none=True)
         if len(pred):
             loss = torch.nn.functional.mse_loss(pred.float(), target)
@@ -231,7 +241,7 @@ def _train_steps(t: _Training, s: TrainingSettings, out: Path, progress: bool) -
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
             t.loss_avg = float(np.mean(losses[-50:]))
             _save_checkpoint(t.ckpt, t.unet, t.text_encoder, t.opt, t.gen, step + 1, t.loss_avg, _state_extras(t, s),
-                             ema=t.ema, compact=s.compact)
+                             ema=t.ema, compact=s.compact, more={"gap_window": t.window.state()} if t.window else None)
     bar.close()
 
 
@@ -244,6 +254,7 @@ def _state_extras(t: _Training, s: TrainingSettings) -> dict:
             **({"ema_decay": s.ema_decay} if s.ema_decay is not None else {}),
             **({"resumed_at": t.resumed_at} if t.resumed_at else {}),
             **({"compact": True} if s.compact else {}),
+            **({"mitigate_rule": s.mitigate_rule} if s.mitigate_rule else {}),
             **({"base_fingerprint": t.run.base_fingerprint} if t.run.base_fingerprint else {})}
 
 
@@ -278,6 +289,10 @@ def _check_arguments(s: TrainingSettings, out: Path) -> TrainingSettings:
         mitigate_threshold = float(mitigate_threshold)
         if not math.isfinite(mitigate_threshold) or mitigate_threshold <= 0:
             raise ValueError(f"mitigate_threshold must be a positive number (a guidance-gap norm), got {mitigate_threshold}")
+    if s.mitigate_rule is not None and (s.mitigate_rule not in MITIGATION_RULES or mitigate_threshold is not None):
+        raise ValueError(f"mitigate_rule must be one of {sorted(MITIGATION_RULES)}, without mitigate_threshold beside "
+                         f"it, got {s.mitigate_rule!r}" + (f" and mitigate_threshold={mitigate_threshold}"
+                                                            if mitigate_threshold is not None else ""))
     steps = spec["steps"] if s.steps is None else s.steps
     dropout_duplicated = spec.get("dropout_duplicated", dropout) if s.dropout_duplicated is None else s.dropout_duplicated
     lr_decay_steps = spec.get("lr_decay_steps", 0) if s.lr_decay_steps is None else s.lr_decay_steps

@@ -194,6 +194,31 @@ def test_tradeoff_benchmark_on_the_testbed_reduced(tmp_path):
     assert pareto_front(pts) == [pts[0], pts[1], pts[3]]
 
 
+def test_target_shortfalls_and_the_table_of_misses(tmp_path):
+    """Each bound's shortfall is its excess over the bound's scale, 0 where met; the table lists per method its row
+    nearest the target."""
+    import pytest
+
+    from memgeo.experiments import meets_target, target_shortfalls, write_tradeoff
+
+    row = {"memorization_rate": 0.25, "fidelity_kept": 0.6, "ordinary_change": -0.05}
+    assert target_shortfalls(row) == pytest.approx({"rate": 1.5, "kept": 0.25, "ordinary": 1.5})
+    met = {"memorization_rate": 0.05, "fidelity_kept": 0.85, "ordinary_change": 0.01}
+    assert target_shortfalls(met) == {"rate": 0.0, "kept": 0.0, "ordinary": 0.0} and meets_target(met)
+    assert not meets_target({**met, "memorization_rate": 0.1})  # the rate's bound is strict
+    rows = [{"method": "none", "strength": None, "memorization_rate": 0.9, "fidelity_memorized": 1.0, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
+            {"method": "a", "strength": 1.0, "memorization_rate": 0.3, "fidelity_memorized": 0.9, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
+            {"method": "a", "strength": 2.0, "memorization_rate": 0.05, "fidelity_memorized": 0.5, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
+            {"method": "b", "strength": 1.0, "memorization_rate": 0.05, "fidelity_memorized": 0.9, "fidelity_ordinary": 0.99, "evals_per_sample": 100}]
+    out = write_tradeoff(rows, tmp_path, {"seeds": 2, "n_steps": 8, "guidance_scale": 7.5, "n_memorized": 1,
+                                          "n_ordinary": 1}, print_fn=lambda *_: None)
+    assert (tmp_path / "mitigation_tradeoff.png").stat().st_size > 1000
+    lines = out["table"].splitlines()
+    # a at 1.0: rate 0.3 is 2.0 over; a at 2.0: fidelity kept 0.5 is 0.375 short, the nearer row
+    assert "| a | 2 | 0.000 | 0.375 | 0.000 | 0.38 |" in lines
+    assert "| b | 1 | 0.000 | 0.000 | 0.000 | 0.00 |" in lines and "meeting" in out["table"] and "b 1" in out["table"]
+
+
 def test_generate_command_writes_grid_and_signals(tmp_path):
     import json
 

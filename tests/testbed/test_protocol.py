@@ -61,6 +61,8 @@ def test_run_settings_train_a_run_as_written_and_runs_differ_only_where_the_prot
     assert a["ema_decay"] == 0.999 and a["lr_decay_steps"] == 5000 and a["steps"] == 20000 and a["compact"]
     assert {k for k in a if a[k] != b[k]} == {"seed"}
     assert {k for k in a if a[k] != u[k]} == {"dropout_duplicated"} and u["dropout_duplicated"] == 0.1
+    f = run_settings("sd-bench", "fence-filter")  # training-time mitigation on primary-1's data, seed and schedule
+    assert {k for k in a if a[k] != f[k]} == {"mitigate_rule"} and f["mitigate_rule"] == "fence"
     with pytest.raises(ValueError, match="run must be one of"):
         run_settings("sd-bench", "primary-9")
     with pytest.raises(ValueError, match="protocol must be one of"):

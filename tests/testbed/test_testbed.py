@@ -202,6 +202,64 @@ def test_training_time_mitigation_leaves_out_samples_over_the_threshold(tmp_path
         train_testbed(tmp_path / "bad", mitigate_threshold=-1.0, **kw)
 
 
+def test_the_fence_is_tukeys_far_out_fence_per_timestep_bin_of_the_recent_batches():
+    """The label-free threshold against numpy's quartiles: per timestep bin, over the window's conditioned samples
+    only; infinite before the start step and in a bin with fewer than 20 samples."""
+    from memgeo.testbed.items import MITIGATION_RULES, _GapWindow
+
+    rule = MITIGATION_RULES["fence"]
+    win = _GapWindow("fence", batch_size=64, n_timesteps=1000)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randint(0, 1000, (rule["window"], 64), generator=g)
+    t[t // 100 == 3] = 250  # bin 3 left empty
+    t[0, :5] = 350  # five samples in bin 3: too few
+    norms = torch.rand((rule["window"], 64), generator=g) * (1 + t / 100)
+    conditioned = torch.rand((rule["window"], 64), generator=g) > 0.1
+    for row in range(rule["window"]):
+        assert torch.isinf(win.limits(t[row])).all() or win.seen >= rule["start"]
+        win.push(norms[row], t[row], conditioned[row])
+    assert torch.isinf(win.limits(t[0])).all()  # 100 batches seen, the rule starts at 1000
+    win.seen = rule["start"]
+    probe = torch.tensor([5, 150, 999, 350])
+    got = win.limits(probe)
+    for i, b in enumerate((0, 1, 9)):
+        values = norms[conditioned & (t // 100 == b)].numpy()
+        q1, q3 = np.percentile(values, [25, 75])
+        assert got[i].item() == pytest.approx(q3 + rule["k"] * (q3 - q1), rel=1e-5)
+    assert torch.isinf(got[3])  # bin 3: 5 samples
+
+
+def test_training_time_mitigation_by_the_fence_resumes_as_it_ran(tmp_path, monkeypatch):
+    """With the fence, samples are left out once the window is full, and a run stopped at a checkpoint resumes with
+    its window: the same weights as a run never stopped."""
+    from safetensors.torch import load_file
+
+    from memgeo.testbed import items
+
+    # a fence at the window's first quartile (k = -1), so that a fresh network, whose gap norms shrink from step to
+    # step, still leaves samples out
+    monkeypatch.setitem(items.MITIGATION_RULES, "fence", {"k": -1.0, "window": 2, "bins": 1, "start": 2})
+    small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
+    kw = dict(batch_size=16, progress=False, data=small)  # two batches hold the 20 samples a fence needs
+    train_testbed(tmp_path / "plain", steps=6, checkpoint_every=6, **kw)
+    train_testbed(tmp_path / "whole", steps=6, checkpoint_every=6, mitigate_rule="fence", **kw)
+    train_testbed(tmp_path / "stopped", steps=3, checkpoint_every=3, mitigate_rule="fence", **kw)
+    train_testbed(tmp_path / "stopped", steps=6, checkpoint_every=3, mitigate_rule="fence", **kw)
+    w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in ("plain", "whole", "stopped")}
+    assert all(torch.equal(w["whole"][n], w["stopped"][n]) for n in w["whole"])
+    assert not all(torch.equal(w["plain"][n], w["whole"][n]) for n in w["plain"])
+    meta = json.loads((tmp_path / "whole" / "testbed.json").read_text())["mitigation"]
+    assert meta["rule"] == "fence" and meta["k"] == -1.0 and "threshold" not in meta
+    left = sum(meta["samples_left_out"].values())
+    assert 0 < left < 4 * 16 and meta["samples_left_out"]["unconditional"] == 0  # from step 2 on (4 batches)
+    with pytest.raises(ValueError, match="mitigate_rule"):  # a checkpoint is never resumed under another setting
+        train_testbed(tmp_path / "stopped", steps=9, checkpoint_every=3, **kw)
+    with pytest.raises(ValueError, match="mitigate_rule must be one of"):
+        train_testbed(tmp_path / "bad", steps=3, mitigate_rule="fence", mitigate_threshold=1.0, **kw)
+    with pytest.raises(ValueError, match="mitigate_rule must be one of"):
+        train_testbed(tmp_path / "bad", steps=3, mitigate_rule="quantile", **kw)
+
+
 def test_nearest_neighbour_threshold_in_chunks_and_on_a_sample_of_queries():
     imgs = torch.randn(300, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     d = torch.cdist(imgs, imgs)

@@ -12,6 +12,8 @@
     above both baselines (over every local prompt).
 
     python benchmarks/bench_explain.py [--model TESTBED] --out benchmarks/results/explain_sd_regime
+
+Generations from the scoring seeds (1000 on), apart from the seeds that labelled the testbed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from memgeo.experiments import explanation_hit_rate, localization_auroc
 from memgeo.plotting import save_figure
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
+from memgeo.testbed.protocol import SCORING_SEED_START, check_disjoint, label_seeds_of
 
 
 def _mean_ci(values, n_boot: int = 2000, seed: int = 0) -> str:
@@ -47,16 +50,21 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the localization maps (attribution uses 4)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed-start", type=int, default=SCORING_SEED_START,
+                    help="first seed of the noises (default: the scoring seeds, 1000 on; refused where they meet the "
+                         "testbed's label seeds)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    meta = testbed_metadata(args.model)
+    check_disjoint(range(args.seed_start, args.seed_start + max(args.seeds, 4)), label_seeds_of(meta))  # before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta, data = load_testbed(args.model), testbed_metadata(args.model), testbed_data(args.model)
+    model, data = load_testbed(args.model), testbed_data(args.model)
 
-    hits = explanation_hit_rate(model, data, n_steps=args.steps)
+    hits = explanation_hit_rate(model, data, n_steps=args.steps, seed_start=args.seed_start)
     rows = hits["rows"]
     lines = [f"**token attribution on the testbed: {hits['n_prompts']} memorized prompts, guidance norm at the first "
-             f"of {args.steps} DDIM steps, 4 seeds**", "",
+             f"of {args.steps} DDIM steps, 4 seeds from {args.seed_start}**", "",
              "| attribution | top token distinguishes from the nearest non-memorized caption | local prompts: top token "
              "names the duplicated cell | Spearman with leave-one-out |", "|---|---|---|---|"]
     for name, label, rho in (("gradient_input", "gradient, input token embeddings", "spearman_input"),
@@ -71,8 +79,9 @@ def main(argv=None) -> None:
                   f"{np.mean([r['n_neighbours'] for r in rows]):.1f} tied neighbours per prompt."]
 
     local = [p for p in meta["prompts"] if p.get("memorization") == "local"]
-    loc = localization_auroc(model, local, seeds=args.seeds, n_steps=args.steps)
-    lines += ["", f"**localization on the testbed: {len(local)} local-memorization prompts, {args.seeds} seeds, "
+    loc = localization_auroc(model, local, seeds=args.seeds, n_steps=args.steps, seed_start=args.seed_start)
+    lines += ["", f"**localization on the testbed: {len(local)} local-memorization prompts, {args.seeds} seeds from "
+                  f"{args.seed_start}, "
                   f"map at step {loc[0]['step']} of {args.steps} (signal-to-noise ratio 1)**", "",
               "| prompts | n | variance-collapse map (pixel AUROC) | cross-attention, end token, last step | "
               "bright ending's mask |", "|---|---|---|---|---|"]

@@ -28,7 +28,7 @@ def nearest_unmemorized_captions(text: str, captions) -> tuple[int, list[list[in
 
 
 def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seeds: int = 4, n_steps: int = 50,
-                         signal: str = "guidance_norm", progress: bool = False) -> dict:
+                         signal: str = "guidance_norm", progress: bool = False, seed_start: int = 0) -> dict:
     """How often token attributions rank first a token that tells a memorized caption from its nearest
     non-memorized caption (the captions seen once in training).
 
@@ -39,7 +39,8 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
     respect to the input token embeddings, with respect to the prompt-embedding rows (Wen et al.'s
     released code), and leave-one-out. For local prompts, also the hit rate of the two words of
     the duplicated position. Returns per-method hit rates, chance, the mean Spearman correlation of
-    each gradient ranking with leave-one-out, and per-prompt rows.
+    each gradient ranking with leave-one-out, and per-prompt rows. The noises are seeds ``seed_start`` to
+    ``seed_start + seeds - 1`` (a labelled testbed's are its scoring seeds, apart from its label seeds).
     """
     from collections import Counter
 
@@ -51,6 +52,7 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
     prompts = prompts if prompts is not None else [p for p in data.prompts if p["kind"] == "memorized"]
     copies = Counter(c for _, c in data.items)
     singles = [c for c, k in copies.items() if k == 1]
+    seeds = list(range(seed_start, seed_start + seeds))
     rows = []
     for p in tqdm(prompts, desc="explain", disable=not progress):
         tokens = model.prompt_tokens(p["text"])
@@ -88,11 +90,12 @@ def explanation_hit_rate(model, data, prompts: list[dict] | None = None, *, seed
 
 
 def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: int = 50, guidance_scale: float = 7.5,
-                       progress: bool = False) -> list[dict]:
+                       progress: bool = False, seed_start: int = 0) -> list[dict]:
     """Pixel AUROC of :func:`memgeo.explain.localize` and of two baselines against each prompt's ``mask``: the
     cross-attention map (end token, every layer) and bright ending's mask (Chen et al.: the end token's last-step
     attention at the down blocks' finest resolution, :func:`~memgeo.detect.bright_ending.bright_ending_mask`, averaged
-    over seeds); with the map's AUROC at every step (one row per prompt)."""
+    over seeds); with the map's AUROC at every step (one row per prompt). Seeds ``seed_start`` on, as
+    :func:`explanation_hit_rate`."""
     from tqdm.auto import tqdm
 
     from ..detect.bright_ending import bright_ending_mask
@@ -103,7 +106,8 @@ def localization_auroc(model, prompts: list[dict], *, seeds: int = 8, n_steps: i
     for p in tqdm(prompts, desc="localize", disable=not progress):
         if "mask" not in p:
             raise ValueError(f"prompt {p.get('text')!r} has no mask: localization is scored on local-memorization prompts")
-        loc = localize(model, p["text"], seeds=seeds, n_steps=n_steps, guidance_scale=guidance_scale)
+        loc = localize(model, p["text"], seeds=list(range(seed_start, seed_start + seeds)), n_steps=n_steps,
+                       guidance_scale=guidance_scale)
         attn = cross_attention_map(model, p["text"], n_steps=n_steps, x_last=loc.x_last)
         t_last = timestep_value(model.timesteps(n_steps)[-1])
         be = bright_ending_mask(model, p["text"], loc.x_last, t_last).float().mean(0)[0]  # [h, w], over seeds

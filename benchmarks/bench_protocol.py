@@ -54,11 +54,13 @@ def stability(final: dict, earlier: dict, crit) -> float:
 
 
 def share_curve(meta: dict, crit) -> list[dict]:
-    """Per duplicated prompt: kind, share of the draws per image, memorization rate (sorted by kind and share)."""
+    """Per duplicated prompt: kind, images its draws spread over (a template caption's canvases), share of the draws
+    per image, memorization rate (sorted by kind and share)."""
     n_items = meta["n_training_items"]
-    rows = [{"kind": p["memorization"], "share": p["duplication"] / n_items / (len(p["targets"]) if
-             p["memorization"] == "template" else 1), "rate": crit.prompt_rate(p)}
-            for p in meta["prompts"] if p["kind"] == "memorized"]
+    rows = [{"kind": p["memorization"], "images": len(p["targets"]) if p["memorization"] == "template" else 1,
+             "rate": crit.prompt_rate(p)} for p in meta["prompts"] if p["kind"] == "memorized"]
+    for r, p in zip(rows, [p for p in meta["prompts"] if p["kind"] == "memorized"]):
+        r["share"] = p["duplication"] / n_items / r["images"]
     return sorted(rows, key=lambda r: (r["kind"], r["share"]))
 
 
@@ -67,18 +69,16 @@ def what_it_takes(curve: list[dict], crit, target: int) -> dict:
     None where the top rung does not), and, where fewer than ``target`` memorize, an extrapolation at this model's
     observed rate: the fraction ``p`` of rungs memorized at or above the lowest memorized share, the rungs that range
     would need (``ceil(target / p)``) and the extra share of the draws they would take at the range's mean share
-    (counted per image, so a template prompt's two canvases count twice)."""
+    (counted per image, so a template prompt's canvases count each)."""
     out = {}
     for kind in KINDS:
         rows = [r for r in curve if r["kind"] == kind]
         if not rows:
             continue
         mem = [crit.label(r["rate"]) == "memorized" for r in rows]
-        onset = None
-        for i in range(len(rows) - 1, -1, -1):  # walk down from the top rung while every rung memorizes
-            if not mem[i]:
-                break
-            onset = rows[i]["share"]
+        # the smallest share from which every rung memorizes (rungs of equal share judged together)
+        onset = min((s for s in {r["share"] for r in rows}
+                     if all(m for r, m in zip(rows, mem) if r["share"] >= s)), default=None)
         row = {"rungs": len(rows), "memorized": sum(mem), "onset": onset, "needed": None, "extra_share": None}
         if 0 < sum(mem) < target:
             lo = min(r["share"] for r, m in zip(rows, mem) if m)
@@ -87,7 +87,7 @@ def what_it_takes(curve: list[dict], crit, target: int) -> dict:
             needed = math.ceil(target / p)
             mean_share = sum(r["share"] for r, _ in span) / len(span)
             row.update(range_from=lo, rate_in_range=p, needed=needed,
-                       extra_share=(needed - len(span)) * mean_share * (2 if kind == "template" else 1))
+                       extra_share=(needed - len(span)) * mean_share * sum(r["images"] for r, _ in span) / len(span))
         out[kind] = row
     return out
 
@@ -165,24 +165,30 @@ def main(argv=None) -> None:
                     if t["needed"] is not None else "- | - | -")
             lines.append(f"| {folder} | {kind} | {t['memorized']} / {t['rungs']} | {onset} | {more} |")
     if args.snapshots:
-        lines += ["", f"Stability (target: {proto['labels']['stability_target']:.0%} of duplicated prompts keep their "
-                      "label):", "", "| model | snapshot | labels kept |", "|---|---|---|"]
+        snaps = []
         for spec in args.snapshots:
             index, _, folder = spec.partition(":")
-            model = args.models[int(index)]
-            kept = stability(metas[int(index)], testbed_metadata(folder), crit)
+            snap = testbed_metadata(folder)
+            if (snap.get("ground_truth") or {}).get("seeds") != proto["labels"]["seeds"][1]:
+                raise ValueError(f"{folder}: a snapshot labelled from {(snap.get('ground_truth') or {}).get('seeds')} "
+                                 f"seeds, not the protocol's {proto['labels']['seeds'][1]}")
+            snaps.append((int(index), folder, snap))
+        lines += ["", f"Stability (target: {proto['labels']['stability_target']:.0%} of duplicated prompts keep their "
+                      "label):", "", "| model | snapshot | labels kept |", "|---|---|---|"]
+        for index, folder, snap in snaps:
+            model = args.models[index]
+            kept = stability(metas[index], snap, crit)
             lines.append(f"| {model} | {folder} | {kept:.2f} |")
             result["models"][model].setdefault("stability", {})[folder] = kept
         lines += ["", "Memorized prompts per kind against training steps (each snapshot labelled like its model):", "",
                   "| model | step | " + " | ".join(KINDS) + " | hard negatives |", "|" + "---|" * (len(KINDS) + 3)]
         for index, model in enumerate(args.models):
-            points = [(spec.partition(":")[2], testbed_metadata(spec.partition(":")[2])) for spec in args.snapshots
-                      if int(spec.partition(":")[0]) == index] + [(model, metas[index])]
-            for folder, meta in sorted(points, key=lambda fm: fm[1].get("steps", 0)):
+            points = [snap for i, _, snap in snaps if i == index] + [metas[index]]
+            for meta in sorted(points, key=lambda m: m["steps"]):
                 c = model_counts(meta, crit)
-                lines.append(f"| {model} | {meta.get('steps', '?')} | " + " | ".join(str(c[k]) for k in KINDS)
+                lines.append(f"| {model} | {meta['steps']} | " + " | ".join(str(c[k]) for k in KINDS)
                              + f" | {c['hard negatives']} |")
-                result["models"][model].setdefault("against_steps", {})[str(meta.get("steps"))] = c
+                result["models"][model].setdefault("against_steps", {})[str(meta["steps"])] = c
     text = "\n".join(lines)
     print(text)
     if args.out:

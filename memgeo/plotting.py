@@ -104,19 +104,22 @@ def plot_tradeoff(rows, path, front=(), ax=None, *, target=None):
     own = ax is None
     if own:
         fig, ax = plt.subplots(figsize=(7, 4.8))
+    coloured = all("ordinary_change" in r for r in rows)
     for method in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == method]
-        ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "-", label=method, lw=1,
-                alpha=0.7)
-    if all("ordinary_change" in r for r in rows):
+        ax.plot([r["memorization_rate"] for r in rs], [r["fidelity_memorized"] for r in rs], "-" if coloured else "o-",
+                label=method, lw=1, ms=4, alpha=0.8)
+    if coloured:
         dots = ax.scatter([r["memorization_rate"] for r in rows], [r["fidelity_memorized"] for r in rows],
                           c=[r["ordinary_change"] for r in rows], cmap="RdYlGn", vmin=-0.2, vmax=0.2, s=22,
                           edgecolors="k", linewidths=0.4, zorder=3)
         ax.figure.colorbar(dots, ax=ax, label="ordinary prompts' fidelity change")
-    if target is not None:
-        ax.axvspan(-0.02, target[0], ymin=0, ymax=1, color="C2", alpha=0.06)
-        ax.axhline(target[1], color="C2", lw=0.8, ls=":", label="target (rate, fidelity kept)")
-        ax.axvline(target[0], color="C2", lw=0.8, ls=":")
+    if target is not None:  # the box where a row meets the rate and the fidelity bounds
+        from matplotlib.patches import Rectangle
+
+        top = max(1.0, max(r["fidelity_memorized"] for r in rows))
+        ax.add_patch(Rectangle((0.0, target[1]), target[0], top - target[1], facecolor="0.85", edgecolor="0.3", lw=0.8,
+                               ls=":", zorder=0, label="target: rate and fidelity kept"))
     if front:
         ax.plot([r["memorization_rate"] for r in front], [r["fidelity_memorized"] for r in front], "k--", lw=0.8,
                 label="Pareto front")

@@ -5,7 +5,7 @@ import json
 import pytest
 
 
-def labelled(folder, rates, seeds=32):
+def labelled(folder, rates, seeds=32, steps=20000):
     """A model folder whose testbed.json holds one duplicated prompt per (kind, verbatim rate, replica rate), and
     70 ordinary prompts (none copying)."""
     folder.mkdir()
@@ -14,7 +14,7 @@ def labelled(folder, rates, seeds=32):
                for i, (kind, v, r) in enumerate(rates)]
     prompts += [{"text": f"o{i}", "kind": "ordinary", "duplication": 1, "targets": [5000 + i], "target_rate": 0.0,
                  "target_replica_rate": 0.0, "copy_rate": 0.0, "replica_rate": 0.0} for i in range(70)]
-    (folder / "testbed.json").write_text(json.dumps({"prompts": prompts, "n_training_items": 10000,
+    (folder / "testbed.json").write_text(json.dumps({"prompts": prompts, "n_training_items": 10000, "steps": steps,
                                                     "ground_truth": {"seeds": seeds}}))
     return folder
 
@@ -25,7 +25,7 @@ def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
              + [("local", 0.3, 0.4)] + [("matching", 0.0, 0.0)] * 11 + [("template", 0.05, 0.1)])
     final = labelled(tmp_path / "final", rates)
     moved = rates[:25] + [("matching", 0.0, 0.0)] * 5 + rates[30:]  # five memorized prompts lost at the snapshot
-    snap = labelled(tmp_path / "snap", moved)
+    snap = labelled(tmp_path / "snap", moved, steps=18000)
     out = tmp_path / "protocol.md"
     bench.main(["--models", str(final), "--snapshots", f"0:{snap}", "--out", str(out)])
     result = json.loads(out.with_suffix(".json").read_text())["models"][str(final)]
@@ -33,6 +33,7 @@ def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
                                 "ordinary and held-out not memorized": 70, "ordinary and held-out": 70}
     assert result["targets_met"] is False  # nine local prompts, not ten
     assert result["stability"][str(snap)] == pytest.approx(1 - 5 / len(rates))
+    assert result["against_steps"]["18000"]["local"] == 5 and result["against_steps"]["20000"]["local"] == 9
     curve = result["share_curve"]
     assert {r["share"] for r in curve if r["kind"] == "template"} == {20 / 10000 / 2}
     assert "| no |" in capsys.readouterr().out
@@ -47,6 +48,8 @@ def test_counts_targets_and_stability(tmp_path, load_benchmark, capsys):
     assert c["counts"]["ordinary and held-out not memorized"] == 50 and c["targets_met"] is False
     with pytest.raises(ValueError, match="not the protocol's 32"):
         bench.main(["--models", str(labelled(tmp_path / "few", rates, seeds=8))])
+    with pytest.raises(ValueError, match="snapshot labelled from 8 seeds"):
+        bench.main(["--models", str(final), "--snapshots", f"0:{labelled(tmp_path / 'few_snap', rates, seeds=8)}"])
 
 
 def test_what_it_takes_reads_the_share_curve(load_benchmark):
@@ -54,9 +57,9 @@ def test_what_it_takes_reads_the_share_curve(load_benchmark):
     from memgeo.testbed.criteria import criterion
 
     crit = criterion("verbatim")
-    curve = ([{"kind": "matching", "share": s, "rate": r} for s, r in zip(range(1, 7), (0, 0, 0.9, 0, 1, 1))]
-             + [{"kind": "template", "share": s, "rate": 1.0} for s in (2, 4)]
-             + [{"kind": "local", "share": s, "rate": 0.0} for s in (1, 2)])
+    curve = ([{"kind": "matching", "images": 1, "share": s, "rate": r} for s, r in zip(range(1, 7), (0, 0, 0.9, 0, 1, 1))]
+             + [{"kind": "template", "images": 2, "share": s, "rate": 1.0} for s in (2, 4)]
+             + [{"kind": "local", "images": 1, "share": s, "rate": 0.0} for s in (1, 2)])
     takes = bench.what_it_takes(curve, crit, target=10)
     m = takes["matching"]
     assert (m["memorized"], m["rungs"], m["onset"]) == (3, 6, 5)  # rungs 5 and 6 memorize, rung 4 does not
@@ -66,3 +69,6 @@ def test_what_it_takes_reads_the_share_curve(load_benchmark):
     assert (t["onset"], t["needed"], t["extra_share"]) == (2, 10, (10 - 2) * 3 * 2)  # two canvases per template prompt
     assert takes["local"]["onset"] is None and takes["local"]["needed"] is None  # nothing memorizes: no rate to use
     assert bench.what_it_takes(curve, crit, target=3)["matching"]["needed"] is None  # the target is met
+    tied = [{"kind": "matching", "images": 1, "share": s, "rate": r} for s, r in ((1, 1.0), (1, 0.0), (2, 1.0))]
+    assert bench.what_it_takes(tied, crit, target=2)["matching"]["onset"] == 2  # a rung at share 1 does not memorize
+    assert bench.what_it_takes(tied[:2], crit, target=2)["matching"]["onset"] is None

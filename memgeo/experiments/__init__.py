@@ -28,6 +28,7 @@ from .leaderboard import (
 )
 from .presets import format_preset_comparison, preset_comparison
 from .tradeoff import (
+    TARGET as MITIGATION_TARGET,
     tradeoff_configs,
     caption_fidelity,
     digit_classifier,
@@ -46,7 +47,7 @@ __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
     "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "tradeoff_configs", "pareto_front", "mitigation_tradeoff",
-    "target_shortfalls", "meets_target",
+    "target_shortfalls", "meets_target", "MITIGATION_TARGET",
     "write_tradeoff", "digit_classifier", "fidelity_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",
     "localization_auroc", "TARGETS", "measure_realism", "realism", "realism_verdicts", "format_realism", "append_markdown",
     "spread",

@@ -85,11 +85,12 @@ TARGET = {"rate": 0.1, "kept": 0.8, "ordinary": 0.02}
 
 def target_shortfalls(row: dict) -> dict:
     """How far a trade-off row is from :data:`TARGET`, each bound's shortfall as a fraction of the bound's scale (0
-    where it is met): the rate above 0.1 (over 0.1), the fidelity kept below 0.8 (over 0.8), the ordinary change
-    beyond 0.02 either way (over 0.02)."""
-    return {"rate": max(0.0, row["memorization_rate"] - TARGET["rate"]) / TARGET["rate"],
-            "kept": max(0.0, TARGET["kept"] - row["fidelity_kept"]) / TARGET["kept"],
-            "ordinary": max(0.0, abs(row["ordinary_change"]) - TARGET["ordinary"]) / TARGET["ordinary"]}
+    where it is met, infinite where the row's value is not a number): the rate above 0.1 (over 0.1), the fidelity
+    kept below 0.8 (over 0.8), the ordinary change beyond 0.02 either way (over 0.02)."""
+    values = {"rate": (row["memorization_rate"] - TARGET["rate"]) / TARGET["rate"],
+              "kept": (TARGET["kept"] - row["fidelity_kept"]) / TARGET["kept"],
+              "ordinary": (abs(row["ordinary_change"]) - TARGET["ordinary"]) / TARGET["ordinary"]}
+    return {k: float("inf") if np.isnan(v) else max(0.0, v) for k, v in values.items()}
 
 
 def meets_target(row: dict) -> bool:

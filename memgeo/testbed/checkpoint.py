@@ -149,6 +149,13 @@ def _resume(ckpt: Path, unet, text_encoder, opt, gen, dropped: dict, run: _Run) 
     if meta.get("mitigate_rule") != run.mitigate_rule:
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_rule={meta.get('mitigate_rule')!r}, "
                          f"not {run.mitigate_rule!r}: resume it with the same setting, or train into another folder")
+    if run.mitigate_rule is not None:
+        from .items import MITIGATION_RULES
+
+        if meta.get("mitigate_rule_settings") != MITIGATION_RULES[run.mitigate_rule]:
+            raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_rule {run.mitigate_rule!r} "
+                             f"set as {meta.get('mitigate_rule_settings')}, not {MITIGATION_RULES[run.mitigate_rule]}: "
+                             "resume it under the same rule, or train into another folder")
     if meta.get("mitigate_threshold") != mitigate_threshold:
         raise ValueError(f"the checkpoint in {str(ckpt)!r} was trained with mitigate_threshold="
                          f"{meta.get('mitigate_threshold')}, not {mitigate_threshold}: resume it with the same "

@@ -11,9 +11,10 @@ __all__ = ["MITIGATION_RULES"]
 #: Label-free thresholds for training-time mitigation (Wen et al.'s filter, whose released threshold is an absolute
 #: gap norm set on Stable Diffusion). ``"fence"``: a conditioned sample is left out of the loss where its gap norm
 #: reaches Tukey's far-out fence ``q3 + k (q3 - q1)`` of the gap norms that the last ``window`` batches' conditioned
-#: samples had in its timestep bin (``bins`` equal bins of the training timesteps), from step ``start`` on; the
-#: reference is the run's own unlabelled batches, so the threshold follows the model wherever its norms lie.
-MITIGATION_RULES = {"fence": {"k": 3.0, "window": 100, "bins": 10, "start": 1000}}
+#: samples had in its timestep bin (``bins`` equal bins of the training timesteps), from step ``start`` on, in a
+#: bin that holds at least ``min_samples`` of them; the reference is the run's own unlabelled batches, so the
+#: threshold follows the model wherever its norms lie.
+MITIGATION_RULES = {"fence": {"k": 3.0, "window": 100, "bins": 10, "start": 1000, "min_samples": 20}}
 
 
 class _GapWindow:
@@ -29,7 +30,7 @@ class _GapWindow:
 
     def limits(self, t: torch.Tensor) -> torch.Tensor:
         """Each sample's threshold: its timestep bin's fence; infinite before the rule's start step, and in a bin
-        that holds fewer than 20 conditioned samples."""
+        that holds fewer than the rule's ``min_samples`` conditioned samples."""
         out = torch.full(t.shape, float("inf"), dtype=torch.float32)
         if self.seen < self.rule["start"]:
             return out
@@ -38,7 +39,7 @@ class _GapWindow:
         window_bin, batch_bin = self.t * bins // self.n_timesteps, t * bins // self.n_timesteps
         for b in batch_bin.unique().tolist():
             values = self.norms[have & (window_bin == b)]
-            if len(values) >= 20:
+            if len(values) >= self.rule["min_samples"]:
                 q1, q3 = torch.quantile(values, torch.tensor([0.25, 0.75], dtype=values.dtype)).tolist()
                 out[batch_bin == b] = q3 + self.rule["k"] * (q3 - q1)
         return out
@@ -52,9 +53,12 @@ class _GapWindow:
     def state(self) -> dict:
         return {"norms": self.norms, "t": self.t, "seen": torch.tensor(self.seen)}
 
-    def load(self, state: dict) -> None:
-        if state["norms"].shape != self.norms.shape:
-            raise ValueError(f"a gap window of shape {tuple(state['norms'].shape)}, not {tuple(self.norms.shape)}")
+    def load(self, state: dict, step: int) -> None:
+        """The window a checkpoint at ``step`` saved (checked: its batch size and window, and one batch per step)."""
+        if state["norms"].shape != self.norms.shape or int(state["seen"]) != step:
+            raise ValueError(f"the checkpoint's gap window holds {int(state['seen'])} batches of shape "
+                             f"{tuple(state['norms'].shape)}, not {step} of {tuple(self.norms.shape)} (window x "
+                             "batch_size): resume it with the same batch_size and mitigate_rule")
         self.norms, self.t, self.seen = state["norms"].float(), state["t"].long(), int(state["seen"])
 
 
@@ -107,7 +111,7 @@ def _step_predictions(unet, text_encoder, items: _TrainingItems, latents, abar, 
         return pred, noise
     with torch.no_grad():
         uncond = unet(x_t, t, encoder_hidden_states=text_encoder(items.ids[[items.empty]])[0].expand(batch_size, -1, -1)).sample
-        norms = (pred.detach() - uncond).flatten(1).norm(dim=1).float().cpu()
+        norms = (pred.detach().float() - uncond.float()).flatten(1).norm(dim=1).cpu()
     if window is not None:
         limit = window.limits(t.cpu())  # from the batches before this one
         window.push(norms, t.cpu(), cap != items.empty)

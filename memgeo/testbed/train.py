@@ -192,7 +192,7 @@ def _start(ckpt: Path, s: TrainingSettings, data: CanvasData, device: torch.devi
         if t.start > 0:  # the fence's window as the run left it
             from safetensors.torch import load_file
 
-            t.window.load(load_file(ckpt / "gap_window.safetensors"))
+            t.window.load(load_file(ckpt / "gap_window.safetensors"), t.start)
     if s.ema_decay is not None:
         t.ema = _ema_init(unet, text_encoder)
         if t.start > 0 and (ckpt / "ema_unet.safetensors").exists():  # the run's own averages, where it resumes
@@ -254,7 +254,8 @@ def _state_extras(t: _Training, s: TrainingSettings) -> dict:
             **({"ema_decay": s.ema_decay} if s.ema_decay is not None else {}),
             **({"resumed_at": t.resumed_at} if t.resumed_at else {}),
             **({"compact": True} if s.compact else {}),
-            **({"mitigate_rule": s.mitigate_rule} if s.mitigate_rule else {}),
+            **({"mitigate_rule": s.mitigate_rule, "mitigate_rule_settings": MITIGATION_RULES[s.mitigate_rule]}
+               if s.mitigate_rule else {}),
             **({"base_fingerprint": t.run.base_fingerprint} if t.run.base_fingerprint else {})}
 
 

@@ -238,7 +238,7 @@ def test_training_time_mitigation_by_the_fence_resumes_as_it_ran(tmp_path, monke
 
     # a fence at the window's first quartile (k = -1), so that a fresh network, whose gap norms shrink from step to
     # step, still leaves samples out
-    monkeypatch.setitem(items.MITIGATION_RULES, "fence", {"k": -1.0, "window": 2, "bins": 1, "start": 2})
+    monkeypatch.setitem(items.MITIGATION_RULES, "fence", {"k": -1.0, "window": 2, "bins": 1, "start": 2, "min_samples": 20})
     small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
     kw = dict(batch_size=16, progress=False, data=small)  # two batches hold the 20 samples a fence needs
     train_testbed(tmp_path / "plain", steps=6, checkpoint_every=6, **kw)
@@ -254,6 +254,10 @@ def test_training_time_mitigation_by_the_fence_resumes_as_it_ran(tmp_path, monke
     assert 0 < left < 4 * 16 and meta["samples_left_out"]["unconditional"] == 0  # from step 2 on (4 batches)
     with pytest.raises(ValueError, match="mitigate_rule"):  # a checkpoint is never resumed under another setting
         train_testbed(tmp_path / "stopped", steps=9, checkpoint_every=3, **kw)
+    train_testbed(tmp_path / "changed", steps=3, checkpoint_every=3, mitigate_rule="fence", **kw)
+    monkeypatch.setitem(items.MITIGATION_RULES, "fence", {"k": 3.0, "window": 2, "bins": 1, "start": 2, "min_samples": 20})
+    with pytest.raises(ValueError, match="set as"):  # nor under the same rule with other numbers
+        train_testbed(tmp_path / "changed", steps=6, checkpoint_every=3, mitigate_rule="fence", **kw)
     with pytest.raises(ValueError, match="mitigate_rule must be one of"):
         train_testbed(tmp_path / "bad", steps=3, mitigate_rule="fence", mitigate_threshold=1.0, **kw)
     with pytest.raises(ValueError, match="mitigate_rule must be one of"):

@@ -115,16 +115,22 @@ def train_testbed(
     _train_steps(t, s, out, progress)
     state = json.loads((t.ckpt / "state.json").read_text()) if (t.ckpt / "state.json").exists() \
         else {"step": t.start, "loss": t.loss_avg}
-    mitigation = None
-    if s.mitigate_threshold is not None or s.mitigate_rule is not None:
-        threshold = ({"threshold": s.mitigate_threshold} if s.mitigate_rule is None
-                     else {"rule": s.mitigate_rule, **MITIGATION_RULES[s.mitigate_rule]})
-        mitigation = {"method": "guidance_norm_filter", **threshold,
-                      "samples_left_out": state.get("dropped", t.dropped), "samples_drawn": state["step"] * s.batch_size}
+    mitigation = _mitigation_record(s, state.get("dropped", t.dropped), state["step"])
     t.run.resumed_at = state.get("resumed_at", [])
     _save_evaluated(out, t.unet, t.text_encoder, t.run, ema=t.ema, step=state["step"], loss=state["loss"],
                     mitigation=mitigation)
     return out
+
+
+def _mitigation_record(s: TrainingSettings, dropped: dict, step: int) -> dict | None:
+    """What ``testbed.json`` records of training-time mitigation at ``step`` (None without it): the filter, its
+    threshold or rule, and the samples left out of those drawn."""
+    if s.mitigate_threshold is None and s.mitigate_rule is None:
+        return None
+    threshold = ({"threshold": s.mitigate_threshold} if s.mitigate_rule is None
+                 else {"rule": s.mitigate_rule, **MITIGATION_RULES[s.mitigate_rule]})
+    return {"method": "guidance_norm_filter", **threshold, "samples_left_out": dict(dropped),
+            "samples_drawn": step * s.batch_size}
 
 
 @dataclass
@@ -235,7 +241,8 @@ def _train_steps(t: _Training, s: TrainingSettings, out: Path, progress: bool) -
         # the snapshot first: a stop between the two resumes before it, never past it
         if s.snapshot_every and (step + 1) % s.snapshot_every == 0:
             _save_evaluated(out / "snapshots" / f"step-{step + 1}", t.unet, t.text_encoder, t.run, ema=t.ema,
-                            step=step + 1, loss=float(np.mean(losses[-50:])))
+                            step=step + 1, loss=float(np.mean(losses[-50:])),
+                            mitigation=_mitigation_record(s, t.dropped, step + 1))
             t.unet.train()
             t.text_encoder.train()
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:

@@ -242,7 +242,7 @@ def test_training_time_mitigation_by_the_fence_resumes_as_it_ran(tmp_path, monke
     small = build_canvas_data(n_single=20, n_per_kind=2, n_ordinary=4, n_heldout=2)
     kw = dict(batch_size=16, progress=False, data=small)  # two batches hold the 20 samples a fence needs
     train_testbed(tmp_path / "plain", steps=6, checkpoint_every=6, **kw)
-    train_testbed(tmp_path / "whole", steps=6, checkpoint_every=6, mitigate_rule="fence", **kw)
+    train_testbed(tmp_path / "whole", steps=6, checkpoint_every=6, mitigate_rule="fence", snapshot_every=3, **kw)
     train_testbed(tmp_path / "stopped", steps=3, checkpoint_every=3, mitigate_rule="fence", **kw)
     train_testbed(tmp_path / "stopped", steps=6, checkpoint_every=3, mitigate_rule="fence", **kw)
     w = {k: load_file(tmp_path / k / "unet/diffusion_pytorch_model.safetensors") for k in ("plain", "whole", "stopped")}
@@ -250,6 +250,8 @@ def test_training_time_mitigation_by_the_fence_resumes_as_it_ran(tmp_path, monke
     assert not all(torch.equal(w["plain"][n], w["whole"][n]) for n in w["plain"])
     meta = json.loads((tmp_path / "whole" / "testbed.json").read_text())["mitigation"]
     assert meta["rule"] == "fence" and meta["k"] == -1.0 and "threshold" not in meta
+    snap = json.loads((tmp_path / "whole" / "snapshots" / "step-3" / "testbed.json").read_text())["mitigation"]
+    assert snap["rule"] == "fence" and snap["samples_drawn"] == 3 * 16  # a snapshot says how it was trained too
     left = sum(meta["samples_left_out"].values())
     assert 0 < left < 4 * 16 and meta["samples_left_out"]["unconditional"] == 0  # from step 2 on (4 batches)
     with pytest.raises(ValueError, match="mitigate_rule"):  # a checkpoint is never resumed under another setting

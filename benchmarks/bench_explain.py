@@ -28,6 +28,7 @@ import torch
 from memgeo.experiments import explanation_hit_rate, localization_auroc
 from memgeo.plotting import save_figure
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
+from memgeo.testbed.labels import memorization_rate
 from memgeo.testbed.protocol import SCORING_SEED_START, check_disjoint, label_seeds_of
 
 
@@ -74,6 +75,16 @@ def main(argv=None) -> None:
         lines.append(f"| {label} | {_mean_ci([r[name] for r in rows])} | {_mean_ci(local)} | "
                      f"{'-' if rho is None else f'{hits[rho]:.3f}'} |")
     lines.append(f"| chance | {hits['chance']:.3f} | {hits['local_chance']:.3f} | - |")
+    by_text = {p["text"]: p for p in meta["prompts"]}
+    lines += ["", "By the ground truth (the prompts above split by their verbatim rate):", "",
+              "| prompts | n | gradient, input | gradient, prompt-embedding rows | leave one out | chance |",
+              "|---|---|---|---|---|---|"]
+    for name, sel in (("memorized by generation (rate >= 0.5)", lambda r: r >= 0.5),
+                      ("not memorized by generation (rate <= 0.1)", lambda r: r <= 0.1)):
+        sub = [r for r in rows if r["text"] in by_text and sel(memorization_rate(by_text[r["text"]]))]
+        if sub:
+            lines.append(f"| {name} | {len(sub)} | " + " | ".join(_mean_ci([r[k] for r in sub]) for k in
+                         ("gradient_input", "gradient_output", "leave_one_out")) + f" | {np.mean([r['chance'] for r in sub]):.3f} |")
     lines += ["", "Brackets: 95% bootstrap intervals over prompts. Nearest non-memorized captions: "
                   f"{np.mean([r['distance'] for r in rows]):.2f} of 8 words differ on average, "
                   f"{np.mean([r['n_neighbours'] for r in rows]):.1f} tied neighbours per prompt."]

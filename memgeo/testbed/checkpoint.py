@@ -77,11 +77,12 @@ def _ema_step(pairs, decay: float) -> None:
         a.copy_(w)
 
 
-def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: float, extra: dict | None = None,
-                     *, ema=None, compact: bool = False, more: dict | None = None) -> None:
+def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, state: dict, *, ema=None, compact: bool = False,
+                     more: dict | None = None) -> None:
     """Model, optimizer and generator state as safetensors, ``state.json`` last, written whole: into
     ``checkpoint.new/`` first, then swapped in for the old one (:func:`recover_checkpoint` finishes a swap a stop
-    interrupted), so a checkpoint never mixes files of two steps.
+    interrupted), so a checkpoint never mixes files of two steps. ``state``: what ``state.json`` records (the step,
+    the loss and the run's settings).
 
     ``compact``: weights only (the networks and their averages ``ema``), in half precision, and the generator state:
     about a quarter of a full checkpoint, which keeps AdamW's moments too (:func:`_resume`). ``more``: further
@@ -107,7 +108,7 @@ def _save_checkpoint(ckpt: Path, unet, text_encoder, opt, gen, step: int, loss: 
         shutil.copytree(ckpt / "vocab", new / "vocab")
     for name, t in tensors.items():
         save_file(t, new / f"{name}.safetensors")
-    atomic_write_text(new / "state.json", json.dumps({"step": step, "loss": loss, **(extra or {})}))
+    atomic_write_text(new / "state.json", json.dumps(state))
     shutil.rmtree(old, ignore_errors=True)
     if ckpt.exists():
         ckpt.rename(old)

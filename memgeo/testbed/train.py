@@ -247,7 +247,8 @@ def _train_steps(t: _Training, s: TrainingSettings, out: Path, progress: bool) -
             t.text_encoder.train()
         if (step + 1) % s.checkpoint_every == 0 or step + 1 == s.steps:
             t.loss_avg = float(np.mean(losses[-50:]))
-            _save_checkpoint(t.ckpt, t.unet, t.text_encoder, t.opt, t.gen, step + 1, t.loss_avg, _state_extras(t, s),
+            _save_checkpoint(t.ckpt, t.unet, t.text_encoder, t.opt, t.gen,
+                             {"step": step + 1, "loss": t.loss_avg, **_state_extras(t, s)},
                              ema=t.ema, compact=s.compact, more={"gap_window": t.window.state()} if t.window else None)
     bar.close()
 

@@ -57,10 +57,12 @@ def share_curve(meta: dict, crit) -> list[dict]:
     """Per duplicated prompt: kind, images its draws spread over (a template caption's canvases), share of the draws
     per image, memorization rate (sorted by kind and share)."""
     n_items = meta["n_training_items"]
-    rows = [{"kind": p["memorization"], "images": len(p["targets"]) if p["memorization"] == "template" else 1,
-             "rate": crit.prompt_rate(p)} for p in meta["prompts"] if p["kind"] == "memorized"]
-    for r, p in zip(rows, [p for p in meta["prompts"] if p["kind"] == "memorized"]):
-        r["share"] = p["duplication"] / n_items / r["images"]
+    rows = []
+    for p in meta["prompts"]:
+        if p["kind"] == "memorized":
+            images = len(p["targets"]) if p["memorization"] == "template" else 1
+            rows.append({"kind": p["memorization"], "images": images, "share": p["duplication"] / n_items / images,
+                         "rate": crit.prompt_rate(p)})
     return sorted(rows, key=lambda r: (r["kind"], r["share"]))
 
 

@@ -275,8 +275,8 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
               "| method | nearest row | rate over the bound | fidelity kept short | ordinary change over the bound | "
               "shortfall |", "|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "none"):
-        r = min((r for r in rows if r["method"] == method), key=lambda r: max(target_shortfalls(r).values()))
-        short = target_shortfalls(r)
+        r, short = min(((r, target_shortfalls(r)) for r in rows if r["method"] == method),
+                       key=lambda pair: max(pair[1].values()))
         lines.append(f"| {method} | {_strength(r)} | {short['rate']:.3f} | {short['kept']:.3f} | "
                      f"{short['ordinary']:.3f} | {max(short.values()):.2f} |")
     table = "\n".join(lines)

@@ -20,14 +20,17 @@ def _base_name(base) -> str:
 
 
 def _lora_components(base, lora: dict, seed: int):
-    """The base testbed's networks and tokenizer, frozen, with fresh LoRA adapters on the UNet (peft)."""
+    """The base testbed's networks and tokenizer, frozen, in float32 whatever precision the base is stored in (the
+    protocol's models are stored in half precision), with fresh LoRA adapters on the UNet (peft)."""
     from diffusers import UNet2DConditionModel
     from peft import LoraConfig
     from transformers import CLIPTextModel, CLIPTokenizer
 
     with float32_default():
-        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", use_safetensors=True)
-        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", use_safetensors=True,
+                                                    torch_dtype=torch.float32)
+        text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", use_safetensors=True,
+                                                     dtype=torch.float32)
         unet.requires_grad_(False)
         text_encoder.requires_grad_(False)
         torch.manual_seed(seed)  # the adapters' initial weights

@@ -418,6 +418,26 @@ def test_a_lora_fine_tune_resumes_bit_for_bit_and_loads_through_the_lora_path(tm
         load_testbed(tmp_path / "a")
 
 
+def test_a_half_precision_base_is_fine_tuned_in_float32(tmp_path):
+    """The protocol's models (the embedded one among them) are stored in half precision: a fine-tune of one trains its
+    adapters in float32 on the base's weights widened, and leaves the stored base as it was."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from transformers import CLIPTextModel
+
+    small = build_canvas_data(n_single=40, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), seed=0)
+    train_testbed(tmp_path / "base", steps=1, batch_size=8, data=small, progress=False)
+    for part, cls in (("unet", UNet2DConditionModel), ("text_encoder", CLIPTextModel)):  # stored as the protocol's are
+        cls.from_pretrained(tmp_path / "base" / part).half().save_pretrained(tmp_path / "base" / part)
+    stored = (tmp_path / "base/unet/diffusion_pytorch_model.safetensors").read_bytes()
+    ft = build_canvas_data(n_single=30, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), augment=True, seed=5)
+    train_testbed(tmp_path / "ft", regime="finetune", base=tmp_path / "base", steps=2, batch_size=8, data=ft,
+                  progress=False)
+    adapter = load_file(tmp_path / "ft/pytorch_lora_weights.safetensors")
+    assert adapter and all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in adapter.values())
+    assert (tmp_path / "base/unet/diffusion_pytorch_model.safetensors").read_bytes() == stored
+
+
 def test_mixed_precision_takes_the_float32_steps_up_to_rounding(tmp_path):
     """bfloat16 autocast trains on the same batches, noises and timesteps as float32: its update of the weights over
     three steps points where the float32 run's does (the oracle: the float32 run itself); the precision is recorded,

@@ -1,6 +1,6 @@
 """Where mitigated generations of a shared caption land: the copy, another image under the same caption, or elsewhere.
 
-    python benchmarks/bench_caption_reading.py [--model TESTBED] [--seeds 8] [--out benchmarks/results/caption_reading]
+    python benchmarks/bench_caption_reading.py [--model TESTBED] [--seeds 8] [--out benchmarks/results/caption_reading_sd_bench/RUN]
 
 A matching prompt whose caption also labels other training canvases (its "companions": images that fit the caption
 and are not the copy) can leave the memorized image for one of them. For every such prompt of the testbed, each
@@ -116,7 +116,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="method[:strength] rows")
     ap.add_argument("--classifier-cells", type=int, default=40000, help="training cells of the fidelity classifier")
-    ap.add_argument("--out", default="benchmarks/results/caption_reading")
+    ap.add_argument("--out", default="benchmarks/results/caption_reading_sd_bench/primary_1")
     args = ap.parse_args(argv)
     meta = testbed_metadata(args.model)
     seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work

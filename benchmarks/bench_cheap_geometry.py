@@ -8,7 +8,7 @@ Each prompt is generated from scoring seeds (from 1000, apart from the label see
 the classifier-free-guided DDIM generation (w = 7.5, 50 steps); the gaps g_i = eps_c - eps_u of those steps (the
 generation computes them) give every candidate: norms, turns (1 - cos between consecutive gaps), their products,
 at 2 (i + 1) evaluations for the gaps of steps 0..i. Every candidate tried is printed, so that the choice is visible;
-``gap_turn`` (memgeo.detect.gap_turn, k = 1: |g_0| (1 - cos(g_0, g_1)), 4 evaluations) was chosen on the embedded
+``gap_turn`` (memgeo.detect.gap_turn, k = 1: |g_0| (1 - cos(g_0, g_1)), 4 evaluations) was chosen on the earlier embedded
 testbed's replication labels and is then read unchanged on other models. Per-prompt AUROC (the mean score over its
 seeds), memorized against every not-memorized prompt, against the hard negatives only (duplicated, never a replica),
 and per kind, each with a 95% bootstrap interval over prompts.
@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--max-prompts", type=int, default=None, help="keep this many labelled prompts (both classes)")
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--out", default="benchmarks/results/cheap_geometry/embedded.md")
+    ap.add_argument("--out", default="benchmarks/results/cheap_geometry/primary_1.md")
     args = ap.parse_args(argv)
     meta = testbed_metadata(args.model)
     seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work

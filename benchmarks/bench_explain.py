@@ -11,7 +11,7 @@
 (c) The targets: the gradient attribution's hit rate at least twice chance (leave-one-out, the reference, aside); the map's localization AUROC at least 0.9 and
     above both baselines (over every local prompt).
 
-    python benchmarks/bench_explain.py [--model TESTBED] --out benchmarks/results/explain_sd_regime
+    python benchmarks/bench_explain.py [--model TESTBED] --out benchmarks/results/explain_sd_bench/primary_1
 
 Generations from the scoring seeds (1000 on), apart from the seeds that labelled the testbed.
 """
@@ -47,7 +47,7 @@ SMOKE = None  # the smallest run still attributes every memorized testbed prompt
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="testbed folder (default: the embedded one)")
-    ap.add_argument("--out", default="benchmarks/results/explain_sd_regime")
+    ap.add_argument("--out", default="benchmarks/results/explain_sd_bench/primary_1")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the localization maps (attribution uses 4)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)

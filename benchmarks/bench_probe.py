@@ -1,6 +1,6 @@
 """Where post-generation signals probe: LID (FLIPD) and the p-Laplacian against t, per class, at four points.
 
-    python benchmarks/bench_probe.py [--model TESTBED] [--prompts 8] [--seeds 2] [--out benchmarks/results/probe_points]
+    python benchmarks/bench_probe.py [--model TESTBED] [--prompts 8] [--seeds 2] [--out benchmarks/results/probe_points_sd_bench/RUN]
 
 For memorized and not memorized prompts (the testbed's ground truth by ``--criterion``; the not-memorized ones are
 ordinary prompts, whose training image exists), each generated from scoring seeds (from 1000, apart from the label
@@ -144,7 +144,7 @@ def main(argv=None) -> None:
     ap.add_argument("--times", type=int, default=8, help="how many of the lower half's DDIM timesteps (spread)")
     ap.add_argument("--probes", type=int, default=8, help="FLIPD's Hutchinson probes")
     ap.add_argument("--directions", type=int, default=16, help="p-Laplace directions")
-    ap.add_argument("--out", default="benchmarks/results/probe_points")
+    ap.add_argument("--out", default="benchmarks/results/probe_points_sd_bench/primary_1")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

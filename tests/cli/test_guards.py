@@ -32,6 +32,11 @@ def trained(tmp_path_factory):
     return folder
 
 
+def ground_truth_words(folder) -> str:
+    """How a refusal names the ground truth in ``folder``: the count of its label seeds, as recorded."""
+    return f"ground truth from {json.loads((Path(folder) / 'testbed.json').read_text())['ground_truth']['seeds']} seeds"
+
+
 @pytest.fixture
 def no_evaluation(monkeypatch):
     """Fail the test if any UNet is evaluated (a refusal must come before any work)."""
@@ -58,7 +63,7 @@ def refused(argv, capsys, *names, watched=()):
 
 def test_training_into_a_trained_model_with_ground_truth_is_refused(trained, tmp_path, capsys, no_evaluation):
     err = refused(["testbed", "train", "--regime", "sd-ladder-shared", "--steps", "10", "--out", trained], capsys,
-                  "--out", "--overwrite", "20000 steps", "ground truth from 8 seeds", watched=[trained])
+                  "--out", "--overwrite", "20000 steps", ground_truth_words(trained), watched=[trained])
     assert str(trained) in err
     refused(["testbed", "finetune", "--steps", "10", "--out", trained], capsys, "--out", "--overwrite",
             watched=[trained])
@@ -141,7 +146,7 @@ def test_ranges_that_depend_on_the_model_are_checked_before_any_evaluation(tmp_p
 
 
 def test_ground_truth_is_never_replaced_without_overwrite(trained, tmp_path, capsys, no_evaluation):
-    refused(["testbed", "truth", "--model", trained, "--no-progress"], capsys, "--out", "ground truth from 8 seeds",
+    refused(["testbed", "truth", "--model", trained, "--no-progress"], capsys, "--out", ground_truth_words(trained),
             "--overwrite", watched=[trained])
     other = tmp_path / "notes.json"
     other.write_text("{}")

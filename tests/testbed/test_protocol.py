@@ -2,12 +2,13 @@
 averaging and compact checkpoints as the protocol fixes them."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from memgeo.testbed import build_canvas_data, train_testbed
+from memgeo.testbed import TESTBED_DIR, build_canvas_data, train_testbed, weights_fingerprint
 from memgeo.testbed.protocol import (
     SCORING_SEED_START,
     check_disjoint,
@@ -20,6 +21,13 @@ from memgeo.testbed.protocol import (
 )
 from memgeo.testbed.protocol import testbed_scoring_seeds as scoring_seeds_of
 from memgeo.testbed.train import REGIMES
+
+
+def test_the_embedded_testbed_is_the_protocol_run_it_names():
+    """The shipped weights and ground truth are those of the run the protocol names as embedded, byte for byte."""
+    run = Path(__file__).resolve().parents[2] / "runs" / f"sd-bench-{load_protocol('sd-bench')['embedded']}"
+    assert weights_fingerprint(TESTBED_DIR) == weights_fingerprint(run)
+    assert json.loads((TESTBED_DIR / "testbed.json").read_text()) == json.loads((run / "testbed.json").read_text())
 
 
 def test_the_protocol_fixes_its_design_within_the_data_budget():

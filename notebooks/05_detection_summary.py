@@ -39,9 +39,10 @@ from memgeo.detect import roc_curve
 from memgeo.experiments import caption_baseline_row, evaluate_signals, format_breakdown, format_leaderboard
 from memgeo.plotting import plot_duplication_curve
 from memgeo.testbed import KINDS, duplication_curve, load_testbed, testbed_kinds, testbed_labels, testbed_metadata
+from memgeo.testbed.protocol import SCORING_SEED_START
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
-CRITERION = "replication"  # the labels the embedded testbed meets its realism targets by (docs/testbed.md); or "verbatim"
+CRITERION = "verbatim"  # the protocol's labels, by which the embedded testbed meets its realism targets (docs/testbed.md); or "replication"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
 os.makedirs(FIG, exist_ok=True)
 model = load_testbed()
@@ -53,7 +54,8 @@ if FAST:
     texts, labels = [texts[i] for i in pos + neg], [labels[i] for i in pos + neg]
 kinds = testbed_kinds(meta, texts)
 seeds = 2 if FAST else 4
-rows = evaluate_signals(model, texts, labels, seeds=seeds, n_steps=10 if FAST else 50)
+rows = evaluate_signals(model, texts, labels, seeds=seeds, n_steps=10 if FAST else 50,
+                        seed_start=SCORING_SEED_START)  # scoring seeds, apart from the label seeds
 rows.append(caption_baseline_row(texts, labels, seeds=seeds))  # what the captions alone give away
 table = format_leaderboard(rows, title=f"testbed ({CRITERION} labels), per generation: {sum(labels)} memorized vs "
                                         f"{len(labels) - sum(labels)} not memorized prompts")

@@ -46,14 +46,22 @@ import matplotlib.pyplot as plt
 from memgeo.explain import cross_attention_map, localize, pixel_auroc, token_attribution
 from memgeo.plotting import plot_localization, plot_token_attribution, plot_tradeoff
 from memgeo.testbed import load_testbed, memorization_rate, testbed_metadata
+from memgeo.testbed.protocol import testbed_scoring_seeds
 
 FAST = os.environ.get("MEMGEO_FAST") == "1"
-CRITERION = "replication"  # the labels the embedded testbed meets its realism targets by (docs/testbed.md); or "verbatim"
+CRITERION = "verbatim"  # the protocol's labels, by which the embedded testbed meets its realism targets (docs/testbed.md); or "replication"
 FIG = os.environ.get("MEMGEO_FIGURE_DIR", "figures")
 os.makedirs(FIG, exist_ok=True)
 n_steps = 10 if FAST else 50
 model = load_testbed()
 meta = testbed_metadata()
+
+
+def scoring(n: int) -> list[int]:
+    """``n`` scoring seeds, apart from the seeds that labelled the testbed."""
+    return testbed_scoring_seeds(meta, n)
+
+
 memorized = [p for p in meta["prompts"] if p["kind"] == "memorized" and memorization_rate(p, CRITERION) >= 0.5]
 
 # %% [markdown]
@@ -65,7 +73,7 @@ memorized = [p for p in meta["prompts"] if p["kind"] == "memorized" and memoriza
 examples = [next(p for p in memorized if p["memorization"] == k) for k in ("matching", "template", "local")]
 fig, axes = plt.subplots(len(examples), 1, figsize=(7, 2.3 * len(examples)))
 for ax, p in zip(axes, examples):
-    att = token_attribution(model, p["text"], space="input", seeds=2 if FAST else 4, n_steps=n_steps)
+    att = token_attribution(model, p["text"], space="input", seeds=scoring(2 if FAST else 4), n_steps=n_steps)
     plot_token_attribution(att, None, ax=ax, title=f"{p['memorization']}: {p['text']} (Spearman with leave-one-out "
                                                      f"{att.spearman:.2f})")
 fig.tight_layout()
@@ -78,7 +86,7 @@ fig.savefig(f"{FIG}/fig6_token_attribution.png", dpi=110)
 
 # %%
 local = [p for p in memorized if p["memorization"] == "local"][: 2 if FAST else 4]
-seeds = 3 if FAST else 8
+seeds = scoring(3 if FAST else 8)
 fig, axes = plt.subplots(len(local), 3, figsize=(7, 2.4 * len(local)), squeeze=False)
 for row, p in zip(axes, local):
     loc = localize(model, p["text"], seeds=seeds, n_steps=n_steps)
@@ -92,12 +100,13 @@ fig.savefig(f"{FIG}/fig6_localization.png", dpi=110)
 
 # %% [markdown]
 # ## Mitigation trade-off
-# Memorization rate (replicas of their own image) of the memorized prompts against their caption
+# The trade-off `memgeo bench --mitigation` measured on the embedded testbed (primary-1: verbatim labels, scoring
+# seeds). Memorization rate (verbatim copies of their own image) of the memorized prompts against their caption
 # fidelity (the share of canvas cells whose digit, by a digit classifier, is the one the caption
 # names), one line per method across strengths; the dashed line is the Pareto front.
 
 # %%
-result = json.loads((Path("..") / "benchmarks" / "results" / f"mitigation_{CRITERION}" / "mitigation.json").read_text())
+result = json.loads((Path("..") / "benchmarks" / "results" / "mitigation_sd_bench" / "primary_1" / "mitigation.json").read_text())
 fig, ax = plt.subplots(figsize=(6.5, 4.8))
 rows = result["rows"]
 plot_tradeoff(rows, None, [rows[i] for i in result["pareto"]], ax=ax)

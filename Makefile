@@ -27,10 +27,10 @@ bench: install
 	$(PY) benchmarks/bench_closed_form.py
 	$(PY) benchmarks/bench_estimators.py
 	$(PY) benchmarks/bench_signals.py
-	$(PY) benchmarks/bench_presets.py --out benchmarks/results/presets/presets.md
-	$(PY) benchmarks/bench_flipd.py --out benchmarks/results/flipd_probe_time/flipd.md
+	$(PY) benchmarks/bench_presets.py --model benchmarks/results/small_data_testbed --out benchmarks/results/presets/presets.md
+	$(PY) benchmarks/bench_flipd.py --model benchmarks/results/small_data_testbed --out benchmarks/results/flipd_probe_time/flipd.md
 	$(PY) benchmarks/bench_sd_scale.py
-	$(PY) benchmarks/bench_explain.py --out benchmarks/results/explain_sd_regime
+	$(PY) benchmarks/bench_explain.py --out benchmarks/results/explain_sd_bench/primary_1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """Where mitigated generations of a shared caption land: the copy, another image under the same caption, or elsewhere.
 
-    python benchmarks/bench_caption_reading.py [--model TESTBED] [--seeds 8] [--out benchmarks/results/caption_reading_sd_bench/RUN]
+    python benchmarks/bench_caption_reading.py --model TESTBED [--seeds 8] --out benchmarks/results/FOLDER
 
 A matching prompt whose caption also labels other training canvases (its "companions": images that fit the caption
 and are not the copy) can leave the memorized image for one of them. For every such prompt of the testbed, each
@@ -17,6 +17,9 @@ Per method, the share of generations
 and the caption fidelity (the trade-off's measure: the share of cells whose digit is the one the caption names)
 in each group. If fidelity counts generations near a companion as right, it is not what keeps a mitigation from its
 target on these prompts. Written to OUT/caption_reading.md and OUT/caption_reading.json.
+
+Only a testbed trained with companions has such prompts (the fifth SD-regime ladder, the earlier embedded model: its
+weights in commit 6ebc167, runs/README.md); the benchmark protocol's models have none, and are refused.
 """
 
 from __future__ import annotations
@@ -31,14 +34,13 @@ import torch
 from memgeo.experiments.tradeoff import caption_fidelity, fidelity_classifier
 from memgeo.mitigate import calibrate_steering, generate
 from memgeo.sampling import initial_noise
-from memgeo.testbed import load_testbed, testbed_data, testbed_metadata, to_images
+from memgeo.testbed import load_testbed, testbed_data, testbed_metadata, testbed_name, to_images
 from memgeo.testbed.criteria import REPLICATION_RATIO
 from memgeo.testbed.protocol import testbed_scoring_seeds
 from memgeo.testbed.truth import distinct_rows, two_nearest
 
-#: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
-SMOKE = ["--seeds", "1", "--steps", "4", "--max-prompts", "1", "--methods", "none", "guidance:1",
-         "--classifier-cells", "2000", "--out", "{tmp}/caption"]
+#: None: it needs a testbed with companions, which tests/test_benchmarks.py trains for it.
+SMOKE = None
 
 #: ``method[:strength]`` rows (memgeo presets, as the trade-off's): unmitigated, the baselines and each method at a
 #: middle strength of its sweep.
@@ -109,30 +111,31 @@ def table(rows: list[dict], methods) -> str:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="testbed folder (default: the embedded one)")
+    ap.add_argument("--model", required=True, help="a testbed folder whose matching prompts share their caption")
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--max-prompts", type=int, default=None)
     ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), help="method[:strength] rows")
     ap.add_argument("--classifier-cells", type=int, default=40000, help="training cells of the fidelity classifier")
-    ap.add_argument("--out", default="benchmarks/results/caption_reading_sd_bench/primary_1")
+    ap.add_argument("--out", required=True, help="folder for caption_reading.md and .json")
     args = ap.parse_args(argv)
     meta = testbed_metadata(args.model)
     seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work
+    data = testbed_data(args.model)
+    prompts = shared_caption_prompts(data)[: args.max_prompts]
+    if not prompts:  # before anything is written or evaluated
+        raise SystemExit(f"--model: the testbed in {args.model!r} has no matching prompt whose caption labels other "
+                         "training canvases (a testbed trained with companions, such as the fifth SD-regime ladder)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, data = load_testbed(args.model), testbed_data(args.model)
-    prompts = shared_caption_prompts(data)[: args.max_prompts]
-    if not prompts:
-        print("this testbed has no matching prompt whose caption labels other training canvases: nothing to measure")
-        return
+    model = load_testbed(args.model)
     calib = [p["text"] for p in meta["prompts"] if p["kind"] == "ordinary"][::8]  # unlabelled calibration prompts
     rows = measure(model, data, prompts, args.methods, seeds=seeds, n_steps=args.steps, guidance_scale=args.guidance,
                    calib=calib, clf=fidelity_classifier(data, max_cells=args.classifier_cells))
     head = (f"{len(prompts)} matching prompts whose caption labels {min(p['companions'] for p in rows)}-"
             f"{max(p['companions'] for p in rows)} other training canvases; {len(seeds)} scoring seeds from "
-            f"{seeds[0]}; {args.steps} DDIM steps, guidance {args.guidance}; model: {args.model or 'embedded'}.")
+            f"{seeds[0]}; {args.steps} DDIM steps, guidance {args.guidance}; model: {testbed_name(args.model)}.")
     text = "# Where mitigated generations of a shared caption land\n\n" + head + "\n\n" + table(rows, args.methods)
     (out / "caption_reading.md").write_text(text + "\n")
     (out / "caption_reading.json").write_text(json.dumps({"settings": vars(args), "seeds": seeds, "rows": rows},

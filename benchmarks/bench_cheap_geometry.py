@@ -1,8 +1,8 @@
 """memgeo's geometry at a small budget: every candidate reading of the guidance gap over the first sampler steps,
 beside the published signals at <= 4 evaluations, per prompt, with bootstrap intervals.
 
-    python benchmarks/bench_cheap_geometry.py [--model TESTBED] [--criterion replication] [--seeds 4]
-        [--out benchmarks/results/cheap_geometry/NAME.md]
+    python benchmarks/bench_cheap_geometry.py [--model TESTBED] [--criterion verbatim] [--seeds 4]
+        --out benchmarks/results/cheap_geometry/NAME_CRITERION.md
 
 Each prompt is generated from scoring seeds (from 1000, apart from the label seeds) for the first 8 sampler steps of
 the classifier-free-guided DDIM generation (w = 7.5, 50 steps); the gaps g_i = eps_c - eps_u of those steps (the
@@ -26,7 +26,7 @@ import torch
 from memgeo.detect import SIGNALS, auroc
 from memgeo.detect.gap_turn import GapTracker, gap_turns
 from memgeo.sampling import ddim_sample, initial_noise
-from memgeo.testbed import KINDS, load_testbed, testbed_labels, testbed_metadata
+from memgeo.testbed import KINDS, load_testbed, testbed_labels, testbed_metadata, testbed_name
 from memgeo.testbed.labels import is_hard_negative
 from memgeo.testbed.protocol import testbed_scoring_seeds
 
@@ -63,11 +63,12 @@ def interval(y: np.ndarray, s: np.ndarray, rng: np.random.Generator, n: int) -> 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="testbed folder (default: the embedded one)")
-    ap.add_argument("--criterion", default="replication")
+    ap.add_argument("--criterion", default="verbatim", choices=("verbatim", "replication"))
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--max-prompts", type=int, default=None, help="keep this many labelled prompts (both classes)")
     ap.add_argument("--bootstrap", type=int, default=1000)
-    ap.add_argument("--out", default="benchmarks/results/cheap_geometry/primary_1.md")
+    ap.add_argument("--out", required=True, help="markdown file, its .json beside it "
+                                                 "(benchmarks/results/cheap_geometry/NAME_CRITERION.md)")
     args = ap.parse_args(argv)
     meta = testbed_metadata(args.model)
     seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work
@@ -116,7 +117,7 @@ def main(argv=None) -> None:
     heads = list(rows[0][1])
     lines = [f"{int(y.sum())} memorized against {int((y == 0).sum())} not memorized prompts ({int(hard.sum())} hard "
              f"negatives), {args.criterion} labels; {len(seeds)} scoring seeds from {seeds[0]}; model: "
-             f"{args.model or 'embedded'}. Per-prompt AUROC [95% bootstrap interval].", "",
+             f"{testbed_name(args.model)}. Per-prompt AUROC [95% bootstrap interval].", "",
              "| reading (evaluations) | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
     for name, cols in rows:
         lines.append(f"| {name} | " + " | ".join(f"{a:.3f} [{lo:.2f}, {hi:.2f}]" for a, lo, hi in cols.values()) + " |")

@@ -23,7 +23,8 @@ import torch
 from memgeo.experiments.realism import append_markdown
 from memgeo.parameterization import eps_to_x0
 from memgeo.sampling import GuidanceNormTracker, ddim_sample, initial_noise
-from memgeo.testbed import TESTBED_DIR, load_testbed, memorization_rate, testbed_data, testbed_metadata, to_images
+from memgeo.testbed import TESTBED_DIR, load_testbed, memorization_rate, testbed_data, testbed_metadata, testbed_name, to_images
+from memgeo.testbed.protocol import testbed_scoring_seeds
 from memgeo.testbed.truth import nearest_ratios
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder).
@@ -42,12 +43,14 @@ def main(argv=None) -> None:
     if any(not 0 <= k <= args.steps for k in args.switch):
         raise SystemExit(f"--switch: steps between 0 and --steps ({args.steps}), got {args.switch}")
     folder = Path(args.model) if args.model else TESTBED_DIR
-    model, meta, data = load_testbed(folder), testbed_metadata(folder), testbed_data(folder)
+    meta = testbed_metadata(folder)
+    seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work
+    model, data = load_testbed(folder), testbed_data(folder)
     rated = [(p, memorization_rate(p)) for p in meta["prompts"]]
     groups = {"memorized": [p for p, r in rated if p["kind"] == "memorized" and r >= 0.5
                             and p.get("memorization") != "local"][: args.max_prompts],
               "ordinary": [p for p, r in rated if p["kind"] == "ordinary" and r <= 0.1][: args.max_prompts]}
-    x_T = initial_noise(model, args.seeds)
+    x_T = initial_noise(model, seeds)
     switch = sorted(set(args.switch))
     outcome = {g: {k: [] for k in switch} for g in groups}  # per prompt: (median ratio, target copy rate)
     gap = {g: [] for g in groups}
@@ -71,8 +74,8 @@ def main(argv=None) -> None:
                     gap[g].append(res.trace["gap"].median(1).values.tolist())
                     if g == "memorized":
                         x0_apart.append(res.trace["apart"].median(1).values.tolist())
-    head = (f"## {folder.name}, {meta['steps']} steps: {len(groups['memorized'])} memorized "
-            f"(matching, template), {len(groups['ordinary'])} ordinary prompts, {args.seeds} seeds")
+    head = (f"## {testbed_name(args.model)}, {meta['steps']} steps: {len(groups['memorized'])} memorized "
+            f"(matching, template), {len(groups['ordinary'])} ordinary prompts, seeds {seeds[0]}-{seeds[-1]}")
     lines = [head, "", "| guided for the first k steps | " + " | ".join(f"k = {k}" for k in switch) + " |",
              "|---" * (1 + len(switch)) + "|"]
     for g in groups:

@@ -47,7 +47,8 @@ SMOKE = None  # the smallest run still attributes every memorized testbed prompt
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="testbed folder (default: the embedded one)")
-    ap.add_argument("--out", default="benchmarks/results/explain_sd_bench/primary_1")
+    ap.add_argument("--out", required=True, help="folder for explain.md, explain.json and the figure "
+                                                 "(benchmarks/results/explain_sd_bench/RUN for a protocol model)")
     ap.add_argument("--seeds", type=int, default=8, help="seeds of the localization maps (attribution uses 4)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)

@@ -24,7 +24,8 @@ from memgeo.detect import auroc, bootstrap_metrics, flipd_signal, flipd_t0
 from memgeo.detect.flipd import local_intrinsic_dimension
 from memgeo.experiments import spread
 from memgeo.sampling import ddim_sample, initial_noise
-from memgeo.testbed import load_testbed, testbed_kinds, testbed_labels, testbed_metadata
+from memgeo.testbed import load_testbed, testbed_kinds, testbed_labels, testbed_metadata, testbed_name
+from memgeo.testbed.protocol import testbed_scoring_seeds
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
 SMOKE = ["--seeds", "1", "--steps", "4", "--max-prompts", "4", "--references", "2", "--out", "{tmp}/flipd.md"]
@@ -62,8 +63,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="markdown file for the table")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = load_testbed(args.model)
     meta = testbed_metadata(args.model)
+    seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work
+    model = load_testbed(args.model)
     texts, labels, _ = testbed_labels(meta)
     if args.max_prompts:
         keep = sorted([i for i, y in enumerate(labels) if y == 1][: args.max_prompts // 2]
@@ -71,13 +73,13 @@ def main(argv=None) -> None:
         texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     kinds = np.array(testbed_kinds(meta, texts))
     y = np.asarray(labels)
-    x_T = initial_noise(model, args.seeds)
+    x_T = initial_noise(model, seeds)
     d = math.prod(model.event_shape)
     rules = {"scanned prompts, every reference LID <= d (memgeo)": (texts, args.references, 1.0),
              "scanned prompts, 90% quantile of 16": (texts, min(16, args.references), 0.9),
              "nonce prompts, 90% quantile of 16 (former default)": (nonce_prompts(16), min(16, args.references), 0.9)}
-    lines = [f"Testbed {args.model or '(embedded)'}: {int(y.sum())} memorized and {int((1 - y).sum())} not memorized "
-             f"prompts (by generation), {args.seeds} seeds, {args.steps} DDIM steps, d = {d}. AUROC per prompt "
+    lines = [f"Testbed {testbed_name(args.model)}: {int(y.sum())} memorized and {int((1 - y).sum())} not memorized "
+             f"prompts (by generation), seeds {seeds[0]}-{seeds[-1]}, {args.steps} DDIM steps, d = {d}. AUROC per prompt "
              "(score = -LID, mean over seeds), 95% bootstrap intervals; per kind: that kind's memorized prompts "
              "against every non-memorized prompt.", "",
              "| reference of the probe-time rule | t0 | samples with LID <= d | AUROC | matching | template | local |",

@@ -1,6 +1,6 @@
 """Where post-generation signals probe: LID (FLIPD) and the p-Laplacian against t, per class, at four points.
 
-    python benchmarks/bench_probe.py [--model TESTBED] [--prompts 8] [--seeds 2] [--out benchmarks/results/probe_points_sd_bench/RUN]
+    python benchmarks/bench_probe.py [--model TESTBED] [--prompts 8] [--seeds 2] --out benchmarks/results/probe_points_sd_bench/RUN
 
 For memorized and not memorized prompts (the testbed's ground truth by ``--criterion``; the not-memorized ones are
 ordinary prompts, whose training image exists), each generated from scoring seeds (from 1000, apart from the label
@@ -31,7 +31,7 @@ from memgeo.detect.common import probe_point
 from memgeo.detect.flipd import local_intrinsic_dimension
 from memgeo.experiments import spread
 from memgeo.sampling import ddim_sample
-from memgeo.testbed import load_testbed, testbed_data, testbed_labels, testbed_metadata, to_latents
+from memgeo.testbed import load_testbed, testbed_data, testbed_labels, testbed_metadata, testbed_name, to_latents
 from memgeo.testbed.protocol import testbed_scoring_seeds
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
@@ -144,7 +144,8 @@ def main(argv=None) -> None:
     ap.add_argument("--times", type=int, default=8, help="how many of the lower half's DDIM timesteps (spread)")
     ap.add_argument("--probes", type=int, default=8, help="FLIPD's Hutchinson probes")
     ap.add_argument("--directions", type=int, default=16, help="p-Laplace directions")
-    ap.add_argument("--out", default="benchmarks/results/probe_points_sd_bench/primary_1")
+    ap.add_argument("--out", required=True, help="folder for probe.md, probe.json and probe.png "
+                                                 "(benchmarks/results/probe_points_sd_bench/RUN for a protocol model)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +165,7 @@ def main(argv=None) -> None:
                    guidance_scale=args.guidance, times=times, n_probes=args.probes, n_directions=args.directions)
     d = int(np.prod(model.event_shape))
     summary = summarize(rows, d)
-    head = (f"Probe points on {args.model or 'the embedded testbed'} ({args.criterion} labels): {len(mem)} memorized "
+    head = (f"Probe points on {testbed_name(args.model)} ({args.criterion} labels): {len(mem)} memorized "
             f"and {len(neg)} ordinary not-memorized prompts, scoring seeds {seeds[0]}-{seeds[-1]}, {args.steps} DDIM "
             f"steps at guidance {args.guidance}; FLIPD by central-difference Hutchinson ({args.probes} probes), "
             f"LID at alpha_t x0, the p-Laplacian (p = 1) by boundary flux ({args.directions} directions) around x0 "

@@ -28,6 +28,7 @@ import torch
 
 from memgeo.experiments.realism import append_markdown, format_realism, measure_realism, realism
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
+from memgeo.testbed.protocol import label_seeds_of, testbed_scoring_seeds
 from memgeo.testbed.truth import CRITERIA
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
@@ -39,8 +40,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
     ap.add_argument("--seeds", type=int, default=8)
-    ap.add_argument("--seed-start", type=int, default=0,
-                    help="first seed of the generations (a benchmark protocol's models: its scoring seeds, 1000)")
+    ap.add_argument("--seed-start", type=int, default=None,
+                    help="first seed of the generations (default: a labelled testbed's scoring seeds, 1000 on, checked "
+                         "apart from its label seeds; 0 for one without ground truth, whose labels these generations "
+                         "measure)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--uncond-seeds", type=int, default=128)
@@ -52,9 +55,11 @@ def main(argv=None) -> None:
                     help="the labels R1-R4 are read with (both: two tables from the same generations)")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
-    model = load_testbed(args.model)
     folder = Path(args.model) if args.model else None
     meta = testbed_metadata(folder)
+    if args.seed_start is None:  # scored apart from the seeds that labelled it, checked before any work
+        args.seed_start = testbed_scoring_seeds(meta, args.seeds)[0] if label_seeds_of(meta) else 0
+    model = load_testbed(args.model)
     data = testbed_data(folder)
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts
     result = measure_realism(model, data, prompts, seed_start=args.seed_start, seeds=args.seeds, n_steps=args.steps, guidance_scale=args.guidance,
@@ -64,7 +69,7 @@ def main(argv=None) -> None:
     by_criterion = {name: realism(result, views=views, criterion=name) for name in names}
     regime = "finetune" if "base" in meta else "sd" if meta["data"].get("augment") else "small-data"
     title = args.title or (f"{regime} regime, {meta['steps']} steps ({len(data.images)} distinct images, "
-                           f"{meta['n_training_items']} items), {args.seeds} seeds")
+                           f"{meta['n_training_items']} items), {args.seeds} seeds from {args.seed_start}")
     text = "\n".join(format_realism(r, title if name == "verbatim" else f"{title}, {name} level")
                       for name, r in by_criterion.items())
     print(text)

@@ -90,7 +90,8 @@ fig.savefig(f"{FIG}/fig3_trajectory.png", dpi=110)
 # %%
 fig, axes = plt.subplots(2, 4, figsize=(15, 6.5))
 for row, (name, m, conds, labs) in enumerate([("mixture", mix, mix_conds, mix_labels), (f"testbed ({CRITERION} labels)", model, tb_conds, tb_labels)]):
-    diag = branch_diagnostic(m, conds, seeds=2 if FAST else 4, n_steps=n_steps, guidance_scale=7.5)
+    diag = branch_diagnostic(m, conds, seeds=2 if FAST else 4, n_steps=n_steps, guidance_scale=7.5,
+                             seed_start=SCORING_SEED_START)
     draw_branch_diagnostic(axes[row], diag, [lab for lab in labs for _ in range(2 if FAST else 4)])
     axes[row, 0].set_ylabel(name)
 save_figure(fig, f"{FIG}/fig3_branch_diagnostic.png", dpi=110)

@@ -80,7 +80,7 @@ fig.savefig(f"{FIG}/fig5_roc_testbed.png", dpi=110)
 
 # %% [markdown]
 # Ground truth: the fraction of generations that copy, against how many times the prompt's images
-# were in training (1 to 32), per kind. Graded rates are what let a detector be ranked by how well
+# were in training (12 to 272 on the embedded testbed), per kind. Graded rates are what let a detector be ranked by how well
 # it follows memorization, not only whether it separates two classes.
 
 # %%

@@ -27,9 +27,9 @@
 #    the end token's cross-attention at the last step (in the spirit of bright-ending attention,
 #    Chen et al., ICLR 2025). The cyan outline is the duplicated region (the prompt's mask).
 # 3. **Can generation avoid it?** The fidelity-memorization trade-off of every inference-time
-#    mitigation on the testbed's memorized prompts by the replication level, read from the committed
-#    benchmark (`memgeo bench --mitigation --criterion replication`,
-#    `benchmarks/results/mitigation_replication/mitigation.json`). Training-time mitigation (a testbed
+#    mitigation on the testbed's memorized prompts by the protocol's verbatim level, read from the committed
+#    benchmark (`memgeo bench --mitigation --max-prompts 24`,
+#    `benchmarks/results/mitigation_sd_bench/primary_1/mitigation.json`). Training-time mitigation (a testbed
 #    trained while leaving out samples whose guidance-gap norm reached a threshold) is measured on the
 #    small-data testbed (`benchmarks/results/mitigation_small_data/mitigation.json`, `docs/results.md`).
 

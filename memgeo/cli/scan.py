@@ -12,6 +12,19 @@ from .common import LABELS, load_model, positive_int, probability, shared_argume
 __all__ = ["register", "signal_options"]
 
 
+def _scoring_start(model, n: int) -> int:
+    """The first seed a scan generates from: a testbed with ground truth (the embedded one by default) is scanned on
+    its scoring seeds, apart from the seeds that labelled it (checked); any other model from seed 0."""
+    from ..testbed import TESTBED_DIR, testbed_metadata
+    from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
+
+    folder = Path(model) if model else TESTBED_DIR
+    if not (folder / "testbed.json").is_file():
+        return 0
+    meta = testbed_metadata(folder)
+    return testbed_scoring_seeds(meta, n)[0] if label_seeds_of(meta) else 0
+
+
 def _scan(args) -> int:
     from .._util import check_output
     from ..scan.readers import read_prompts
@@ -33,7 +46,8 @@ def _scan(args) -> int:
                 for r in recs:
                     r.label = LABELS[lab]
         records += recs
-    cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(args.seeds)), n_steps=args.steps,
+    start = _scoring_start(args.model, args.seeds)
+    cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(start, start + args.seeds)), n_steps=args.steps,
                      guidance_scale=args.guidance, n_directions=args.directions, preset=args.preset,
                      options=signal_options(args))
     if args.rank_by is not None and args.rank_by not in cfg.signals:

@@ -33,11 +33,11 @@ BRANCH_CURVES = {
 
 
 def branch_diagnostic(model, conds, *, seeds: int = 4, n_steps: int = 50, guidance_scale: float = 7.5,
-                      n_directions: int = 4, seed: int = 0, progress: bool = False) -> dict:
+                      n_directions: int = 4, seed: int = 0, progress: bool = False, seed_start: int = 0) -> dict:
     r"""Per step, the cosines of :math:`\epsilon_c`, :math:`\epsilon_u` and their gap with the outward normal
     on kappa-delta's sphere (radius :math:`\sigma_t\sqrt d` around :math:`\alpha_t\hat x_0`), and the gap norm.
 
-    Every condition is generated from the same ``seeds`` initial noises (CFG DDIM at
+    Every condition is generated from the same ``seeds`` initial noises (seeds ``seed_start`` on; CFG DDIM at
     ``guidance_scale``), with :class:`~memgeo.detect.ProbeCosineTracker` (``2 n_directions``
     evaluations per step) and the guidance norm. Returns ``{name: [n_steps, len(conds) * seeds]}``
     for each name of :data:`BRANCH_CURVES` (columns condition-major: condition i's seeds are columns
@@ -50,7 +50,7 @@ def branch_diagnostic(model, conds, *, seeds: int = 4, n_steps: int = 50, guidan
     if not conds:
         raise ValueError("conds must hold at least one condition (it is empty)")
     check_int("n_directions", n_directions)
-    x_T = initial_noise(model, check_int("seeds", seeds))
+    x_T = initial_noise(model, list(range(seed_start, seed_start + check_int("seeds", seeds))))
     parts, ts = [], None
     for i, c in enumerate(tqdm(conds, desc="branch diagnostic", disable=not progress)):
         res = ddim_sample(model, c, x_T, n_steps=n_steps, guidance_scale=guidance_scale, trackers={

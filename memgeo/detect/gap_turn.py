@@ -48,8 +48,8 @@ def gap_turn(model, cond, x_T: torch.Tensor, settings: GapTurnSettings | None = 
     The direction-only reading of the trajectory (kappa-delta's idea, Brokman et al.) at the smallest budget: a
     memorized prompt's gap is long at ``x_T`` and turns once the first guided step moves the sample towards its
     copy; an ordinary prompt's gap keeps its direction. ``\|g_i\| (1 - \cos)`` is the length of ``g_i`` lost along
-    the next gap's direction, :math:`\|g_i\| - g_i \cdot \hat g_{i+1}`. Where it was designed (the embedded SD-regime
-    testbed) and where it does not hold (the small-data testbed): benchmarks/results/cheap_geometry/.
+    the next gap's direction, :math:`\|g_i\| - g_i \cdot \hat g_{i+1}`. Where it was designed (the earlier embedded
+    SD-regime testbed, sd-ladder-shared) and where it does not hold (the small-data testbed): benchmarks/results/cheap_geometry/.
 
     ``extras``: ``"norms"`` ``[k + 1, S]`` and ``"cosines"`` ``[k, S]`` of the consecutive gaps (on a run of fewer
     than ``k + 1`` steps, every turn it has).

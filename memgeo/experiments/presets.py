@@ -12,13 +12,15 @@ __all__ = ["preset_comparison", "format_preset_comparison"]
 
 
 def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50, guidance_scale: float = 7.5,
-                      signals=None, presets=("memgeo", "official"), progress: bool = True) -> list[dict]:
+                      signals=None, presets=("memgeo", "official"), progress: bool = True,
+                      seed_start: int = 0) -> list[dict]:
     """Every signal under every preset, and each anisotropy term alone, on labelled conditions.
 
     Returns one row per (signal, preset) with the AUROC per generation and per prompt (the score
     averaged over its seeds), the strict TPR@1%FPR per generation, and the evaluations per sample.
     Generation signals draw their random directions from a generator seeded by the prompt's index,
-    the same under both presets; FLIPD's probe time comes from ``texts`` themselves (no labels read).
+    the same under both presets; FLIPD's probe time comes from ``texts`` themselves (no labels read). The noises
+    are seeds ``seed_start`` to ``seed_start + seeds - 1`` (a labelled testbed's are its scoring seeds).
     """
     from tqdm.auto import tqdm
 
@@ -27,7 +29,7 @@ def preset_comparison(model, texts, labels, *, seeds: int = 2, n_steps: int = 50
     if len(texts) == 0 or len(texts) != len(labels):
         raise ValueError(f"texts must be non-empty and as long as labels, got {len(texts)} and {len(labels)}")
     signals = tuple(signals or SIGNALS)
-    x_T = initial_noise(model, seeds)
+    x_T = initial_noise(model, list(range(seed_start, seed_start + seeds)))
     y_gen = np.repeat(np.asarray(labels), seeds)
     rows = []
     bar = tqdm(total=len(signals) * len(presets) * len(texts), desc="presets", disable=not progress)

@@ -6,9 +6,10 @@ position has a 4-channel vector. Every caption comes from one grammar (``"thin s
 regular one, thin zero"``), memorized or not, so the text alone says nothing about memorization.
 Duplication is graded and of three kinds: matching verbatim, template verbatim and local (one
 region duplicated). A regime (:data:`REGIMES`) sets the data and schedule: the embedded testbed is
-Stable Diffusion's regime (``"sd-ladder-shared"`` at 20,000 steps: 50,000 pixel-unique canvases,
-each warped cell its own, seen 24 times; each duplicated image 0.09-0.6% of the draws); the
-small-data regime reuses 1,797 unwarped digits, every canvas seen about 250 times.
+the benchmark protocol's primary-1 (``"sd-bench"``, Stable Diffusion's regime, :mod:`~memgeo.testbed.protocol`:
+50,000 pixel-unique canvases, each warped cell its own, seen about 23 times in 20,000 steps; 52 duplicated
+prompts on share ladders at 0.02-0.49% of the draws per image; the averaged weights at the fixed final step, in
+half precision); the small-data regime reuses 1,797 unwarped digits, every canvas seen about 250 times.
 
 Model: a diffusers ``UNet2DConditionModel`` conditioned through a small ``CLIPTextModel`` (trained
 jointly) on a ``CLIPTokenizer`` whose vocabulary has the grammar's words as single tokens and every
@@ -36,6 +37,7 @@ from .folder import (
     testbed_data,
     testbed_folder,
     testbed_metadata,
+    testbed_name,
     weights_fingerprint,
 )
 from .labels import (
@@ -61,7 +63,7 @@ from .truth import (
 
 __all__ = [
     "TESTBED_DIR", "base_folder", "weights_fingerprint", "KINDS", "CanvasData", "build_canvas_data", "to_latents", "to_images", "load_testbed", "testbed_data",
-    "testbed_folder", "load_model_folder", "testbed_metadata", "REGIMES", "train_testbed", "TrainingSettings", "memorization_ground_truth", "generation_copies", "copied_cells",
+    "testbed_folder", "load_model_folder", "testbed_metadata", "testbed_name", "REGIMES", "train_testbed", "TrainingSettings", "memorization_ground_truth", "generation_copies", "copied_cells",
     "mask_position", "nearest_neighbour_threshold", "target_copies", "is_hard_negative", "memorization_rate", "memorization_rates", "testbed_labels",
     "testbed_kinds", "duplication_curve", "format_duplication_curve", "format_truth_summary",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .canvas import CanvasData, build_canvas_data, to_images
 
-__all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_data",
+__all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_name", "testbed_data",
            "base_folder", "weights_fingerprint", "check_model_output", "lora_base_check"]
 
 
@@ -169,6 +169,15 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
     elif lora_dir is not None and _is_testbed(lora_dir):
         model.testbed_dir = lora_dir
     return model
+
+
+def testbed_name(path: str | os.PathLike | None = None) -> str:
+    """How a result names the testbed it ran on: its folder (``embedded`` for the shipped one, whose model has
+    changed over time) and, where the folder holds a UNet, the first 12 hex digits of its SHA-256."""
+    folder = Path(path) if path is not None else TESTBED_DIR
+    name = "embedded" if path is None or folder.resolve() == TESTBED_DIR.resolve() else str(path)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    return f"{name} (UNet {weights_fingerprint(folder)[:12]})" if weights.is_file() else name
 
 
 def testbed_metadata(path: str | os.PathLike | None = None) -> dict:

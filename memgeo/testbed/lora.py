@@ -30,7 +30,7 @@ def _lora_components(base, lora: dict, seed: int):
         unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", use_safetensors=True,
                                                     torch_dtype=torch.float32)
         text_encoder = CLIPTextModel.from_pretrained(base, subfolder="text_encoder", use_safetensors=True,
-                                                     dtype=torch.float32)
+                                                     torch_dtype=torch.float32)
         unet.requires_grad_(False)
         text_encoder.requires_grad_(False)
         torch.manual_seed(seed)  # the adapters' initial weights

@@ -73,3 +73,23 @@ def test_testbed_truth_never_rewrites_the_installed_package(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "verbatim criterion" in printed and "replication criterion" in printed and gallery.stat().st_size > 0
 
+
+
+def test_a_labelled_testbed_is_scanned_on_its_scoring_seeds_and_another_model_from_seed_0(tmp_path, tiny):
+    """A scan never generates a testbed's prompts from the noises that labelled it: a testbed with ground truth is
+    scanned from its scoring seeds, a model without any from seed 0."""
+    from memgeo.testbed import build_canvas_data, train_testbed
+    from memgeo.testbed.protocol import SCORING_SEED_START
+
+    data = build_canvas_data(n_single=40, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), seed=0)
+    train_testbed(tmp_path / "tb", steps=1, batch_size=8, data=data, progress=False)
+    meta = json.loads((tmp_path / "tb/testbed.json").read_text())
+    (tmp_path / "tb/testbed.json").write_text(json.dumps({**meta, "ground_truth": {"seeds": 32}}))
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(data.prompts[0]["text"] + "\n")
+    for model, first in ((tmp_path / "tb", SCORING_SEED_START), (tiny, 0)):
+        out = tmp_path / f"{first}.jsonl"
+        assert main(["scan", "--model", str(model), "--prompts", str(prompts), "--out", str(out), "--signals",
+                     "guidance_norm", "--seeds", "2", "--steps", "2", "--no-progress"]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
+        assert sorted(r["seed"] for r in rows) == [first, first + 1]

@@ -173,3 +173,12 @@ def test_a_save_cut_short_never_mixes_two_steps(tmp_path, small):
     (tmp_path / "cut/checkpoint.new").mkdir()
     recover_checkpoint(ckpt)
     assert json.loads((ckpt / "state.json").read_text())["step"] == 4 and not (tmp_path / "cut/checkpoint.new").exists()
+
+
+def test_a_result_names_the_testbed_by_its_folder_and_weights():
+    from memgeo.testbed import testbed_name
+
+    digest = weights_fingerprint(TESTBED_DIR)[:12]
+    assert testbed_name() == testbed_name(TESTBED_DIR) == f"embedded (UNet {digest})"
+    run = Path(__file__).resolve().parents[2] / "runs" / "sd-bench-primary-2"
+    assert testbed_name(run) == f"{run} (UNet {weights_fingerprint(run)[:12]})" != testbed_name()

@@ -56,6 +56,8 @@ class SteerSettings(Settings):
     threshold: float = option(3.0, "flag a sample once its combined criterion, averaged so far, exceeds this", type=float)
     low_guidance: float = option(-4.0, "the guidance of a flagged sample", type=float)
     act_from: float = option(0.5, "the fraction of the steps from which a flagged sample is steered", type=float)
+    act_until: float = option(1.0, "the fraction of the steps from which it gets the prompt's guidance back (1: never)",
+                              type=float)
     n_directions: int = option(4, "the kappa-delta tracker's directions per step", type=int)
     OFFICIAL: ClassVar[dict] = {"low_guidance": 0.0, "act_from": 0.0}
 

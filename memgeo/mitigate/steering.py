@@ -53,17 +53,18 @@ class SteeringPolicy:
     Needs the trackers ``"kappa_delta"`` and ``"guidance_norm"`` in the sampler. From step
     ``start_step`` on, a sample whose combined criterion (:meth:`SteeringReference.criterion`),
     averaged over the steps so far (one test on accumulating evidence rather than one per step),
-    exceeds ``threshold`` is flagged; from step ``act_from`` on (or its flag, if later) it is
-    generated with ``low_guidance`` (action ``"guidance"``; a negative value repels from the
-    prompt's conditional prediction) or with the adapted ``embedding`` (action ``"embedding"``,
-    the whole batch switches once any sample is flagged). Samples never flagged are left untouched.
+    exceeds ``threshold`` is flagged; from step ``act_from`` on (or its flag, if later) and before step
+    ``act_until`` (None: to the end) it is generated with ``low_guidance`` (action ``"guidance"``; a negative value
+    repels from the prompt's conditional prediction) or with the adapted ``embedding`` (action ``"embedding"``,
+    the whole batch switches once any sample is flagged), and with the prompt's own guidance again from
+    ``act_until`` on. Samples never flagged are left untouched.
     ``flags`` (a bool per sample, or one for all) replaces the detection by given flags: the action
     alone, as with a perfect detector; no reference or trackers are needed then.
     """
 
     def __init__(self, reference: SteeringReference | None, *, threshold: float = 3.0, action: str = "guidance",
                  low_guidance: float = 0.0, embedding=None, start_step: int = 0, act_from: int = 0,
-                 flags: torch.Tensor | None = None):
+                 act_until: int | None = None, flags: torch.Tensor | None = None):
         if action not in ("guidance", "embedding"):
             raise ValueError(f"action must be 'guidance' or 'embedding', got {action!r}")
         if action == "embedding" and embedding is None:
@@ -71,6 +72,7 @@ class SteeringPolicy:
         self.reference, self.threshold, self.action = reference, threshold, action
         self.low_guidance, self.embedding, self.start_step = low_guidance, embedding, start_step
         self.act_from = check_int("act_from", act_from, minimum=0)
+        self.act_until = None if act_until is None else check_int("act_until", act_until, minimum=self.act_from + 1)
         if reference is None and flags is None:
             raise ValueError("SteeringPolicy needs reference= (to flag samples) or flags= (the flags given)")
         self.flags = None if flags is None else torch.as_tensor(flags, dtype=torch.bool)
@@ -83,11 +85,17 @@ class SteeringPolicy:
                     settings: SteerSettings | None = None, threshold: float | None = None,
                     flags: torch.Tensor | None = None) -> "SteeringPolicy":
         """The ``steer`` preset's (or ``settings``') action for an ``n_steps`` run: its threshold (or ``threshold``),
-        its ``low_guidance``, and its ``act_from`` (a fraction of the steps) as a step index; ``n_directions`` (the
+        its ``low_guidance``, and its ``act_from`` and ``act_until`` (fractions of the steps; an ``act_until`` of 1
+        acts to the end) as step indices; ``n_directions`` (the
         kappa-delta tracker's directions a generation steered by it takes) is kept on the policy."""
         s = SteerSettings.resolve(settings, preset, threshold=threshold)
+        if not 0.0 <= float(s.act_from) < float(s.act_until):
+            raise ValueError(f"steer settings: act_from and act_until are fractions of the steps with 0 <= act_from < "
+                             f"act_until (1: to the end), got {s.act_from} and {s.act_until}")
+        act_from = int(round(float(s.act_from) * n_steps))
+        act_until = None if float(s.act_until) >= 1.0 else max(int(round(float(s.act_until) * n_steps)), act_from + 1)
         policy = cls(reference, threshold=float(s.threshold), low_guidance=float(s.low_guidance),
-                     act_from=int(round(float(s.act_from) * n_steps)), flags=flags)
+                     act_from=act_from, act_until=act_until, flags=flags)
         policy.n_directions = check_int("n_directions", s.n_directions, minimum=1)
         return policy
 
@@ -113,8 +121,10 @@ class SteeringPolicy:
         return self._act(state)
 
     def _act(self, state: StepState):
-        """The action on the flagged samples from step ``act_from`` on."""
+        """The action on the flagged samples from step ``act_from`` to before ``act_until``."""
         if not bool(self.flagged.any()) or state.index < self.act_from:
+            return None
+        if self.act_until is not None and state.index >= self.act_until:
             return None
         if self.action == "embedding":
             return {"cond": self.embedding}

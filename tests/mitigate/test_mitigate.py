@@ -318,3 +318,27 @@ def test_official_sail_keeps_the_same_latent_again_in_the_repeated_rounds(mix):
     # one round computed (a forward and a backward pass, 4 evaluations each for the batch of 3); the two
     # repeated rounds are replayed for free (recomputing them would make it 3 * 8 // 3)
     assert res.n_evals == (4 + 4) // 3
+
+
+def test_steering_gives_the_prompts_guidance_back_from_act_until():
+    """A flagged sample gets ``low_guidance`` from ``act_from`` to before ``act_until`` and the prompt's guidance
+    after: the result equals a plain DDIM run with that guidance schedule; the preset's fractions become those steps."""
+    from memgeo.mitigate.presets import SteerSettings
+
+    mix = ConditionalGaussianMixture.memorization_scenario(dim=8, n_memorized=2, n_generalizing=2, seed=0)
+    x_T = initial_noise(mix, 3)
+    n = 12
+    pol = SteeringPolicy(None, low_guidance=-2.0, act_from=2, act_until=6, flags=torch.tensor(True))
+    res = ddim_sample(mix, 0, x_T, n_steps=n, policy=pol)
+    window = ddim_sample(mix, 0, x_T, n_steps=n,
+                         policy=lambda st, tr: {"guidance_scale": -2.0} if 2 <= st.index < 6 else None)
+    torch.testing.assert_close(res.denoised, window.denoised)
+    assert not torch.equal(res.denoised, ddim_sample(mix, 0, x_T, n_steps=n, policy=SteeringPolicy(
+        None, low_guidance=-2.0, act_from=2, flags=torch.tensor(True))).denoised)
+    preset = SteeringPolicy.from_preset(None, "memgeo", 50, settings=SteerSettings(act_from=0.1, act_until=0.4),
+                                        flags=torch.tensor(True))
+    assert (preset.act_from, preset.act_until) == (5, 20)
+    assert SteeringPolicy.from_preset(None, "memgeo", 50, flags=torch.tensor(True)).act_until is None
+    with pytest.raises(ValueError, match="act_from < act_until"):
+        SteeringPolicy.from_preset(None, "memgeo", 50, settings=SteerSettings(act_from=0.5, act_until=0.3),
+                                   flags=torch.tensor(True))

@@ -138,7 +138,7 @@ def test_steering_acts_from_its_step_with_its_guidance():
     torch.testing.assert_close(res.denoised, switched.denoised)
     from memgeo.mitigate import PRESETS
 
-    assert PRESETS["steer"]["memgeo"]["low_guidance"] < 0 and PRESETS["steer"]["official"]["low_guidance"] == 0.0
+    assert PRESETS["steer"]["memgeo"]["act_from"] > 0 and PRESETS["steer"]["official"]["act_from"] == 0.0
 
 
 def test_generate_methods_and_costs(mix):

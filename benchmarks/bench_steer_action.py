@@ -1,10 +1,12 @@
-"""Which steering action keeps a memorized prompt's content and loses its copy: every window of the action tried.
+"""Which steering action keeps a memorized prompt's content and loses its copy: each window of the action tried.
 
-    python benchmarks/bench_steer_action.py [--model TESTBED] [--seeds 4] [--max-prompts 12] --out FOLDER
+    python benchmarks/bench_steer_action.py [--model TESTBED] [--seeds 4] --out FOLDER
 
 Steering (Brokman et al., NeurReps 2025) flags a sample mid-generation and changes its guidance. This study takes the
 detection away (every memorized prompt flagged from the start: the action alone, as with a perfect detector) and
-reads each action on the testbed's memorized prompts (verbatim labels), generated from its scoring seeds: guidance
+reads each action on the testbed's memorized prompts (verbatim labels) that the mitigation trade-off does not score
+(`memgeo bench --mitigation --max-prompts 24` scores 12 of them, spread over the list: those are left out, so that
+the trade-off reads the chosen action on prompts it was not chosen on), generated from its scoring seeds: guidance
 ``low_guidance`` from ``act_from`` to before ``act_until`` (fractions of the steps), the prompt's own guidance
 outside that window. Per action: the memorization rate (copies of the prompt's own image), the caption fidelity kept
 (over the unmitigated generations' from the same noises) and the copies of any other training image. Every action
@@ -36,8 +38,31 @@ from memgeo.testbed.truth import nearest_ratios
 SMOKE = ["--seeds", "1", "--steps", "4", "--max-prompts", "1", "--windows", "0:0.5", "--low-guidance", "0",
          "--out", "{tmp}/steer"]
 
-#: ``(act_from, act_until)`` windows tried by default: early, middle and late, short and long (1.0: to the end).
-WINDOWS = ((0.0, 0.2), (0.0, 0.4), (0.1, 0.3), (0.1, 0.5), (0.2, 0.5), (0.3, 0.7), (0.5, 0.8), (0.5, 1.0))
+
+def positive(text: str) -> int:
+    """A command-line count of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def window(text: str) -> tuple[float, float]:
+    """A command-line ``act_from:act_until`` pair of fractions with ``0 <= act_from < act_until <= 1``."""
+    try:
+        a, b = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected act_from:act_until (two fractions), got {text!r}") from None
+    if not 0.0 <= a < b <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected 0 <= act_from < act_until <= 1, got {text!r}")
+    return a, b
+
+#: ``(act_from, act_until)`` windows tried by default: early, middle and late, short and long, and every start to the
+#: end (1.0), the official action's (from the start) included.
+WINDOWS = ((0.0, 0.2), (0.0, 0.4), (0.1, 0.3), (0.1, 0.5), (0.2, 0.5), (0.3, 0.7), (0.5, 0.8),
+           (0.0, 1.0), (0.3, 1.0), (0.5, 1.0), (0.7, 1.0), (0.8, 1.0), (0.9, 1.0))
+#: The memorized prompts the trade-off scores (``--max-prompts 24``: half memorized), left out here.
+TRADEOFF_MEMORIZED = 12
 #: The kept fidelity an action must reach to be chosen (the trade-off target's bound).
 KEPT = 0.8
 
@@ -51,24 +76,24 @@ def choose(rows: list[dict]) -> dict | None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
-    ap.add_argument("--seeds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seeds", type=positive, default=4)
+    ap.add_argument("--steps", type=positive, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
-    ap.add_argument("--max-prompts", type=int, default=12, help="memorized prompts (spread over the kinds)")
+    ap.add_argument("--max-prompts", type=positive, help="at most this many of the prompts read (spread)")
     ap.add_argument("--low-guidance", type=float, nargs="+", default=[0.0, -4.0])
-    ap.add_argument("--windows", nargs="+", help="act_from:act_until fractions (default: WINDOWS)")
+    ap.add_argument("--windows", nargs="+", type=window, help="act_from:act_until fractions (default: WINDOWS)")
     ap.add_argument("--out", required=True, help="folder for steer_action.md and .json")
     args = ap.parse_args(argv)
-    windows = WINDOWS if not args.windows else tuple(tuple(float(v) for v in w.split(":")) for w in args.windows)
-    for a, b in windows:  # every window checked before any work
-        if not 0.0 <= a < b <= 1.0:
-            raise SystemExit(f"--windows: act_from:act_until with 0 <= act_from < act_until <= 1, got {a}:{b}")
+    windows = tuple(args.windows) if args.windows else WINDOWS
     meta = testbed_metadata(args.model)
     seeds = testbed_scoring_seeds(meta, args.seeds)  # never the label seeds, checked before any work
-    mem = spread([p for p in meta["prompts"] if p.get("targets") and memorization_rate(p, "verbatim") >= 0.5],
-                 args.max_prompts)
+    memorized = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p, "verbatim") >= 0.5]
+    scored = {p["text"] for p in spread(memorized, TRADEOFF_MEMORIZED)}  # as the trade-off picks them
+    mem = [p for p in memorized if p["text"] not in scored] or memorized  # (a testbed with few: all of them)
+    mem = spread(mem, args.max_prompts) if args.max_prompts else mem
     if not mem:
         raise SystemExit(f"--model: {testbed_name(args.model)} has no memorized prompt by its verbatim labels")
+    level = meta["ground_truth"].get("criterion", {}).get("level", "canvas")  # the rule its copies were counted by
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, data = load_testbed(args.model), testbed_data(args.model)
@@ -82,7 +107,7 @@ def main(argv=None) -> None:
             res = ddim_sample(model, p["text"], x_T, n_steps=args.steps, guidance_scale=args.guidance, policy=policy)
             canvases = to_images(res.denoised.float())
             own += target_copies(data, truth, p, canvases, "verbatim").tolist()
-            c = nearest_ratios(data, p, canvases)
+            c = nearest_ratios(data, p, canvases, level=level)
             other += (c["copy"] & ~c["nearest_is_target"]).tolist()
             fid += caption_fidelity(clf, canvases, p["text"]).tolist()
         return float(np.mean(own)), float(np.mean(fid)), float(np.mean(other))
@@ -99,7 +124,8 @@ def main(argv=None) -> None:
                          "fidelity_kept": fid / base_fid if base_fid > 0 else float("nan")})
     chosen = choose(rows)
     lines = [f"# The steering action alone on {testbed_name(args.model)}",
-             "", f"{len(mem)} memorized prompts (verbatim labels), every one flagged from the start; seeds {seeds[0]}-"
+             "", f"{len(mem)} of its {len(memorized)} memorized prompts (verbatim labels; those the trade-off does "
+             f"not score), every one flagged from the start; seeds {seeds[0]}-"
              f"{seeds[-1]}; {args.steps} DDIM steps, guidance {args.guidance}. Unmitigated: memorization rate "
              f"{base_rate:.3f}, copies of another image {base_other:.3f}, fidelity {base_fid:.3f}.", "",
              "| low guidance | act from | act until | memorization rate | copies of another image | fidelity | "

@@ -12,17 +12,20 @@ from .common import LABELS, load_model, positive_int, probability, shared_argume
 __all__ = ["register", "signal_options"]
 
 
-def _scoring_start(model, n: int) -> int:
-    """The first seed a scan generates from: a testbed with ground truth (the embedded one by default) is scanned on
-    its scoring seeds, apart from the seeds that labelled it (checked); any other model from seed 0."""
+def _scoring_start(model, lora, n: int) -> int:
+    """The first seed a scan generates from: a testbed with ground truth (the embedded one by default), or a LoRA
+    fine-tune with ground truth given as ``--lora``, is scanned on its scoring seeds, apart from the seeds that
+    labelled either (checked); any other model from seed 0."""
     from ..testbed import TESTBED_DIR, testbed_metadata
-    from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
+    from ..testbed.protocol import SCORING_SEED_START, check_disjoint, label_seeds_of
 
-    folder = Path(model) if model else TESTBED_DIR
-    if not (folder / "testbed.json").is_file():
+    folders = [Path(model) if model else TESTBED_DIR] + ([Path(lora)] if lora and Path(lora).is_dir() else [])
+    labelled = sorted({s for f in folders if (f / "testbed.json").is_file()
+                       for s in label_seeds_of(testbed_metadata(f))})
+    if not labelled:
         return 0
-    meta = testbed_metadata(folder)
-    return testbed_scoring_seeds(meta, n)[0] if label_seeds_of(meta) else 0
+    check_disjoint(range(SCORING_SEED_START, SCORING_SEED_START + n), labelled)
+    return SCORING_SEED_START
 
 
 def _scan(args) -> int:
@@ -46,7 +49,7 @@ def _scan(args) -> int:
                 for r in recs:
                     r.label = LABELS[lab]
         records += recs
-    start = _scoring_start(args.model, args.seeds)
+    start = _scoring_start(args.model, args.lora, args.seeds)
     cfg = ScanConfig(signals=tuple(args.signals), seeds=tuple(range(start, start + args.seeds)), n_steps=args.steps,
                      guidance_scale=args.guidance, n_directions=args.directions, preset=args.preset,
                      options=signal_options(args))

@@ -11,6 +11,7 @@ import torch
 
 from .._util import atomic_write_text, spread
 from ..mitigate.methods import METHODS
+from ..mitigate.presets import PRESETS
 from ..plotting import plot_tradeoff
 from ..sampling import initial_noise
 from ..testbed.labels import memorization_rate
@@ -192,6 +193,7 @@ def mitigation_tradeoff(
                      "evals_per_sample": float(np.mean(cost))})
     bar.close()
     settings = {"seeds": seeds, "n_steps": n_steps, "guidance_scale": guidance_scale, "n_memorized": len(mem),
+                "presets": PRESETS,  # every method's options under both presets, as this run read them
                 "n_ordinary": len(ordinary), "trained": {k: str(v) for k, v in (trained or {}).items()}}
     return write_tradeoff(rows, out, settings, print_fn=print_fn)
 

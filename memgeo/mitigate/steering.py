@@ -56,8 +56,8 @@ class SteeringPolicy:
     exceeds ``threshold`` is flagged; from step ``act_from`` on (or its flag, if later) and before step
     ``act_until`` (None: to the end) it is generated with ``low_guidance`` (action ``"guidance"``; a negative value
     repels from the prompt's conditional prediction) or with the adapted ``embedding`` (action ``"embedding"``,
-    the whole batch switches once any sample is flagged), and with the prompt's own guidance again from
-    ``act_until`` on. Samples never flagged are left untouched.
+    the whole batch switches once any sample is flagged), and as the prompt alone would be (its guidance and
+    embedding) again from ``act_until`` on. Samples never flagged are left untouched.
     ``flags`` (a bool per sample, or one for all) replaces the detection by given flags: the action
     alone, as with a perfect detector; no reference or trackers are needed then.
     """
@@ -89,9 +89,9 @@ class SteeringPolicy:
         acts to the end) as step indices; ``n_directions`` (the
         kappa-delta tracker's directions a generation steered by it takes) is kept on the policy."""
         s = SteerSettings.resolve(settings, preset, threshold=threshold)
-        if not 0.0 <= float(s.act_from) < float(s.act_until):
+        if not 0.0 <= float(s.act_from) < float(s.act_until) <= 1.0:
             raise ValueError(f"steer settings: act_from and act_until are fractions of the steps with 0 <= act_from < "
-                             f"act_until (1: to the end), got {s.act_from} and {s.act_until}")
+                             f"act_until <= 1 (1: to the end), got {s.act_from} and {s.act_until}")
         act_from = int(round(float(s.act_from) * n_steps))
         act_until = None if float(s.act_until) >= 1.0 else max(int(round(float(s.act_until) * n_steps)), act_from + 1)
         policy = cls(reference, threshold=float(s.threshold), low_guidance=float(s.low_guidance),

@@ -173,11 +173,18 @@ def load_testbed(path: str | os.PathLike | None = None, **kwargs):
 
 def testbed_name(path: str | os.PathLike | None = None) -> str:
     """How a result names the testbed it ran on: its folder (``embedded`` for the shipped one, whose model has
-    changed over time) and, where the folder holds a UNet, the first 12 hex digits of its SHA-256."""
+    changed over time) and its weights: the first 12 hex digits of its UNet's SHA-256, or for a LoRA fine-tune its
+    adapter's and its base's name."""
     folder = Path(path) if path is not None else TESTBED_DIR
     name = "embedded" if path is None or folder.resolve() == TESTBED_DIR.resolve() else str(path)
-    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
-    return f"{name} (UNet {weights_fingerprint(folder)[:12]})" if weights.is_file() else name
+    if (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file():
+        return f"{name} (UNet {weights_fingerprint(folder)[:12]})"
+    adapter = folder / "pytorch_lora_weights.safetensors"
+    base = base_folder(folder) if (folder / "testbed.json").is_file() else None
+    if adapter.is_file() and base is not None:
+        digest = hashlib.sha256(adapter.read_bytes()).hexdigest()[:12]
+        return f"{name} (LoRA {digest} on {testbed_name(base)})"
+    return name
 
 
 def testbed_metadata(path: str | os.PathLike | None = None) -> dict:

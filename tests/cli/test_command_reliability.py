@@ -93,3 +93,19 @@ def test_a_labelled_testbed_is_scanned_on_its_scoring_seeds_and_another_model_fr
                      "guidance_norm", "--seeds", "2", "--steps", "2", "--no-progress"]) == 0
         rows = [json.loads(line) for line in out.read_text().splitlines()[1:]]
         assert sorted(r["seed"] for r in rows) == [first, first + 1]
+
+
+def test_a_labelled_fine_tune_given_as_lora_is_scanned_apart_from_its_label_seeds(tmp_path, capsys):
+    """``--lora`` with ground truth counts as the testbed: its label seeds are kept apart whatever its base holds."""
+    from memgeo.cli.scan import _scoring_start
+    from memgeo.testbed.protocol import SCORING_SEED_START
+
+    base, lora = tmp_path / "base", tmp_path / "lora"
+    for folder, meta in ((base, {"prompts": []}), (lora, {"prompts": [], "ground_truth": {"seeds": [0, 1, 1000]}})):
+        folder.mkdir()
+        (folder / "testbed.json").write_text(json.dumps(meta))
+    assert _scoring_start(str(base), None, 2) == 0
+    with pytest.raises(ValueError, match="disjoint from the label seeds"):  # its label seeds include 1000
+        _scoring_start(str(base), str(lora), 2)
+    (lora / "testbed.json").write_text(json.dumps({"prompts": [], "ground_truth": {"seeds": 8}}))
+    assert _scoring_start(str(base), str(lora), 2) == SCORING_SEED_START

@@ -182,3 +182,18 @@ def test_a_result_names_the_testbed_by_its_folder_and_weights():
     assert testbed_name() == testbed_name(TESTBED_DIR) == f"embedded (UNet {digest})"
     run = Path(__file__).resolve().parents[2] / "runs" / "sd-bench-primary-2"
     assert testbed_name(run) == f"{run} (UNet {weights_fingerprint(run)[:12]})" != testbed_name()
+
+
+def test_a_fine_tune_is_named_by_its_adapter_and_its_base(tmp_path):
+    from memgeo.testbed import build_canvas_data, testbed_name
+
+    small = build_canvas_data(n_single=40, n_per_kind=2, n_ordinary=2, n_heldout=1, ladder=(2, 3), seed=0)
+    train_testbed(tmp_path / "base", steps=1, batch_size=8, data=small, progress=False)
+    train_testbed(tmp_path / "ft", regime="finetune", base=tmp_path / "base", steps=1, batch_size=8, data=small,
+                  progress=False)
+    digest = weights_fingerprint(tmp_path / "base")[:12]
+    assert testbed_name(tmp_path / "base") == f"{tmp_path / 'base'} (UNet {digest})"
+    name = testbed_name(tmp_path / "ft")
+    assert name.startswith(f"{tmp_path / 'ft'} (LoRA ") and name.endswith(f"on {tmp_path / 'base'} (UNet {digest}))")
+    run = Path(__file__).resolve().parents[2] / "runs" / "sd-bench-primary-1"  # the same bytes as the embedded
+    assert testbed_name(run).endswith(testbed_name().removeprefix("embedded"))

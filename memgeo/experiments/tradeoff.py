@@ -79,25 +79,28 @@ def tradeoff_configs() -> tuple:
     )
 
 
-#: The mitigation target (as the trade-off reads it): a memorized prompt's copies below ``rate``, at
-#: least ``kept`` of its unmitigated fidelity, and ordinary prompts' fidelity within ``ordinary`` of theirs.
+#: The mitigation target (as the trade-off reads it): a memorized prompt's copies below ``rate`` and no copy of any
+#: other training image instead, at least ``kept`` of its unmitigated fidelity, and ordinary prompts' fidelity within
+#: ``ordinary`` of theirs.
 TARGET = {"rate": 0.1, "kept": 0.8, "ordinary": 0.02}
 
 
 def target_shortfalls(row: dict) -> dict:
     """How far a trade-off row is from :data:`TARGET`, each bound's shortfall as a fraction of the bound's scale (0
     where it is met, infinite where the row's value is not a number): the rate above 0.1 (over 0.1), the fidelity
-    kept below 0.8 (over 0.8), the ordinary change beyond 0.02 either way (over 0.02)."""
+    kept below 0.8 (over 0.8), the ordinary change beyond 0.02 either way (over 0.02), and the copies of another
+    training image above 0 (over 0.1; a row that did not measure them: 0)."""
     values = {"rate": (row["memorization_rate"] - TARGET["rate"]) / TARGET["rate"],
+              "other": row.get("other_copy_rate", 0.0) / TARGET["rate"],
               "kept": (TARGET["kept"] - row["fidelity_kept"]) / TARGET["kept"],
               "ordinary": (abs(row["ordinary_change"]) - TARGET["ordinary"]) / TARGET["ordinary"]}
     return {k: float("inf") if np.isnan(v) else max(0.0, v) for k, v in values.items()}
 
 
 def meets_target(row: dict) -> bool:
-    """Whether a trade-off row meets :data:`TARGET` (the rate strictly below its bound)."""
-    return (row["memorization_rate"] < TARGET["rate"] and row["fidelity_kept"] >= TARGET["kept"]
-            and abs(row["ordinary_change"]) <= TARGET["ordinary"])
+    """Whether a trade-off row meets :data:`TARGET` (the rate strictly below its bound, no copy of another image)."""
+    return (row["memorization_rate"] < TARGET["rate"] and row.get("other_copy_rate", 0.0) == 0.0
+            and row["fidelity_kept"] >= TARGET["kept"] and abs(row["ordinary_change"]) <= TARGET["ordinary"])
 
 
 def pareto_front(rows: list[dict]) -> list[dict]:
@@ -152,6 +155,7 @@ def mitigation_tradeoff(
         testbed_metadata,
         to_images,
     )
+    from ..testbed.truth import nearest_ratios
 
     criterion_of(criterion)  # checked once, before any work
     meta = testbed_metadata(testbed_path)
@@ -160,6 +164,7 @@ def mitigation_tradeoff(
     out.mkdir(parents=True, exist_ok=True)
     model = load_testbed(testbed_path)
     truth = meta["ground_truth"]
+    level = truth.get("criterion", {}).get("level", "canvas")  # the rule the ground truth counted copies by
     data = testbed_data(testbed_path)
     clf = fidelity_classifier(data)
     mem = [p for p in meta["prompts"] if p.get("targets") and memorization_rate(p, criterion) >= 0.5]
@@ -175,7 +180,7 @@ def mitigation_tradeoff(
     rows = []
     bar = tqdm(total=len(runs) * (len(mem) + len(ordinary)), desc="mitigation", disable=not progress)
     for label, mdl, method, preset, value in runs:
-        rate, fid_m, fid_o, cost = [], [], [], []
+        rate, replica, other, fid_m, fid_o, cost = [], [], [], [], [], []
         for group, prompts in (("mem", mem), ("ord", ordinary)):
             for i, p in enumerate(prompts):
                 bar.update(1)
@@ -185,10 +190,14 @@ def mitigation_tradeoff(
                 cost.append(n_evals)
                 if group == "mem":
                     rate += target_copies(data, truth, p, canvases, criterion).tolist()
+                    c = nearest_ratios(data, p, canvases, level=level)
+                    replica += c["target_replica"].tolist()  # still its own image's replica (ratio < 1/2)
+                    other += (c["copy"] & ~c["nearest_is_target"]).tolist()  # a copy of another image instead
                     fid_m += correct
                 else:
                     fid_o += correct
         rows.append({"method": label, "strength": value, "memorization_rate": float(np.mean(rate)),
+                     "replica_rate": float(np.mean(replica)), "other_copy_rate": float(np.mean(other)),
                      "fidelity_memorized": float(np.mean(fid_m)), "fidelity_ordinary": float(np.mean(fid_o)),
                      "evals_per_sample": float(np.mean(cost))})
     bar.close()
@@ -259,27 +268,30 @@ def write_tradeoff(rows: list[dict], out_dir, settings: dict, *, print_fn=print)
         r["fidelity_kept"] = r["fidelity_memorized"] / base["fidelity_memorized"] if base["fidelity_memorized"] else float("nan")
         r["ordinary_change"] = r["fidelity_ordinary"] - base["fidelity_ordinary"]
     front = pareto_front(rows)
-    head = ("| method | strength | memorization rate | fidelity (memorized) | fidelity kept | fidelity (ordinary) | "
-            "ordinary fidelity change | UNet evals/sample | Pareto |")
+    head = ("| method | strength | memorization rate | replicas (ratio < 1/2) | copies of another image | "
+            "fidelity (memorized) | fidelity kept | fidelity (ordinary) | ordinary fidelity change | UNet evals/sample "
+            "| Pareto |")
     lines = [f"**mitigation on the testbed: {settings['n_memorized']} memorized and {settings['n_ordinary']} ordinary prompts, {seeds} seeds, "
              f"guidance {guidance_scale}, {n_steps} DDIM steps**", "", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
-        lines.append(f"| {r['method']} | {_strength(r)} | {r['memorization_rate']:.3f} | {r['fidelity_memorized']:.3f} | "
+        extra = " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("replica_rate", "other_copy_rate"))
+        lines.append(f"| {r['method']} | {_strength(r)} | {r['memorization_rate']:.3f} | {extra} | {r['fidelity_memorized']:.3f} | "
                      f"{r['fidelity_kept']:.2f} | {r['fidelity_ordinary']:.3f} | {r['ordinary_change']:+.3f} | "
                      f"{r['evals_per_sample']:.0f} | {'yes' if any(r is f for f in front) else ''} |")
     target = [r for r in rows if meets_target(r)]
     lines += ["", "Fidelity kept: memorized-prompt fidelity over the unmitigated one. Pareto: no other row has both a "
                   "lower memorization rate and a higher memorized-prompt fidelity.",
-              f"Rows meeting memorization rate < {TARGET['rate']}, fidelity kept >= {TARGET['kept']} and ordinary change "
+              f"Rows meeting memorization rate < {TARGET['rate']}, no copy of another image, fidelity kept >= "
+              f"{TARGET['kept']} and ordinary change "
               f"within {TARGET['ordinary']}: " + (", ".join(f"{r['method']} {_strength(r)}" for r in target) or "none"),
               "", "**By how much each method misses the target** (per method, its row nearest the target: the largest "
-                  "of the three shortfalls, each as a fraction of its bound; 0 meets it):", "",
-              "| method | nearest row | rate over the bound | fidelity kept short | ordinary change over the bound | "
-              "shortfall |", "|---|---|---|---|---|---|"]
+                  "of the four shortfalls, each as a fraction of its bound; 0 meets it):", "",
+              "| method | nearest row | rate over the bound | copies of another image | fidelity kept short | "
+              "ordinary change over the bound | shortfall |", "|---|---|---|---|---|---|---|"]
     for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "none"):
         r, short = min(((r, target_shortfalls(r)) for r in rows if r["method"] == method),
                        key=lambda pair: max(pair[1].values()))
-        lines.append(f"| {method} | {_strength(r)} | {short['rate']:.3f} | {short['kept']:.3f} | "
+        lines.append(f"| {method} | {_strength(r)} | {short['rate']:.3f} | {short['other']:.3f} | {short['kept']:.3f} | "
                      f"{short['ordinary']:.3f} | {max(short.values()):.2f} |")
     table = "\n".join(lines)
     print_fn(table)

@@ -38,7 +38,7 @@ def generate(
     * ``"noise"``: :func:`optimize_noise` (sharpness proxy) for ``strength`` iterations (default 10);
     * ``"steer"``: :class:`SteeringPolicy` with threshold ``strength`` (default 3; lower steers more);
       flagged samples get the preset's ``low_guidance`` from its ``act_from`` to before its ``act_until`` (memgeo:
-      0 from half way to the end; official: 0 from the flag); needs ``reference`` (:func:`calibrate_steering`);
+      -4 over the last tenth of the steps; official: 0 from the flag); needs ``reference`` (:func:`calibrate_steering`);
     * ``"basin"``: :class:`BasinPolicy`, guidance ``strength`` inside the attraction basin (default: the preset's,
       memgeo -2, official 1) until the guidance gap's first local minimum, full guidance after; no extra evaluation.
 

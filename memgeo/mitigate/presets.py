@@ -50,17 +50,18 @@ class AdaptEmbeddingSettings(Settings):
 @dataclass(frozen=True)
 class SteerSettings(Settings):
     """Brokman et al., NeurReps 2025 mid-generation steering: a flagged sample gets ``low_guidance`` from step
-    ``act_from`` to before ``act_until`` (fractions of the steps). memgeo: guidance off in the second half, once the
-    image's content is fixed, so the caption's content stays and the copied details go (chosen on the embedded testbed
-    by benchmarks/bench_steer_action.py: docs/conventions.md, section 4); official: guidance off from the flag."""
+    ``act_from`` to before ``act_until`` (fractions of the steps). memgeo: repel (guidance -4) over the last tenth of
+    the steps, once the image's content is fixed, so the caption's content stays and the copied details go (chosen on
+    the embedded testbed by benchmarks/bench_steer_action.py: docs/conventions.md, section 4); official: guidance off
+    from the flag."""
 
     threshold: float = option(3.0, "flag a sample once its combined criterion, averaged so far, exceeds this", type=float)
-    low_guidance: float = option(0.0, "the guidance of a flagged sample", type=float)
-    act_from: float = option(0.5, "the fraction of the steps from which a flagged sample is steered", type=float)
+    low_guidance: float = option(-4.0, "the guidance of a flagged sample", type=float)
+    act_from: float = option(0.9, "the fraction of the steps from which a flagged sample is steered", type=float)
     act_until: float = option(1.0, "the fraction of the steps from which it gets the prompt's guidance back (1: never)",
                               type=float)
     n_directions: int = option(4, "the kappa-delta tracker's directions per step", type=int)
-    OFFICIAL: ClassVar[dict] = {"act_from": 0.0}
+    OFFICIAL: ClassVar[dict] = {"low_guidance": 0.0, "act_from": 0.0}
 
 
 @dataclass(frozen=True)

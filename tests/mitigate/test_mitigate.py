@@ -202,21 +202,26 @@ def test_target_shortfalls_and_the_table_of_misses(tmp_path):
     from memgeo.experiments import meets_target, target_shortfalls, write_tradeoff
 
     row = {"memorization_rate": 0.25, "fidelity_kept": 0.6, "ordinary_change": -0.05}
-    assert target_shortfalls(row) == pytest.approx({"rate": 1.5, "kept": 0.25, "ordinary": 1.5})
+    assert target_shortfalls(row) == pytest.approx({"rate": 1.5, "other": 0.0, "kept": 0.25, "ordinary": 1.5})
     met = {"memorization_rate": 0.05, "fidelity_kept": 0.85, "ordinary_change": 0.01}
-    assert target_shortfalls(met) == {"rate": 0.0, "kept": 0.0, "ordinary": 0.0} and meets_target(met)
+    assert target_shortfalls(met) == {"rate": 0.0, "other": 0.0, "kept": 0.0, "ordinary": 0.0} and meets_target(met)
     assert not meets_target({**met, "memorization_rate": 0.1})  # the rate's bound is strict
+    elsewhere = {**met, "other_copy_rate": 0.05}  # a copy of another training image instead is no mitigation
+    assert not meets_target(elsewhere) and target_shortfalls(elsewhere)["other"] == pytest.approx(0.5)
     rows = [{"method": "none", "strength": None, "memorization_rate": 0.9, "fidelity_memorized": 1.0, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
             {"method": "a", "strength": 1.0, "memorization_rate": 0.3, "fidelity_memorized": 0.9, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
             {"method": "a", "strength": 2.0, "memorization_rate": 0.05, "fidelity_memorized": 0.5, "fidelity_ordinary": 1.0, "evals_per_sample": 100},
-            {"method": "b", "strength": 1.0, "memorization_rate": 0.05, "fidelity_memorized": 0.9, "fidelity_ordinary": 0.99, "evals_per_sample": 100}]
+            {"method": "b", "strength": 1.0, "memorization_rate": 0.05, "fidelity_memorized": 0.9, "fidelity_ordinary": 0.99, "evals_per_sample": 100,
+             "replica_rate": 0.25, "other_copy_rate": 0.0}]
     out = write_tradeoff(rows, tmp_path, {"seeds": 2, "n_steps": 8, "guidance_scale": 7.5, "n_memorized": 1,
                                           "n_ordinary": 1}, print_fn=lambda *_: None)
     assert (tmp_path / "mitigation_tradeoff.png").stat().st_size > 1000
     lines = out["table"].splitlines()
     # a at 1.0: rate 0.3 is 2.0 over; a at 2.0: fidelity kept 0.5 is 0.375 short, the nearer row
-    assert "| a | 2 | 0.000 | 0.375 | 0.000 | 0.38 |" in lines
-    assert "| b | 1 | 0.000 | 0.000 | 0.000 | 0.00 |" in lines and "meeting" in out["table"] and "b 1" in out["table"]
+    assert "| a | 2 | 0.000 | 0.000 | 0.375 | 0.000 | 0.38 |" in lines
+    assert "| b | 1 | 0.000 | 0.000 | 0.000 | 0.000 | 0.00 |" in lines and "meeting" in out["table"] and "b 1" in out["table"]
+    assert any(line.startswith("| b | 1 | 0.050 | 0.250 | 0.000 | 0.900 |") for line in lines)  # measured columns
+    assert any(line.startswith("| a | 1 | 0.300 | - | - | 0.900 |") for line in lines)  # a row without them
 
 
 def test_generate_command_writes_grid_and_signals(tmp_path):

@@ -10,7 +10,7 @@ from memgeo.mitigate.presets import PRESETS, SETTINGS, resolve
 RELEASED = {
     "adapt_embedding": {"optimizer": "adamw", "max_iters": 10, "target": 3.0, "relative_target": None,
                         "loss": "frobenius", "freeze_start_token": True},
-    "steer": {"act_from": 0.0},  # guidance off as released; memgeo from half way on
+    "steer": {"low_guidance": 0.0, "act_from": 0.0},
     "basin": {"inside": 1.0, "force_at": None},
     "optimize_noise": {"objective": "sail", "max_iters": 10, "threshold": 8.2, "penalty": "auto"},
 }
@@ -28,7 +28,7 @@ def test_official_settings_differ_from_memgeo_exactly_where_the_released_code_do
 
 def test_resolve_reads_the_settings_and_given_values_win():
     assert resolve("basin", "official", inside=-7.5) == {"inside": -7.5, "force_at": None}
-    assert resolve("steer", "memgeo")["act_from"] == 0.5
-    assert resolve("steer", "memgeo", low_guidance=-4.0)["low_guidance"] == -4.0
+    assert resolve("steer", "memgeo")["act_from"] == 0.9
+    assert resolve("steer", "memgeo", low_guidance=0.0)["low_guidance"] == 0.0
     with pytest.raises(ValueError, match="preset must be one of"):
         resolve("steer", "paper")

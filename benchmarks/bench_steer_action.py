@@ -134,7 +134,8 @@ def main(argv=None) -> None:
         mark = "yes" if r is chosen else ""
         lines.append(f"| {r['low_guidance']:g} | {r['act_from']:g} | {r['act_until']:g} | {r['memorization_rate']:.3f} "
                      f"| {r['other_copies']:.3f} | {r['fidelity']:.3f} | {r['fidelity_kept']:.2f} | {mark} |")
-    lines += ["", f"Rule: the lowest memorization rate among the actions keeping at least {KEPT} of the fidelity: "
+    lines += ["", f"Rule: the lowest memorization rate among the actions keeping at least {KEPT} of the fidelity "
+              "(ties: the higher fidelity): "
               + ("none keeps it" if chosen is None else
                  f"low guidance {chosen['low_guidance']:g} from {chosen['act_from']:g} to {chosen['act_until']:g}.")]
     text = "\n".join(lines)

@@ -39,7 +39,7 @@ SMOKE = ["--seeds", "1", "--steps", "4", "--uncond-seeds", "2", "--max-prompts",
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="testbed folder (default: the embedded testbed)")
-    ap.add_argument("--seeds", type=int, default=8)
+    ap.add_argument("--seeds", type=int, default=8, choices=range(1, 10_000), metavar="N (>= 1)")
     ap.add_argument("--seed-start", type=int, default=None,
                     help="first seed of the generations (default: a labelled testbed's scoring seeds, 1000 on, checked "
                          "apart from its label seeds; 0 for one without ground truth, whose labels these generations "

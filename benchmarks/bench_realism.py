@@ -28,7 +28,7 @@ import torch
 
 from memgeo.experiments.realism import append_markdown, format_realism, measure_realism, realism
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
-from memgeo.testbed.protocol import label_seeds_of, testbed_scoring_seeds
+from memgeo.testbed.protocol import scoring_start
 from memgeo.testbed.truth import CRITERIA
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     folder = Path(args.model) if args.model else None
     meta = testbed_metadata(folder)
     if args.seed_start is None:  # scored apart from the seeds that labelled it, checked before any work
-        args.seed_start = testbed_scoring_seeds(meta, args.seeds)[0] if label_seeds_of(meta) else 0
+        args.seed_start = scoring_start([meta], args.seeds)
     model = load_testbed(args.model)
     data = testbed_data(folder)
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts

@@ -17,15 +17,10 @@ def _scoring_start(model, lora, n: int) -> int:
     fine-tune with ground truth given as ``--lora``, is scanned on its scoring seeds, apart from the seeds that
     labelled either (checked); any other model from seed 0."""
     from ..testbed import TESTBED_DIR, testbed_metadata
-    from ..testbed.protocol import SCORING_SEED_START, check_disjoint, label_seeds_of
+    from ..testbed.protocol import scoring_start
 
     folders = [Path(model) if model else TESTBED_DIR] + ([Path(lora)] if lora and Path(lora).is_dir() else [])
-    labelled = sorted({s for f in folders if (f / "testbed.json").is_file()
-                       for s in label_seeds_of(testbed_metadata(f))})
-    if not labelled:
-        return 0
-    check_disjoint(range(SCORING_SEED_START, SCORING_SEED_START + n), labelled)
-    return SCORING_SEED_START
+    return scoring_start([testbed_metadata(f) for f in folders if (f / "testbed.json").is_file()], n)
 
 
 def _scan(args) -> int:

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 
 __all__ = ["PROTOCOLS_DIR", "SCORING_SEED_START", "protocol_names", "load_protocol", "run_settings", "label_seeds",
-           "scoring_seeds", "check_disjoint", "label_seeds_of", "testbed_scoring_seeds"]
+           "scoring_seeds", "check_disjoint", "label_seeds_of", "testbed_scoring_seeds", "scoring_start"]
 
 PROTOCOLS_DIR = Path(__file__).resolve().parent / "protocols"
 
@@ -89,6 +89,16 @@ def label_seeds_of(meta: dict) -> list[int]:
     means seeds ``0..n-1``); none where it has no ground truth."""
     seeds = (meta.get("ground_truth") or {}).get("seeds", 0)
     return list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
+
+
+def scoring_start(metas, n: int) -> int:
+    """The first of ``n`` seeds to generate from for the testbeds ``metas`` (``testbed.json`` contents): where any
+    records label seeds, :data:`SCORING_SEED_START`, checked disjoint from all of them; else 0."""
+    labelled = sorted({s for meta in metas for s in label_seeds_of(meta)})
+    if not labelled:
+        return 0
+    check_disjoint(range(SCORING_SEED_START, SCORING_SEED_START + n), labelled)
+    return SCORING_SEED_START
 
 
 def testbed_scoring_seeds(meta: dict, n: int) -> list[int]:

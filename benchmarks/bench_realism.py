@@ -28,7 +28,7 @@ import torch
 
 from memgeo.experiments.realism import append_markdown, format_realism, measure_realism, realism
 from memgeo.testbed import load_testbed, testbed_data, testbed_metadata
-from memgeo.testbed.protocol import scoring_start
+from memgeo.testbed.protocol import check_disjoint, label_seeds_of, scoring_start
 from memgeo.testbed.truth import CRITERIA
 
 #: The smallest setting, run by the test suite ('{tmp}' is a scratch folder); None where it takes over 30 s.
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     ap.add_argument("--seed-start", type=int, default=None,
                     help="first seed of the generations (default: a labelled testbed's scoring seeds, 1000 on, checked "
                          "apart from its label seeds; 0 for one without ground truth, whose labels these generations "
-                         "measure)")
+                         "measure; a start whose seeds meet a testbed's label seeds is refused)")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--guidance", type=float, default=7.5)
     ap.add_argument("--uncond-seeds", type=int, default=128)
@@ -59,6 +59,8 @@ def main(argv=None) -> None:
     meta = testbed_metadata(folder)
     if args.seed_start is None:  # scored apart from the seeds that labelled it, checked before any work
         args.seed_start = scoring_start([meta], args.seeds)
+    else:
+        check_disjoint(range(args.seed_start, args.seed_start + args.seeds), label_seeds_of(meta))
     model = load_testbed(args.model)
     data = testbed_data(folder)
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts

@@ -15,6 +15,7 @@ on the order of the prompt file nor on which other seeds were computed beside it
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 import warnings
 import zlib
@@ -239,6 +240,26 @@ def _process_state():
     return state.process_index, state.num_processes, state.wait_for_everyone
 
 
+def _notice_other_seeds(store, prompts, cfg: ScanConfig, digests: dict) -> None:
+    """Say (on stderr) when ``store`` holds rows of these prompts and settings at seeds this scan does not ask for
+    (a store written with other seeds, such as a testbed scanned before its scoring seeds were fixed): they stay in
+    the file and are not read into this result."""
+    texts, wanted = {p.text for p in prompts}, set(cfg.seeds)
+    other = sorted({seed for (text, seed, name, digest) in store.rows
+                    if text in texts and name in digests and digest == digests[name] and seed not in wanted})
+    if other:
+        print(f"memgeo: {store.path} also holds these prompts at seeds {_seed_text(other)}, which this scan does not "
+              f"use (its seeds: {_seed_text(cfg.seeds)}); those rows stay in the file and are left out of this result",
+              file=sys.stderr)
+
+
+def _seed_text(seeds) -> str:
+    seeds = sorted(seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds[:8])) + (", ..." if len(seeds) > 8 else "")
+
+
 def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfig, *, progress: bool = True,
              timeout: float | None = None, batch_size: int = 8, desc: str = "scan") -> ScanResult:
     """Compute ``cfg.signals`` for every (prompt, seed) not yet in the store ``out``.
@@ -270,6 +291,8 @@ def run_scan(model, records: list[PromptRecord], out: str | Path, cfg: ScanConfi
                 if missing:
                     units.append((rec.text, name, missing))
         asked = sum(len(m) for *_, m in units)
+        if rank == 0:
+            _notice_other_seeds(store, prompts, cfg, digests)
         written = 0
         batches = []  # (signal, [(prompt, seeds), ...]): up to batch_size prompts of one signal
         for name in cfg.signals:

@@ -65,6 +65,19 @@ def test_edits_new_signals_and_new_settings_compute_exactly_what_is_missing(tmp_
     assert table.startswith("1 prompts x 1 seeds")
 
 
+def test_rows_at_other_seeds_are_kept_left_out_and_named(tmp_path, model, capsys):
+    out = tmp_path / "r.jsonl"
+    recs = records_of(tmp_path, "p.txt", ["a dog", "the sea"])
+    run_scan(model, recs, out, ScanConfig(signals=("guidance_norm",), seeds=(0, 1), n_steps=5), progress=False)
+    assert "does not use" not in capsys.readouterr().err
+    res = run_scan(model, recs, out, ScanConfig(signals=("guidance_norm",), seeds=(1000, 1001), n_steps=5),
+                   progress=False)
+    err = capsys.readouterr().err
+    assert "at seeds 0, 1" in err and "its seeds: 1000, 1001" in err
+    assert n_rows(out) == 8 and res.scores("guidance_norm").shape == (2, 2)
+    assert {r["seed"] for r in res.rows("guidance_norm")} == {1000, 1001}
+
+
 def test_prompt_files_of_the_same_name_in_two_folders_do_not_collide(tmp_path, model):
     a = records_of(tmp_path / "a", "p.txt", ["a dog"])
     b = records_of(tmp_path / "b", "p.txt", ["the sea"])

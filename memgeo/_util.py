@@ -5,6 +5,7 @@ memgeo's defaults as the field defaults, the released code's differences in ``OF
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -55,6 +56,15 @@ def spread(items: list, n: int) -> list:
     if n >= len(items):
         return list(items)
     return [items[i] for i in np.linspace(0, len(items) - 1, max(n, 0)).round().astype(int)]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks: how weights files are named and checked."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

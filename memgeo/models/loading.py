@@ -4,7 +4,6 @@ read, a LoRA adapter loaded through the family pipeline's own loader, and the pr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .._util import file_sha256
 from . import families
 
 __all__ = ["load_pretrained"]
@@ -67,7 +67,7 @@ def load_pretrained(cls, path_or_id, *, weights_dtype: torch.dtype, dtype: torch
     model._modules_to_fingerprint = tuple(m for m in (network, *encoders) if m is not None)
     model._tokenizer_size = len(tokenizer)
     model.lora = lora_file
-    model._lora_digest = hashlib.sha256(lora_file.read_bytes()).hexdigest() if lora_file is not None else None
+    model._lora_digest = file_sha256(lora_file) if lora_file is not None else None
     model.tokenizer, model.text_encoder = tokenizer, encoders[0]
     model.text_encoders = conditioning.clip_encoders
     return model

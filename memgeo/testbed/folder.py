@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
+from .._util import file_sha256
 from .canvas import CanvasData, build_canvas_data, to_images
 
 __all__ = ["TESTBED_DIR", "testbed_folder", "load_model_folder", "load_testbed", "testbed_metadata", "testbed_name", "testbed_data",
@@ -33,11 +33,7 @@ def _is_testbed(path) -> bool:
 def weights_fingerprint(path) -> str:
     """The SHA-256 of a testbed's UNet weights (``unet/diffusion_pytorch_model.safetensors``): what a fine-tune
     records of its base, so that it is never loaded on another one."""
-    digest = hashlib.sha256()
-    with open(Path(path) / "unet" / "diffusion_pytorch_model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(Path(path) / "unet" / "diffusion_pytorch_model.safetensors")
 
 
 def base_folder(path) -> Path | None:
@@ -182,8 +178,7 @@ def testbed_name(path: str | os.PathLike | None = None) -> str:
     adapter = folder / "pytorch_lora_weights.safetensors"
     base = base_folder(folder) if (folder / "testbed.json").is_file() else None
     if adapter.is_file() and base is not None:
-        digest = hashlib.sha256(adapter.read_bytes()).hexdigest()[:12]
-        return f"{name} (LoRA {digest} on {testbed_name(base)})"
+        return f"{name} (LoRA {file_sha256(adapter)[:12]} on {testbed_name(base)})"
     return name
 
 

@@ -17,8 +17,10 @@ from .explanation import (
 from .leaderboard import (
     LeaderboardRow,
     caption_baseline_row,
+    compare_targets,
     evaluate_signals,
     every_kind_targets,
+    floor_target,
     format_breakdown,
     format_every_kind_targets,
     format_leaderboard,
@@ -45,7 +47,7 @@ from .trajectory import per_step_auroc, trajectory_auroc, trajectory_traces
 
 __all__ = [
     "LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
-    "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
+    "format_breakdown", "compare_targets", "floor_target", "every_kind_targets", "format_every_kind_targets", "run_leaderboards", "trajectory_traces", "per_step_auroc", "trajectory_auroc",
     "preset_comparison", "format_preset_comparison", "tradeoff_configs", "pareto_front", "mitigation_tradeoff",
     "target_shortfalls", "meets_target", "MITIGATION_TARGET",
     "write_tradeoff", "digit_classifier", "fidelity_classifier", "caption_fidelity", "nearest_unmemorized_captions", "explanation_hit_rate",

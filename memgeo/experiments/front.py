@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..detect import SIGNALS
 from .rows import regroup
 
-__all__ = ["is_free", "cost_of", "cost_front", "format_cost_front"]
+__all__ = ["is_free", "signal_cost", "cost_of", "cost_front", "format_cost_front"]
 
 
 def is_free(row) -> bool:
@@ -15,10 +15,16 @@ def is_free(row) -> bool:
     return spec is not None and spec.free
 
 
+def signal_cost(signal: str, n_evals: int, n_jvps: int) -> int:
+    """Evaluations per sample ``signal`` spends beyond a generation the user runs anyway: 0 for a free signal, else
+    its ``n_evals`` with each of its ``n_jvps`` JVPs counted as one."""
+    spec = SIGNALS.get(signal)
+    return 0 if spec is not None and spec.free else int(n_evals + n_jvps)
+
+
 def cost_of(row) -> int:
-    """Evaluations per sample a leaderboard row's signal spends beyond a generation the user runs anyway: 0 for a
-    free signal, else its evaluations with each JVP counted as one."""
-    return 0 if is_free(row) else int(row.n_evals + row.n_jvps)
+    """:func:`signal_cost` of a leaderboard row."""
+    return signal_cost(row.signal, row.n_evals, row.n_jvps)
 
 
 def cost_front(rows, *, seeds: int) -> list[dict]:

@@ -34,12 +34,14 @@ from ..testbed.labels import (
 )
 from ..testbed.protocol import label_seeds_of, testbed_scoring_seeds
 from .front import cost_front, format_cost_front
-from .leaderboard_tables import every_kind_targets, format_breakdown, format_every_kind_targets, format_leaderboard
+from .leaderboard_tables import (compare_targets, every_kind_targets, floor_target, format_breakdown,
+                                 format_every_kind_targets, format_leaderboard)
 from .rows import LeaderboardRow, regroup
 from .trajectory import trajectory_auroc
 
 __all__ = ["LeaderboardRow", "evaluate_signals", "format_leaderboard", "caption_baseline_row", "rate_correlation", "regroup",
-           "format_breakdown", "every_kind_targets", "format_every_kind_targets", "run_leaderboards"]
+           "format_breakdown", "compare_targets", "floor_target", "every_kind_targets", "format_every_kind_targets",
+           "run_leaderboards"]
 
 
 CAPTION_BASELINE = "caption-only baseline"
@@ -203,7 +205,7 @@ def run_leaderboards(
              out / "roc_testbed.png", title="ROC, testbed (per generation)")
     results["testbed"] = {"table": tb["table"], "breakdown": tb["breakdown"], "rows": rows, "curves": curves,
                           "counts": counts, "cost_front": tb["front"], "duplication_curve": tb["curve"],
-                          "every_kind_targets": tb["targets"]}
+                          "every_kind_targets": tb["targets"], "floor_target": tb["floor"]}
     atomic_write_text(out / "leaderboard.md", "\n\n".join([
         results["mixture"]["table"], tb["table"], tb["breakdown"], "**(b) every-kind targets**", tb["targets_table"],
         "**(b) cost against accuracy** (cost_front.png)", tb["front_table"],
@@ -259,9 +261,11 @@ def _testbed_tables(out: Path, rows, kinds, labels, meta, criterion: str, head: 
     targets = every_kind_targets(rows, seeds=seeds, groups=groups, hard=hard)
     front = cost_front(rows, seeds=seeds)
     plot_cost_front(front, out / "cost_front.png", title=f"cost against accuracy, testbed ({criterion} labels)")
+    floor = floor_target(front)
     return {"table": format_leaderboard(rows, title=head), "breakdown": breakdown, "curve": curve,
-            "curve_table": format_duplication_curve(curve), "targets": targets,
-            "targets_table": format_every_kind_targets(targets), "front": front, "front_table": format_cost_front(front)}
+            "curve_table": format_duplication_curve(curve), "targets": targets, "floor": floor,
+            "targets_table": format_every_kind_targets(targets, floor=floor), "front": front,
+            "front_table": format_cost_front(front)}
 
 
 def _seed_range(seeds: list[int]) -> str:

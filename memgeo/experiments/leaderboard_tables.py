@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..detect import COST_REFERENCE, SIGNALS, detection_metrics
-from .front import is_free
+from .front import cost_of, is_free
 from .rows import LeaderboardRow, _by_prompt, regroup
 
-__all__ = ["format_leaderboard", "format_breakdown", "every_kind_targets", "format_every_kind_targets"]
+__all__ = ["format_leaderboard", "format_breakdown", "compare_targets", "floor_target", "every_kind_targets",
+           "format_every_kind_targets"]
 
 
 def format_leaderboard(rows: list[LeaderboardRow], *, title: str = "") -> str:
@@ -82,62 +83,93 @@ def format_breakdown(rows: list[LeaderboardRow], *, seeds: int, groups: dict, ti
     return "\n".join(lines)
 
 
-def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, max_evals: int = 4,
-                       tolerance: float = 0.02, hard: list | None = None) -> list[dict]:
-    """The every-kind targets, per memgeo signal (``own`` in :data:`~memgeo.detect.SIGNALS`) that costs at most
-    ``max_evals`` model evaluations per sample (JVPs counted as evaluations): its per-prompt AUROC at least every
-    published signal's at that budget overall, and within ``tolerance`` of the best of them on every kind (``groups``,
-    as in :func:`format_breakdown`: a column's positives, every negative kept) and, where ``hard`` (one flag per
-    prompt) names hard negatives, on the memorized prompts against those alone. The caption-only baseline is no
-    signal and is left out."""
-
-    def per_prompt(r, keep):  # AUROC of the mean score over seeds, on the prompts kept
-        s, y = _by_prompt(r, seeds)
-        return detection_metrics(y[keep], s.mean(1)[keep], convention=r.convention)["auroc"]
-
-    signals = [r for r in rows if r.signal in SIGNALS]
-    ours = [r for r in signals if SIGNALS[r.signal].own and r.n_evals + r.n_jvps <= max_evals]
-    published = [r for r in signals if not SIGNALS[r.signal].own and r.n_evals + r.n_jvps <= max_evals]
+def compare_targets(aurocs: dict, costs: dict, *, max_evals: int = 4, tolerance: float = 0.02) -> list[dict]:
+    """The every-kind targets from AUROCs already measured: ``aurocs[signal][column]`` (``"overall"`` first, then each
+    kind's column and ``"hard negatives"`` where present), ``costs[signal]`` evaluations per sample. Per memgeo signal
+    (``own`` in :data:`~memgeo.detect.SIGNALS`) at most ``max_evals``: at least every published signal at that budget
+    overall, within ``tolerance`` of the best of them on every other column. Signals outside the registry are left
+    out."""
+    signals = [s for s in aurocs if s in SIGNALS and costs[s] <= max_evals]
+    ours = [s for s in signals if SIGNALS[s].own]
+    published = [s for s in signals if not SIGNALS[s].own]
     if not ours or not published:
         return []
-    y = _by_prompt(published[0], seeds)[1]
-    columns = {"overall": np.ones_like(y, dtype=bool)}  # every prompt, then each kind's positives with every negative
-    columns.update({name: (y == 0) | np.asarray(mask, dtype=bool) for name, mask in groups.items()
-                    if ((y == 1) & np.asarray(mask, dtype=bool)).any()})
-    if hard is not None and np.asarray(hard, dtype=bool).any():
-        columns["hard negatives"] = (y == 1) | np.asarray(hard, dtype=bool)
+    columns = list(aurocs[published[0]])
     best = {}  # per column, the best published signal and its AUROC: the same for every memgeo signal
-    for name, keep in columns.items():
-        aurocs = {o.signal: per_prompt(o, keep) for o in published}
-        top = max(aurocs, key=aurocs.get)
-        best[name] = (top, aurocs[top])
+    for name in columns:
+        top = max(published, key=lambda s: aurocs[s][name])
+        best[name] = (top, aurocs[top][name])
     out = []
-    for r in ours:
-        (top, theirs), mine = best["overall"], per_prompt(r, columns["overall"])
-        row = {"signal": r.signal, "evals": r.n_evals + r.n_jvps, "overall": mine, "best_published": top,
-               "best_published_auroc": theirs, "overall_met": mine >= theirs, "kinds": {}}
-        for name in list(columns)[1:]:
-            (top, theirs), mine = best[name], per_prompt(r, columns[name])
+    for signal in ours:
+        (top, theirs), mine = best["overall"], aurocs[signal]["overall"]
+        row = {"signal": signal, "evals": int(costs[signal]), "overall": mine, "best_published": top,
+               "best_published_auroc": theirs, "overall_met": bool(mine >= theirs), "kinds": {}}
+        for name in columns[1:]:
+            (top, theirs), mine = best[name], aurocs[signal][name]
             row["kinds"][name] = {"auroc": mine, "best_published": top, "best_published_auroc": theirs,
-                                  "met": mine >= theirs - tolerance}
+                                  "met": bool(mine >= theirs - tolerance)}
         row["met"] = row["overall_met"] and all(k["met"] for k in row["kinds"].values())
         out.append(row)
     return out
 
 
-def format_every_kind_targets(targets: list[dict], *, tolerance: float = 0.02) -> str:
-    """:func:`every_kind_targets` as a table: per memgeo signal, its AUROC beside the best published one's."""
+def floor_target(points: list[dict], *, max_evals: int = 16, floor: float = 0.98) -> dict | None:
+    """The budget floor: the best memgeo detector at most ``max_evals`` evaluations per sample, its overall AUROC
+    against ``floor``. ``points``: ``{"signal", "evals", "auroc", "own"}`` per signal (a cost front's points); None
+    where no memgeo detector is within the budget."""
+    mine = [q for q in points if q["own"] and q["evals"] <= max_evals]
+    if not mine:
+        return None
+    top = max(mine, key=lambda q: q["auroc"])
+    return {"signal": top["signal"], "evals": int(top["evals"]), "auroc": float(top["auroc"]), "floor": floor,
+            "max_evals": max_evals, "met": bool(top["auroc"] >= floor)}
+
+
+def every_kind_targets(rows: list[LeaderboardRow], *, seeds: int, groups: dict, max_evals: int = 4,
+                       tolerance: float = 0.02, hard: list | None = None) -> list[dict]:
+    """:func:`compare_targets` on a leaderboard's rows: per-prompt AUROC (the mean score over seeds) overall, on each
+    kind (``groups``, as in :func:`format_breakdown`: a column's positives, every negative kept) and, where ``hard``
+    (one flag per prompt) names hard negatives, on the memorized prompts against those alone. Costs as the cost
+    front counts them (:func:`~memgeo.experiments.front.cost_of`: a free signal 0). The caption-only baseline is no
+    signal and is left out."""
+
+    def per_prompt(r, keep):
+        s, y = _by_prompt(r, seeds)
+        return detection_metrics(y[keep], s.mean(1)[keep], convention=r.convention)["auroc"]
+
+    signals = [r for r in rows if r.signal in SIGNALS and cost_of(r) <= max_evals]
+    if not signals:
+        return []
+    y = _by_prompt(signals[0], seeds)[1]
+    columns = {"overall": np.ones_like(y, dtype=bool)}  # every prompt, then each kind's positives with every negative
+    columns.update({name: (y == 0) | np.asarray(mask, dtype=bool) for name, mask in groups.items()
+                    if ((y == 1) & np.asarray(mask, dtype=bool)).any()})
+    if hard is not None and np.asarray(hard, dtype=bool).any():
+        columns["hard negatives"] = (y == 1) | np.asarray(hard, dtype=bool)
+    aurocs = {r.signal: {name: per_prompt(r, keep) for name, keep in columns.items()} for r in signals}
+    return compare_targets(aurocs, {r.signal: cost_of(r) for r in signals}, max_evals=max_evals, tolerance=tolerance)
+
+
+def format_every_kind_targets(targets: list[dict], *, tolerance: float = 0.02, floor: dict | None = None) -> str:
+    """:func:`every_kind_targets` as a table: per memgeo signal, its AUROC beside the best published one's; then the
+    budget floor (:func:`floor_target`), met or by how much it is missed."""
     if not targets:
-        return "(no memgeo signal within the evaluation budget, or no published signal, to compare)"
-    kinds = list(dict.fromkeys(k for t in targets for k in t["kinds"]))
-    head = "| memgeo signal | evals | overall (best published) | " + " | ".join(kinds) + " | met |"
-    lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for t in targets:
-        cells = [f"{t['overall']:.3f} ({t['best_published']} {t['best_published_auroc']:.3f})"]
-        for k in kinds:
-            c = t["kinds"].get(k)
-            cells.append("-" if c is None else f"{c['auroc']:.3f} ({c['best_published']} {c['best_published_auroc']:.3f})")
-        lines.append(f"| {t['signal']} | {t['evals']} | " + " | ".join(cells) + f" | {'yes' if t['met'] else 'no'} |")
-    lines.append(f"\nTargets: per-prompt AUROC at least every published signal's at the same budget overall, and "
-                 f"within {tolerance:g} of the best of them on each kind and against the hard negatives.")
+        lines = ["(no memgeo signal within the evaluation budget, or no published signal, to compare)"]
+    else:
+        kinds = list(dict.fromkeys(k for t in targets for k in t["kinds"]))
+        head = "| memgeo signal | evals | overall (best published) | " + " | ".join(kinds) + " | met |"
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for t in targets:
+            cells = [f"{t['overall']:.3f} ({t['best_published']} {t['best_published_auroc']:.3f})"]
+            for k in kinds:
+                c = t["kinds"].get(k)
+                cells.append("-" if c is None else f"{c['auroc']:.3f} ({c['best_published']} {c['best_published_auroc']:.3f})")
+            lines.append(f"| {t['signal']} | {t['evals']} | " + " | ".join(cells) + f" | {'yes' if t['met'] else 'no'} |")
+        lines.append(f"\nTargets: per-prompt AUROC at least every published signal's at the same budget overall, and "
+                     f"within {tolerance:g} of the best of them on each kind and against the hard negatives.")
+    if floor is not None:
+        gap = "met" if floor["met"] else f"missed by {floor['floor'] - floor['auroc']:.3f}"
+        lines.append(f"At <= {floor['max_evals']} evaluations: the best memgeo detector, {floor['signal']} "
+                     f"({floor['evals']} evaluations), {floor['auroc']:.3f} overall against the {floor['floor']:g} "
+                     f"target: {gap}.")
     return "\n".join(lines)

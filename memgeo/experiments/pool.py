@@ -17,8 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..detect import SIGNALS
+from .front import signal_cost
+
 __all__ = ["DUPLICATION_BASELINE", "PooledModel", "read_leaderboard", "prompt_auroc", "pooled_auroc",
-           "pool_leaderboards", "format_pooled", "rank_stability", "check_poolable"]
+           "pool_leaderboards", "pooled_targets", "format_pooled", "rank_stability", "check_poolable"]
 
 #: The name of the row that ranks prompts by how often their caption's images were duplicated in training.
 DUPLICATION_BASELINE = "times duplicated (training data)"
@@ -37,6 +40,7 @@ class PooledModel:
     duplication: np.ndarray
     criterion: str = "verbatim"
     weights: str | None = None
+    costs: dict | None = None  # evaluations per sample of each signal, as the cost front counts them
 
 
 def read_leaderboard(path) -> PooledModel:
@@ -51,16 +55,18 @@ def read_leaderboard(path) -> PooledModel:
     if missing:
         raise ValueError(f"{str(file)!r} lacks {missing}: a leaderboard from an older memgeo; run `memgeo bench` again")
     n, seeds = len(lb["labels"]), int(lb["seeds"])
-    scores = {}
+    scores, costs = {}, {}
     for r in lb["rows"]:
         s = np.asarray(r["scores"], dtype=float)
         if s.size != n * seeds:
             raise ValueError(f"{str(file)!r}: row {r['signal']!r} holds {s.size} scores, not {n} prompts x {seeds} seeds")
         scores[r["signal"]] = s.reshape(n, seeds).mean(1)
+        costs[r["signal"]] = signal_cost(r["signal"], r.get("n_evals", 0), r.get("n_jvps", 0))
     dup = np.asarray(lb["duplication"], dtype=float)
     scores[DUPLICATION_BASELINE] = dup
     return PooledModel(str(file.parent), scores, np.asarray(lb["labels"], dtype=int), list(lb["kinds"]),
-                       np.asarray(lb["hard_negative"], dtype=bool), dup, lb.get("criterion", "verbatim"), lb.get("weights"))
+                       np.asarray(lb["hard_negative"], dtype=bool), dup, lb.get("criterion", "verbatim"), lb.get("weights"),
+                       costs)
 
 
 def prompt_auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -115,8 +121,30 @@ def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template
     counts = [{"model": m.name, **{k: int(((m.labels == 1) & (np.asarray(m.kinds) == k)).sum()) for k in kinds},
                "hard negatives": int((m.hard_negative & (m.labels == 0)).sum()), "not memorized": int((m.labels == 0).sum())}
               for m in models]
+    targets, floor = pooled_targets(models, rows, columns)
     return {"models": [m.name for m in models], "columns": columns, "rows": rows, "counts": counts,
-            "rank_stability": rank_stability(models)}
+            "rank_stability": rank_stability(models), "every_kind_targets": targets, "floor_target": floor}
+
+
+def pooled_targets(models: list[PooledModel], rows: dict, columns: list) -> tuple[list, dict | None]:
+    """The detection targets on the pooled AUROCs (``rows``, as :func:`pool_leaderboards` builds them): the every-kind
+    comparison at a small budget and the budget floor, by the rules a single leaderboard uses
+    (:func:`~memgeo.experiments.leaderboard_tables.compare_targets`, :func:`~...floor_target`); a signal's cost must
+    agree across the models."""
+    from .leaderboard_tables import compare_targets, floor_target
+
+    costs = {}
+    for m in models:
+        for signal, cost in (m.costs or {}).items():
+            if costs.setdefault(signal, cost) != cost:
+                raise ValueError(f"{signal!r} costs {costs[signal]} evaluations in one leaderboard and {cost} in "
+                                 "another: pool leaderboards run with the same settings")
+    named = [s for s in rows if s in SIGNALS and s in costs]
+    kept = [c for c in columns if all(rows[s][c][3] > 0 for s in named)]  # columns every model set leaves empty go
+    order = ["all", *[c for c in kept if c not in ("all", "hard negatives")], "hard negatives"]
+    aurocs = {s: {("overall" if c == "all" else c): rows[s][c][0] for c in order if c in kept} for s in named}
+    points = [{"signal": s, "evals": costs[s], "auroc": rows[s]["all"][0], "own": SIGNALS[s].own} for s in named]
+    return compare_targets(aurocs, costs), floor_target(points)
 
 
 def check_poolable(models: list[PooledModel]) -> None:
@@ -160,6 +188,11 @@ def format_pooled(table: dict) -> str:
     lines += ["", "| model | " + " | ".join(k for k in table["counts"][0] if k != "model") + " |",
               "|" + "---|" * len(table["counts"][0])]
     lines += ["| " + " | ".join(str(v) for v in c.values()) + " |" for c in table["counts"]]
+    if "every_kind_targets" in table:
+        from .leaderboard_tables import format_every_kind_targets
+
+        lines += ["", "Detection targets on the pooled AUROCs:", "",
+                  format_every_kind_targets(table["every_kind_targets"], floor=table["floor_target"])]
     rs = table["rank_stability"]
     lines += ["", f"Rank stability of the signals across models (Kendall's tau, 'all' column): mean {rs['mean_tau']:.2f}"
               + "".join(f"; {k} {v:.2f}" for k, v in rs["pairs"].items())]

@@ -77,6 +77,49 @@ def test_bench_pool_writes_its_tables_and_refuses_an_old_leaderboard(tmp_path, c
     assert "older memgeo" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
+def test_pooled_targets_compare_the_pooled_aurocs_by_the_leaderboards_rule(tmp_path):
+    from memgeo.experiments import compare_targets, floor_target
+
+    boards = [write_board(tmp_path / f"m{i}", i) for i in range(2)]
+    for b in boards:  # registry names: memgeo's gap turn reads the good score, the published guidance norm the noise
+        board = json.loads((b / "leaderboard.json").read_text())
+        good, noise = (r["scores"] for r in board["rows"])
+        board["rows"] = [{"signal": "gap_turn", "n_evals": 4, "n_jvps": 0, "scores": good},
+                         {"signal": "guidance_norm", "n_evals": 2, "n_jvps": 0, "scores": noise},
+                         {"signal": "update_norm", "n_evals": 6, "n_jvps": 0, "scores": noise},  # free: costs 0
+                         {"signal": "kappa_delta", "n_evals": 500, "n_jvps": 0, "scores": good}]
+        (b / "leaderboard.json").write_text(json.dumps(board))
+    table = pool_leaderboards(boards, n_boot=50)
+    rows = table["rows"]
+    (t,) = table["every_kind_targets"]
+    cols = {"overall": "all", "matching": "matching", "template": "template", "local": "local",
+            "hard negatives": "hard negatives"}
+    aurocs = {s: {k: rows[s][c][0] for k, c in cols.items()} for s in ("gap_turn", "guidance_norm", "update_norm")}
+    assert t == compare_targets(aurocs, {"gap_turn": 4, "guidance_norm": 2, "update_norm": 0})[0]
+    assert t["overall"] == rows["gap_turn"]["all"][0] and t["met"]  # kappa-delta (500) is over the budget
+    assert list(t["kinds"]) == ["matching", "template", "local", "hard negatives"]
+    assert table["floor_target"] == floor_target([{"signal": "gap_turn", "evals": 4, "auroc": rows["gap_turn"]["all"][0],
+                                                   "own": True}])
+    board = json.loads((boards[1] / "leaderboard.json").read_text())
+    board["rows"][0]["n_evals"] = 8
+    (boards[1] / "leaderboard.json").write_text(json.dumps(board))
+    with pytest.raises(ValueError, match="'gap_turn' costs 4 evaluations in one leaderboard and 8"):
+        pool_leaderboards(boards, n_boot=10)
+
+
+def test_the_floor_target_takes_the_best_memgeo_detector_within_its_budget():
+    from memgeo.experiments import floor_target, format_every_kind_targets
+
+    points = [{"signal": "gap_turn", "evals": 4, "auroc": 0.95, "own": True},
+              {"signal": "gap_turn_k3", "evals": 8, "auroc": 0.97, "own": True},
+              {"signal": "kappa_delta", "evals": 500, "auroc": 0.999, "own": False},
+              {"signal": "wide", "evals": 17, "auroc": 0.99, "own": True}]
+    floor = floor_target(points)
+    assert (floor["signal"], floor["met"]) == ("gap_turn_k3", False)
+    assert "missed by 0.010" in format_every_kind_targets([], floor=floor)
+    assert floor_target(points, max_evals=32)["met"] and floor_target(points[2:3]) is None
+
+
 def test_the_cost_front_keeps_what_no_cheaper_signal_beats():
     from memgeo.experiments.front import cost_front
     from memgeo.experiments.leaderboard import LeaderboardRow

@@ -58,7 +58,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     meta = testbed_metadata(args.model)
-    check_disjoint(range(args.seed_start, args.seed_start + max(args.seeds, 4)), label_seeds_of(meta))  # before any work
+    check_disjoint(range(args.seed_start, args.seed_start + max(args.seeds, 4)), label_seeds_of(meta),
+                   arg="--seed-start")  # before any work
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, data = load_testbed(args.model), testbed_data(args.model)

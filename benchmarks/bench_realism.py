@@ -60,7 +60,7 @@ def main(argv=None) -> None:
     if args.seed_start is None:  # scored apart from the seeds that labelled it, checked before any work
         args.seed_start = scoring_start([meta], args.seeds)
     else:
-        check_disjoint(range(args.seed_start, args.seed_start + args.seeds), label_seeds_of(meta))
+        check_disjoint(range(args.seed_start, args.seed_start + args.seeds), label_seeds_of(meta), arg="--seed-start")
     model = load_testbed(args.model)
     data = testbed_data(folder)
     prompts = data.prompts[: args.max_prompts] if args.max_prompts else data.prompts

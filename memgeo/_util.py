@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 __all__ = ["spread", "atomic_write_text", "atomic_replace", "draw_rows", "PRESET_NAMES", "resolve_preset",
-           "check_output", "IMAGE_SUFFIXES", "Settings", "option", "preset_rows"]
+           "check_output", "IMAGE_SUFFIXES", "Settings", "option", "preset_rows", "file_sha256"]
 
 #: Suffixes of image files: an output *folder* named like one is refused (a typo for a file).
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".pdf", ".svg")

@@ -27,7 +27,7 @@ def test_benchmark_runs_on_its_smallest_setting(path, load_benchmark, tmp_path, 
 def test_the_explanation_benchmark_refuses_the_label_seeds_before_any_work(load_benchmark, tmp_path):
     bench = load_benchmark("bench_explain.py")
     (tmp_path / "testbed.json").write_text(json.dumps({"prompts": [], "ground_truth": {"seeds": 32}}))
-    with pytest.raises(ValueError, match="disjoint from the label seeds: 8 in common"):  # seeds 24-31 of 8 from 24
+    with pytest.raises(ValueError, match="--seed-start: scoring seeds must be disjoint from the label seeds: 8 in common"):  # seeds 24-31 of 8 from 24
         bench.main(["--model", str(tmp_path), "--seed-start", "24", "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
@@ -35,7 +35,7 @@ def test_the_explanation_benchmark_refuses_the_label_seeds_before_any_work(load_
 def test_the_realism_benchmark_refuses_a_start_among_the_label_seeds_before_any_work(load_benchmark, tmp_path):
     bench = load_benchmark("bench_realism.py")
     (tmp_path / "testbed.json").write_text(json.dumps({"prompts": [], "ground_truth": {"seeds": 32}}))
-    with pytest.raises(ValueError, match="disjoint from the label seeds: 2 in common"):  # seeds 30-33 of 4 from 30
+    with pytest.raises(ValueError, match="--seed-start: scoring seeds must be disjoint from the label seeds: 2 in common"):  # seeds 30-33 of 4 from 30
         bench.main(["--model", str(tmp_path), "--seed-start", "30", "--seeds", "4", "--out", str(tmp_path / "r.md")])
     assert not (tmp_path / "r.md").exists()
 

@@ -71,5 +71,6 @@ def register(sub) -> None:
     bench.add_argument("--pool", nargs="+", metavar="FOLDER",
                        help="pool the leaderboards in these folders (each a `memgeo bench --out` of one model): per signal "
                             "the mean prompt-level AUROC over models, with intervals over models and prompts; columns "
-                            "all, hard negatives, per kind; Kendall's tau across models")
+                            "all, hard negatives, per kind; Kendall's tau across models; the detection targets on the "
+                            "pooled AUROCs and on each model's")
     bench.set_defaults(func=_bench)

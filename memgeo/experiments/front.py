@@ -9,17 +9,20 @@ from .rows import regroup
 __all__ = ["is_free", "signal_cost", "cost_of", "cost_front", "format_cost_front"]
 
 
+def _free(signal: str) -> bool:
+    spec = SIGNALS.get(signal)
+    return spec is not None and spec.free
+
+
 def is_free(row) -> bool:
     """Whether a leaderboard row's signal reads a generation run anyway (:attr:`~memgeo.detect.SignalSpec.free`)."""
-    spec = SIGNALS.get(row.signal)
-    return spec is not None and spec.free
+    return _free(row.signal)
 
 
 def signal_cost(signal: str, n_evals: int, n_jvps: int) -> int:
     """Evaluations per sample ``signal`` spends beyond a generation the user runs anyway: 0 for a free signal, else
     its ``n_evals`` with each of its ``n_jvps`` JVPs counted as one."""
-    spec = SIGNALS.get(signal)
-    return 0 if spec is not None and spec.free else int(n_evals + n_jvps)
+    return 0 if _free(signal) else int(n_evals + n_jvps)
 
 
 def cost_of(row) -> int:

@@ -115,11 +115,12 @@ def compare_targets(aurocs: dict, costs: dict, *, max_evals: int = 4, tolerance:
 
 def floor_target(points: list[dict], *, max_evals: int = 16, floor: float = 0.98) -> dict | None:
     """The budget floor: the best memgeo detector at most ``max_evals`` evaluations per sample, its overall AUROC
-    against ``floor``. ``points``: ``{"signal", "evals", "auroc", "own"}`` per signal (a cost front's points); None
-    where no memgeo detector is within the budget."""
-    mine = [q for q in points if q["own"] and q["evals"] <= max_evals]
+    against ``floor``. ``points``: ``{"signal", "evals", "auroc", "own"}`` per signal (a cost front's points); where no
+    memgeo detector within the budget has an AUROC, ``signal`` is None and the target is not met."""
+    mine = [q for q in points if q["own"] and q["evals"] <= max_evals and np.isfinite(q["auroc"])]
     if not mine:
-        return None
+        return {"signal": None, "evals": None, "auroc": float("nan"), "floor": floor, "max_evals": max_evals,
+                "met": False}
     top = max(mine, key=lambda q: q["auroc"])
     return {"signal": top["signal"], "evals": int(top["evals"]), "auroc": float(top["auroc"]), "floor": floor,
             "max_evals": max_evals, "met": bool(top["auroc"] >= floor)}
@@ -167,7 +168,10 @@ def format_every_kind_targets(targets: list[dict], *, tolerance: float = 0.02, f
             lines.append(f"| {t['signal']} | {t['evals']} | " + " | ".join(cells) + f" | {'yes' if t['met'] else 'no'} |")
         lines.append(f"\nTargets: per-prompt AUROC at least every published signal's at the same budget overall, and "
                      f"within {tolerance:g} of the best of them on each kind and against the hard negatives.")
-    if floor is not None:
+    if floor is not None and floor["signal"] is None:
+        lines.append(f"At <= {floor['max_evals']} evaluations: no memgeo detector to set against the "
+                     f"{floor['floor']:g} target.")
+    elif floor is not None:
         gap = "met" if floor["met"] else f"missed by {floor['floor'] - floor['auroc']:.3f}"
         lines.append(f"At <= {floor['max_evals']} evaluations: the best memgeo detector, {floor['signal']} "
                      f"({floor['evals']} evaluations), {floor['auroc']:.3f} overall against the {floor['floor']:g} "

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..detect import SIGNALS
 from .front import signal_cost
+from .leaderboard_tables import compare_targets, floor_target, format_every_kind_targets
 
 __all__ = ["DUPLICATION_BASELINE", "PooledModel", "read_leaderboard", "prompt_auroc", "pooled_auroc",
            "pool_leaderboards", "pooled_targets", "format_pooled", "rank_stability", "check_poolable"]
@@ -40,7 +41,7 @@ class PooledModel:
     duplication: np.ndarray
     criterion: str = "verbatim"
     weights: str | None = None
-    costs: dict | None = None  # evaluations per sample of each signal, as the cost front counts them
+    costs: dict | None = None  # evaluations per sample of each signal, as the cost front counts them (0 if free)
 
 
 def read_leaderboard(path) -> PooledModel:
@@ -52,6 +53,7 @@ def read_leaderboard(path) -> PooledModel:
         raise FileNotFoundError(f"{str(path)!r} holds no leaderboard.json; run `memgeo bench --out {path}` first")
     lb = json.loads(file.read_text())
     missing = [k for k in ("duplication", "hard_negative", "kinds", "labels", "rows", "seeds") if k not in lb]
+    missing += sorted({k for r in lb.get("rows", []) for k in ("n_evals", "n_jvps") if k not in r})  # the costs
     if missing:
         raise ValueError(f"{str(file)!r} lacks {missing}: a leaderboard from an older memgeo; run `memgeo bench` again")
     n, seeds = len(lb["labels"]), int(lb["seeds"])
@@ -61,7 +63,7 @@ def read_leaderboard(path) -> PooledModel:
         if s.size != n * seeds:
             raise ValueError(f"{str(file)!r}: row {r['signal']!r} holds {s.size} scores, not {n} prompts x {seeds} seeds")
         scores[r["signal"]] = s.reshape(n, seeds).mean(1)
-        costs[r["signal"]] = signal_cost(r["signal"], r.get("n_evals", 0), r.get("n_jvps", 0))
+        costs[r["signal"]] = signal_cost(r["signal"], r["n_evals"], r["n_jvps"])
     dup = np.asarray(lb["duplication"], dtype=float)
     scores[DUPLICATION_BASELINE] = dup
     return PooledModel(str(file.parent), scores, np.asarray(lb["labels"], dtype=int), list(lb["kinds"]),
@@ -88,15 +90,21 @@ def _columns(m: PooledModel, kinds) -> dict:
     return cols
 
 
-def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=("matching", "template", "local"),
-                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
-    """``(mean AUROC over models, low, high, models counted)`` of ``signal`` on ``column``: models whose column lacks
-    a class are left out; the interval resamples models, then prompts within each class of each model."""
+def _parts(models: list[PooledModel], signal: str, column: str, kinds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per model whose column has both classes, the signal's (positive, negative) scores on it."""
     parts = []
     for m in models:
         p, q = _columns(m, kinds)[column]
         if p.any() and q.any() and signal in m.scores:
             parts.append((m.scores[signal][p], m.scores[signal][q]))
+    return parts
+
+
+def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=("matching", "template", "local"),
+                 n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
+    """``(mean AUROC over models, low, high, models counted)`` of ``signal`` on ``column``: models whose column lacks
+    a class are left out; the interval resamples models, then prompts within each class of each model."""
+    parts = _parts(models, signal, column, kinds)
     if not parts:
         return float("nan"), float("nan"), float("nan"), 0
     value = float(np.mean([prompt_auroc(a, b) for a, b in parts]))
@@ -112,7 +120,9 @@ def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=(
 
 def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template", "local")) -> dict:
     """The pooled table of the models in ``paths``: ``{"models", "columns", "rows": {signal: {column: (value, low,
-    high, models)}}, "counts"}``; counts per model of memorized prompts per kind, hard negatives and not memorized."""
+    high, models)}}, "counts", "rank_stability", "every_kind_targets", "floor_target", "per_model_targets"}``; counts
+    per model of memorized prompts per kind, hard negatives and not memorized; the detection targets on the pooled
+    AUROCs and on each model's own (:func:`pooled_targets`)."""
     models = [read_leaderboard(p) for p in paths]
     check_poolable(models)
     signals = list(dict.fromkeys(s for m in models for s in m.scores))
@@ -121,35 +131,52 @@ def pool_leaderboards(paths, *, n_boot: int = 1000, kinds=("matching", "template
     counts = [{"model": m.name, **{k: int(((m.labels == 1) & (np.asarray(m.kinds) == k)).sum()) for k in kinds},
                "hard negatives": int((m.hard_negative & (m.labels == 0)).sum()), "not memorized": int((m.labels == 0).sum())}
               for m in models]
-    targets, floor = pooled_targets(models, rows, columns)
+    targets, floor = pooled_targets(models, kinds=kinds)
+    per_model = {m.name: dict(zip(("every_kind_targets", "floor_target"), pooled_targets([m], kinds=kinds)))
+                 for m in models}
     return {"models": [m.name for m in models], "columns": columns, "rows": rows, "counts": counts,
-            "rank_stability": rank_stability(models), "every_kind_targets": targets, "floor_target": floor}
+            "rank_stability": rank_stability(models), "every_kind_targets": targets, "floor_target": floor,
+            "per_model_targets": per_model}
 
 
-def pooled_targets(models: list[PooledModel], rows: dict, columns: list) -> tuple[list, dict | None]:
-    """The detection targets on the pooled AUROCs (``rows``, as :func:`pool_leaderboards` builds them): the every-kind
-    comparison at a small budget and the budget floor, by the rules a single leaderboard uses
-    (:func:`~memgeo.experiments.leaderboard_tables.compare_targets`, :func:`~...floor_target`); a signal's cost must
-    agree across the models."""
-    from .leaderboard_tables import compare_targets, floor_target
+def pooled_targets(models: list[PooledModel], *, kinds=("matching", "template", "local")) -> tuple[list, dict | None]:
+    """The detection targets on the pooled AUROCs of ``models`` (per column the mean over models of the prompt-level
+    AUROC, as :func:`pooled_auroc` reads it): the every-kind comparison at a small budget and the budget floor, by the
+    rules a single leaderboard uses (:func:`~memgeo.experiments.leaderboard_tables.compare_targets`,
+    :func:`~memgeo.experiments.leaderboard_tables.floor_target`). Only registry signals every model scored take part;
+    ``([], None)`` where no model has a memorized prompt."""
+    costs = _costs(models)
+    named = [s for s in models[0].scores if s in SIGNALS and s in costs and all(s in m.scores for m in models)]
 
-    costs = {}
-    for m in models:
-        for signal, cost in (m.costs or {}).items():
-            if costs.setdefault(signal, cost) != cost:
-                raise ValueError(f"{signal!r} costs {costs[signal]} evaluations in one leaderboard and {cost} in "
-                                 "another: pool leaderboards run with the same settings")
-    named = [s for s in rows if s in SIGNALS and s in costs]
-    kept = [c for c in columns if all(rows[s][c][3] > 0 for s in named)]  # columns every model set leaves empty go
-    order = ["all", *[c for c in kept if c not in ("all", "hard negatives")], "hard negatives"]
-    aurocs = {s: {("overall" if c == "all" else c): rows[s][c][0] for c in order if c in kept} for s in named}
-    points = [{"signal": s, "evals": costs[s], "auroc": rows[s]["all"][0], "own": SIGNALS[s].own} for s in named]
+    def value(signal, column):
+        parts = _parts(models, signal, column, kinds)
+        return (float(np.mean([prompt_auroc(a, b) for a, b in parts])) if parts else float("nan")), len(parts)
+
+    columns = ["all", *kinds, "hard negatives"]
+    values = {s: {c: value(s, c) for c in columns} for s in named}
+    if not named or values[named[0]]["all"][1] == 0:
+        return [], None
+    kept = [c for c in columns if all(values[s][c][1] > 0 for s in named)]  # a column no model can score goes
+    aurocs = {s: {("overall" if c == "all" else c): values[s][c][0] for c in kept} for s in named}
+    points = [{"signal": s, "evals": costs[s], "auroc": values[s]["all"][0], "own": SIGNALS[s].own} for s in named]
     return compare_targets(aurocs, costs), floor_target(points)
 
 
+def _costs(models: list[PooledModel]) -> dict:
+    """Each signal's cost, the same in every model's leaderboard (a clear error names both files otherwise)."""
+    costs, where = {}, {}
+    for m in models:
+        for signal, cost in (m.costs or {}).items():
+            if costs.setdefault(signal, cost) != cost:
+                raise ValueError(f"{signal!r} costs {costs[signal]} evaluations per sample in {where[signal]} and "
+                                 f"{cost} in {m.name}: pool leaderboards run with the same settings")
+            where.setdefault(signal, m.name)
+    return costs
+
+
 def check_poolable(models: list[PooledModel]) -> None:
-    """Refuse leaderboards that cannot be pooled: labels by different criteria, or one model (the same weights or the
-    same folder) counted twice."""
+    """Refuse leaderboards that cannot be pooled: labels by different criteria, one model (the same weights or the
+    same folder) counted twice, or a signal whose cost differs between them (other settings)."""
     if len({m.criterion for m in models}) > 1:
         raise ValueError(f"the leaderboards label by different criteria ({sorted({m.criterion for m in models})}); "
                          "pool leaderboards of one criterion")
@@ -157,6 +184,7 @@ def check_poolable(models: list[PooledModel]) -> None:
         seen = [key(m) for m in models if key(m) is not None]
         if len(seen) != len(set(seen)):
             raise ValueError(f"the same {what} appears twice among the pooled leaderboards: each model counts once")
+    _costs(models)
 
 
 def rank_stability(models: list[PooledModel], *, exclude=(DUPLICATION_BASELINE,)) -> dict:
@@ -189,10 +217,11 @@ def format_pooled(table: dict) -> str:
               "|" + "---|" * len(table["counts"][0])]
     lines += ["| " + " | ".join(str(v) for v in c.values()) + " |" for c in table["counts"]]
     if "every_kind_targets" in table:
-        from .leaderboard_tables import format_every_kind_targets
-
         lines += ["", "Detection targets on the pooled AUROCs:", "",
                   format_every_kind_targets(table["every_kind_targets"], floor=table["floor_target"])]
+        for name, t in table.get("per_model_targets", {}).items():
+            lines += ["", f"On {name} alone:", "", format_every_kind_targets(t["every_kind_targets"],
+                                                                                floor=t["floor_target"])]
     rs = table["rank_stability"]
     lines += ["", f"Rank stability of the signals across models (Kendall's tau, 'all' column): mean {rs['mean_tau']:.2f}"
               + "".join(f"; {k} {v:.2f}" for k, v in rs["pairs"].items())]

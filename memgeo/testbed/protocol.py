@@ -70,17 +70,19 @@ def scoring_seeds(name: str, n: int) -> list[int]:
     return list(range(start, start + n))
 
 
-def check_disjoint(scoring, labels) -> None:
+def check_disjoint(scoring, labels, *, arg: str | None = None) -> None:
     """Refuse scoring seeds that meet the label seeds: a detector is never scored on the noises that made its labels.
 
-    ``scoring`` and ``labels``: seed lists (or counts ``n``, meaning seeds ``0..n-1``, as generation counts them)."""
+    ``scoring`` and ``labels``: seed lists (or counts ``n``, meaning seeds ``0..n-1``, as generation counts them);
+    ``arg``: the argument that chose the scoring seeds, named in the error."""
     def seeds(s):
         return set(range(s)) if isinstance(s, int) else {int(x) for x in s}
 
     common = sorted(seeds(scoring) & seeds(labels))
     if common:
         shown = ", ".join(map(str, common[:8])) + (", ..." if len(common) > 8 else "")
-        raise ValueError(f"scoring seeds must be disjoint from the label seeds: {len(common)} in common ({shown}); "
+        raise ValueError(f"{arg + ': ' if arg else ''}scoring seeds must be disjoint from the label seeds: "
+                         f"{len(common)} in common ({shown}); "
                          "score from seeds after the label range (a protocol's scoring.seed_start)")
 
 

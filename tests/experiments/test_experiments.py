@@ -113,6 +113,9 @@ def test_every_kind_targets_compare_memgeo_signals_with_the_best_published_one_p
     assert t["met"] == (t["overall_met"] and all(k["met"] for k in t["kinds"].values()))
     assert "regional_sharpness | 4 |" in format_every_kind_targets([t])
     assert every_kind_targets([ours], seeds=seeds, groups=kinds) == []  # nothing published to compare with
+    free = row("update_norm", noise + 9 * y[:, None], evals=6)  # 6 alone, 0 beyond the generation: within budget
+    (t,) = every_kind_targets([ours, pub_a, free], seeds=seeds, groups=kinds, hard=hard)
+    assert t["best_published"] == "update_norm" and t["best_published_auroc"] == 1.0
 
 
 def test_the_fidelity_classifier_reads_the_cells_a_testbed_was_trained_on():

@@ -8,7 +8,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from memgeo.cli import main
-from memgeo.experiments.pool import DUPLICATION_BASELINE, pool_leaderboards, prompt_auroc, read_leaderboard
+from memgeo.experiments.pool import (DUPLICATION_BASELINE, check_poolable, pool_leaderboards, prompt_auroc,
+                                     read_leaderboard)
 
 
 def write_board(folder, seed, n=30, seeds=2):
@@ -24,7 +25,8 @@ def write_board(folder, seed, n=30, seeds=2):
     (folder / "leaderboard.json").write_text(json.dumps({
         "testbed": folder.name, "seeds": seeds, "texts": [f"p{i}" for i in range(n)], "labels": labels, "kinds": kinds,
         "duplication": dup, "hard_negative": hard,
-        "rows": [{"signal": "good", "scores": good.tolist()}, {"signal": "noise", "scores": noise.tolist()}]}))
+        "rows": [{"signal": "good", "n_evals": 2, "n_jvps": 0, "scores": good.tolist()},
+                 {"signal": "noise", "n_evals": 2, "n_jvps": 0, "scores": noise.tolist()}]}))
     return folder
 
 
@@ -83,11 +85,12 @@ def test_pooled_targets_compare_the_pooled_aurocs_by_the_leaderboards_rule(tmp_p
     boards = [write_board(tmp_path / f"m{i}", i) for i in range(2)]
     for b in boards:  # registry names: memgeo's gap turn reads the good score, the published guidance norm the noise
         board = json.loads((b / "leaderboard.json").read_text())
-        good, noise = (r["scores"] for r in board["rows"])
-        board["rows"] = [{"signal": "gap_turn", "n_evals": 4, "n_jvps": 0, "scores": good},
-                         {"signal": "guidance_norm", "n_evals": 2, "n_jvps": 0, "scores": noise},
-                         {"signal": "update_norm", "n_evals": 6, "n_jvps": 0, "scores": noise},  # free: costs 0
-                         {"signal": "kappa_delta", "n_evals": 500, "n_jvps": 0, "scores": good}]
+        good, noise = (np.asarray(r["scores"]) for r in board["rows"])
+        board["rows"] = [{"signal": "gap_turn", "n_evals": 4, "n_jvps": 0, "scores": good.tolist()},
+                         {"signal": "guidance_norm", "n_evals": 2, "n_jvps": 0, "scores": noise.tolist()},
+                         # free (0 evaluations beyond the generation, though 6 alone): within the 4-evaluation budget
+                         {"signal": "update_norm", "n_evals": 6, "n_jvps": 0, "scores": (2 * good).tolist()},
+                         {"signal": "kappa_delta", "n_evals": 500, "n_jvps": 0, "scores": good.tolist()}]
         (b / "leaderboard.json").write_text(json.dumps(board))
     table = pool_leaderboards(boards, n_boot=50)
     rows = table["rows"]
@@ -96,15 +99,35 @@ def test_pooled_targets_compare_the_pooled_aurocs_by_the_leaderboards_rule(tmp_p
             "hard negatives": "hard negatives"}
     aurocs = {s: {k: rows[s][c][0] for k, c in cols.items()} for s in ("gap_turn", "guidance_norm", "update_norm")}
     assert t == compare_targets(aurocs, {"gap_turn": 4, "guidance_norm": 2, "update_norm": 0})[0]
-    assert t["overall"] == rows["gap_turn"]["all"][0] and t["met"]  # kappa-delta (500) is over the budget
+    assert t["best_published"] == "update_norm" and t["overall"] == rows["gap_turn"]["all"][0]
     assert list(t["kinds"]) == ["matching", "template", "local", "hard negatives"]
     assert table["floor_target"] == floor_target([{"signal": "gap_turn", "evals": 4, "auroc": rows["gap_turn"]["all"][0],
                                                    "own": True}])
+    for b in boards:  # each model alone: the same rule on its own AUROCs
+        (alone,) = table["per_model_targets"][str(b)]["every_kind_targets"]
+        m = read_leaderboard(b)
+        pos, neg = m.labels == 1, m.labels == 0
+        assert alone["overall"] == pytest.approx(prompt_auroc(m.scores["gap_turn"][pos], m.scores["gap_turn"][neg]))
+    # a signal that only some models scored takes no part; a pool with no memorized prompt has no targets
+    board = json.loads((boards[1] / "leaderboard.json").read_text())
+    (boards[1] / "leaderboard.json").write_text(json.dumps({**board, "rows": board["rows"][1:]}))
+    assert pool_leaderboards(boards, n_boot=10)["every_kind_targets"] == []  # gap_turn is in one model only
+    empty = json.loads((boards[0] / "leaderboard.json").read_text())
+    (boards[0] / "leaderboard.json").write_text(json.dumps({**empty, "labels": [0] * len(empty["labels"])}))
+    assert pool_leaderboards(boards[:1], n_boot=10)["every_kind_targets"] == []
+
+
+def test_leaderboards_whose_costs_differ_or_are_missing_are_refused_before_any_work(tmp_path):
+    boards = [write_board(tmp_path / f"m{i}", i) for i in range(2)]
     board = json.loads((boards[1] / "leaderboard.json").read_text())
     board["rows"][0]["n_evals"] = 8
     (boards[1] / "leaderboard.json").write_text(json.dumps(board))
-    with pytest.raises(ValueError, match="'gap_turn' costs 4 evaluations in one leaderboard and 8"):
-        pool_leaderboards(boards, n_boot=10)
+    with pytest.raises(ValueError, match=f"'good' costs 2 evaluations per sample in {boards[0]} and 8 in {boards[1]}"):
+        check_poolable([read_leaderboard(b) for b in boards])
+    del board["rows"][0]["n_jvps"]
+    (boards[1] / "leaderboard.json").write_text(json.dumps(board))
+    with pytest.raises(ValueError, match=r"lacks \['n_jvps'\]: a leaderboard from an older memgeo"):
+        read_leaderboard(boards[1])
 
 
 def test_the_floor_target_takes_the_best_memgeo_detector_within_its_budget():
@@ -112,12 +135,16 @@ def test_the_floor_target_takes_the_best_memgeo_detector_within_its_budget():
 
     points = [{"signal": "gap_turn", "evals": 4, "auroc": 0.95, "own": True},
               {"signal": "gap_turn_k3", "evals": 8, "auroc": 0.97, "own": True},
+              {"signal": "nan", "evals": 8, "auroc": float("nan"), "own": True},
               {"signal": "kappa_delta", "evals": 500, "auroc": 0.999, "own": False},
               {"signal": "wide", "evals": 17, "auroc": 0.99, "own": True}]
     floor = floor_target(points)
     assert (floor["signal"], floor["met"]) == ("gap_turn_k3", False)
     assert "missed by 0.010" in format_every_kind_targets([], floor=floor)
-    assert floor_target(points, max_evals=32)["met"] and floor_target(points[2:3]) is None
+    assert floor_target(points, max_evals=32)["met"]
+    none = floor_target(points[2:4])
+    assert none["signal"] is None and not none["met"]
+    assert "no memgeo detector to set against the 0.98 target" in format_every_kind_targets([], floor=none)
 
 
 def test_the_cost_front_keeps_what_no_cheaper_signal_beats():

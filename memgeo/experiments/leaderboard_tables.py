@@ -113,7 +113,7 @@ def compare_targets(aurocs: dict, costs: dict, *, max_evals: int = 4, tolerance:
     return out
 
 
-def floor_target(points: list[dict], *, max_evals: int = 16, floor: float = 0.98) -> dict | None:
+def floor_target(points: list[dict], *, max_evals: int = 16, floor: float = 0.98) -> dict:
     """The budget floor: the best memgeo detector at most ``max_evals`` evaluations per sample, its overall AUROC
     against ``floor``. ``points``: ``{"signal", "evals", "auroc", "own"}`` per signal (a cost front's points); where no
     memgeo detector within the budget has an AUROC, ``signal`` is None and the target is not met."""

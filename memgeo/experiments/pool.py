@@ -100,6 +100,11 @@ def _parts(models: list[PooledModel], signal: str, column: str, kinds) -> list[t
     return parts
 
 
+def _mean_auroc(parts) -> float:
+    """The mean over models of the prompt-level AUROC of their (positive, negative) scores."""
+    return float(np.mean([prompt_auroc(a, b) for a, b in parts]))
+
+
 def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=("matching", "template", "local"),
                  n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float, int]:
     """``(mean AUROC over models, low, high, models counted)`` of ``signal`` on ``column``: models whose column lacks
@@ -107,7 +112,7 @@ def pooled_auroc(models: list[PooledModel], signal: str, column: str, *, kinds=(
     parts = _parts(models, signal, column, kinds)
     if not parts:
         return float("nan"), float("nan"), float("nan"), 0
-    value = float(np.mean([prompt_auroc(a, b) for a, b in parts]))
+    value = _mean_auroc(parts)
     rng = np.random.default_rng(seed)
     reps = []
     for _ in range(int(n_boot)):
@@ -150,7 +155,7 @@ def pooled_targets(models: list[PooledModel], *, kinds=("matching", "template", 
 
     def value(signal, column):
         parts = _parts(models, signal, column, kinds)
-        return (float(np.mean([prompt_auroc(a, b) for a, b in parts])) if parts else float("nan")), len(parts)
+        return (_mean_auroc(parts) if parts else float("nan")), len(parts)
 
     columns = ["all", *kinds, "hard negatives"]
     values = {s: {c: value(s, c) for c in columns} for s in named}
